@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# vigil's whole test suite, from a fresh Debian 12 machine with Rust: installs the real tools the
+# tests compare against (Prometheus, promtool, node_exporter, yamllint, kubernetes-validate),
+# then runs fmt, clippy and every test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+missing=()
+command -v prometheus >/dev/null || missing+=(prometheus)
+command -v prometheus-node-exporter >/dev/null || missing+=(prometheus-node-exporter)
+command -v yamllint >/dev/null || missing+=(yamllint)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing ${missing[*]} (apt-get)"
+  as_root apt-get update -q
+  # policy-rc.d keeps the packages' services from starting; tests start their own on 127.0.0.1
+  printf '#!/bin/sh\nexit 101\n' | as_root tee /usr/sbin/policy-rc.d >/dev/null
+  as_root chmod +x /usr/sbin/policy-rc.d
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+  as_root rm -f /usr/sbin/policy-rc.d
+fi
+if ! command -v kubernetes-validate >/dev/null; then
+  echo "installing kubernetes-validate (pip)"
+  python3 -m pip install -q kubernetes-validate
+fi
+if command -v rustup >/dev/null; then
+  rustup component list --installed | grep -q '^rustfmt' || rustup component add rustfmt
+  rustup component list --installed | grep -q '^clippy' || rustup component add clippy
+fi
+
+cargo fmt --all -- --check
+cargo clippy --locked --all-targets -- -D warnings
+cargo test --locked

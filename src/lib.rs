@@ -1,0 +1,15 @@
+//! vigil: a Kubernetes node agent. Two pipelines share one process:
+//! - logs: `logs` (discover → tail → parse → enrich) → `pipeline` (fan-out, acks, commits)
+//!   → `sinks` → acknowledgements → `logs` checkpoints;
+//! - metrics: `metrics::node` collectors and pipeline counters → `server` `/metrics`.
+//!
+//! `app` wires both from a `config::Config`; `main.rs` is the CLI.
+
+pub mod app;
+pub mod config;
+pub mod event;
+pub mod logs;
+pub mod metrics;
+pub mod pipeline;
+pub mod server;
+pub mod sinks;

@@ -1,0 +1,5 @@
+//! Metrics: vigil's own (`agent`) and the node's (`node`), all in one `prometheus::Registry`
+//! that is passed explicitly (no global registry).
+
+pub mod agent;
+pub mod node;

@@ -1,0 +1,130 @@
+//! The HTTP server: `/metrics`, `/healthz`, `/readyz`.
+//!
+//! Key decision: `/metrics` gathers the registry on a blocking thread and shares nothing with the
+//! log pipeline but atomics, so a wedged sink or a slow disk never delays a scrape. Node
+//! collectors bound their own slow calls (statfs) with timeouts.
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use prometheus::{Encoder, Registry, TextEncoder};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+/// What `/readyz` answers. Ready once sources and sinks have started; see README "Health".
+#[derive(Debug, Default)]
+pub struct Health {
+    ready: AtomicBool,
+}
+
+impl Health {
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Release);
+    }
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen on {addr}: {error}; is another process (another vigil?) using that port? Change metrics.listen")]
+pub struct BindError {
+    pub addr: String,
+    #[source]
+    pub error: std::io::Error,
+}
+
+/// A running server; dropping the handle's stop sender ends it.
+pub struct Server {
+    pub local_addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Server {
+    /// Binds now (so a taken port fails before anything else starts), then serves in a task.
+    pub async fn start(listen: &str, registry: Registry, health: Arc<Health>) -> Result<Self, BindError> {
+        let listener =
+            TcpListener::bind(listen).await.map_err(|error| BindError { addr: listen.to_string(), error })?;
+        let local_addr = listener.local_addr().map_err(|error| BindError { addr: listen.to_string(), error })?;
+        let (stop, mut stopped) = watch::channel(false);
+        let task = tokio::spawn(async move {
+            loop {
+                let conn = tokio::select! {
+                    c = listener.accept() => c,
+                    _ = stopped.changed() => break,
+                };
+                let (stream, _) = match conn {
+                    Ok(c) => c,
+                    Err(error) => {
+                        tracing::warn!(%error, "metrics server: accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let registry = registry.clone();
+                let health = health.clone();
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req| handle(req, registry.clone(), health.clone()));
+                    let conn = hyper::server::conn::http1::Builder::new()
+                        .header_read_timeout(std::time::Duration::from_secs(10))
+                        .serve_connection(TokioIo::new(stream), svc);
+                    if let Err(error) = conn.await {
+                        tracing::debug!(%error, "metrics server: connection error");
+                    }
+                });
+            }
+        });
+        Ok(Self { local_addr, stop, task })
+    }
+
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+}
+
+async fn handle(
+    req: Request<Incoming>,
+    registry: Registry,
+    health: Arc<Health>,
+) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
+    let text = |code: StatusCode, body: &'static str| {
+        Response::builder()
+            .status(code)
+            .header("content-type", "text/plain; charset=utf-8")
+            .body(Full::new(Bytes::from_static(body.as_bytes())))
+            .expect("static response is valid")
+    };
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return Ok(text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n"));
+    }
+    Ok(match req.uri().path() {
+        "/metrics" => {
+            let body = tokio::task::spawn_blocking(move || render(&registry)).await.unwrap_or_default();
+            Response::builder()
+                .header("content-type", "text/plain; version=0.0.4; charset=utf-8")
+                .body(Full::new(Bytes::from(body)))
+                .expect("metrics response is valid")
+        }
+        "/healthz" => text(StatusCode::OK, "ok\n"),
+        "/readyz" if health.is_ready() => text(StatusCode::OK, "ready\n"),
+        "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
+        _ => text(StatusCode::NOT_FOUND, "not found; try /metrics, /healthz or /readyz\n"),
+    })
+}
+
+/// The registry in the Prometheus text format.
+pub fn render(registry: &Registry) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(64 * 1024);
+    if let Err(error) = TextEncoder::new().encode(&registry.gather(), &mut buf) {
+        tracing::warn!(%error, "metrics: encoding failed");
+    }
+    buf
+}

@@ -1,0 +1,80 @@
+//! Sinks: where events go. One module per sink type; each owns its config, encoding, transport
+//! and retries, and sees events only (never files).
+//!
+//! Contract of a sink (`Sink::run`): read `Arc<Chunk>`s from its bounded input, batch them as
+//! its backend likes, deliver, and ack each chunk exactly once when all of its events are
+//! delivered or permanently rejected (counted). When the input closes, flush everything and
+//! return. A sink never drops a chunk without acking it and never acks before delivery.
+
+pub mod elasticsearch;
+pub mod file;
+pub mod loki;
+pub mod stdout;
+
+use crate::config::Problems;
+use crate::pipeline::{Acker, Chunk};
+use serde::{Deserialize, Serialize};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use tokio::sync::mpsc;
+
+/// One entry of `sinks:`, chosen by its `type`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum SinkConfig {
+    Stdout(stdout::StdoutConfig),
+    File(file::FileConfig),
+    Loki(loki::LokiConfig),
+    Elasticsearch(elasticsearch::ElasticsearchConfig),
+}
+
+impl SinkConfig {
+    pub fn name(&self) -> &str {
+        match self {
+            SinkConfig::Stdout(c) => &c.name,
+            SinkConfig::File(c) => &c.name,
+            SinkConfig::Loki(c) => &c.name,
+            SinkConfig::Elasticsearch(c) => &c.name,
+        }
+    }
+
+    pub fn validate(&self, path: &str, p: &mut Problems) {
+        match self {
+            SinkConfig::Stdout(_) => {}
+            SinkConfig::File(c) => c.validate(path, p),
+            SinkConfig::Loki(c) => c.validate(path, p),
+            SinkConfig::Elasticsearch(c) => c.validate(path, p),
+        }
+    }
+}
+
+/// What every sink gets when it is built.
+#[derive(Clone)]
+pub struct SinkContext {
+    pub registry: prometheus::Registry,
+    pub node_name: Arc<str>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("sink '{name}': {message}")]
+    Build { name: String, message: String },
+}
+
+pub type RunFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+pub trait Sink: Send {
+    /// Runs until `input` closes and everything received is delivered (or rejected) and acked.
+    fn run(self: Box<Self>, input: mpsc::Receiver<Arc<Chunk>>, acker: Acker) -> RunFuture;
+}
+
+/// Builds the sink a config entry describes.
+pub fn build(config: &SinkConfig, ctx: &SinkContext) -> Result<Box<dyn Sink>, Error> {
+    match config {
+        SinkConfig::Stdout(c) => stdout::StdoutSink::build(c, ctx),
+        SinkConfig::File(c) => file::FileSink::build(c, ctx),
+        SinkConfig::Loki(c) => loki::LokiSink::build(c, ctx),
+        SinkConfig::Elasticsearch(c) => elasticsearch::ElasticsearchSink::build(c, ctx),
+    }
+}
