@@ -1,11 +1,17 @@
 //! Wiring: builds and starts every part from a `Config`, and shuts them down in order.
 //!
-//! Start order: HTTP server (a taken port fails before anything else), sinks, pipeline, source;
-//! then ready. Shutdown order: stop intake → pipeline drains into sinks → sinks flush and ack →
-//! final checkpoint, all within `shutdown.grace_period`.
+//! Start order: HTTP server (a taken port fails before anything else), sinks, pipeline, source,
+//! metrics shipper; then ready. Shutdown order: stop intake → pipeline drains into sinks → sinks
+//! flush and ack → final checkpoint, all within `shutdown.grace_period`; the metrics shipper takes
+//! its last snapshot and flushes at the same time.
+//!
+//! Only sinks that carry logs join the log pipeline (a metrics-only sink never acks a chunk, so
+//! it would hold every checkpoint back); with no such sink, no log is read at all rather than
+//! read and thrown away. Sinks named under `metrics.ship.sinks` get the metrics snapshots.
 
 use crate::config::Config;
 use crate::logs::LogSource;
+use crate::metrics::ship::{ShipMetrics, Shipper};
 use crate::pipeline::{Acker, Pipeline};
 use crate::server::{Health, Server};
 use crate::sinks::{self, SinkContext};
@@ -23,9 +29,10 @@ const SOURCE_QUEUE_BATCHES: usize = 4;
 pub struct App {
     pub server: Server,
     pub health: Arc<Health>,
-    source: LogSource,
+    source: Option<LogSource>,
     pipeline: Pipeline,
     sinks: JoinSet<()>,
+    shipper: Option<Shipper>,
     grace: Duration,
 }
 
@@ -42,7 +49,7 @@ impl App {
         let (acker, ack_rx) = Acker::channel();
         let mut sink_txs = Vec::new();
         let mut sinks = JoinSet::new();
-        for sc in &config.sinks {
+        for sc in config.sinks.iter().filter(|s| s.carries_logs()) {
             let sink = sinks::build(sc, &ctx)?;
             let (tx, rx) = mpsc::channel(SINK_QUEUE_CHUNKS);
             sink_txs.push(tx);
@@ -52,10 +59,23 @@ impl App {
         drop(acker);
 
         let (src_tx, src_rx) = mpsc::channel(SOURCE_QUEUE_BATCHES);
+        let has_log_sinks = !sink_txs.is_empty();
         let pipeline = Pipeline::start(src_rx, sink_txs, ack_rx);
-        let source = LogSource::start(&config.sources.containers, node, &registry, src_tx, pipeline.committed.clone())?;
+        let source = if has_log_sinks {
+            Some(LogSource::start(
+                &config.sources.containers,
+                node.clone(),
+                &registry,
+                src_tx,
+                pipeline.committed.clone(),
+            )?)
+        } else {
+            tracing::info!("no sink carries logs: container logs are not read");
+            None
+        };
+        let shipper = start_shipper(&config, &registry, &ctx, node)?;
         health.set_ready(true);
-        Ok(App { server, health, source, pipeline, sinks, grace: config.shutdown.grace_period.get() })
+        Ok(App { server, health, source, pipeline, sinks, shipper, grace: config.shutdown.grace_period.get() })
     }
 
     /// Stops intake, flushes sinks, writes checkpoints. Gives up on sinks after the grace period
@@ -63,16 +83,49 @@ impl App {
     pub async fn shutdown(mut self) {
         self.health.set_ready(false);
         let deadline = tokio::time::Instant::now() + self.grace;
-        self.source.stop_intake().await;
-        let drained = tokio::time::timeout_at(deadline, async {
-            self.pipeline.join().await;
-            while self.sinks.join_next().await.is_some() {}
-        })
-        .await;
-        if drained.is_err() {
-            tracing::warn!(grace = ?self.grace, "shutdown: sinks did not flush within the grace period; undelivered lines will be read again at next start");
-        }
-        self.source.finish().await;
+        let shipped = async {
+            if let Some(shipper) = self.shipper.take() {
+                shipper.shutdown(deadline).await;
+            }
+        };
+        let logs = async {
+            if let Some(source) = self.source.as_mut() {
+                source.stop_intake().await;
+            }
+            let drained = tokio::time::timeout_at(deadline, async {
+                self.pipeline.join().await;
+                while self.sinks.join_next().await.is_some() {}
+            })
+            .await;
+            if drained.is_err() {
+                tracing::warn!(grace = ?self.grace, "shutdown: sinks did not flush within the grace period; undelivered lines will be read again at next start");
+            }
+            if let Some(source) = self.source.take() {
+                source.finish().await;
+            }
+        };
+        tokio::join!(shipped, logs);
         self.server.stop().await;
     }
+}
+
+/// Starts pushing metrics to the sinks under `metrics.ship.sinks`, if any.
+fn start_shipper(
+    config: &Config,
+    registry: &prometheus::Registry,
+    ctx: &SinkContext,
+    node: Arc<str>,
+) -> anyhow::Result<Option<Shipper>> {
+    let ship = &config.metrics.ship;
+    if ship.sinks.is_empty() {
+        return Ok(None);
+    }
+    let metrics = ShipMetrics::register(registry).context("registering the metrics shipping metrics")?;
+    let mut targets = Vec::new();
+    for name in &ship.sinks {
+        let sc = config.sinks.iter().find(|s| s.name() == name).context("metrics.ship.sinks was validated")?;
+        targets.push(sinks::build_metrics(sc, ctx)?);
+    }
+    tracing::info!(sinks = ?ship.sinks, interval = %ship.interval, "shipping metrics");
+    Ok(Some(Shipper::start(ship.interval.get(), registry.clone(), node, targets, &metrics)))
 }

@@ -75,7 +75,10 @@ fn empty_node_name_means_the_host_name() {
 #[test]
 fn unknown_key_names_its_path() {
     let e = one_error("metrics:\n  listen: 0.0.0.0:9102\n  lisen: x\n");
-    assert!(e.starts_with("metrics.lisen: unknown field `lisen`, expected `listen` or `node` at line 3"), "{e}");
+    assert!(
+        e.starts_with("metrics.lisen: unknown field `lisen`, expected one of `listen`, `node`, `ship` at line 3"),
+        "{e}"
+    );
     let e = one_error("sinks:\n  - name: a\n    type: file\n    path: /tmp/x\n    colour: red\n");
     assert!(e.contains("unknown field `colour`"), "{e}");
     assert!(e.starts_with("sinks[0]"), "{e}");

@@ -17,6 +17,7 @@ pub use units::{ByteSize, HumanDuration};
 
 use crate::logs::config::ContainersConfig;
 use crate::metrics::node::config::NodeMetricsConfig;
+use crate::metrics::ship::ShipConfig;
 use crate::sinks::SinkConfig;
 
 /// The embedded default: what `vigil run` uses without `--config`. Standard node paths, a
@@ -67,11 +68,14 @@ pub struct MetricsConfig {
     /// Node metrics collectors (node_exporter compatible).
     #[serde(default)]
     pub node: NodeMetricsConfig,
+    /// Pushing the same metrics to sinks (Prometheus remote write, Elasticsearch). Default: off.
+    #[serde(default)]
+    pub ship: ShipConfig,
 }
 
 impl Default for MetricsConfig {
     fn default() -> Self {
-        Self { listen: default_listen(), node: NodeMetricsConfig::default() }
+        Self { listen: default_listen(), node: NodeMetricsConfig::default(), ship: ShipConfig::default() }
     }
 }
 
@@ -234,7 +238,21 @@ impl Config {
                 );
             }
             sink.validate(&path, &mut p);
+            if !sink.carries_logs() && !self.metrics.ship.sinks.iter().any(|n| n == sink.name()) {
+                p.push(
+                    path,
+                    format!(
+                        "sink '{}' of type {} carries metrics only but is not listed under metrics.ship.sinks, so \
+                         it would receive nothing; add it there",
+                        sink.name(),
+                        sink.kind()
+                    ),
+                );
+            }
         }
+        let kinds: Vec<(&str, &str, bool)> =
+            self.sinks.iter().map(|s| (s.name(), s.kind(), s.carries_metrics())).collect();
+        self.metrics.ship.validate("metrics.ship", &kinds, &mut p);
         p
     }
 

@@ -9,9 +9,11 @@
 pub mod elasticsearch;
 pub mod file;
 pub mod loki;
+pub mod remote_write;
 pub mod stdout;
 
 use crate::config::Problems;
+use crate::metrics::ship::MetricsSink;
 use crate::pipeline::{Acker, Chunk};
 use serde::{Deserialize, Serialize};
 use std::future::Future;
@@ -27,6 +29,8 @@ pub enum SinkConfig {
     File(file::FileConfig),
     Loki(loki::LokiConfig),
     Elasticsearch(elasticsearch::ElasticsearchConfig),
+    /// Metrics only: Remote-Write 1.0 to Prometheus, Mimir, Thanos, VictoriaMetrics.
+    PrometheusRemoteWrite(Box<remote_write::RemoteWriteConfig>),
 }
 
 impl SinkConfig {
@@ -36,7 +40,29 @@ impl SinkConfig {
             SinkConfig::File(c) => &c.name,
             SinkConfig::Loki(c) => &c.name,
             SinkConfig::Elasticsearch(c) => &c.name,
+            SinkConfig::PrometheusRemoteWrite(c) => &c.name,
         }
+    }
+
+    /// The `type:` as written in the config.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SinkConfig::Stdout(_) => "stdout",
+            SinkConfig::File(_) => "file",
+            SinkConfig::Loki(_) => "loki",
+            SinkConfig::Elasticsearch(_) => "elasticsearch",
+            SinkConfig::PrometheusRemoteWrite(_) => "prometheus_remote_write",
+        }
+    }
+
+    /// Whether the sink takes log events (joins the log pipeline and its acknowledgements).
+    pub fn carries_logs(&self) -> bool {
+        !matches!(self, SinkConfig::PrometheusRemoteWrite(_))
+    }
+
+    /// Whether the sink can be named under `metrics.ship.sinks`.
+    pub fn carries_metrics(&self) -> bool {
+        matches!(self, SinkConfig::PrometheusRemoteWrite(_) | SinkConfig::Elasticsearch(_))
     }
 
     pub fn validate(&self, path: &str, p: &mut Problems) {
@@ -45,6 +71,7 @@ impl SinkConfig {
             SinkConfig::File(c) => c.validate(path, p),
             SinkConfig::Loki(c) => c.validate(path, p),
             SinkConfig::Elasticsearch(c) => c.validate(path, p),
+            SinkConfig::PrometheusRemoteWrite(c) => c.validate(path, p),
         }
     }
 }
@@ -76,5 +103,25 @@ pub fn build(config: &SinkConfig, ctx: &SinkContext) -> Result<Box<dyn Sink>, Er
         SinkConfig::File(c) => file::FileSink::build(c, ctx),
         SinkConfig::Loki(c) => loki::LokiSink::build(c, ctx),
         SinkConfig::Elasticsearch(c) => elasticsearch::ElasticsearchSink::build(c, ctx),
+        SinkConfig::PrometheusRemoteWrite(c) => Err(Error::Build {
+            name: c.name.clone(),
+            message: "carries metrics only; list it under metrics.ship.sinks".into(),
+        }),
+    }
+}
+
+/// Builds the metrics side of a sink named under `metrics.ship.sinks` (validation made sure
+/// it `carries_metrics`).
+pub fn build_metrics(config: &SinkConfig, ctx: &SinkContext) -> Result<Arc<dyn MetricsSink>, Error> {
+    match config {
+        SinkConfig::PrometheusRemoteWrite(c) => remote_write::RemoteWriteSink::build(c, &ctx.node_name),
+        SinkConfig::Elasticsearch(c) => Err(Error::Build {
+            name: c.name.clone(),
+            message: "metric documents to elasticsearch are not implemented yet".into(),
+        }),
+        other => Err(Error::Build {
+            name: other.name().to_string(),
+            message: format!("a {} sink cannot carry metrics", other.kind()),
+        }),
     }
 }

@@ -1,0 +1,605 @@
+//! Metrics shipping: every `metrics.ship.interval`, gather the registry that `/metrics` serves
+//! (node collectors and vigil's own pipeline metrics alike) under one collection timestamp, and
+//! hand that snapshot to each configured metrics sink, which delivers it on its own schedule.
+//!
+//! Key decision: the snapshot is encoded into ready-to-send requests at collection time and
+//! kept, compressed, in a bounded per-sink [`ShipQueue`]; one sender task per sink sends them
+//! oldest first, one request in flight. So a dead receiver costs only the queue's bound in
+//! memory (oldest dropped and counted beyond it), never blocks collection or the other sinks,
+//! and, once back, receives the outage window in timestamp order, which Prometheus-style TSDBs
+//! require (out-of-order samples are rejected). Rejected alternatives: a scrape-style pull
+//! through the log pipeline's `Chunk`s (metrics have no file offsets to acknowledge, and a stuck
+//! log sink would stall them); re-gathering at send time (the values of the outage would be
+//! lost, and timestamps would be the send time, not the collection time); a write-ahead log on
+//! disk as Prometheus keeps (a node agent's few minutes of data fit in a few MiB of RAM).
+//!
+//! Shutdown: the shipper takes one last snapshot and each sink makes one pass over its queue,
+//! without backoff: what is not delivered by the first retryable failure or by the grace
+//! deadline is dropped and counted (`reason="shutdown"`).
+
+use crate::config::{HumanDuration, Problems};
+use bytes::Bytes;
+use prometheus::proto::MetricFamily;
+use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
+use serde::{Deserialize, Serialize};
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+/// `metrics.ship`: push the node's metrics to sinks, in addition to serving `/metrics`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShipConfig {
+    /// How often a snapshot is taken and shipped. Default 15s: Prometheus' usual scrape interval,
+    /// so `rate()` windows and dashboards made for scraping fit.
+    #[serde(default = "default_interval")]
+    pub interval: HumanDuration,
+    /// Names of sinks (from `sinks:`) that receive the metrics: `prometheus_remote_write` or
+    /// `elasticsearch` sinks. Default empty: nothing is pushed, `/metrics` is scraped as usual.
+    #[serde(default)]
+    pub sinks: Vec<String>,
+}
+
+fn default_interval() -> HumanDuration {
+    HumanDuration::secs(15)
+}
+
+impl Default for ShipConfig {
+    fn default() -> Self {
+        Self { interval: default_interval(), sinks: Vec::new() }
+    }
+}
+
+impl ShipConfig {
+    /// Checks the interval and that every named sink exists and can carry metrics.
+    /// `sinks` is `(name, type, carries_metrics)` for each entry of `sinks:`.
+    pub fn validate(&self, path: &str, sinks: &[(&str, &str, bool)], p: &mut Problems) {
+        if self.interval.get() < Duration::from_secs(1) {
+            p.push(
+                format!("{path}.interval"),
+                format!("'{}' is below 1s; expected e.g. 15s (how often metrics are pushed)", self.interval),
+            );
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, name) in self.sinks.iter().enumerate() {
+            let at = format!("{path}.sinks[{i}]");
+            if !seen.insert(name.as_str()) {
+                p.push(at, format!("'{name}' is listed twice; list each sink once"));
+                continue;
+            }
+            match sinks.iter().find(|(n, _, _)| n == name) {
+                None => {
+                    let known: Vec<&str> = sinks.iter().filter(|s| s.2).map(|s| s.0).collect();
+                    let expected = if known.is_empty() {
+                        "no sink under sinks: can carry metrics; add one of type prometheus_remote_write or \
+                         elasticsearch"
+                            .to_string()
+                    } else {
+                        format!("expected one of: {}", known.join(", "))
+                    };
+                    p.push(at, format!("'{name}' is not the name of a sink under sinks:; {expected}"));
+                }
+                Some((_, kind, false)) => p.push(
+                    at,
+                    format!(
+                        "sink '{name}' is of type {kind}, which cannot carry metrics; use a sink of type \
+                         prometheus_remote_write or elasticsearch"
+                    ),
+                ),
+                Some(_) => {}
+            }
+        }
+    }
+}
+
+/// One gather of the registry, as every metrics sink sees it.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// Collection time, milliseconds since the Unix epoch: the timestamp of every sample.
+    pub timestamp_ms: i64,
+    pub families: Vec<MetricFamily>,
+    /// The node's name (`node` and default `instance` label, `host.name`).
+    pub node: Arc<str>,
+}
+
+impl Snapshot {
+    /// Gathers `registry` now. Blocking: collectors read /proc and /sys.
+    pub fn gather(registry: &Registry, node: Arc<str>) -> Self {
+        let timestamp_ms = now_ms();
+        Self { timestamp_ms, families: registry.gather(), node }
+    }
+}
+
+pub fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+/// One ready-to-send request: an encoded (and usually compressed) body and what it carries.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    pub body: Bytes,
+    /// Samples (remote write) or documents (Elasticsearch) in the body.
+    pub samples: usize,
+    /// The snapshot's collection time, ms since the epoch (for age-based eviction).
+    pub timestamp_ms: i64,
+}
+
+/// How a send attempt went.
+#[derive(Debug)]
+pub enum SendOutcome {
+    /// The receiver took everything; `sent` samples counted as delivered.
+    Delivered,
+    /// The receiver refused the request for good (a 4xx other than 429): counted and dropped.
+    Rejected { reason: &'static str },
+    /// Worth retrying (connection error, timeout, 429, 5xx). `rest` is what is left to send
+    /// (the whole batch, or the failed part of a partial success); `delivered` samples of the
+    /// batch did arrive.
+    Retry { rest: Batch, delivered: usize, retry_after: Option<Duration> },
+}
+
+pub type SendFuture<'a> = Pin<Box<dyn Future<Output = SendOutcome> + Send + 'a>>;
+
+/// A sink that carries metrics.
+pub trait MetricsSink: Send + Sync + 'static {
+    fn name(&self) -> &str;
+    /// Turns a snapshot into requests. Called on a blocking thread; must not do I/O.
+    fn encode(&self, snapshot: &Snapshot) -> Vec<Batch>;
+    /// Sends one request once. Logs what went wrong; the caller retries, counts and drops.
+    fn send<'a>(&'a self, batch: &'a Batch) -> SendFuture<'a>;
+    /// Backoff between retries of a failing request.
+    fn retry(&self) -> RetryPolicy;
+    /// Bounds of the queue kept while the receiver is down.
+    fn queue_limits(&self) -> QueueLimits;
+}
+
+/// Exponential backoff with equal jitter, capped; `Retry-After` honoured up to the cap.
+/// (Same shape as the log sinks' retry policy, so both can share one implementation.)
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    pub initial: Duration,
+    pub max: Duration,
+}
+
+impl RetryPolicy {
+    fn delay(&self, attempt: u32, retry_after: Option<Duration>) -> Duration {
+        let exp = self.initial.saturating_mul(1u32 << attempt.min(20)).min(self.max);
+        let half = exp / 2;
+        (half + half.mul_f64(fastrand::f64())).max(retry_after.unwrap_or_default()).min(self.max)
+    }
+}
+
+/// What the queue may hold while the receiver is down.
+#[derive(Debug, Clone, Copy)]
+pub struct QueueLimits {
+    /// Samples older than this (by collection time, against the newest) are dropped first.
+    pub max_age: Duration,
+    /// Hard bound on queued samples, whatever the series count.
+    pub max_samples: usize,
+}
+
+/// The `vigil_ship_*` metric families, registered once per registry.
+#[derive(Clone)]
+pub struct ShipMetrics {
+    sent: IntCounterVec,
+    dropped: IntCounterVec,
+    queued: IntGaugeVec,
+}
+
+impl ShipMetrics {
+    pub fn register(registry: &Registry) -> prometheus::Result<Self> {
+        let sent = IntCounterVec::new(
+            Opts::new("vigil_ship_samples_sent_total", "Metric samples (or documents) the sink's receiver accepted."),
+            &["sink"],
+        )?;
+        let dropped = IntCounterVec::new(
+            Opts::new(
+                "vigil_ship_samples_dropped_total",
+                "Metric samples given up: reason = queue_full (oldest dropped while the receiver was down), \
+                 rejected (4xx other than 429), shutdown (not delivered within the grace period).",
+            ),
+            &["sink", "reason"],
+        )?;
+        let queued = IntGaugeVec::new(
+            Opts::new("vigil_ship_queue_samples", "Metric samples waiting to be sent (including the one in flight)."),
+            &["sink"],
+        )?;
+        registry.register(Box::new(sent.clone()))?;
+        registry.register(Box::new(dropped.clone()))?;
+        registry.register(Box::new(queued.clone()))?;
+        Ok(Self { sent, dropped, queued })
+    }
+
+    fn for_sink(&self, sink: &str) -> SinkShipMetrics {
+        // Pre-create every reason so dashboards see zeros, not absent series.
+        for reason in ["queue_full", "rejected", "shutdown"] {
+            self.dropped.with_label_values(&[sink, reason]);
+        }
+        SinkShipMetrics {
+            sent: self.sent.with_label_values(&[sink]),
+            dropped: self.dropped.clone(),
+            queued: self.queued.with_label_values(&[sink]),
+            sink: sink.to_string(),
+        }
+    }
+}
+
+struct SinkShipMetrics {
+    sent: prometheus::IntCounter,
+    dropped: IntCounterVec,
+    queued: prometheus::IntGauge,
+    sink: String,
+}
+
+impl SinkShipMetrics {
+    fn dropped(&self, reason: &str, n: usize) {
+        self.dropped.with_label_values(&[&self.sink, reason]).inc_by(n as u64);
+    }
+}
+
+/// The queue of one metrics sink: batches in collection order, bounded by age and samples.
+/// The batch at the front may be in flight; it is never evicted while it is (so a request and
+/// its eviction cannot both count it), which bounds memory at `max_samples` plus one batch.
+pub struct ShipQueue {
+    state: Mutex<QueueState>,
+    notify: Notify,
+    limits: QueueLimits,
+    metrics: SinkShipMetrics,
+}
+
+#[derive(Default)]
+struct QueueState {
+    batches: VecDeque<Batch>,
+    samples: usize,
+    in_flight: bool,
+    /// No more batches will come (shutdown): the sender ends once the queue is empty.
+    closed: bool,
+}
+
+impl ShipQueue {
+    fn new(limits: QueueLimits, metrics: SinkShipMetrics) -> Self {
+        Self { state: Mutex::new(QueueState::default()), notify: Notify::new(), limits, metrics }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, QueueState> {
+        self.state.lock().expect("ship queue lock poisoned")
+    }
+
+    /// Appends a snapshot's batches, then evicts the oldest beyond the limits.
+    fn push(&self, batches: Vec<Batch>) {
+        let mut s = self.lock();
+        for b in batches {
+            s.samples += b.samples;
+            s.batches.push_back(b);
+        }
+        let newest = s.batches.back().map(|b| b.timestamp_ms).unwrap_or(0);
+        let max_age_ms = self.limits.max_age.as_millis() as i64;
+        let mut dropped = 0;
+        loop {
+            // Never evict the batch in flight, and always keep the newest batch: fresh data is
+            // worth more than old, even when one snapshot alone exceeds the bound.
+            let skip = usize::from(s.in_flight);
+            if s.batches.len() <= skip + 1 {
+                break;
+            }
+            let too_old = newest - s.batches[skip].timestamp_ms > max_age_ms;
+            if !too_old && s.samples <= self.limits.max_samples {
+                break;
+            }
+            let b = s.batches.remove(skip).expect("index checked above");
+            s.samples -= b.samples;
+            dropped += b.samples;
+        }
+        self.metrics.queued.set(s.samples as i64);
+        drop(s);
+        if dropped > 0 {
+            self.metrics.dropped("queue_full", dropped);
+            tracing::warn!(
+                sink = %self.metrics.sink,
+                samples = dropped,
+                "metrics queue full while the receiver is unreachable; oldest samples dropped"
+            );
+        }
+        self.notify.notify_one();
+    }
+
+    /// The front batch, marked in flight.
+    fn front(&self) -> Option<Batch> {
+        let mut s = self.lock();
+        let b = s.batches.front().cloned();
+        s.in_flight = b.is_some();
+        b
+    }
+
+    /// Replaces the in-flight front batch with what is left of it, or removes it.
+    fn finish_front(&self, rest: Option<Batch>) {
+        let mut s = self.lock();
+        s.in_flight = false;
+        if let Some(old) = s.batches.pop_front() {
+            s.samples -= old.samples;
+        }
+        if let Some(rest) = rest {
+            s.samples += rest.samples;
+            s.batches.push_front(rest);
+        }
+        self.metrics.queued.set(s.samples as i64);
+    }
+
+    fn close(&self) {
+        self.lock().closed = true;
+        self.notify.notify_one();
+    }
+
+    /// Empties the queue; returns the samples that were in it.
+    fn clear(&self) -> usize {
+        let mut s = self.lock();
+        let n = s.samples;
+        s.batches.clear();
+        s.samples = 0;
+        s.in_flight = false;
+        self.metrics.queued.set(0);
+        n
+    }
+
+    fn is_closed_and_empty(&self) -> bool {
+        let s = self.lock();
+        s.closed && s.batches.is_empty()
+    }
+
+    /// Samples queued (tests, metrics).
+    pub fn samples(&self) -> usize {
+        self.lock().samples
+    }
+}
+
+/// The running shipper: one collection task and one sender task per sink.
+pub struct Shipper {
+    stop: watch::Sender<Option<Instant>>,
+    tasks: JoinSet<()>,
+}
+
+impl Shipper {
+    /// Starts shipping `registry` to `sinks` every `interval`. The first snapshot is taken at
+    /// once, so a receiver sees the node as soon as vigil is up.
+    pub fn start(
+        interval: Duration,
+        registry: Registry,
+        node: Arc<str>,
+        sinks: Vec<Arc<dyn MetricsSink>>,
+        metrics: &ShipMetrics,
+    ) -> Self {
+        let (stop, stop_rx) = watch::channel(None);
+        let mut tasks = JoinSet::new();
+        let mut queues = Vec::new();
+        for sink in sinks {
+            let queue = Arc::new(ShipQueue::new(sink.queue_limits(), metrics.for_sink(sink.name())));
+            queues.push((sink.clone(), queue.clone()));
+            tasks.spawn(send_loop(sink, queue, stop_rx.clone()));
+        }
+        tasks.spawn(collect_loop(interval, registry, node, queues, stop_rx));
+        Self { stop, tasks }
+    }
+
+    /// Takes a last snapshot, makes one delivery pass over every queue, and returns by
+    /// `deadline` at the latest (what is left is dropped and counted).
+    pub async fn shutdown(mut self, deadline: Instant) {
+        let _ = self.stop.send(Some(deadline));
+        // The loops watch the deadline themselves; this bound is a backstop.
+        let _ = tokio::time::timeout_at(deadline + Duration::from_millis(200), async {
+            while self.tasks.join_next().await.is_some() {}
+        })
+        .await;
+        self.tasks.abort_all();
+    }
+}
+
+type Queues = Vec<(Arc<dyn MetricsSink>, Arc<ShipQueue>)>;
+
+async fn collect_loop(
+    interval: Duration,
+    registry: Registry,
+    node: Arc<str>,
+    queues: Queues,
+    mut stop: watch::Receiver<Option<Instant>>,
+) {
+    let queues = Arc::new(queues);
+    let mut ticker = tokio::time::interval(interval);
+    // After a stall (suspended VM, starved runtime), keep the cadence instead of bursting.
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let last = tokio::select! {
+            _ = ticker.tick() => false,
+            _ = stop.changed() => true,
+        };
+        let (registry, node, queues) = (registry.clone(), node.clone(), queues.clone());
+        let collected = tokio::task::spawn_blocking(move || {
+            let snapshot = Snapshot::gather(&registry, node);
+            for (sink, queue) in queues.iter() {
+                queue.push(sink.encode(&snapshot));
+            }
+        })
+        .await;
+        if let Err(error) = collected {
+            tracing::warn!(%error, "metrics shipping: collecting a snapshot failed");
+        }
+        if last {
+            break;
+        }
+    }
+    for (_, queue) in queues.iter() {
+        queue.close();
+    }
+}
+
+async fn send_loop(sink: Arc<dyn MetricsSink>, queue: Arc<ShipQueue>, mut stop: watch::Receiver<Option<Instant>>) {
+    let policy = sink.retry();
+    let mut attempt: u32 = 0;
+    loop {
+        let deadline = *stop.borrow_and_update();
+        if deadline.is_some_and(|d| Instant::now() >= d) || queue.is_closed_and_empty() {
+            break;
+        }
+        let Some(batch) = queue.front() else {
+            tokio::select! {
+                _ = queue.notify.notified() => {}
+                _ = stop.changed() => {}
+            }
+            continue;
+        };
+        let outcome = match deadline {
+            Some(d) => match tokio::time::timeout_at(d, sink.send(&batch)).await {
+                Ok(o) => o,
+                Err(_) => break,
+            },
+            None => sink.send(&batch).await,
+        };
+        match outcome {
+            SendOutcome::Delivered => {
+                attempt = 0;
+                queue.metrics.sent.inc_by(batch.samples as u64);
+                queue.finish_front(None);
+            }
+            SendOutcome::Rejected { reason } => {
+                attempt = 0;
+                queue.metrics.dropped(reason, batch.samples);
+                queue.finish_front(None);
+            }
+            SendOutcome::Retry { rest, delivered, retry_after } => {
+                queue.metrics.sent.inc_by(delivered as u64);
+                queue.finish_front(Some(rest));
+                if deadline.is_some() {
+                    // Shutdown makes one pass: a receiver that fails now will not recover in time.
+                    break;
+                }
+                let delay = policy.delay(attempt, retry_after);
+                attempt = attempt.saturating_add(1);
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = stop.changed() => {}
+                }
+            }
+        }
+    }
+    let left = queue.clear();
+    if left > 0 {
+        queue.metrics.dropped("shutdown", left);
+        tracing::warn!(sink = sink.name(), samples = left, "metrics not delivered before shutdown; dropped");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn queue(max_age_s: u64, max_samples: usize) -> (ShipQueue, ShipMetrics) {
+        let m = ShipMetrics::register(&Registry::new()).unwrap();
+        let q = ShipQueue::new(QueueLimits { max_age: Duration::from_secs(max_age_s), max_samples }, m.for_sink("s"));
+        (q, m)
+    }
+
+    fn batch(ts_s: i64, samples: usize) -> Batch {
+        Batch { body: Bytes::from(vec![0; samples]), samples, timestamp_ms: ts_s * 1000 }
+    }
+
+    fn stamps(q: &ShipQueue) -> Vec<i64> {
+        q.lock().batches.iter().map(|b| b.timestamp_ms / 1000).collect()
+    }
+
+    #[test]
+    fn queue_drops_the_oldest_beyond_max_samples_and_counts_them() {
+        let (q, m) = queue(3600, 25);
+        for t in 0..5 {
+            q.push(vec![batch(t, 10)]);
+        }
+        assert_eq!(stamps(&q), vec![3, 4]);
+        assert_eq!(q.samples(), 20);
+        assert_eq!(m.dropped.with_label_values(&["s", "queue_full"]).get(), 30);
+        assert_eq!(m.queued.with_label_values(&["s"]).get(), 20);
+    }
+
+    #[test]
+    fn queue_drops_by_age_against_the_newest_snapshot() {
+        let (q, m) = queue(60, 1_000_000);
+        for t in [0, 30, 60, 90, 120] {
+            q.push(vec![batch(t, 1)]);
+        }
+        assert_eq!(stamps(&q), vec![60, 90, 120]);
+        assert_eq!(m.dropped.with_label_values(&["s", "queue_full"]).get(), 2);
+    }
+
+    #[test]
+    fn the_batch_in_flight_is_never_evicted() {
+        let (q, m) = queue(3600, 15);
+        q.push(vec![batch(0, 10)]);
+        let sending = q.front().unwrap();
+        assert_eq!(sending.timestamp_ms, 0);
+        q.push(vec![batch(1, 10)]);
+        q.push(vec![batch(2, 10)]);
+        // The in-flight batch stays; the oldest of the others went.
+        assert_eq!(stamps(&q), vec![0, 2]);
+        q.finish_front(None);
+        assert_eq!(stamps(&q), vec![2]);
+        assert_eq!(q.samples(), 10);
+        assert_eq!(m.dropped.with_label_values(&["s", "queue_full"]).get(), 10);
+    }
+
+    #[test]
+    fn a_single_batch_larger_than_the_bound_is_kept_rather_than_nothing() {
+        let (q, m) = queue(3600, 5);
+        q.push(vec![batch(0, 10)]);
+        assert_eq!(stamps(&q), vec![0]);
+        q.push(vec![batch(1, 10)]);
+        assert_eq!(stamps(&q), vec![1]);
+        assert_eq!(m.dropped.with_label_values(&["s", "queue_full"]).get(), 10);
+    }
+
+    #[test]
+    fn a_partial_retry_replaces_the_front() {
+        let (q, _m) = queue(3600, 100);
+        q.push(vec![batch(0, 10), batch(0, 10)]);
+        let _ = q.front().unwrap();
+        q.finish_front(Some(batch(0, 3)));
+        assert_eq!(q.samples(), 13);
+    }
+
+    #[test]
+    fn backoff_grows_is_capped_and_honours_retry_after() {
+        let p = RetryPolicy { initial: Duration::from_millis(100), max: Duration::from_secs(1) };
+        for attempt in 0..8 {
+            let exp = Duration::from_millis(100 * (1 << attempt)).min(Duration::from_secs(1));
+            let d = p.delay(attempt, None);
+            assert!(d >= exp / 2 && d <= exp, "attempt {attempt}: {d:?}");
+        }
+        assert_eq!(p.delay(0, Some(Duration::from_millis(700))), Duration::from_millis(700));
+        assert_eq!(p.delay(0, Some(Duration::from_secs(60))), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn validation_names_unknown_and_log_only_sinks() {
+        let sinks = [("central", "prometheus_remote_write", true), ("loki", "loki", false)];
+        let c = ShipConfig {
+            interval: HumanDuration::millis(100),
+            sinks: vec!["central".into(), "loki".into(), "nope".into(), "central".into()],
+        };
+        let mut p = Problems::default();
+        c.validate("metrics.ship", &sinks, &mut p);
+        let all = p.0.join("\n");
+        assert_eq!(p.0.len(), 4, "{all}");
+        assert!(all.contains("metrics.ship.interval: '100ms' is below 1s"), "{all}");
+        assert!(
+            all.contains("metrics.ship.sinks[1]: sink 'loki' is of type loki, which cannot carry metrics"),
+            "{all}"
+        );
+        assert!(
+            all.contains(
+                "metrics.ship.sinks[2]: 'nope' is not the name of a sink under sinks:; expected one of: central"
+            ),
+            "{all}"
+        );
+        assert!(all.contains("metrics.ship.sinks[3]: 'central' is listed twice"), "{all}");
+    }
+}
