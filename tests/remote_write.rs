@@ -18,6 +18,9 @@ use vigil::metrics::ship::{MetricsSink, ShipMetrics, Shipper};
 use vigil::sinks::remote_write::proto::WriteRequest;
 use vigil::sinks::remote_write::{RemoteWriteConfig, RemoteWriteSink};
 
+/// A series as received: labels as (name, value) pairs, its one value and timestamp.
+type Series = (Vec<(String, String)>, f64, i64);
+
 /// One request as the receiver saw it.
 #[derive(Debug, Clone)]
 struct Received {
@@ -29,7 +32,7 @@ struct Received {
 
 impl Received {
     /// `(labels as name=value pairs, value, timestamp)` of each series.
-    fn series(&self) -> Vec<(Vec<(String, String)>, f64, i64)> {
+    fn series(&self) -> Vec<Series> {
         self.req
             .timeseries
             .iter()
@@ -44,7 +47,7 @@ impl Received {
             .collect()
     }
 
-    fn find(&self, name: &str) -> Option<(Vec<(String, String)>, f64, i64)> {
+    fn find(&self, name: &str) -> Option<Series> {
         self.series().into_iter().find(|(l, _, _)| l.iter().any(|(n, v)| n == "__name__" && v == name))
     }
 }
