@@ -484,6 +484,14 @@ async fn send_loop(sink: Arc<dyn MetricsSink>, queue: Arc<ShipQueue>, mut stop: 
             }
         }
     }
+    // The last snapshot may still be on its way into the queue: count it too.
+    let deadline = stop.borrow().unwrap_or_else(Instant::now);
+    while !queue.lock().closed {
+        tokio::select! {
+            _ = queue.notify.notified() => {}
+            _ = tokio::time::sleep_until(deadline) => break,
+        }
+    }
     let left = queue.clear();
     if left > 0 {
         queue.metrics.dropped("shutdown", left);

@@ -16,10 +16,16 @@ impl Prometheus {
     /// Starts `prometheus` with `config_yaml` (a prometheus.yml) and extra flags, e.g.
     /// `--web.enable-remote-write-receiver`. Panics if it is not ready within 30 s.
     pub fn start(config_yaml: &str, extra_flags: &[&str]) -> Prometheus {
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        Self::start_on(addr, config_yaml, extra_flags)
+    }
+
+    /// As `start`, on a given address (e.g. one a client was pointed at before the server
+    /// existed).
+    pub fn start_on(addr: SocketAddr, config_yaml: &str, extra_flags: &[&str]) -> Prometheus {
         let dir = tempfile::tempdir().unwrap();
         let cfg = dir.path().join("prometheus.yml");
         std::fs::write(&cfg, config_yaml).unwrap();
-        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let log = std::fs::File::create(dir.path().join("prometheus.log")).unwrap();
         let child = Command::new("prometheus")
             .arg(format!("--config.file={}", cfg.display()))
@@ -47,6 +53,15 @@ impl Prometheus {
 
     /// Runs an instant PromQL query; returns the `data.result` array.
     pub fn query(&self, promql: &str) -> Vec<serde_json::Value> {
+        self.query_path(promql, "")
+    }
+
+    /// Runs an instant PromQL query evaluated at `time` (Unix seconds).
+    pub fn query_at(&self, promql: &str, time: f64) -> Vec<serde_json::Value> {
+        self.query_path(promql, &format!("&time={time:.3}"))
+    }
+
+    fn query_path(&self, promql: &str, extra: &str) -> Vec<serde_json::Value> {
         let mut q = String::new();
         for b in promql.bytes() {
             if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
@@ -55,7 +70,7 @@ impl Prometheus {
                 q.push_str(&format!("%{b:02X}"));
             }
         }
-        let (status, body) = http_get(self.addr, &format!("/api/v1/query?query={q}")).unwrap();
+        let (status, body) = http_get(self.addr, &format!("/api/v1/query?query={q}{extra}")).unwrap();
         assert_eq!(status, 200, "query {promql}: {body}");
         let v: serde_json::Value = serde_json::from_str(&body).unwrap();
         v["data"]["result"].as_array().cloned().unwrap_or_default()
