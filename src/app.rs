@@ -12,7 +12,7 @@
 use crate::config::Config;
 use crate::logs::LogSource;
 use crate::metrics::ship::{ShipMetrics, Shipper};
-use crate::pipeline::{Acker, Pipeline};
+use crate::pipeline::{Acker, Pipeline, PipelineMetrics};
 use crate::server::{Health, Server};
 use crate::sinks::{self, SinkContext};
 use anyhow::Context;
@@ -60,7 +60,8 @@ impl App {
 
         let (src_tx, src_rx) = mpsc::channel(SOURCE_QUEUE_BATCHES);
         let has_log_sinks = !sink_txs.is_empty();
-        let pipeline = Pipeline::start(src_rx, sink_txs, ack_rx);
+        let metrics = PipelineMetrics::register(&registry).context("registering pipeline metrics")?;
+        let pipeline = Pipeline::start(src_rx, sink_txs, ack_rx, Some(metrics));
         let source = if has_log_sinks {
             Some(LogSource::start(
                 &config.sources.containers,

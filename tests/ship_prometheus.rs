@@ -97,6 +97,9 @@ fn vigil_pushes_its_metrics_into_a_real_prometheus() {
     })
     .unwrap_or_else(|| panic!("no vigil_ship_samples_sent_total > 0; vigil stderr:\n{}", vigil.stderr()));
     assert!(sent >= 10.0, "{sent}");
+    // The log pipeline's counter is there too (no container log in this test: 0).
+    let shipped = prom.query(r#"vigil_lines_shipped_total{node="ship-node",cluster="e2e"}"#);
+    assert_eq!(value(&shipped), 0.0);
     let dropped = prom.query(r#"sum(vigil_ship_samples_dropped_total{node="ship-node"})"#);
     assert_eq!(value(&dropped), 0.0);
 
