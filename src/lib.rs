@@ -1,7 +1,8 @@
 //! vigil: a Kubernetes node agent. Two pipelines share one process:
 //! - logs: `logs` (discover → tail → parse → enrich) → `pipeline` (fan-out, acks, commits)
 //!   → `sinks` → acknowledgements → `logs` checkpoints;
-//! - metrics: `metrics::node` collectors and pipeline counters → `server` `/metrics`.
+//! - metrics: `metrics::node` collectors and pipeline counters → `server` `/metrics`, and
+//!   `metrics::ship` pushes the same registry to metrics sinks (remote write, Elasticsearch).
 //!
 //! `app` wires both from a `config::Config`; `main.rs` is the CLI.
 
