@@ -14,7 +14,10 @@
 //! `instance` (both the node's name by default) and the `external_labels`; the series' own labels
 //! win over external labels, which win over the two defaults (so `external_labels: {instance:
 //! ...}` overrides the default instance). Labels are sorted by name, `__name__` included, as the
-//! protocol requires, and empty values are left out (Prometheus treats them as absent).
+//! protocol requires, and empty values are left out (Prometheus treats them as absent). A series
+//! that was in the previous snapshot and is gone (a pod's veth or tmpfs mount) gets one stale
+//! marker, as Prometheus writes for a scraped series that disappears; none are written at
+//! shutdown (a restarting vigil resumes the same series seconds later).
 //!
 //! Delivery (queue, retries, drops) is `metrics::ship`'s; this module encodes and sends once.
 
@@ -24,9 +27,9 @@ use crate::metrics::ship::{Batch, MetricsSink, QueueLimits, RetryPolicy, SendFut
 use bytes::Bytes;
 use prometheus::proto::{MetricFamily, MetricType};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// A `type: prometheus_remote_write` entry of `sinks:`. It carries metrics only: it must be
@@ -287,6 +290,20 @@ pub mod proto {
 
 use proto::{Label, MetricKind, MetricMetadata, Sample, TimeSeries, WriteRequest};
 
+/// Prometheus' staleness marker: a NaN with this exact bit pattern (`value.StaleNaN`), which
+/// queries treat as "this series ended here".
+pub const STALE_NAN: f64 = f64::from_bits(0x7ff0_0000_0000_0002);
+
+fn label_hash(labels: &[Label]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for l in labels {
+        l.name.hash(&mut h);
+        l.value.hash(&mut h);
+    }
+    h.finish()
+}
+
 /// Metadata (type, help) is resent this often: receivers that keep it (Mimir) expire it, and it
 /// costs as much as the samples, so not with every snapshot (Prometheus: every minute).
 const METADATA_EVERY_MS: i64 = 60_000;
@@ -408,6 +425,9 @@ pub struct RemoteWriteSink {
     retry: RetryPolicy,
     transport: Transport,
     last_metadata_ms: AtomicI64,
+    /// The series of the previous snapshot, by label hash: one that is gone now gets a stale
+    /// marker, as a scrape would write.
+    previous: Mutex<HashMap<u64, Vec<Label>>>,
     /// A failure streak is logged once at warn, its end at info (a dead receiver would
     /// otherwise log at every retry).
     failing: AtomicBool,
@@ -427,8 +447,24 @@ impl RemoteWriteSink {
             retry: RetryPolicy { initial: c.retry.initial_backoff.get(), max: c.retry.max_backoff.get() },
             transport,
             last_metadata_ms: AtomicI64::new(i64::MIN),
+            previous: Mutex::new(HashMap::new()),
             failing: AtomicBool::new(false),
         }))
+    }
+
+    /// Appends a stale marker for every series of the previous snapshot that is gone from
+    /// `current` (a pod's veth or tmpfs mount, a sink's status class): without it a query would
+    /// keep showing the last value for Prometheus' 5-minute lookback.
+    fn mark_stale(&self, current: &mut Vec<TimeSeries>, timestamp_ms: i64) {
+        let now: HashMap<u64, Vec<Label>> = current.iter().map(|t| (label_hash(&t.labels), t.labels.clone())).collect();
+        let mut previous = self.previous.lock().expect("previous series lock poisoned");
+        for (hash, labels) in previous.drain() {
+            if !now.contains_key(&hash) {
+                current
+                    .push(TimeSeries { labels, samples: vec![Sample { value: STALE_NAN, timestamp: timestamp_ms }] });
+            }
+        }
+        *previous = now;
     }
 
     fn failed(&self, message: std::fmt::Arguments<'_>) {
@@ -446,7 +482,8 @@ impl MetricsSink for RemoteWriteSink {
     }
 
     fn encode(&self, snapshot: &Snapshot) -> Vec<Batch> {
-        let all = series(&snapshot.families, snapshot.timestamp_ms, &self.labels);
+        let mut all = series(&snapshot.families, snapshot.timestamp_ms, &self.labels);
+        self.mark_stale(&mut all, snapshot.timestamp_ms);
         let last = self.last_metadata_ms.load(Ordering::Relaxed);
         let mut meta = if snapshot.timestamp_ms.saturating_sub(last) >= METADATA_EVERY_MS {
             self.last_metadata_ms.store(snapshot.timestamp_ms, Ordering::Relaxed);
@@ -715,6 +752,38 @@ mod tests {
         assert!(sink.encode(&later).iter().map(decode).all(|r| r.metadata.is_empty()));
         let much_later = Snapshot { timestamp_ms: 160_000, families: r.gather(), node: "n1".into() };
         assert_eq!(decode(&sink.encode(&much_later)[0]).metadata.len(), 5);
+    }
+
+    #[test]
+    fn a_series_that_disappears_gets_one_stale_marker() {
+        let r = Registry::new();
+        let g = prometheus::GaugeVec::new(Opts::new("node_network_up", "up"), &["device"]).unwrap();
+        g.with_label_values(&["eth0"]).set(1.0);
+        g.with_label_values(&["veth1"]).set(1.0);
+        r.register(Box::new(g.clone())).unwrap();
+        let c: RemoteWriteConfig = serde_yaml_ng::from_str("{name: rw, endpoint: 'http://127.0.0.1:1/w'}").unwrap();
+        let sink = RemoteWriteSink::build(&c, "n1").unwrap();
+        let decode = |b: &Batch| -> WriteRequest {
+            prost::Message::decode(snap::raw::Decoder::new().decompress_vec(&b.body).unwrap().as_slice()).unwrap()
+        };
+        let at = |ms| {
+            let snap = Snapshot { timestamp_ms: ms, families: r.gather(), node: "n1".into() };
+            let req = decode(&sink.encode(&snap)[0]);
+            req.timeseries
+                .iter()
+                .map(|t| {
+                    let dev = t.labels.iter().find(|l| l.name == "device").unwrap().value.clone();
+                    (dev, t.samples[0].value.to_bits(), t.samples[0].timestamp)
+                })
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(at(1000).len(), 2);
+        g.remove_label_values(&["veth1"]).unwrap();
+        assert_eq!(
+            at(2000),
+            vec![("eth0".to_string(), 1.0f64.to_bits(), 2000), ("veth1".to_string(), STALE_NAN.to_bits(), 2000)]
+        );
+        assert_eq!(at(3000), vec![("eth0".to_string(), 1.0f64.to_bits(), 3000)], "marked stale once");
     }
 
     #[test]
