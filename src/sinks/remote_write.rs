@@ -27,7 +27,7 @@ use crate::metrics::ship::{Batch, MetricsSink, QueueLimits, RetryPolicy, SendFut
 use bytes::Bytes;
 use prometheus::proto::{MetricFamily, MetricType};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -288,7 +288,7 @@ pub mod proto {
     }
 }
 
-use proto::{Label, MetricKind, MetricMetadata, Sample, TimeSeries, WriteRequest};
+use proto::{Label, MetricKind, MetricMetadata, Sample, TimeSeries};
 
 /// Prometheus' staleness marker: a NaN with this exact bit pattern (`value.StaleNaN`), which
 /// queries treat as "this series ended here".
@@ -408,13 +408,6 @@ fn metadata(families: &[MetricFamily]) -> Vec<MetricMetadata> {
         .collect()
 }
 
-/// Protobuf-encodes and snappy-compresses (block format, as the protocol requires).
-pub fn compress(req: &WriteRequest) -> Bytes {
-    let raw = prost::Message::encode_to_vec(req);
-    let body = snap::raw::Encoder::new().compress_vec(&raw).expect("snappy compresses any in-memory input");
-    Bytes::from(body)
-}
-
 /// The sink: encoding state and the HTTP transport.
 pub struct RemoteWriteSink {
     name: String,
@@ -452,21 +445,6 @@ impl RemoteWriteSink {
         }))
     }
 
-    /// Appends a stale marker for every series of the previous snapshot that is gone from
-    /// `current` (a pod's veth or tmpfs mount, a sink's status class): without it a query would
-    /// keep showing the last value for Prometheus' 5-minute lookback.
-    fn mark_stale(&self, current: &mut Vec<TimeSeries>, timestamp_ms: i64) {
-        let now: HashMap<u64, Vec<Label>> = current.iter().map(|t| (label_hash(&t.labels), t.labels.clone())).collect();
-        let mut previous = self.previous.lock().expect("previous series lock poisoned");
-        for (hash, labels) in previous.drain() {
-            if !now.contains_key(&hash) {
-                current
-                    .push(TimeSeries { labels, samples: vec![Sample { value: STALE_NAN, timestamp: timestamp_ms }] });
-            }
-        }
-        *previous = now;
-    }
-
     fn failed(&self, message: std::fmt::Arguments<'_>) {
         if !self.failing.swap(true, Ordering::Relaxed) {
             tracing::warn!(sink = %self.name, error = %message, "remote write failed; retrying with backoff");
@@ -483,7 +461,20 @@ impl MetricsSink for RemoteWriteSink {
 
     fn encode(&self, snapshot: &Snapshot) -> Vec<Batch> {
         let mut all = series(&snapshot.families, snapshot.timestamp_ms, &self.labels);
-        self.mark_stale(&mut all, snapshot.timestamp_ms);
+        let hashes: Vec<u64> = all.iter().map(|t| label_hash(&t.labels)).collect();
+        let mut previous = self.previous.lock().expect("previous series lock poisoned");
+        {
+            // A series of the previous snapshot that is gone now (a pod's veth or tmpfs mount)
+            // gets a stale marker, as a scrape would write: otherwise queries would show its
+            // last value for Prometheus' 5-minute lookback.
+            let now: HashSet<u64> = hashes.iter().copied().collect();
+            for (hash, labels) in previous.drain() {
+                if !now.contains(&hash) {
+                    let stale = Sample { value: STALE_NAN, timestamp: snapshot.timestamp_ms };
+                    all.push(TimeSeries { labels, samples: vec![stale] });
+                }
+            }
+        }
         let last = self.last_metadata_ms.load(Ordering::Relaxed);
         let mut meta = if snapshot.timestamp_ms.saturating_sub(last) >= METADATA_EVERY_MS {
             self.last_metadata_ms.store(snapshot.timestamp_ms, Ordering::Relaxed);
@@ -491,14 +482,27 @@ impl MetricsSink for RemoteWriteSink {
         } else {
             Vec::new()
         };
+        // The WriteRequest is written field by field from borrowed series (the same bytes prost
+        // would write for the struct), so the label sets can move into `previous` afterwards
+        // instead of being cloned.
+        let mut snappy = snap::raw::Encoder::new();
+        let mut raw = Vec::new();
         let mut batches = Vec::new();
-        let mut it = all.into_iter().peekable();
-        while it.peek().is_some() || !meta.is_empty() {
-            let timeseries: Vec<TimeSeries> = it.by_ref().take(self.max_samples_per_send).collect();
-            let samples = timeseries.len();
-            let req = WriteRequest { timeseries, metadata: std::mem::take(&mut meta) };
-            batches.push(Batch { body: compress(&req), samples, timestamp_ms: snapshot.timestamp_ms });
+        let mut chunks = all.chunks(self.max_samples_per_send).peekable();
+        while chunks.peek().is_some() || !meta.is_empty() {
+            let chunk = chunks.next().unwrap_or_default();
+            raw.clear();
+            for ts in chunk {
+                prost::encoding::message::encode(1, ts, &mut raw);
+            }
+            for m in std::mem::take(&mut meta) {
+                prost::encoding::message::encode(3, &m, &mut raw);
+            }
+            let body = snappy.compress_vec(&raw).expect("snappy compresses any in-memory input");
+            batches.push(Batch { body: Bytes::from(body), samples: chunk.len(), timestamp_ms: snapshot.timestamp_ms });
         }
+        // Stale markers sit past `hashes.len()`: zip leaves them out, so each is written once.
+        previous.extend(hashes.into_iter().zip(all).map(|(h, t)| (h, t.labels)));
         batches
     }
 
@@ -648,6 +652,7 @@ impl Transport {
 
 #[cfg(test)]
 mod tests {
+    use super::proto::WriteRequest;
     use super::*;
     use prometheus::{Counter, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
 
