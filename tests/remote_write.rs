@@ -358,3 +358,26 @@ async fn a_bearer_token_file_is_read_at_each_request() {
     assert_eq!(header(&got[0], "authorization"), "Bearer first");
     shipper.shutdown(tokio::time::Instant::now() + Duration::from_secs(5)).await;
 }
+
+#[tokio::test]
+async fn a_request_hanging_at_shutdown_does_not_outlive_the_grace_deadline() {
+    // A receiver that accepts connections and never answers.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let held = tokio::spawn(async move {
+        let mut conns = Vec::new();
+        while let Ok((c, _)) = listener.accept().await {
+            conns.push(c);
+        }
+    });
+    let (r, _c, m) = registry();
+    let s = sink(&format!("{{name: central, endpoint: 'http://{addr}/api/v1/write', timeout: 1h}}"));
+    let shipper = start(&r, &m, Duration::from_secs(3600), vec![s]);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let t0 = tokio::time::Instant::now();
+    shipper.shutdown(t0 + Duration::from_secs(1)).await;
+    let took = t0.elapsed();
+    assert!(took < Duration::from_secs(5), "shutdown took {took:?} with a 1 s grace");
+    assert!(value(&r, "vigil_ship_samples_dropped_total", &[("reason", "shutdown")]) > 0.0);
+    held.abort();
+}

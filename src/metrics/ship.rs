@@ -439,23 +439,29 @@ async fn send_loop(sink: Arc<dyn MetricsSink>, queue: Arc<ShipQueue>, mut stop: 
     let policy = sink.retry();
     let mut attempt: u32 = 0;
     loop {
-        let deadline = *stop.borrow_and_update();
+        let deadline = *stop.borrow();
         if deadline.is_some_and(|d| Instant::now() >= d) || queue.is_closed_and_empty() {
             break;
         }
         let Some(batch) = queue.front() else {
-            tokio::select! {
-                _ = queue.notify.notified() => {}
-                _ = stop.changed() => {}
+            match deadline {
+                // Shutting down: the last snapshot (and the close) will notify.
+                Some(d) => tokio::select! {
+                    _ = queue.notify.notified() => {}
+                    _ = tokio::time::sleep_until(d) => {}
+                },
+                None => tokio::select! {
+                    _ = queue.notify.notified() => {}
+                    _ = stop_requested(&mut stop) => {}
+                },
             }
             continue;
         };
-        let outcome = match deadline {
-            Some(d) => match tokio::time::timeout_at(d, sink.send(&batch)).await {
-                Ok(o) => o,
-                Err(_) => break,
-            },
-            None => sink.send(&batch).await,
+        // A request in flight when shutdown starts may not outlive the grace deadline (its own
+        // timeout can be longer).
+        let outcome = tokio::select! {
+            o = sink.send(&batch) => o,
+            _ = deadline_passed(&mut stop) => break,
         };
         match outcome {
             SendOutcome::Delivered => {
@@ -471,7 +477,7 @@ async fn send_loop(sink: Arc<dyn MetricsSink>, queue: Arc<ShipQueue>, mut stop: 
             SendOutcome::Retry { rest, delivered, retry_after } => {
                 queue.metrics.sent.inc_by(delivered as u64);
                 queue.finish_front(Some(rest));
-                if deadline.is_some() {
+                if stop.borrow().is_some() {
                     // Shutdown makes one pass: a receiver that fails now will not recover in time.
                     break;
                 }
@@ -479,7 +485,7 @@ async fn send_loop(sink: Arc<dyn MetricsSink>, queue: Arc<ShipQueue>, mut stop: 
                 attempt = attempt.saturating_add(1);
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
-                    _ = stop.changed() => {}
+                    _ = stop_requested(&mut stop) => {}
                 }
             }
         }
@@ -497,6 +503,23 @@ async fn send_loop(sink: Arc<dyn MetricsSink>, queue: Arc<ShipQueue>, mut stop: 
         queue.metrics.dropped("shutdown", left);
         tracing::warn!(sink = sink.name(), samples = left, "metrics not delivered before shutdown; dropped");
     }
+}
+
+/// Resolves once shutdown has been asked for (at once if it already was).
+async fn stop_requested(stop: &mut watch::Receiver<Option<Instant>>) {
+    while stop.borrow().is_none() {
+        if stop.changed().await.is_err() {
+            // The shipper is gone without a shutdown: its tasks are being aborted.
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// Resolves once shutdown has been asked for and its deadline has passed.
+async fn deadline_passed(stop: &mut watch::Receiver<Option<Instant>>) {
+    stop_requested(stop).await;
+    let deadline = stop.borrow().expect("stop_requested saw a deadline");
+    tokio::time::sleep_until(deadline).await;
 }
 
 #[cfg(test)]
