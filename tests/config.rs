@@ -139,6 +139,17 @@ fn env_expansion_with_defaults_and_secrets() {
     assert!(!format!("{c:?}").contains("team-a"), "secret leaked into Debug");
 }
 
+/// `tenant_id: ${LOKI_TENANT:-}` with the variable unset expands to `tenant_id: ` (YAML null).
+#[test]
+fn an_unset_secret_expands_to_null_and_means_empty() {
+    let c = Config::from_yaml(
+        "sinks:\n  - name: l\n    type: loki\n    endpoint: http://loki:3100\n    tenant_id: ${NO_TENANT:-}\n",
+        &env,
+    )
+    .unwrap();
+    assert!(c.to_yaml().contains("tenant_id: ''"), "{}", c.to_yaml());
+}
+
 #[test]
 fn every_semantic_problem_is_reported_at_once() {
     let e = errors(

@@ -133,10 +133,16 @@ fn default_sinks() -> Vec<SinkConfig> {
     vec![SinkConfig::Stdout(crate::sinks::stdout::StdoutConfig { name: "stdout".into() })]
 }
 
-/// A secret string (password, token, API key): never printed, never logged.
-#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(transparent)]
+/// A secret string (password, token, API key): never printed, never logged. YAML null (what
+/// `key: ${UNSET:-}` expands to) is the empty secret, i.e. not set.
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct Secret(pub String);
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(Secret(Option::<String>::deserialize(d)?.unwrap_or_default()))
+    }
+}
 
 impl Secret {
     pub fn expose(&self) -> &str {
