@@ -182,7 +182,7 @@ async fn a_snapshot_arrives_with_protocol_headers_sorted_labels_and_one_timestam
     let before = vigil::metrics::ship::now_ms();
     let s = sink(&format!(
         "{{name: central, endpoint: 'http://{}/api/v1/write', external_labels: {{cluster: prod}}, tenant_id: team-a, \
-         auth: {{basic: {{username: u, password: p}}}}, headers: {{X-Extra: yes}}}}",
+         auth: {{username: u, password: p}}, headers: {{X-Extra: yes}}}}",
         rx.addr
     ));
     let shipper = start(&r, &m, Duration::from_secs(3600), vec![s]);
@@ -371,7 +371,7 @@ async fn a_request_hanging_at_shutdown_does_not_outlive_the_grace_deadline() {
         }
     });
     let (r, _c, m) = registry();
-    let s = sink(&format!("{{name: central, endpoint: 'http://{addr}/api/v1/write', timeout: 1h}}"));
+    let s = sink(&format!("{{name: central, endpoint: 'http://{addr}/api/v1/write', request_timeout: 1h}}"));
     let shipper = start(&r, &m, Duration::from_secs(3600), vec![s]);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let t0 = tokio::time::Instant::now();

@@ -117,7 +117,7 @@ fn validate_masks_remote_write_secrets() {
     std::fs::write(
         &path,
         "sinks:\n  - name: central\n    type: prometheus_remote_write\n    endpoint: https://mimir/api/v1/push\n    \
-         tenant_id: tenant-s3cret\n    auth: {basic: {username: u, password: pw-s3cret}}\n    \
+         tenant_id: tenant-s3cret\n    auth: {username: u, password: pw-s3cret}\n    \
          headers: {X-Token: hdr-s3cret}\nmetrics:\n  ship: {sinks: [central]}\n",
     )
     .unwrap();

@@ -132,10 +132,9 @@ pub struct Batch {
 /// How a send attempt went.
 #[derive(Debug)]
 pub enum SendOutcome {
-    /// The receiver took everything; `sent` samples counted as delivered.
-    Delivered,
-    /// The receiver refused the request for good (a 4xx other than 429): counted and dropped.
-    Rejected { reason: &'static str },
+    /// Final for the whole batch: `delivered` samples arrived, `rejected` were refused for good
+    /// (a 4xx other than 429, a rejected Elasticsearch item) and are counted as dropped.
+    Done { delivered: usize, rejected: usize },
     /// Worth retrying (connection error, timeout, 429, 5xx). `rest` is what is left to send
     /// (the whole batch, or the failed part of a partial success); `delivered` samples of the
     /// batch did arrive.
@@ -237,7 +236,9 @@ struct SinkShipMetrics {
 
 impl SinkShipMetrics {
     fn dropped(&self, reason: &str, n: usize) {
-        self.dropped.with_label_values(&[&self.sink, reason]).inc_by(n as u64);
+        if n > 0 {
+            self.dropped.with_label_values(&[&self.sink, reason]).inc_by(n as u64);
+        }
     }
 }
 
@@ -464,14 +465,10 @@ async fn send_loop(sink: Arc<dyn MetricsSink>, queue: Arc<ShipQueue>, mut stop: 
             _ = deadline_passed(&mut stop) => break,
         };
         match outcome {
-            SendOutcome::Delivered => {
+            SendOutcome::Done { delivered, rejected } => {
                 attempt = 0;
-                queue.metrics.sent.inc_by(batch.samples as u64);
-                queue.finish_front(None);
-            }
-            SendOutcome::Rejected { reason } => {
-                attempt = 0;
-                queue.metrics.dropped(reason, batch.samples);
+                queue.metrics.sent.inc_by(delivered as u64);
+                queue.metrics.dropped("rejected", rejected);
                 queue.finish_front(None);
             }
             SendOutcome::Retry { rest, delivered, retry_after } => {

@@ -49,8 +49,8 @@ pub struct RemoteWriteConfig {
     /// Sent as `X-Scope-OrgID` when not empty (Mimir, Cortex, Thanos tenants). Default empty.
     #[serde(default)]
     pub tenant_id: Secret,
-    /// Authentication: `{basic: {username, password}}`, `{bearer_token: ...}` or
-    /// `{bearer_token_file: /path}`. Default none.
+    /// Authentication: `{username, password}`, `{bearer_token}` or `{bearer_token_file}`.
+    /// Default none.
     #[serde(default)]
     pub auth: AuthConfig,
     /// TLS for https endpoints. Default: the system's roots (and webpki's), verification on.
@@ -59,9 +59,9 @@ pub struct RemoteWriteConfig {
     /// Extra request headers (values are treated as secrets: never printed). Default none.
     #[serde(default)]
     pub headers: BTreeMap<String, Secret>,
-    /// Timeout of one request, connection included. Default 30s (Prometheus' remote_timeout).
+    /// Time limit of one request, answer included. Default 30s (Prometheus' remote_timeout).
     #[serde(default = "default_timeout")]
-    pub timeout: HumanDuration,
+    pub request_timeout: HumanDuration,
     /// At most this many samples per request; a larger snapshot is split. Default 2000
     /// (Prometheus' max_samples_per_send): well under every receiver's request-size limit.
     #[serde(default = "default_max_samples_per_send")]
@@ -80,27 +80,23 @@ pub struct RemoteWriteConfig {
     pub retry: RetryConfig,
 }
 
-/// How a request authenticates: at most one of the three.
+/// How a request authenticates: at most one method. (The same keys as every HTTP sink.)
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthConfig {
-    /// HTTP basic auth `{username, password}`.
+    /// Basic auth user; with `password`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub basic: Option<BasicAuth>,
-    /// `Authorization: Bearer <token>`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub bearer_token: Option<Secret>,
+    pub username: Option<String>,
+    /// Basic auth password. Secret: never printed.
+    #[serde(default)]
+    pub password: Secret,
+    /// Sent as `Authorization: Bearer <token>`. Secret.
+    #[serde(default)]
+    pub bearer_token: Secret,
     /// A file holding the bearer token, re-read at every request so a rotated (projected
     /// service account) token is picked up.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bearer_token_file: Option<String>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BasicAuth {
-    pub username: String,
-    pub password: Secret,
 }
 
 /// TLS settings of an https endpoint.
@@ -191,8 +187,8 @@ impl RemoteWriteConfig {
         if self.queue_max_samples == 0 {
             p.push(format!("{path}.queue_max_samples"), "is 0; expected at least 1, e.g. 200000");
         }
-        if self.timeout.get().is_zero() {
-            p.push(format!("{path}.timeout"), "is 0; expected a positive duration, e.g. 30s");
+        if self.request_timeout.get().is_zero() {
+            p.push(format!("{path}.request_timeout"), "is 0; expected a positive duration, e.g. 30s");
         }
         if self.tls.cert_file.is_empty() != self.tls.key_file.is_empty() {
             p.push(format!("{path}.tls"), "cert_file and key_file go together; set both or neither");
@@ -210,12 +206,19 @@ impl RemoteWriteConfig {
             );
         }
         let a = &self.auth;
-        if usize::from(a.basic.is_some())
-            + usize::from(a.bearer_token.is_some())
-            + usize::from(a.bearer_token_file.is_some())
-            > 1
-        {
-            p.push(format!("{path}.auth"), "sets more than one of basic, bearer_token, bearer_token_file; keep one");
+        let methods = [
+            a.username.is_some() || !a.password.expose().is_empty(),
+            !a.bearer_token.expose().is_empty(),
+            a.bearer_token_file.is_some(),
+        ];
+        if methods.iter().filter(|m| **m).count() > 1 {
+            p.push(
+                format!("{path}.auth"),
+                "sets more than one method; choose one of username/password, bearer_token, bearer_token_file",
+            );
+        }
+        if a.username.is_none() && !a.password.expose().is_empty() {
+            p.push(format!("{path}.auth.username"), "is missing; a password needs a username");
         }
         if a.bearer_token_file.as_deref() == Some("") {
             p.push(format!("{path}.auth.bearer_token_file"), "is empty; expected a token file path");
@@ -521,7 +524,7 @@ impl MetricsSink for RemoteWriteSink {
                 if self.failing.swap(false, Ordering::Relaxed) {
                     tracing::info!(sink = %self.name, "remote write receiver reachable again");
                 }
-                return SendOutcome::Delivered;
+                return SendOutcome::Done { delivered: batch.samples, rejected: 0 };
             }
             let retry_after = resp
                 .headers()
@@ -538,7 +541,7 @@ impl MetricsSink for RemoteWriteSink {
                     error = %body,
                     "remote write rejected a request; its samples are dropped"
                 );
-                return SendOutcome::Rejected { reason: "rejected" };
+                return SendOutcome::Done { delivered: 0, rejected: batch.samples };
             }
             self.failed(format_args!("HTTP {status}: {body}"));
             retry(retry_after)
@@ -574,8 +577,8 @@ impl Transport {
     fn new(c: &RemoteWriteConfig) -> Result<Self, String> {
         let mut b = reqwest::Client::builder()
             .use_rustls_tls()
-            .timeout(c.timeout.get())
-            .connect_timeout(c.timeout.get().min(Duration::from_secs(10)))
+            .timeout(c.request_timeout.get())
+            .connect_timeout(c.request_timeout.get().min(Duration::from_secs(10)))
             // A redirected POST would be replayed as a GET by the default policy: never follow.
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("vigil/", env!("CARGO_PKG_VERSION")));
@@ -626,10 +629,10 @@ impl Transport {
             req = req.header("X-Scope-OrgID", self.tenant.expose());
         }
         let a = &self.auth;
-        if let Some(b) = &a.basic {
-            req = req.basic_auth(&b.username, Some(b.password.expose()));
-        } else if let Some(t) = &a.bearer_token {
-            req = req.bearer_auth(t.expose());
+        if let Some(user) = &a.username {
+            req = req.basic_auth(user, Some(a.password.expose()));
+        } else if !a.bearer_token.expose().is_empty() {
+            req = req.bearer_auth(a.bearer_token.expose());
         } else if let Some(path) = &a.bearer_token_file {
             let token = tokio::fs::read_to_string(path)
                 .await
@@ -817,9 +820,8 @@ mod tests {
     #[test]
     fn auth_config_shapes() {
         let c: RemoteWriteConfig =
-            serde_yaml_ng::from_str("{name: rw, endpoint: 'http://x', auth: {basic: {username: u, password: s3cret}}}")
-                .unwrap();
-        assert_eq!(c.auth.basic.as_ref().unwrap().password.expose(), "s3cret");
+            serde_yaml_ng::from_str("{name: rw, endpoint: 'http://x', auth: {username: u, password: s3cret}}").unwrap();
+        assert_eq!(c.auth.password.expose(), "s3cret");
         let printed = serde_yaml_ng::to_string(&c).unwrap();
         assert!(!printed.contains("s3cret"), "{printed}");
         assert!(
@@ -831,6 +833,12 @@ mod tests {
                 .unwrap();
         let mut p = Problems::default();
         two.validate("sinks[0]", &mut p);
-        assert_eq!(p.0, vec!["sinks[0].auth: sets more than one of basic, bearer_token, bearer_token_file; keep one"]);
+        assert_eq!(
+            p.0,
+            vec![
+                "sinks[0].auth: sets more than one method; choose one of username/password, bearer_token, \
+                 bearer_token_file"
+            ]
+        );
     }
 }
