@@ -23,7 +23,9 @@
 
 use super::Error;
 use crate::config::{HumanDuration, Problems, Secret};
-use crate::metrics::ship::{Batch, MetricsSink, QueueLimits, RetryPolicy, SendFuture, SendOutcome, Snapshot};
+use crate::metrics::ship::{
+    Batch, MetricsSink, QueueLimits, RetryPolicy, SendFuture, SendOutcome, Snapshot, for_each_sample,
+};
 use bytes::Bytes;
 use prometheus::proto::{MetricFamily, MetricType};
 use serde::{Deserialize, Serialize};
@@ -318,78 +320,31 @@ pub struct SeriesLabels {
     pub external: BTreeMap<String, String>,
 }
 
-/// A float as Prometheus' text format writes it in `le` and `quantile` (the same text
-/// `/metrics` serves, so a scraped and a pushed series are the same series).
-fn float_label(v: f64) -> String {
-    if v == f64::INFINITY {
-        "+Inf".into()
-    } else if v == f64::NEG_INFINITY {
-        "-Inf".into()
-    } else {
-        v.to_string()
-    }
-}
-
 /// Expands a snapshot's families into series, each with one sample at `timestamp_ms`.
 pub fn series(families: &[MetricFamily], timestamp_ms: i64, extra: &SeriesLabels) -> Vec<TimeSeries> {
     let mut out = Vec::new();
-    for mf in families {
-        let name = mf.name();
-        for m in mf.get_metric() {
-            let own = m.get_label();
-            let mut push = |suffix: &str, special: Option<(&str, String)>, value: f64| {
-                let mut labels: Vec<Label> = Vec::with_capacity(own.len() + extra.external.len() + 4);
-                let add = |labels: &mut Vec<Label>, n: &str, v: &str| {
-                    if !v.is_empty() && !labels.iter().any(|l| l.name == n) {
-                        labels.push(Label { name: n.to_string(), value: v.to_string() });
-                    }
-                };
-                add(&mut labels, "__name__", &format!("{name}{suffix}"));
-                if let Some((n, v)) = &special {
-                    add(&mut labels, n, v);
-                }
-                for l in own {
-                    add(&mut labels, l.name(), l.value());
-                }
-                for (n, v) in &extra.external {
-                    add(&mut labels, n, v);
-                }
-                add(&mut labels, "instance", &extra.node);
-                add(&mut labels, "node", &extra.node);
-                labels.sort_unstable_by(|a, b| a.name.cmp(&b.name));
-                out.push(TimeSeries { labels, samples: vec![Sample { value, timestamp: timestamp_ms }] });
-            };
-            match mf.get_field_type() {
-                MetricType::COUNTER => push("", None, m.get_counter().get_value()),
-                MetricType::GAUGE => push("", None, m.get_gauge().get_value()),
-                // The crate deprecates `Untyped` (its text encoder cannot even print one), but a
-                // custom collector can still return it: ship it rather than drop it.
-                #[allow(deprecated)]
-                MetricType::UNTYPED => push("", None, m.get_untyped().get_value()),
-                MetricType::HISTOGRAM => {
-                    let h = m.get_histogram();
-                    let mut inf = false;
-                    for b in h.get_bucket() {
-                        inf |= b.upper_bound() == f64::INFINITY;
-                        push("_bucket", Some(("le", float_label(b.upper_bound()))), b.cumulative_count() as f64);
-                    }
-                    if !inf {
-                        push("_bucket", Some(("le", "+Inf".into())), h.get_sample_count() as f64);
-                    }
-                    push("_sum", None, h.get_sample_sum());
-                    push("_count", None, h.get_sample_count() as f64);
-                }
-                MetricType::SUMMARY => {
-                    let s = m.get_summary();
-                    for q in s.get_quantile() {
-                        push("", Some(("quantile", float_label(q.quantile()))), q.value());
-                    }
-                    push("_sum", None, s.sample_sum());
-                    push("_count", None, s.sample_count() as f64);
-                }
+    for_each_sample(families, |s| {
+        let mut labels: Vec<Label> = Vec::with_capacity(s.labels.len() + extra.external.len() + 4);
+        let add = |labels: &mut Vec<Label>, n: &str, v: &str| {
+            if !v.is_empty() && !labels.iter().any(|l| l.name == n) {
+                labels.push(Label { name: n.to_string(), value: v.to_string() });
             }
+        };
+        add(&mut labels, "__name__", &s.name());
+        if let Some((n, v)) = &s.extra {
+            add(&mut labels, n, v);
         }
-    }
+        for l in s.labels {
+            add(&mut labels, l.name(), l.value());
+        }
+        for (n, v) in &extra.external {
+            add(&mut labels, n, v);
+        }
+        add(&mut labels, "instance", &extra.node);
+        add(&mut labels, "node", &extra.node);
+        labels.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+        out.push(TimeSeries { labels, samples: vec![Sample { value: s.value, timestamp: timestamp_ms }] });
+    });
     out
 }
 
