@@ -71,6 +71,17 @@ fn main() {
         samples = batches.iter().map(|b| b.samples).sum::<usize>();
         bytes = batches.iter().map(|b| b.body.len()).sum::<usize>();
     });
+    let gather = time_per_iter(Duration::from_secs(2), || {
+        std::hint::black_box(r.gather());
+    });
+    let families = r.gather();
+    let labels = vigil::sinks::remote_write::SeriesLabels {
+        node: "node-0123.example.internal".into(),
+        external: [("cluster".to_string(), "prod".to_string())].into(),
+    };
+    let expand = time_per_iter(Duration::from_secs(2), || {
+        std::hint::black_box(vigil::sinks::remote_write::series(&families, 0, &labels));
+    });
     let mut text_len = 0;
     let scrape = time_per_iter(Duration::from_secs(2), || {
         text_len = vigil::server::render(&r).len();
@@ -78,6 +89,7 @@ fn main() {
     println!("series per snapshot:              {samples}");
     println!("/metrics gather+render (baseline): {scrape:?} per scrape, {text_len} bytes of text");
     println!("remote write gather+encode:        {ship:?} per snapshot");
+    println!("  of which gather {gather:?}, series expansion {expand:?}");
     println!("ratio ship/scrape:                 {:.2}", ship.as_secs_f64() / scrape.as_secs_f64());
     println!(
         "compressed request:                {bytes} bytes, {:.1} bytes/sample (queue_max_samples=200000 -> {:.1} MiB)",
