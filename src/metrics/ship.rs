@@ -322,7 +322,8 @@ impl SinkShipMetrics {
 
 /// The queue of one metrics sink: batches in collection order, bounded by age and samples.
 /// The batch at the front may be in flight; it is never evicted while it is (so a request and
-/// its eviction cannot both count it), which bounds memory at `max_samples` plus one batch.
+/// its eviction cannot both count it), and the newest batch is always kept, which bounds memory
+/// at `max_samples` plus two batches.
 pub struct ShipQueue {
     state: Mutex<QueueState>,
     notify: Notify,
@@ -335,6 +336,8 @@ struct QueueState {
     batches: VecDeque<Batch>,
     samples: usize,
     in_flight: bool,
+    /// Drops were logged in this outage; logged again only after the queue drained once.
+    warned_full: bool,
     /// No more batches will come (shutdown): the sender ends once the queue is empty.
     closed: bool,
 }
@@ -374,14 +377,19 @@ impl ShipQueue {
             dropped += b.samples;
         }
         self.metrics.queued.set(s.samples as i64);
+        let first = dropped > 0 && !s.warned_full;
+        s.warned_full |= dropped > 0;
         drop(s);
         if dropped > 0 {
             self.metrics.dropped("queue_full", dropped);
-            tracing::warn!(
-                sink = %self.metrics.sink,
-                samples = dropped,
-                "metrics queue full while the receiver is unreachable; oldest samples dropped"
-            );
+            if first {
+                tracing::warn!(
+                    sink = %self.metrics.sink,
+                    samples = dropped,
+                    "metrics queue full while the receiver is unreachable; dropping the oldest samples \
+                     (counted in vigil_ship_samples_dropped_total) until it catches up"
+                );
+            }
         }
         self.notify.notify_one();
     }
@@ -404,6 +412,9 @@ impl ShipQueue {
         if let Some(rest) = rest {
             s.samples += rest.samples;
             s.batches.push_front(rest);
+        }
+        if s.batches.is_empty() {
+            s.warned_full = false;
         }
         self.metrics.queued.set(s.samples as i64);
     }
