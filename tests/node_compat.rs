@@ -280,3 +280,34 @@ fn prometheus_scrapes_vigil_and_answers_node_queries() {
     assert!(total > 0.5 * cpus as f64 && total < 1.5 * cpus as f64, "CPU seconds per second {total} for {cpus} cpus");
     drop(vigil);
 }
+
+/// The real binary honours `metrics.node`: off means no node series at all; a rootfs makes it
+/// read that tree (here the fixture node), end to end through the HTTP server.
+#[test]
+fn the_binary_honours_enabled_and_rootfs() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let off = vigil_config(dir.path(), addr).replace("    rootfs: /\n", "    enabled: false\n");
+    let mut v = Vigil::start(dir.path(), &off, addr);
+    v.wait_ready(Duration::from_secs(20));
+    let (_, text) = http_get(addr, "/metrics").unwrap();
+    assert!(text.contains("vigil_build_info"), "{text}");
+    assert!(!text.lines().any(|l| l.starts_with("node_")), "{text}");
+    drop(v);
+
+    let dir = tempfile::tempdir().unwrap();
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/node");
+    let cfg = vigil_config(dir.path(), addr).replace(
+        "    rootfs: /\n",
+        &format!("    rootfs: {}\n    collectors: {{filesystem: false}}\n", fixture.display()),
+    );
+    let mut v = Vigil::start(dir.path(), &cfg, addr);
+    v.wait_ready(Duration::from_secs(20));
+    let (_, text) = http_get(addr, "/metrics").unwrap();
+    let e = parse(&text);
+    assert_eq!(e.series.get("node_boot_time_seconds"), Some(&1.7e9), "{text}");
+    assert_eq!(e.series.get("node_memory_MemTotal_bytes"), Some(&(16_384_000.0 * 1024.0)));
+    assert_eq!(e.series.get(r#"node_network_receive_bytes_total{device="eth0"}"#), Some(&170_444_648.0));
+    assert!(!text.contains("node_filesystem_"));
+}
