@@ -446,3 +446,52 @@ fn disabled_collectors_are_not_run() {
     assert!(!t.contains("node_filesystem_") && !t.contains("node_memory_"));
     assert!(!t.contains(r#"collector="filesystem""#));
 }
+
+mod garbage {
+    use super::*;
+    use proptest::prelude::*;
+
+    const FILES: [&str; 8] = [
+        "proc/stat",
+        "proc/meminfo",
+        "proc/loadavg",
+        "proc/diskstats",
+        "proc/net/dev",
+        "proc/1/mounts",
+        "etc/os-release",
+        "run/udev/data/b8:0",
+    ];
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+        /// Any bytes in any file: a scrape returns (each collector succeeds or reports 0), never
+        /// panics, and success is reported for every collector either way.
+        #[test]
+        fn arbitrary_file_contents_never_panic(
+            contents in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..400), FILES.len()),
+            keep_lines in any::<bool>(),
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            copy_tree(&fixture_root(), dir.path());
+            for (file, bytes) in FILES.iter().zip(&contents) {
+                let mut data = bytes.clone();
+                if keep_lines {
+                    // Mostly-valid files: a real file with garbage spliced in.
+                    let mut real = std::fs::read(dir.path().join(file)).unwrap();
+                    let at = real.len() / 2;
+                    real.splice(at..at, data);
+                    data = real;
+                }
+                std::fs::write(dir.path().join(file), data).unwrap();
+            }
+            let statfs: StatfsFn = Arc::new(|_: &Path| Err(io::Error::from_raw_os_error(libc::EACCES)));
+            let mut cfg = config(dir.path());
+            cfg.collectors.uname = false;
+            let (_, t) = render(NodeCollector::with_statfs(&cfg, statfs).unwrap());
+            for c in ["cpu", "diskstats", "filesystem", "loadavg", "meminfo", "netdev", "os", "stat", "time"] {
+                let s = value(&t, &format!(r#"node_scrape_collector_success{{collector="{c}"}}"#));
+                prop_assert!(s == Some(0.0) || s == Some(1.0), "{c}: {s:?}");
+            }
+        }
+    }
+}

@@ -294,12 +294,14 @@ impl FilesystemCollector {
     }
 
     fn mounts(&self) -> Result<Vec<Mount>, Error> {
-        let text = match std::fs::read_to_string(&self.mounts_path) {
+        let bytes = match std::fs::read(&self.mounts_path) {
             Ok(t) => t,
-            Err(_) => std::fs::read_to_string(&self.mounts_fallback)
+            Err(_) => std::fs::read(&self.mounts_fallback)
                 .map_err(|error| Error::Read { path: self.mounts_fallback.clone(), error })?,
         };
-        Ok(parse_mounts(&text, &self.rootfs))
+        // A mount point that is not UTF-8 must not cost every other mount its metrics: it is
+        // reported with U+FFFD (and its statfs then fails: device_error 1).
+        Ok(parse_mounts(&String::from_utf8_lossy(&bytes), &self.rootfs))
     }
 }
 
