@@ -7,7 +7,7 @@
 //! `rate()` would read as a counter reset. Each field is kept at its highest value; an idle
 //! that drops by 3 s or more means the CPU was replugged, and its cache starts over.
 
-use super::{Collect, Error, Family, Paths, parse_err, read};
+use super::{Collect, Error, Family, Paths, Scrape, parse_err};
 use prometheus::proto::MetricFamily;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -52,14 +52,14 @@ impl Collect for CpuCollector {
         "cpu"
     }
 
-    fn collect(&self, out: &mut Vec<MetricFamily>) -> Result<(), Error> {
-        let text = read(&self.path)?;
+    fn collect(&self, scrape: &Scrape, out: &mut Vec<MetricFamily>) -> Result<(), Error> {
+        let text = scrape.proc_stat(&self.path)?;
         let mut seconds = Family::counter("node_cpu_seconds_total", "Seconds the CPUs spent in each mode.");
         let mut guest =
             Family::counter("node_cpu_guest_seconds_total", "Seconds the CPUs spent in guests (VMs) for each mode.");
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         let mut seen = Vec::new();
-        for parsed in parse_cpu_lines(&text) {
+        for parsed in parse_cpu_lines(text) {
             let (id, new) = parsed.ok_or_else(|| parse_err(&self.path, "a cpuN line that is not numbers"))?;
             seen.push(id);
             let kept = cache.entry(id).or_insert([0.0; 10]);

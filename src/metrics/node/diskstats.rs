@@ -5,7 +5,7 @@
 //! `<rootfs>/run/udev/data`, its model, path, revision, serial and WWN.
 
 use super::config::DiskstatsConfig;
-use super::{Collect, Error, Family, Paths, read, regex};
+use super::{Collect, Error, Family, Paths, Scrape, read, regex};
 use prometheus::proto::MetricFamily;
 use regex::Regex;
 use std::path::PathBuf;
@@ -96,7 +96,7 @@ impl Collect for DiskstatsCollector {
         "diskstats"
     }
 
-    fn collect(&self, out: &mut Vec<MetricFamily>) -> Result<(), Error> {
+    fn collect(&self, _scrape: &Scrape, out: &mut Vec<MetricFamily>) -> Result<(), Error> {
         let text = read(&self.path)?;
         let mut families: Vec<Family> = COLUMNS
             .iter()

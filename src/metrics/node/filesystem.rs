@@ -17,7 +17,7 @@
 //! (a few hung mounts would exhaust it and stall every other mount).
 
 use super::config::FilesystemConfig;
-use super::{Collect, Error, Family, Paths, regex};
+use super::{Collect, Error, Family, Paths, Scrape, regex};
 use prometheus::proto::MetricFamily;
 use regex::Regex;
 use std::collections::HashSet;
@@ -310,7 +310,7 @@ impl Collect for FilesystemCollector {
         "filesystem"
     }
 
-    fn collect(&self, out: &mut Vec<MetricFamily>) -> Result<(), Error> {
+    fn collect(&self, _scrape: &Scrape, out: &mut Vec<MetricFamily>) -> Result<(), Error> {
         let mut mounts = self.mounts()?;
         mounts.retain(|m| {
             !self.mount_points_exclude.as_ref().is_some_and(|re| re.is_match(&m.mountpoint))

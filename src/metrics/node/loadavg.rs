@@ -1,6 +1,6 @@
 //! `loadavg`: `node_load1`, `node_load5`, `node_load15` from /proc/loadavg.
 
-use super::{Collect, Error, Family, Paths, parse_err, read};
+use super::{Collect, Error, Family, Paths, Scrape, parse_err, read};
 use prometheus::proto::MetricFamily;
 use std::path::PathBuf;
 
@@ -19,7 +19,7 @@ impl Collect for LoadavgCollector {
         "loadavg"
     }
 
-    fn collect(&self, out: &mut Vec<MetricFamily>) -> Result<(), Error> {
+    fn collect(&self, _scrape: &Scrape, out: &mut Vec<MetricFamily>) -> Result<(), Error> {
         let text = read(&self.path)?;
         let mut it = text.split_ascii_whitespace();
         for (name, help) in [

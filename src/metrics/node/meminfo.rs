@@ -5,7 +5,7 @@
 //! Every line is exported, as node_exporter up to 1.8 did; newer releases export a fixed list
 //! that is a subset of this, so every series they have is here with the same name and value.
 
-use super::{Collect, Error, Family, Paths, parse_err, read};
+use super::{Collect, Error, Family, Paths, Scrape, parse_err, read};
 use prometheus::proto::MetricFamily;
 use std::path::PathBuf;
 
@@ -41,7 +41,7 @@ impl Collect for MeminfoCollector {
         "meminfo"
     }
 
-    fn collect(&self, out: &mut Vec<MetricFamily>) -> Result<(), Error> {
+    fn collect(&self, _scrape: &Scrape, out: &mut Vec<MetricFamily>) -> Result<(), Error> {
         let text = read(&self.path)?;
         let before = out.len();
         for line in text.lines() {

@@ -77,7 +77,26 @@ trait Collect: Send + Sync {
     /// The `collector` label value, as node_exporter names it.
     fn name(&self) -> &'static str;
     /// Appends this collector's families to `out`. On error, what it appended is discarded.
-    fn collect(&self, out: &mut Vec<MetricFamily>) -> Result<(), Error>;
+    fn collect(&self, scrape: &Scrape, out: &mut Vec<MetricFamily>) -> Result<(), Error>;
+}
+
+/// Files that more than one collector reads, read once per scrape: /proc/stat (cpu and stat)
+/// is the costliest file of a scrape on a big machine, where the kernel sums every interrupt
+/// over every CPU to write it.
+#[derive(Default)]
+pub(crate) struct Scrape {
+    proc_stat: std::cell::OnceCell<Result<String, std::io::Error>>,
+}
+
+impl Scrape {
+    pub fn proc_stat(&self, path: &Path) -> Result<&str, Error> {
+        match self.proc_stat.get_or_init(|| std::fs::read_to_string(path)) {
+            Ok(text) => Ok(text),
+            Err(e) => {
+                Err(Error::Read { path: path.to_path_buf(), error: std::io::Error::new(e.kind(), e.to_string()) })
+            }
+        }
+    }
 }
 
 /// All enabled node collectors as one `prometheus` collector.
@@ -177,10 +196,11 @@ impl Collector for NodeCollector {
         let mut duration = Family::gauge("node_scrape_collector_duration_seconds", self.descs[0].help.as_str());
         let mut success = Family::gauge("node_scrape_collector_success", self.descs[1].help.as_str());
         let mut failed_now = Vec::with_capacity(self.collectors.len());
+        let scrape = Scrape::default();
         for c in &self.collectors {
             let start = Instant::now();
             let before = out.len();
-            let result = c.collect(&mut out);
+            let result = c.collect(&scrape, &mut out);
             let took = start.elapsed().as_secs_f64();
             if result.is_err() {
                 out.truncate(before);

@@ -10,7 +10,7 @@
 //! `receive_nohandler` (netlink-only; /proc/net/dev has no such column).
 
 use super::config::NetdevConfig;
-use super::{Collect, Error, Family, Paths, parse_err, read, regex};
+use super::{Collect, Error, Family, Paths, Scrape, parse_err, read, regex};
 use prometheus::proto::MetricFamily;
 use regex::Regex;
 use std::path::PathBuf;
@@ -50,7 +50,7 @@ impl Collect for NetdevCollector {
         "netdev"
     }
 
-    fn collect(&self, out: &mut Vec<MetricFamily>) -> Result<(), Error> {
+    fn collect(&self, _scrape: &Scrape, out: &mut Vec<MetricFamily>) -> Result<(), Error> {
         let text = read(&self.path)?;
         let mut families: Vec<Family> = FIELDS
             .iter()

@@ -2,7 +2,7 @@
 //! `<rootfs>/usr/lib/os-release`), as node_exporter. The parsed file is cached and re-read only
 //! when its modification time or size changes, so a scrape costs one stat(2).
 
-use super::{Collect, Error, Family, Paths};
+use super::{Collect, Error, Family, Paths, Scrape};
 use prometheus::proto::MetricFamily;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -97,7 +97,7 @@ impl Collect for OsCollector {
         "os"
     }
 
-    fn collect(&self, out: &mut Vec<MetricFamily>) -> Result<(), Error> {
+    fn collect(&self, _scrape: &Scrape, out: &mut Vec<MetricFamily>) -> Result<(), Error> {
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         let mut last_err = None;
         let mut found = false;

@@ -1,7 +1,7 @@
 //! `stat`: boot time, context switches, forks, interrupts and process counts from /proc/stat,
 //! as node_exporter's stat collector.
 
-use super::{Collect, Error, Family, Paths, parse_err, read};
+use super::{Collect, Error, Family, Paths, Scrape, parse_err};
 use prometheus::proto::MetricFamily;
 use std::path::PathBuf;
 
@@ -30,8 +30,8 @@ impl Collect for StatCollector {
         "stat"
     }
 
-    fn collect(&self, out: &mut Vec<MetricFamily>) -> Result<(), Error> {
-        let text = read(&self.path)?;
+    fn collect(&self, scrape: &Scrape, out: &mut Vec<MetricFamily>) -> Result<(), Error> {
+        let text = scrape.proc_stat(&self.path)?;
         let mut values = [None; FIELDS.len()];
         for line in text.lines() {
             // The cpu lines come first and are most of the file; skip them cheaply.

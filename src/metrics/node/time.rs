@@ -1,7 +1,7 @@
 //! `time`: the node's clock (`node_time_seconds`), its time zone offset, and the kernel's
 //! clock sources from sysfs, as node_exporter's time collector.
 
-use super::{Collect, Error, Family, Paths};
+use super::{Collect, Error, Family, Paths, Scrape};
 use prometheus::proto::MetricFamily;
 use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -40,7 +40,7 @@ impl Collect for TimeCollector {
         "time"
     }
 
-    fn collect(&self, out: &mut Vec<MetricFamily>) -> Result<(), Error> {
+    fn collect(&self, _scrape: &Scrape, out: &mut Vec<MetricFamily>) -> Result<(), Error> {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_err(|e| Error::Other(format!("clock before 1970: {e}")))?;

@@ -1,7 +1,7 @@
 //! `uname`: `node_uname_info` from uname(2), in vigil's own UTS namespace (the node's with
 //! `hostNetwork: true`, which shares it), as node_exporter.
 
-use super::{Collect, Error, Family};
+use super::{Collect, Error, Family, Scrape};
 use prometheus::proto::MetricFamily;
 use std::ffi::CStr;
 
@@ -12,7 +12,7 @@ impl Collect for UnameCollector {
         "uname"
     }
 
-    fn collect(&self, out: &mut Vec<MetricFamily>) -> Result<(), Error> {
+    fn collect(&self, _scrape: &Scrape, out: &mut Vec<MetricFamily>) -> Result<(), Error> {
         // SAFETY: uname fills the zeroed struct; every field is then a NUL-terminated string
         // within its array (the kernel guarantees the terminator).
         let u = unsafe {
