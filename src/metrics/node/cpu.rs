@@ -52,7 +52,7 @@ impl Collect for CpuCollector {
         "cpu"
     }
 
-    fn collect(&self, scrape: &Scrape, out: &mut Vec<MetricFamily>) -> Result<(), Error> {
+    fn collect(&self, scrape: &Scrape<'_>, out: &mut Vec<MetricFamily>) -> Result<(), Error> {
         let text = scrape.proc_stat(&self.path)?;
         let mut seconds = Family::counter("node_cpu_seconds_total", "Seconds the CPUs spent in each mode.");
         let mut guest =

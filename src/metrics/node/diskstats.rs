@@ -5,7 +5,7 @@
 //! `<rootfs>/run/udev/data`, its model, path, revision, serial and WWN.
 
 use super::config::DiskstatsConfig;
-use super::{Collect, Error, Family, Paths, Scrape, read, regex};
+use super::{Buf, Collect, Error, Family, Paths, Scrape, regex};
 use prometheus::proto::MetricFamily;
 use regex::Regex;
 use std::path::PathBuf;
@@ -48,6 +48,7 @@ const COLUMNS: [(usize, &str, &str, f64, bool); 17] = [
 
 pub(super) struct DiskstatsCollector {
     path: PathBuf,
+    buf: Buf,
     udev: PathBuf,
     exclude: Option<Regex>,
 }
@@ -56,6 +57,7 @@ impl DiskstatsCollector {
     pub fn new(paths: &Paths, config: &DiskstatsConfig) -> Result<Self, Error> {
         Ok(Self {
             path: paths.proc("diskstats"),
+            buf: Buf::new(),
             udev: paths.root("run/udev/data"),
             exclude: regex("diskstats.device_exclude", &config.device_exclude)?,
         })
@@ -96,8 +98,8 @@ impl Collect for DiskstatsCollector {
         "diskstats"
     }
 
-    fn collect(&self, _scrape: &Scrape, out: &mut Vec<MetricFamily>) -> Result<(), Error> {
-        let text = read(&self.path)?;
+    fn collect(&self, _scrape: &Scrape<'_>, out: &mut Vec<MetricFamily>) -> Result<(), Error> {
+        let text = self.buf.read(&self.path)?;
         let mut families: Vec<Family> = COLUMNS
             .iter()
             .map(

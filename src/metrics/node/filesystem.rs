@@ -179,6 +179,7 @@ pub(super) struct FilesystemCollector {
     /// The idle helper, if any; taken for the length of a scrape.
     worker: Mutex<Option<Worker>>,
     timeouts: AtomicU64,
+    mounts_buf: Mutex<Vec<u8>>,
 }
 
 fn lock(m: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
@@ -198,6 +199,7 @@ impl FilesystemCollector {
             shared: Arc::default(),
             worker: Mutex::new(None),
             timeouts: AtomicU64::new(0),
+            mounts_buf: Mutex::new(Vec::with_capacity(16 * 1024)),
         })
     }
 
@@ -294,14 +296,20 @@ impl FilesystemCollector {
     }
 
     fn mounts(&self) -> Result<Vec<Mount>, Error> {
-        let bytes = match std::fs::read(&self.mounts_path) {
-            Ok(t) => t,
-            Err(_) => std::fs::read(&self.mounts_fallback)
-                .map_err(|error| Error::Read { path: self.mounts_fallback.clone(), error })?,
+        use std::io::Read;
+        let read = |path: &Path, buf: &mut Vec<u8>| {
+            buf.clear();
+            std::fs::File::open(path)?.read_to_end(buf)
         };
+        // Kept between scrapes: the mount table of a Kubernetes node is tens of KiB.
+        let mut buf = self.mounts_buf.lock().unwrap_or_else(|p| p.into_inner());
+        if read(&self.mounts_path, &mut buf).is_err() {
+            read(&self.mounts_fallback, &mut buf)
+                .map_err(|error| Error::Read { path: self.mounts_fallback.clone(), error })?;
+        }
         // A mount point that is not UTF-8 must not cost every other mount its metrics: it is
         // reported with U+FFFD (and its statfs then fails: device_error 1).
-        Ok(parse_mounts(&String::from_utf8_lossy(&bytes), &self.rootfs))
+        Ok(parse_mounts(&String::from_utf8_lossy(&buf), &self.rootfs))
     }
 }
 
@@ -310,7 +318,7 @@ impl Collect for FilesystemCollector {
         "filesystem"
     }
 
-    fn collect(&self, _scrape: &Scrape, out: &mut Vec<MetricFamily>) -> Result<(), Error> {
+    fn collect(&self, _scrape: &Scrape<'_>, out: &mut Vec<MetricFamily>) -> Result<(), Error> {
         let mut mounts = self.mounts()?;
         mounts.retain(|m| {
             !self.mount_points_exclude.as_ref().is_some_and(|re| re.is_match(&m.mountpoint))

@@ -1,16 +1,17 @@
 //! `loadavg`: `node_load1`, `node_load5`, `node_load15` from /proc/loadavg.
 
-use super::{Collect, Error, Family, Paths, Scrape, parse_err, read};
+use super::{Buf, Collect, Error, Family, Paths, Scrape, parse_err};
 use prometheus::proto::MetricFamily;
 use std::path::PathBuf;
 
 pub(super) struct LoadavgCollector {
     path: PathBuf,
+    buf: Buf,
 }
 
 impl LoadavgCollector {
     pub fn new(paths: &Paths) -> Self {
-        Self { path: paths.proc("loadavg") }
+        Self { path: paths.proc("loadavg"), buf: Buf::new() }
     }
 }
 
@@ -19,8 +20,8 @@ impl Collect for LoadavgCollector {
         "loadavg"
     }
 
-    fn collect(&self, _scrape: &Scrape, out: &mut Vec<MetricFamily>) -> Result<(), Error> {
-        let text = read(&self.path)?;
+    fn collect(&self, _scrape: &Scrape<'_>, out: &mut Vec<MetricFamily>) -> Result<(), Error> {
+        let text = self.buf.read(&self.path)?;
         let mut it = text.split_ascii_whitespace();
         for (name, help) in [
             ("node_load1", "1m load average."),

@@ -5,17 +5,18 @@
 //! Every line is exported, as node_exporter up to 1.8 did; newer releases export a fixed list
 //! that is a subset of this, so every series they have is here with the same name and value.
 
-use super::{Collect, Error, Family, Paths, Scrape, parse_err, read};
+use super::{Buf, Collect, Error, Family, Paths, Scrape, parse_err};
 use prometheus::proto::MetricFamily;
 use std::path::PathBuf;
 
 pub(super) struct MeminfoCollector {
     path: PathBuf,
+    buf: Buf,
 }
 
 impl MeminfoCollector {
     pub fn new(paths: &Paths) -> Self {
-        Self { path: paths.proc("meminfo") }
+        Self { path: paths.proc("meminfo"), buf: Buf::new() }
     }
 }
 
@@ -41,8 +42,8 @@ impl Collect for MeminfoCollector {
         "meminfo"
     }
 
-    fn collect(&self, _scrape: &Scrape, out: &mut Vec<MetricFamily>) -> Result<(), Error> {
-        let text = read(&self.path)?;
+    fn collect(&self, _scrape: &Scrape<'_>, out: &mut Vec<MetricFamily>) -> Result<(), Error> {
+        let text = self.buf.read(&self.path)?;
         let before = out.len();
         for line in text.lines() {
             let mut it = line.split_ascii_whitespace();

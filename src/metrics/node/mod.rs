@@ -35,7 +35,7 @@ use prometheus::core::{Collector, Desc};
 use prometheus::proto::{Counter, Gauge, LabelPair, Metric, MetricFamily, MetricType};
 use prometheus::{IntCounterVec, Opts, Registry};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
 
 /// Why a collector produced no data this scrape. It is reported as
@@ -77,25 +77,48 @@ trait Collect: Send + Sync {
     /// The `collector` label value, as node_exporter names it.
     fn name(&self) -> &'static str;
     /// Appends this collector's families to `out`. On error, what it appended is discarded.
-    fn collect(&self, scrape: &Scrape, out: &mut Vec<MetricFamily>) -> Result<(), Error>;
+    fn collect(&self, scrape: &Scrape<'_>, out: &mut Vec<MetricFamily>) -> Result<(), Error>;
 }
 
 /// Files that more than one collector reads, read once per scrape: /proc/stat (cpu and stat)
 /// is the costliest file of a scrape on a big machine, where the kernel sums every interrupt
 /// over every CPU to write it.
-#[derive(Default)]
-pub(crate) struct Scrape {
-    proc_stat: std::cell::OnceCell<Result<String, std::io::Error>>,
+pub(crate) struct Scrape<'a> {
+    stat_buf: &'a Buf,
+    proc_stat: std::cell::OnceCell<std::io::Result<MutexGuard<'a, String>>>,
 }
 
-impl Scrape {
+impl Scrape<'_> {
     pub fn proc_stat(&self, path: &Path) -> Result<&str, Error> {
-        match self.proc_stat.get_or_init(|| std::fs::read_to_string(path)) {
-            Ok(text) => Ok(text),
+        match self.proc_stat.get_or_init(|| self.stat_buf.read_raw(path)) {
+            Ok(text) => Ok(text.as_str()),
             Err(e) => {
                 Err(Error::Read { path: path.to_path_buf(), error: std::io::Error::new(e.kind(), e.to_string()) })
             }
         }
+    }
+}
+
+/// A read buffer kept between scrapes. procfs files report size 0, so `fs::read_to_string`
+/// starts from an empty buffer and grows it read by read; reading into a kept buffer costs no
+/// allocation and one or two read(2) calls per file.
+pub(crate) struct Buf(Mutex<String>);
+
+impl Buf {
+    pub fn new() -> Self {
+        Buf(Mutex::new(String::with_capacity(8192)))
+    }
+
+    pub fn read(&self, path: &Path) -> Result<MutexGuard<'_, String>, Error> {
+        self.read_raw(path).map_err(|error| Error::Read { path: path.to_path_buf(), error })
+    }
+
+    fn read_raw(&self, path: &Path) -> std::io::Result<MutexGuard<'_, String>> {
+        use std::io::Read;
+        let mut g = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        g.clear();
+        std::fs::File::open(path)?.read_to_string(&mut g)?;
+        Ok(g)
     }
 }
 
@@ -106,6 +129,7 @@ pub struct NodeCollector {
     failing: Mutex<Vec<bool>>,
     errors: IntCounterVec,
     descs: Vec<Desc>,
+    stat_buf: Buf,
 }
 
 impl NodeCollector {
@@ -169,7 +193,7 @@ impl NodeCollector {
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| Error::Config(e.to_string()))?;
         let failing = Mutex::new(vec![false; collectors.len()]);
-        Ok(Self { collectors, failing, errors, descs })
+        Ok(Self { collectors, failing, errors, descs, stat_buf: Buf::new() })
     }
 
     /// The `collector` label of every enabled collector.
@@ -196,7 +220,7 @@ impl Collector for NodeCollector {
         let mut duration = Family::gauge("node_scrape_collector_duration_seconds", self.descs[0].help.as_str());
         let mut success = Family::gauge("node_scrape_collector_success", self.descs[1].help.as_str());
         let mut failed_now = Vec::with_capacity(self.collectors.len());
-        let scrape = Scrape::default();
+        let scrape = Scrape { stat_buf: &self.stat_buf, proc_stat: Default::default() };
         for c in &self.collectors {
             let start = Instant::now();
             let before = out.len();
@@ -302,11 +326,6 @@ impl Family {
             out.push(self.mf);
         }
     }
-}
-
-/// Reads a whole (small) kernel text file.
-pub(crate) fn read(path: &Path) -> Result<String, Error> {
-    std::fs::read_to_string(path).map_err(|error| Error::Read { path: path.to_path_buf(), error })
 }
 
 pub(crate) fn parse_err(path: &Path, what: impl Into<String>) -> Error {

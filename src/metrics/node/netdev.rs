@@ -10,7 +10,7 @@
 //! `receive_nohandler` (netlink-only; /proc/net/dev has no such column).
 
 use super::config::NetdevConfig;
-use super::{Collect, Error, Family, Paths, Scrape, parse_err, read, regex};
+use super::{Buf, Collect, Error, Family, Paths, Scrape, parse_err, regex};
 use prometheus::proto::MetricFamily;
 use regex::Regex;
 use std::path::PathBuf;
@@ -36,12 +36,17 @@ const FIELDS: [&str; 16] = [
 
 pub(super) struct NetdevCollector {
     path: PathBuf,
+    buf: Buf,
     exclude: Option<Regex>,
 }
 
 impl NetdevCollector {
     pub fn new(paths: &Paths, config: &NetdevConfig) -> Result<Self, Error> {
-        Ok(Self { path: paths.proc("net/dev"), exclude: regex("netdev.device_exclude", &config.device_exclude)? })
+        Ok(Self {
+            path: paths.proc("net/dev"),
+            buf: Buf::new(),
+            exclude: regex("netdev.device_exclude", &config.device_exclude)?,
+        })
     }
 }
 
@@ -50,8 +55,8 @@ impl Collect for NetdevCollector {
         "netdev"
     }
 
-    fn collect(&self, _scrape: &Scrape, out: &mut Vec<MetricFamily>) -> Result<(), Error> {
-        let text = read(&self.path)?;
+    fn collect(&self, _scrape: &Scrape<'_>, out: &mut Vec<MetricFamily>) -> Result<(), Error> {
+        let text = self.buf.read(&self.path)?;
         let mut families: Vec<Family> = FIELDS
             .iter()
             .map(|name| {

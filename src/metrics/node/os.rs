@@ -97,7 +97,7 @@ impl Collect for OsCollector {
         "os"
     }
 
-    fn collect(&self, _scrape: &Scrape, out: &mut Vec<MetricFamily>) -> Result<(), Error> {
+    fn collect(&self, _scrape: &Scrape<'_>, out: &mut Vec<MetricFamily>) -> Result<(), Error> {
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         let mut last_err = None;
         let mut found = false;

@@ -30,7 +30,7 @@ impl Collect for StatCollector {
         "stat"
     }
 
-    fn collect(&self, scrape: &Scrape, out: &mut Vec<MetricFamily>) -> Result<(), Error> {
+    fn collect(&self, scrape: &Scrape<'_>, out: &mut Vec<MetricFamily>) -> Result<(), Error> {
         let text = scrape.proc_stat(&self.path)?;
         let mut values = [None; FIELDS.len()];
         for line in text.lines() {

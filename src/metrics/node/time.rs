@@ -8,11 +8,31 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 pub(super) struct TimeCollector {
     clocksource_dir: PathBuf,
+    /// (device number, directory) of each clocksourceN, listed once: the set is fixed at boot
+    /// (which source is current is not, and is read every scrape).
+    devices: std::sync::OnceLock<Vec<(String, PathBuf)>>,
 }
 
 impl TimeCollector {
     pub fn new(paths: &Paths) -> Self {
-        Self { clocksource_dir: paths.sys("devices/system/clocksource") }
+        Self { clocksource_dir: paths.sys("devices/system/clocksource"), devices: Default::default() }
+    }
+
+    fn devices(&self) -> &[(String, PathBuf)] {
+        self.devices.get_or_init(|| {
+            let Ok(dir) = std::fs::read_dir(&self.clocksource_dir) else { return Vec::new() };
+            let mut devices: Vec<(String, PathBuf)> = dir
+                .filter_map(|e| e.ok())
+                .filter_map(|e| {
+                    let name = e.file_name().into_string().ok()?;
+                    let n = name.strip_prefix("clocksource")?;
+                    n.parse::<u32>().ok()?;
+                    Some((n.to_string(), e.path()))
+                })
+                .collect();
+            devices.sort();
+            devices
+        })
     }
 }
 
@@ -40,7 +60,7 @@ impl Collect for TimeCollector {
         "time"
     }
 
-    fn collect(&self, _scrape: &Scrape, out: &mut Vec<MetricFamily>) -> Result<(), Error> {
+    fn collect(&self, _scrape: &Scrape<'_>, out: &mut Vec<MetricFamily>) -> Result<(), Error> {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_err(|e| Error::Other(format!("clock before 1970: {e}")))?;
@@ -63,28 +83,16 @@ impl Collect for TimeCollector {
             "node_time_clocksource_current_info",
             "Current clocksource read from '/sys/devices/system/clocksource'.",
         );
-        if let Ok(dir) = std::fs::read_dir(&self.clocksource_dir) {
-            let mut devices: Vec<(String, PathBuf)> = dir
-                .filter_map(|e| e.ok())
-                .filter_map(|e| {
-                    let name = e.file_name().into_string().ok()?;
-                    let n = name.strip_prefix("clocksource")?;
-                    n.parse::<u32>().ok()?;
-                    Some((n.to_string(), e.path()))
-                })
-                .collect();
-            devices.sort();
-            for (device, path) in devices {
-                if let Ok(list) = std::fs::read_to_string(path.join("available_clocksource")) {
-                    for cs in list.split_ascii_whitespace() {
-                        available.push(&[("clocksource", cs), ("device", &device)], 1.0);
-                    }
+        for (device, path) in self.devices() {
+            if let Ok(list) = std::fs::read_to_string(path.join("available_clocksource")) {
+                for cs in list.split_ascii_whitespace() {
+                    available.push(&[("clocksource", cs), ("device", device)], 1.0);
                 }
-                if let Ok(cs) = std::fs::read_to_string(path.join("current_clocksource")) {
-                    let cs = cs.trim();
-                    if !cs.is_empty() {
-                        current.push(&[("clocksource", cs), ("device", &device)], 1.0);
-                    }
+            }
+            if let Ok(cs) = std::fs::read_to_string(path.join("current_clocksource")) {
+                let cs = cs.trim();
+                if !cs.is_empty() {
+                    current.push(&[("clocksource", cs), ("device", device)], 1.0);
                 }
             }
         }

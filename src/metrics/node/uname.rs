@@ -12,7 +12,7 @@ impl Collect for UnameCollector {
         "uname"
     }
 
-    fn collect(&self, _scrape: &Scrape, out: &mut Vec<MetricFamily>) -> Result<(), Error> {
+    fn collect(&self, _scrape: &Scrape<'_>, out: &mut Vec<MetricFamily>) -> Result<(), Error> {
         // SAFETY: uname fills the zeroed struct; every field is then a NUL-terminated string
         // within its array (the kernel guarantees the terminator).
         let u = unsafe {
