@@ -113,6 +113,10 @@ fn not_in_vigil(name: &str) -> bool {
         || name == "node_exporter_build_info"
         // Netlink-only; /proc/net/dev has no such column.
         || name == "node_network_receive_nohandler_total"
+        // From udev properties, on machines that have them.
+        || name.starts_with("node_disk_ata_")
+        || name == "node_disk_filesystem_info"
+        || name == "node_disk_device_mapper_info"
 }
 
 /// How far apart two scrapes taken a moment apart may be for a series.

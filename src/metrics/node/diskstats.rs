@@ -63,32 +63,32 @@ impl DiskstatsCollector {
         })
     }
 
-    /// udev's model, path, revision, serial, wwn for a block device, empty when unknown.
+    /// udev's model, path, revision, serial, wwn for a block device, empty when unknown. The
+    /// serial is node_exporter's choice: SCSI_IDENT_SERIAL (the one printed on the disk), else
+    /// ID_SERIAL_SHORT, else ID_SERIAL (what virtio disks have).
     fn udev_labels(&self, major: &str, minor: &str) -> [String; 5] {
         let mut labels: [String; 5] = Default::default();
         let Ok(text) = std::fs::read_to_string(self.udev.join(format!("b{major}:{minor}"))) else {
             return labels;
         };
-        let mut serial_long = None;
+        let mut serials: [Option<&str>; 3] = [None; 3];
         for line in text.lines() {
             let Some((k, v)) = line.strip_prefix("E:").and_then(|kv| kv.split_once('=')) else { continue };
             let slot = match k {
                 "ID_MODEL" => 0,
                 "ID_PATH" => 1,
                 "ID_REVISION" => 2,
-                "ID_SERIAL_SHORT" => 3,
                 "ID_WWN" => 4,
-                "ID_SERIAL" => {
-                    serial_long = Some(v.to_string());
+                "SCSI_IDENT_SERIAL" | "ID_SERIAL_SHORT" | "ID_SERIAL" => {
+                    let rank = ["SCSI_IDENT_SERIAL", "ID_SERIAL_SHORT", "ID_SERIAL"].iter().position(|s| *s == k);
+                    serials[rank.expect("matched above")] = Some(v).filter(|v| !v.is_empty());
                     continue;
                 }
                 _ => continue,
             };
             labels[slot] = v.to_string();
         }
-        if labels[3].is_empty() {
-            labels[3] = serial_long.unwrap_or_default();
-        }
+        labels[3] = serials.iter().flatten().next().map(|s| s.to_string()).unwrap_or_default();
         labels
     }
 }
@@ -110,6 +110,8 @@ impl Collect for DiskstatsCollector {
             .collect();
         let mut info = Family::gauge("node_disk_info", "Info of /sys/block/<block_device>.");
         let mut values = [0u64; COLUMNS.len()];
+        // One stat instead of a failed open per disk on a node without udev.
+        let have_udev = self.udev.is_dir();
         for line in text.lines() {
             let mut it = line.split_ascii_whitespace();
             let (Some(major), Some(minor), Some(device)) = (it.next(), it.next(), it.next()) else { continue };
@@ -130,7 +132,8 @@ impl Collect for DiskstatsCollector {
             for ((_, _, _, scale, _), (family, v)) in COLUMNS.iter().zip(families.iter_mut().zip(&values)).take(n) {
                 family.push(&[("device", device)], *v as f64 * scale);
             }
-            let [model, path, revision, serial, wwn] = self.udev_labels(major, minor);
+            let [model, path, revision, serial, wwn] =
+                if have_udev { self.udev_labels(major, minor) } else { Default::default() };
             info.push(
                 &[
                     ("device", device),
