@@ -171,7 +171,9 @@ fn fixture_figures_follow_node_exporter_rules() {
         1.0
     );
     // serial: SCSI_IDENT_SERIAL, else ID_SERIAL_SHORT, else ID_SERIAL.
-    assert!(t.contains(r#"node_disk_info{device="dm-0",major="253",minor="0",model="",path="",revision="",serial="LABEL-42",wwn=""} 1"#));
+    assert!(t.contains(
+        r#"node_disk_info{device="dm-0",major="253",minor="0",model="",path="",revision="",serial="LABEL-42",wwn=""} 1"#
+    ));
     assert!(t.contains(r#"node_disk_info{device="nvme0n1",major="259",minor="0",model="QEMU_NVMe_Ctrl",path="",revision="",serial="deadbeef",wwn=""} 1"#));
     assert!(t.contains("# TYPE node_disk_io_now gauge\n") && t.contains("# TYPE node_disk_read_bytes_total counter\n"));
     // netdev: every device (lo too), the 16 legacy columns.
