@@ -376,6 +376,11 @@ fn hung_statfs_does_not_hang_scrapes_or_pile_up_threads() {
         check_hung(&t);
         assert_eq!(value(&t, "vigil_node_statfs_timeouts_total"), Some(1.0), "a stuck mount is skipped, not retried");
     }
+    // Two mounts share /mnt/nas (an over-mount): still one call.
+    assert!(t_has(
+        &scrape(&registry),
+        r#"node_filesystem_device_error{device="nas-b:/export",fstype="nfs4",mountpoint="/mnt/nas"} 1"#
+    ));
     assert_eq!(calls.load(Ordering::SeqCst), 1, "one blocked call (one parked thread) in total");
     // The server comes back: the parked call returns and the mount is measured again.
     {
@@ -389,6 +394,10 @@ fn hung_statfs_does_not_hang_scrapes_or_pile_up_threads() {
     })
     .expect("mount reported again after its statfs returned");
     assert_eq!(value(&back, &format!("node_filesystem_size_bytes{nas}")), Some(40960.0));
+}
+
+fn t_has(text: &str, line: &str) -> bool {
+    text.lines().any(|l| l == line)
 }
 
 fn vigil_wait<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {

@@ -20,7 +20,7 @@ use super::config::FilesystemConfig;
 use super::{Collect, Error, Family, Paths, Scrape, regex};
 use prometheus::proto::MetricFamily;
 use regex::Regex;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
@@ -324,14 +324,22 @@ impl Collect for FilesystemCollector {
             !self.mount_points_exclude.as_ref().is_some_and(|re| re.is_match(&m.mountpoint))
                 && !self.fs_types_exclude.as_ref().is_some_and(|re| re.is_match(&m.fstype))
         });
-        // Mounts still stuck from an earlier scrape are not asked again.
-        let stuck: Vec<bool> = {
+        // Each path is asked once (several mounts can share a mount point: over-mounts), and
+        // not at all while a call from an earlier scrape is still stuck on it.
+        let mut slot: HashMap<&Path, Option<usize>> = HashMap::with_capacity(mounts.len());
+        let mut to_stat: Vec<PathBuf> = Vec::with_capacity(mounts.len());
+        {
             let g = lock(&self.shared);
-            mounts.iter().map(|m| g.stuck.contains(&m.stat_path)).collect()
-        };
-        let to_stat: Vec<PathBuf> =
-            mounts.iter().zip(&stuck).filter(|(_, s)| !**s).map(|(m, _)| m.stat_path.clone()).collect();
-        let mut stats = self.stat_all(&to_stat).into_iter();
+            for m in &mounts {
+                slot.entry(&m.stat_path).or_insert_with(|| {
+                    (!g.stuck.contains(&m.stat_path)).then(|| {
+                        to_stat.push(m.stat_path.clone());
+                        to_stat.len() - 1
+                    })
+                });
+            }
+        }
+        let stats = self.stat_all(&to_stat);
 
         let mut size = Family::gauge("node_filesystem_size_bytes", "Filesystem size in bytes.");
         let mut free = Family::gauge("node_filesystem_free_bytes", "Filesystem free space in bytes.");
@@ -344,8 +352,8 @@ impl Collect for FilesystemCollector {
             "node_filesystem_device_error",
             "Whether an error occurred while getting statistics for the given device.",
         );
-        for (m, was_stuck) in mounts.iter().zip(stuck) {
-            let stat = if was_stuck { None } else { stats.next().flatten() };
+        for m in &mounts {
+            let stat = slot[m.stat_path.as_path()].and_then(|i| stats[i].as_ref());
             let labels =
                 [("device", m.device.as_str()), ("fstype", m.fstype.as_str()), ("mountpoint", m.mountpoint.as_str())];
             readonly.push(&labels, if m.readonly { 1.0 } else { 0.0 });

@@ -6,11 +6,12 @@
 //! directly in one [`NodeCollector`] registered on the shared registry. That is exact (the same
 //! files node_exporter reads, the same arithmetic), cheap (one read per file per scrape, no
 //! intermediate maps, no per-series metric objects kept alive), and testable on fixture trees.
-//! Rejected: sysinfo (it refreshes far more than a scrape needs and rounds some figures, e.g.
-//! memory in its own units and CPU as percentages, so it cannot give node_exporter's exact
-//! counters); `prometheus` `GaugeVec`s updated per scrape (they keep series of vanished
-//! devices forever and cost a hash lookup per sample); the `procfs` crate (it parses every
-//! field of every file into owned structs, which is most of a scrape's cost).
+//! Rejected: sysinfo (it has no per-mode CPU seconds, only usage percentages, and a handful of
+//! the meminfo fields; where it does give node_exporter's figure, such as total memory or
+//! filesystem space, it reads the same files, so reading them directly is as exact and does
+//! not refresh more than a scrape needs); `prometheus` `GaugeVec`s updated per scrape (they
+//! keep series of vanished devices forever and cost a hash lookup per sample); the `procfs`
+//! crate (it parses every field of every file into owned structs, most of a scrape's cost).
 //!
 //! Collectors run sequentially on the scraping thread (the server gathers on a blocking thread).
 //! The only call that can block for long, statfs(2) on a dead network mount, runs on a helper
@@ -144,8 +145,7 @@ impl NodeCollector {
         let paths = Paths { rootfs: config.rootfs_path(), procfs: config.procfs_path(), sysfs: config.sysfs_path() };
         let on = &config.collectors;
         let mut collectors: Vec<Box<dyn Collect>> = Vec::new();
-        // node_exporter's order does not matter for the output (the registry sorts families),
-        // but it is the order durations add up in a scrape.
+        // Alphabetical, as node_exporter lists them (the registry sorts the output anyway).
         if on.cpu {
             collectors.push(Box::new(cpu::CpuCollector::new(&paths)));
         }
