@@ -8,7 +8,6 @@ use prometheus::Registry;
 use std::collections::HashMap;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 use vigil::config::HumanDuration;
@@ -334,17 +333,19 @@ fn mountpoints_are_reported_as_the_node_sees_them() {
 
 /// A statfs that blocks (a dead NFS server) costs one timeout once, is then skipped while it
 /// stays blocked (no second call, so no second thread), and is reported again once it returns.
+/// Two dead servers cost one timeout, not two: the scrape's statfs budget is one timeout.
 #[test]
 fn hung_statfs_does_not_hang_scrapes_or_pile_up_threads() {
     let root = fixture_root();
-    let calls = Arc::new(AtomicUsize::new(0));
+    let calls: Arc<Mutex<HashMap<PathBuf, usize>>> = Arc::default();
     let gate = Arc::new((Mutex::new(false), Condvar::new()));
     let inner = fixture_statfs(&root);
+    let hung = [root.join("var/lib/data"), root.join("mnt/nas")];
     let statfs: StatfsFn = {
-        let (calls, gate, nas) = (calls.clone(), gate.clone(), root.join("mnt/nas"));
+        let (calls, gate, hung) = (calls.clone(), gate.clone(), hung.clone());
         Arc::new(move |p: &Path| {
-            if p == nas {
-                calls.fetch_add(1, Ordering::SeqCst);
+            if hung.iter().any(|h| h == p) {
+                *calls.lock().unwrap().entry(p.to_path_buf()).or_default() += 1;
                 let (open, cv) = &*gate;
                 let mut g = open.lock().unwrap();
                 while !*g {
@@ -356,33 +357,46 @@ fn hung_statfs_does_not_hang_scrapes_or_pile_up_threads() {
         })
     };
     let mut cfg = config(&root);
-    cfg.filesystem.statfs_timeout = HumanDuration::millis(200);
+    // Long enough that the grace given to healthy mounts after the budget is spent (a tenth of
+    // it) is far above any scheduling delay on a loaded machine.
+    cfg.filesystem.statfs_timeout = HumanDuration::millis(1000);
+    let started = std::time::Instant::now();
     let (registry, t) = render(NodeCollector::with_statfs(&cfg, statfs).unwrap());
+    // A bound for "the scrape did not hang", not a performance figure: two timeouts would be 2 s.
+    assert!(started.elapsed() < Duration::from_millis(1900), "first scrape took {:?}", started.elapsed());
     let nas = r#"{device="nas:/export",fstype="nfs4",mountpoint="/mnt/nas"}"#;
+    let data = r#"{device="/dev/mapper/vg-data",fstype="xfs",mountpoint="/var/lib/data"}"#;
     let check_hung = |t: &str| {
-        assert_eq!(value(t, &format!("node_filesystem_device_error{nas}")), Some(1.0), "{t}");
-        assert!(value(t, &format!("node_filesystem_size_bytes{nas}")).is_none());
-        // Mounts after the hung one in the table are still measured.
+        for labels in [nas, data] {
+            assert_eq!(value(t, &format!("node_filesystem_device_error{labels}")), Some(1.0), "{t}");
+            assert!(value(t, &format!("node_filesystem_size_bytes{labels}")).is_none());
+        }
+        // Mounts after the hung ones in the table are still measured.
         assert_eq!(
             value(t, r#"node_filesystem_size_bytes{device="/dev/sdb1",fstype="ext4",mountpoint="/mnt/my disk"}"#),
             Some(102_400.0)
         );
+        assert!(t.contains(
+            r#"node_filesystem_device_error{device="tmpfs",fstype="tmpfs",mountpoint="/var/lib/kubelet/pods/"#
+        ));
+        assert!(!t.contains(r#"node_filesystem_device_error{device="tmpfs",fstype="tmpfs",mountpoint="/var/lib/kubelet/pods/0c4d7a6e-1111-2222-3333-444455556666/volumes/kubernetes.io~projected/kube-api-access-x7k2p"} 1"#));
         assert_eq!(value(t, r#"node_scrape_collector_success{collector="filesystem"}"#), Some(1.0));
     };
     check_hung(&t);
-    assert_eq!(value(&t, "vigil_node_statfs_timeouts_total"), Some(1.0));
+    assert_eq!(value(&t, "vigil_node_statfs_timeouts_total"), Some(2.0));
     for _ in 0..3 {
         let t = scrape(&registry);
         check_hung(&t);
-        assert_eq!(value(&t, "vigil_node_statfs_timeouts_total"), Some(1.0), "a stuck mount is skipped, not retried");
+        assert_eq!(value(&t, "vigil_node_statfs_timeouts_total"), Some(2.0), "a stuck mount is skipped, not retried");
     }
     // Two mounts share /mnt/nas (an over-mount): still one call.
     assert!(t_has(
         &scrape(&registry),
         r#"node_filesystem_device_error{device="nas-b:/export",fstype="nfs4",mountpoint="/mnt/nas"} 1"#
     ));
-    assert_eq!(calls.load(Ordering::SeqCst), 1, "one blocked call (one parked thread) in total");
-    // The server comes back: the parked call returns and the mount is measured again.
+    let counts = calls.lock().unwrap().clone();
+    assert_eq!(counts, HashMap::from([(hung[0].clone(), 1), (hung[1].clone(), 1)]), "one parked thread per dead mount");
+    // The servers come back: the parked calls return and the mounts are measured again.
     {
         let (open, cv) = &*gate;
         *open.lock().unwrap() = true;
@@ -390,10 +404,11 @@ fn hung_statfs_does_not_hang_scrapes_or_pile_up_threads() {
     }
     let back = vigil_wait(Duration::from_secs(10), || {
         let t = scrape(&registry);
-        (value(&t, &format!("node_filesystem_device_error{nas}")) == Some(0.0)).then_some(t)
+        [nas, data].iter().all(|l| value(&t, &format!("node_filesystem_device_error{l}")) == Some(0.0)).then_some(t)
     })
-    .expect("mount reported again after its statfs returned");
+    .expect("mounts reported again after their statfs returned");
     assert_eq!(value(&back, &format!("node_filesystem_size_bytes{nas}")), Some(40960.0));
+    assert_eq!(value(&back, &format!("node_filesystem_size_bytes{data}")), Some(40960.0));
 }
 
 fn t_has(text: &str, line: &str) -> bool {

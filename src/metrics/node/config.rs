@@ -119,7 +119,10 @@ pub struct FilesystemConfig {
     /// How long one statfs(2) may take before its mount is reported with
     /// `node_filesystem_device_error` 1 and no sizes. A mount whose statfs is still stuck is
     /// skipped (device_error 1) until that call returns, so a dead NFS server costs one thread,
-    /// not one per scrape. Default 5s, as node_exporter's --collector.filesystem.mount-timeout.
+    /// not one per scrape. It is also a scrape's whole statfs budget: once spent, each further
+    /// mount gets a tenth of it (at most 100ms), so many dead mounts cannot add up to a scrape
+    /// longer than Prometheus' timeout. Default 5s, as node_exporter's
+    /// --collector.filesystem.mount-timeout.
     #[serde(default = "default_statfs_timeout")]
     pub statfs_timeout: HumanDuration,
 }
