@@ -5,8 +5,12 @@
 //! sums (drop + missed, frame + length/over/CRC, carrier + aborted/heartbeat/window), so the
 //! figures agree.
 //!
-//! Like node_exporter, this sees the network namespace of the process that opens the file:
-//! run vigil with `hostNetwork: true` to report the node's interfaces. Not exported:
+//! The file is `<procfs>/1/net/dev` (fallback `<procfs>/net/dev`): the network namespace of the
+//! node's PID 1, as the mount table is read from `<procfs>/1/mounts`. With the node's /proc
+//! mounted at /host/proc that is the node's network even without `hostNetwork: true`, which keeps
+//! the pod off the host network (and a NetworkPolicy on its metrics port enforceable).
+//! node_exporter reads `<procfs>/net/dev`, i.e. its own namespace, and needs host networking for
+//! the same figures. Not exported:
 //! `receive_nohandler` (netlink-only; /proc/net/dev has no such column).
 
 use super::config::NetdevConfig;
@@ -36,6 +40,7 @@ const FIELDS: [&str; 16] = [
 
 pub(super) struct NetdevCollector {
     path: PathBuf,
+    fallback: PathBuf,
     buf: Buf,
     exclude: Option<Regex>,
 }
@@ -43,7 +48,8 @@ pub(super) struct NetdevCollector {
 impl NetdevCollector {
     pub fn new(paths: &Paths, config: &NetdevConfig) -> Result<Self, Error> {
         Ok(Self {
-            path: paths.proc("net/dev"),
+            path: paths.proc("1/net/dev"),
+            fallback: paths.proc("net/dev"),
             buf: Buf::new(),
             exclude: regex("netdev.device_exclude", &config.device_exclude)?,
         })
@@ -56,7 +62,10 @@ impl Collect for NetdevCollector {
     }
 
     fn collect(&self, _scrape: &Scrape<'_>, out: &mut Vec<MetricFamily>) -> Result<(), Error> {
-        let text = self.buf.read(&self.path)?;
+        let (text, path) = match self.buf.read(&self.path) {
+            Ok(t) => (t, &self.path),
+            Err(_) => (self.buf.read(&self.fallback)?, &self.fallback),
+        };
         let mut families: Vec<Family> = FIELDS
             .iter()
             .map(|name| {
@@ -68,7 +77,7 @@ impl Collect for NetdevCollector {
         // Two header lines, then `  name: 16 numbers`.
         for line in text.lines().skip(2) {
             let Some((device, rest)) = line.split_once(':') else {
-                return Err(parse_err(&self.path, format!("line without 'device:': {line}")));
+                return Err(parse_err(path, format!("line without 'device:': {line}")));
             };
             let device = device.trim();
             if self.exclude.as_ref().is_some_and(|re| re.is_match(device)) {
@@ -77,14 +86,13 @@ impl Collect for NetdevCollector {
             let mut values = [0f64; FIELDS.len()];
             let mut n = 0;
             for (slot, field) in values.iter_mut().zip(rest.split_ascii_whitespace()) {
-                *slot = field
-                    .parse::<u64>()
-                    .map_err(|_| parse_err(&self.path, format!("{device}: '{field}' is not a number")))?
-                    as f64;
+                *slot =
+                    field.parse::<u64>().map_err(|_| parse_err(path, format!("{device}: '{field}' is not a number")))?
+                        as f64;
                 n += 1;
             }
             if n != FIELDS.len() {
-                return Err(parse_err(&self.path, format!("{device}: {n} columns, expected 16")));
+                return Err(parse_err(path, format!("{device}: {n} columns, expected 16")));
             }
             for (family, v) in families.iter_mut().zip(values) {
                 family.push(&[("device", device)], v);
