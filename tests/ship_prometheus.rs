@@ -61,6 +61,17 @@ fn value(result: &[serde_json::Value]) -> f64 {
     result[0]["value"][1].as_str().unwrap().parse().unwrap()
 }
 
+fn meminfo_bytes(field: &str) -> f64 {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap();
+    let kb: f64 = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    kb * 1024.0
+}
+
 fn rss_bytes(pid: u32) -> f64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let kb: f64 = status
@@ -83,6 +94,11 @@ fn vigil_pushes_its_metrics_into_a_real_prometheus() {
     let build = prom.query_until_nonempty(r#"vigil_build_info{node="ship-node",instance="ship-node",cluster="e2e"}"#);
     assert_eq!(value(&build), 1.0);
     assert_eq!(build[0]["metric"]["version"], env!("CARGO_PKG_VERSION"));
+
+    // The node's metrics, as node_exporter names them, with the node's value: MemTotal from
+    // /proc/meminfo, in kB, times 1024.
+    let mem = value(&prom.query_until_nonempty(r#"node_memory_MemTotal_bytes{node="ship-node",instance="ship-node"}"#));
+    assert_eq!(mem, meminfo_bytes("MemTotal"));
 
     // A process metric with the right value: vigil's resident memory as the kernel reports it.
     let rss = value(&prom.query_until_nonempty(r#"process_resident_memory_bytes{node="ship-node"}"#));
