@@ -162,6 +162,10 @@ impl Pipeline {
                     batch = input.recv(), if input_open => {
                         let Some(batch) = batch else {
                             input_open = false;
+                            // Nothing outstanding: done now (waiting for an ack would hang).
+                            if tracker.pending.is_empty() {
+                                break;
+                            }
                             continue;
                         };
                         let id = next_id;
