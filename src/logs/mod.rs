@@ -80,8 +80,13 @@ impl LogSource {
             })?;
         let restore = checkpoints.load()?;
         let metrics = metrics::LogMetrics::register(registry)?;
-        let shared =
-            Arc::new(tail::Shared { registry: Mutex::new(Default::default()), committed, checkpoints, metrics });
+        let shared = Arc::new(tail::Shared {
+            registry: Mutex::new(Default::default()),
+            unresolved: Mutex::new(Some(restore.clone())),
+            committed,
+            checkpoints,
+            metrics,
+        });
         let globs = discover::Globs::new(&config.include, &config.exclude)?;
         let (wake, wake_rx) = std::sync::mpsc::sync_channel(1024);
         let watcher = discover::Watcher::new(wake.clone());

@@ -27,10 +27,17 @@ impl FileId {
 }
 
 /// A hash of the first `len` bytes of a file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Fingerprint {
     pub len: u16,
     pub hash: u64,
+}
+
+impl Default for Fingerprint {
+    /// The fingerprint of an empty file (matches every file).
+    fn default() -> Self {
+        Self::of_bytes(&[])
+    }
 }
 
 impl Fingerprint {

@@ -67,6 +67,9 @@ pub struct Tracked {
 /// State shared by the tailer thread, the checkpoint writer and `LogSource`.
 pub struct Shared {
     pub registry: Mutex<HashMap<u64, Tracked>>,
+    /// The loaded checkpoint, kept verbatim until the first scan has matched it to files: a
+    /// stop before that must not write a checkpoint that forgot them.
+    pub unresolved: Mutex<Option<Vec<Entry>>>,
     pub committed: Arc<Committed>,
     pub checkpoints: Checkpoints,
     pub metrics: LogMetrics,
@@ -82,7 +85,7 @@ impl Shared {
     pub fn write_checkpoint(&self) {
         let committed = self.committed.snapshot();
         let mut done = Vec::new();
-        let entries: Vec<Entry> = {
+        let mut entries: Vec<Entry> = {
             let reg = self.registry();
             reg.iter()
                 .filter_map(|(&key, t)| {
@@ -103,6 +106,10 @@ impl Shared {
                 })
                 .collect()
         };
+        if let Some(old) = self.unresolved.lock().expect("unresolved lock poisoned").as_ref() {
+            let known: HashSet<u64> = entries.iter().map(|e| e.key).collect();
+            entries.extend(old.iter().filter(|e| !known.contains(&e.key)).cloned());
+        }
         match self.checkpoints.store(entries) {
             Ok(()) => {
                 self.metrics.checkpoint_writes.inc();
@@ -113,7 +120,13 @@ impl Shared {
                 for key in done {
                     if reg.get(&key).is_some_and(|t| t.closed.is_some()) {
                         reg.remove(&key);
-                        self.committed.remove(key);
+                    }
+                }
+                // Positions of forgotten files may still have been committed after they were
+                // forgotten: drop them so the map does not grow with every file ever seen.
+                for key in committed.keys() {
+                    if !reg.contains_key(key) {
+                        self.committed.remove(*key);
                     }
                 }
             }
@@ -187,8 +200,9 @@ pub struct Tailer {
     wake_rx: Receiver<Wake>,
     files: Vec<FileTail>,
     by_path: HashMap<PathBuf, usize>,
-    /// Checkpoint entries not matched to a file yet (start-up only).
-    restore: HashMap<FileId, Entry>,
+    /// Checkpoint entries not matched to a file yet (start-up only). Several per id: a
+    /// deleted file's inode may have been reused by a file that is also checkpointed.
+    restore: HashMap<FileId, Vec<Entry>>,
     first_scan: bool,
     buf: Vec<u8>,
     out: Out,
@@ -229,7 +243,10 @@ impl Tailer {
             wake_rx,
             files: Vec::new(),
             by_path: HashMap::new(),
-            restore: restore.into_iter().map(|e| (e.id(), e)).collect(),
+            restore: restore.into_iter().fold(HashMap::new(), |mut m: HashMap<FileId, Vec<Entry>>, e| {
+                m.entry(e.id()).or_default().push(e);
+                m
+            }),
             first_scan: true,
             buf: vec![0; READ_BUF],
             out: Out::default(),
@@ -342,6 +359,11 @@ impl Tailer {
                     if n > 0 {
                         progressed = true;
                         self.shared.metrics.read_bytes.inc_by(n as u64);
+                        // A young file: fingerprint what is there now, so a checkpoint with
+                        // an offset never carries a shorter fingerprint than it needs.
+                        if !f.fp.complete() && f.refresh_fingerprint() {
+                            update_fp(&self.shared, f);
+                        }
                     }
                 }
                 Err(error) => {
@@ -442,10 +464,10 @@ impl Tailer {
         }
         self.shared.metrics.lag_bytes.set(lag as i64);
         self.shared.metrics.lag_max_bytes.set(lag_max as i64);
-        for &(i, drop) in close.iter().rev() {
+        for &(i, give_up) in close.iter().rev() {
             let mut f = self.files.swap_remove(i);
             let m = &self.shared.metrics;
-            if drop {
+            if give_up {
                 let bytes = f.drop_rest(&mut self.out);
                 m.deleted_files_dropped.inc();
                 m.deleted_bytes_dropped.inc_by(bytes);
@@ -456,9 +478,14 @@ impl Tailer {
             } else {
                 f.finish(now_ms, &mut self.out, m);
             }
-            if let Some(t) = self.shared.registry().get_mut(&f.key) {
+            let mut reg = self.shared.registry();
+            if matches!(f.state, State::Deleted { .. }) {
+                // Gone for good: nothing could resume it, and its inode may be reused.
+                reg.remove(&f.key);
+            } else if let Some(t) = reg.get_mut(&f.key) {
                 t.closed = Some(f.resume());
             }
+            drop(reg);
             tracing::debug!(path = %f.path.display(), "closed log file");
         }
         if !close.is_empty() {
@@ -486,7 +513,6 @@ impl Tailer {
         let interval =
             if self.watcher.failed { self.s.rescan_interval.min(FALLBACK_RESCAN) } else { self.s.rescan_interval };
         self.next_rescan = now + interval;
-        self.shared.metrics.rescans.inc();
         if !self.watcher.failed && !self.watcher.watch(&self.globs.roots()) {
             self.shared.metrics.inotify_fallback.set(1);
         }
@@ -529,8 +555,12 @@ impl Tailer {
         if self.first_scan {
             self.first_scan = false;
             self.restore_rotated();
+            // Every entry is now a tracked file or known to be gone.
+            *self.shared.unresolved.lock().expect("unresolved lock poisoned") = None;
         }
         self.reindex();
+        // Counted when done, so "rescans >= 1" means the first scan has opened every file.
+        self.shared.metrics.rescans.inc();
     }
 
     fn new_key(&self, id: FileId, fp: Fingerprint) -> u64 {
@@ -552,7 +582,7 @@ impl Tailer {
 
     fn open(&mut self, f: &Found) {
         if let Some(max_age) = self.s.ignore_older
-            && !self.restore.contains_key(&f.id)
+            && !self.restore.get(&f.id).is_some_and(|v| !v.is_empty())
             && f.mtime.elapsed().is_ok_and(|age| age > max_age)
         {
             return;
@@ -574,8 +604,12 @@ impl Tailer {
         let n = read_head(&file, &mut head);
         head.truncate(n);
         let fp = Fingerprint::of_bytes(&head);
-        let (key, offset) = match self.restore.remove(&id) {
-            Some(e) if e.fingerprint().matches(&head) => {
+        let matched = self.restore.get_mut(&id).and_then(|v| {
+            let i = v.iter().position(|e| e.fingerprint().matches(&head))?;
+            Some(v.swap_remove(i))
+        });
+        let (key, offset) = match matched {
+            Some(e) => {
                 if e.offset > size {
                     tracing::info!(path = %f.path.display(), size, offset = e.offset, "file shrank while vigil was stopped (truncated); reading it from the start");
                     self.shared.metrics.truncations.inc();
@@ -584,9 +618,16 @@ impl Tailer {
                     (e.key, e.offset)
                 }
             }
-            other => {
-                if let Some(e) = other {
-                    tracing::info!(path = %f.path.display(), old = %e.path, "inode reused by a new file (fingerprint differs); reading it from the start");
+            None => {
+                if let Some(e) = self.restore.get(&id).and_then(|v| v.first()) {
+                    if size < e.offset {
+                        // Same inode, new content, shorter than where we were: most likely a
+                        // copytruncate while vigil was stopped.
+                        tracing::info!(path = %f.path.display(), size, offset = e.offset, "file truncated while vigil was stopped; reading it from the start");
+                        self.shared.metrics.truncations.inc();
+                    } else {
+                        tracing::info!(path = %f.path.display(), "inode reused by a new file (fingerprint differs); reading it from the start");
+                    }
                 }
                 let offset = match (self.first_scan, self.s.read_from) {
                     (true, ReadFrom::End) => line_start_before(&file, size),
@@ -606,7 +647,7 @@ impl Tailer {
     /// Start-up: checkpointed files no longer at their path are looked for among their
     /// rotated names (plain or `.gz`) in the same directory and finished.
     fn restore_rotated(&mut self) {
-        let entries: Vec<Entry> = self.restore.drain().map(|(_, e)| e).collect();
+        let entries: Vec<Entry> = self.restore.drain().flat_map(|(_, v)| v).collect();
         for e in entries {
             let path = PathBuf::from(&e.path);
             let (Some(dir), Some(name)) = (path.parent(), path.file_name().and_then(|n| n.to_str())) else { continue };
@@ -661,6 +702,10 @@ impl Tailer {
                 return None;
             }
             let fp = Fingerprint::of_bytes(&head);
+            drop(dec);
+            // The clone shares the descriptor's position: start over from the top.
+            let mut file = file;
+            std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(0)).ok()?;
             match FileTail::gz(e.key, id, fp, family.to_path_buf(), source, file, e.offset, self.s.limits) {
                 Ok(t) => Some(t),
                 Err(error) => {
