@@ -582,7 +582,7 @@ impl Tailer {
 
     fn open(&mut self, f: &Found) {
         if let Some(max_age) = self.s.ignore_older
-            && !self.restore.get(&f.id).is_some_and(|v| !v.is_empty())
+            && self.restore.get(&f.id).is_none_or(|v| v.is_empty())
             && f.mtime.elapsed().is_ok_and(|age| age > max_age)
         {
             return;
