@@ -89,7 +89,7 @@ impl Model {
         let m = self.msg(i);
         let line = cri("stderr", "F", &m);
         let cut = line.len() / 2;
-        self.handle(i).write_all(line[..cut].as_bytes()).unwrap();
+        self.handle(i).write_all(&line.as_bytes()[..cut]).unwrap();
         self.containers[i].unfinished = Some(line[cut..].to_string());
         self.expected.push((self.containers[i].path.display().to_string(), m));
     }

@@ -37,11 +37,19 @@ pub fn config(root: &std::path::Path, checkpoints: &std::path::Path) -> Containe
 }
 
 pub async fn start(cfg: &ContainersConfig, got: Got) -> Running {
+    start_slow(cfg, got, Duration::ZERO).await
+}
+
+/// Like `start`, with a sink that takes `delay` per chunk (backpressure).
+pub async fn start_slow(cfg: &ContainersConfig, got: Got, delay: Duration) -> Running {
     let registry = prometheus::Registry::new();
     let (acker, ack_rx) = Acker::channel();
     let (sink_tx, mut sink_rx) = mpsc::channel::<Arc<Chunk>>(4);
     let sink = tokio::spawn(async move {
         while let Some(c) = sink_rx.recv().await {
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
             {
                 let mut g = got.lock().unwrap();
                 for e in &c.events {
