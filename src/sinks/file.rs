@@ -89,8 +89,8 @@ impl Output {
             if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
                 std::fs::create_dir_all(dir)?;
             }
-            let f = OpenOptions::new().create(true).append(true).open(&self.path)?;
-            self.size = f.metadata()?.len();
+            let f = OpenOptions::new().create(true).read(true).append(true).open(&self.path)?;
+            self.size = drop_torn_tail(&f)?;
             self.file = Some(f);
         }
         Ok(self.file.as_mut().expect("just opened"))
@@ -129,6 +129,34 @@ impl Output {
         }
         Ok(())
     }
+}
+
+/// A write cut short by a crash leaves a partial last line; nothing after the last `\n` was
+/// acknowledged (acks follow a complete, synced buffer), so it is cut off before appending.
+/// Returns the resulting size.
+fn drop_torn_tail(f: &File) -> std::io::Result<u64> {
+    use std::os::unix::fs::FileExt;
+    let size = f.metadata()?.len();
+    let mut end = size;
+    let mut buf = vec![0u8; 64 * 1024];
+    while end > 0 {
+        let start = end.saturating_sub(buf.len() as u64);
+        let chunk = &mut buf[..(end - start) as usize];
+        f.read_exact_at(chunk, start)?;
+        if let Some(i) = memchr::memrchr(b'\n', chunk) {
+            let keep = start + i as u64 + 1;
+            if keep < size {
+                tracing::warn!(bytes = size - keep, "file sink: dropping a partial last line left by a crash");
+                f.set_len(keep)?;
+            }
+            return Ok(keep);
+        }
+        end = start;
+    }
+    if size > 0 {
+        f.set_len(0)?;
+    }
+    Ok(0)
 }
 
 impl Sink for FileSink {
@@ -208,6 +236,16 @@ mod tests {
         assert_eq!(read(d.path().join("out/events.ndjson.1")), "line3-----\n");
         assert_eq!(read(d.path().join("out/events.ndjson.2")), "line2-----\n");
         assert!(!d.path().join("out/events.ndjson.3").exists());
+    }
+
+    #[test]
+    fn torn_last_line_is_cut_before_appending() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("e.ndjson");
+        std::fs::write(&path, "{\"a\":1}\n{\"b\":").unwrap();
+        let mut o = Output { path: path.clone(), file: None, size: 0, max_bytes: 0, max_files: 0 };
+        o.write(b"{\"c\":3}\n").unwrap();
+        assert_eq!(std::fs::read_to_string(path).unwrap(), "{\"a\":1}\n{\"c\":3}\n");
     }
 
     #[test]
