@@ -138,7 +138,7 @@ fn sigkill_and_rotation_lose_no_line_across_1000_files() {
 
     let mut want: Vec<String> = Vec::new();
     for i in 0..FILES {
-        let n = if i < ACTIVE { written[i] } else { INITIAL_LINES };
+        let n = written.get(i).copied().unwrap_or(INITIAL_LINES);
         want.extend((0..n).map(|k| format!("f{i} n{k}")));
     }
     let key = |m: &str| m.split(' ').take(2).collect::<Vec<_>>().join(" ");
