@@ -171,7 +171,8 @@ fn sigkill_and_rotation_lose_no_line_across_1000_files() {
     assert_eq!(extra, 0, "lines that were never written");
     let dups: usize = counts.values().map(|c| c - 1).sum();
     // In flight at a kill: at most what the bounded queues hold (source 4 + sink 4 + one being
-    // written + one being built, 8,192 events each) per kill.
-    assert!(dups <= 3 * 10 * 8192, "{dups} duplicates");
+    // written + one being built, 2,048 events each) plus what was committed but not yet
+    // checkpointed (checkpoint_interval 100ms), per kill.
+    assert!(dups <= 3 * 20 * 2048, "{dups} duplicates");
     eprintln!("{} lines, {dups} duplicates after 3 SIGKILLs", want.len());
 }

@@ -64,8 +64,9 @@ pub struct ContainersConfig {
     /// container cannot delay the others by more than one slice. Default 256KiB.
     #[serde(default = "default_read_budget")]
     pub read_budget: ByteSize,
-    /// Most message bytes in one batch handed to the pipeline. Default 1MiB. With the bounded
-    /// queues this bounds memory under backpressure (see ARCHITECTURE.md).
+    /// Most message bytes in one batch handed to the pipeline. Default 256KiB (at most 2,048
+    /// events). With the bounded queues this bounds memory under backpressure (see
+    /// ARCHITECTURE.md).
     #[serde(default = "default_batch_max_bytes")]
     pub batch_max_bytes: ByteSize,
     /// How often committed offsets are written to `checkpoint_dir`. Default 1s; also at
@@ -135,7 +136,7 @@ fn default_read_budget() -> ByteSize {
     ByteSize::kib(256)
 }
 fn default_batch_max_bytes() -> ByteSize {
-    ByteSize::mib(1)
+    ByteSize::kib(256)
 }
 fn default_checkpoint_interval() -> HumanDuration {
     HumanDuration::secs(1)

@@ -54,7 +54,7 @@ impl FileConfig {
 }
 
 /// Most bytes encoded before a write (several chunks are coalesced up to this).
-const WRITE_BUF: usize = 4 << 20;
+const WRITE_BUF: usize = 1 << 20;
 
 pub struct FileSink {
     path: PathBuf,

@@ -44,7 +44,7 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::mpsc;
 
 /// Most events in one batch (besides `batch_max_bytes`).
-const BATCH_MAX_EVENTS: usize = 8192;
+const BATCH_MAX_EVENTS: usize = 2048;
 /// Size of the one read buffer.
 const READ_BUF: usize = 64 * 1024;
 /// Rescans triggered by inotify are at most this frequent.
