@@ -127,16 +127,33 @@ fn rfc3339_nanos_bytes(ns: i64, b: &mut [u8; 30]) -> usize {
     30
 }
 
-/// Appends `s` as a JSON string, escaped exactly as serde_json does (`"`, `\`, control
-/// characters; `\u00xx` in lower-case hex for those without a short form).
+/// Whether any of the 8 bytes in `w` needs escaping in JSON (`< 0x20`, `"` or `\\`). SWAR:
+/// exact as a yes/no answer for the word (the classic has-zero-byte trick), so clean text is
+/// checked 8 bytes at a time.
+#[inline]
+fn word_needs_escape(w: u64) -> bool {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    let control = w.wrapping_sub(LO * 0x20) & !w & HI;
+    let q = w ^ (LO * b'"' as u64);
+    let quote = q.wrapping_sub(LO) & !q & HI;
+    let b = w ^ (LO * b'\\' as u64);
+    let backslash = b.wrapping_sub(LO) & !b & HI;
+    (control | quote | backslash) != 0
+}
+
+/// Appends `s` as a JSON string, escaped exactly as serde_json does (`"`, `\\`, control
+/// characters; `\\u00xx` in lower-case hex for those without a short form).
 fn write_json_str(out: &mut Vec<u8>, s: &str) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let bytes = s.as_bytes();
     out.reserve(bytes.len() + 2);
     out.push(b'"');
     let mut start = 0;
-    for (i, &c) in bytes.iter().enumerate() {
-        let esc: &[u8] = match c {
+    let mut i = 0;
+    let escape_byte = |out: &mut Vec<u8>, j: usize, start: &mut usize| {
+        let c = bytes[j];
+        let short: &[u8] = match c {
             b'"' => b"\\\"",
             b'\\' => b"\\\\",
             b'\n' => b"\\n",
@@ -144,17 +161,28 @@ fn write_json_str(out: &mut Vec<u8>, s: &str) {
             b'\t' => b"\\t",
             0x08 => b"\\b",
             0x0c => b"\\f",
-            0..=0x1f => {
-                out.extend_from_slice(&bytes[start..i]);
-                out.extend_from_slice(&[b'\\', b'u', b'0', b'0', HEX[(c >> 4) as usize], HEX[(c & 15) as usize]]);
-                start = i + 1;
-                continue;
-            }
-            _ => continue,
+            0..=0x1f => b"",
+            _ => return,
         };
-        out.extend_from_slice(&bytes[start..i]);
-        out.extend_from_slice(esc);
-        start = i + 1;
+        out.extend_from_slice(&bytes[*start..j]);
+        if short.is_empty() {
+            out.extend_from_slice(&[b'\\', b'u', b'0', b'0', HEX[(c >> 4) as usize], HEX[(c & 15) as usize]]);
+        } else {
+            out.extend_from_slice(short);
+        }
+        *start = j + 1;
+    };
+    while i + 8 <= bytes.len() {
+        let w = u64::from_le_bytes(bytes[i..i + 8].try_into().expect("8 bytes"));
+        if word_needs_escape(w) {
+            for j in i..i + 8 {
+                escape_byte(out, j, &mut start);
+            }
+        }
+        i += 8;
+    }
+    for j in i..bytes.len() {
+        escape_byte(out, j, &mut start);
     }
     out.extend_from_slice(&bytes[start..]);
     out.push(b'"');
@@ -317,6 +345,11 @@ mod tests {
                 origin: Origin { file: 1, offset: 0, resume: 10 },
             };
             let (mut fast, mut slow) = (Vec::new(), Vec::new());
+            let mut ev = ev;
+            if malformed {
+                // Dense escapes at every alignment, for the 8-byte scan.
+                ev.message = ev.message.chars().map(|c| ['"', '\\', '\u{1}', '\n', 'é', 'a', '\u{1f}', '\t'][c as usize % 8]).collect();
+            }
             ev.write_json(&mut fast);
             ev.write_json_serde(&mut slow);
             proptest::prop_assert_eq!(String::from_utf8(fast).unwrap(), String::from_utf8(slow).unwrap());

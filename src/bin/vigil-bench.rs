@@ -96,6 +96,8 @@ fn count_newlines(path: &Path, pos: &mut u64, count: &mut u64) {
     }
 }
 
+// The child is reaped by `wait_usage` (wait4, for its rusage), which clippy cannot see.
+#[allow(clippy::zombie_processes)]
 fn run_vigil(vigil: &Path, work: &Path, root: &Path, fmt: Fmt, lines: u64) -> Usage {
     let out = work.join("out.ndjson");
     let _ = std::fs::remove_file(&out);
@@ -118,12 +120,8 @@ fn run_vigil(vigil: &Path, work: &Path, root: &Path, fmt: Fmt, lines: u64) -> Us
     )
     .unwrap();
     let started = Instant::now();
-    let child = Command::new(vigil)
-        .args(["run", "--config"])
-        .arg(&config)
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("run vigil");
+    let child =
+        Command::new(vigil).args(["run", "--config"]).arg(&config).stdout(Stdio::null()).spawn().expect("run vigil");
     let (mut pos, mut count) = (0u64, 0u64);
     let deadline = Instant::now() + Duration::from_secs(600);
     while count < lines && Instant::now() < deadline {
@@ -136,6 +134,7 @@ fn run_vigil(vigil: &Path, work: &Path, root: &Path, fmt: Fmt, lines: u64) -> Us
     wait_usage(&child, started)
 }
 
+#[allow(clippy::zombie_processes)]
 fn run_cat(paths: &[PathBuf]) -> Usage {
     let started = Instant::now();
     let child = Command::new("cat").args(paths).stdout(Stdio::null()).spawn().expect("run cat");
@@ -155,6 +154,11 @@ fn main() {
         "{:<7} {:>5} {:>10} {:>9} {:>8} {:>10} {:>9} {:>9} {:>9}",
         "format", "files", "lines/s", "MB/s", "CPU s", "CPU s/GB", "RSS MB", "cat s/GB", "vs cat"
     );
+    if args.iter().any(|a| a == "--parse-only") {
+        parse_only(&work, mb);
+        let _ = std::fs::remove_dir_all(&work);
+        return;
+    }
     for fmt in [Fmt::Cri, Fmt::Docker] {
         for files in [1usize, 100, 1000] {
             let root = work.join("node");
@@ -183,4 +187,61 @@ fn main() {
         }
     }
     let _ = std::fs::remove_dir_all(&work);
+}
+
+/// In-process: parse + merge + event JSON encoding only (no I/O), per line.
+fn parse_only(work: &Path, mb: u64) {
+    use vigil::logs::parse::{self, Format, merge::Merger};
+    for (fmt, format) in [(Fmt::Cri, Format::Cri), (Fmt::Docker, Format::Docker)] {
+        let root = work.join("node");
+        let _ = std::fs::remove_dir_all(&root);
+        let (paths, lines) = generate(&root, fmt, 1, mb << 20);
+        let data = std::fs::read(&paths[0]).unwrap();
+        let source = std::sync::Arc::new(vigil::event::Source {
+            file: paths[0].display().to_string(),
+            node: "bench".into(),
+            kubernetes: Default::default(),
+        });
+        let mut merger = Merger::new(256 * 1024);
+        let (mut parse_t, mut json_t) = (Duration::ZERO, Duration::ZERO);
+        let mut out = Vec::with_capacity(4 << 20);
+        let mut batch = Vec::with_capacity(2048);
+        let mut pos = 0u64;
+        for chunk in data.split(|&b| b == b'\n').filter(|l| !l.is_empty()).collect::<Vec<_>>().chunks(2048) {
+            let t = Instant::now();
+            for l in chunk {
+                let (rec, cut) = parse::parse(format, l, 256 * 1024).expect("bench data parses");
+                if let Some(line) = merger.push(rec, cut, pos, 0) {
+                    batch.push(vigil::event::Event {
+                        timestamp: line.timestamp,
+                        stream: line.stream,
+                        message: line.message,
+                        malformed: false,
+                        truncated: false,
+                        source: source.clone(),
+                        origin: vigil::event::Origin { file: 1, offset: pos, resume: pos },
+                    });
+                }
+                pos += l.len() as u64 + 1;
+            }
+            parse_t += t.elapsed();
+            let t = Instant::now();
+            out.clear();
+            for e in batch.drain(..) {
+                e.write_json(&mut out);
+            }
+            json_t += t.elapsed();
+        }
+        let name = match fmt {
+            Fmt::Cri => "cri",
+            Fmt::Docker => "docker",
+        };
+        println!(
+            "{name:<7} parse+merge {:>6.1} ns/line ({:.2} s/GB)   encode JSON {:>6.1} ns/line ({:.2} s/GB)",
+            parse_t.as_nanos() as f64 / lines as f64,
+            parse_t.as_secs_f64() / (data.len() as f64 / 1e9),
+            json_t.as_nanos() as f64 / lines as f64,
+            json_t.as_secs_f64() / (data.len() as f64 / 1e9),
+        );
+    }
 }
