@@ -57,6 +57,8 @@ pub struct Limits {
 /// metrics once per batch (not per line).
 #[derive(Default)]
 pub struct Out {
+    /// Which batch this is (see `FileTail::emit`).
+    pub generation: u64,
     pub events: Vec<Event>,
     pub positions: Vec<(u64, u64)>,
     pub message_bytes: usize,
@@ -71,6 +73,8 @@ pub struct FileTail {
     /// The path it was discovered under.
     pub path: PathBuf,
     pub source: Arc<Source>,
+    /// The copy of `source` shared by this file's events in the current batch, and the batch.
+    batch_source: Option<(u64, Arc<Source>)>,
     pub state: State,
     body: Body,
     /// Next byte to read.
@@ -150,6 +154,7 @@ impl FileTail {
             fp,
             path,
             source,
+            batch_source: None,
             state: State::Live,
             body,
             offset,
@@ -296,13 +301,25 @@ impl FileTail {
         out.truncated += line.truncated as u64;
         out.message_bytes += line.message.len();
         let resume = self.resume();
+        // One `Arc<Source>` per file *per batch*: the sink drops a batch's references on its
+        // thread while this thread takes references for the next batch; with a single shared
+        // Arc both would hammer one reference count across cores (a cache-line transfer per
+        // event). Cloning the few metadata strings once per batch is cheaper.
+        let source = match &self.batch_source {
+            Some((generation, s)) if *generation == out.generation => s.clone(),
+            _ => {
+                let s = Arc::new((*self.source).clone());
+                self.batch_source = Some((out.generation, s.clone()));
+                s
+            }
+        };
         out.events.push(Event {
             timestamp: line.timestamp,
             stream: line.stream,
             message: line.message,
             malformed,
             truncated: line.truncated,
-            source: self.source.clone(),
+            source,
             origin: Origin { file: self.key, offset: line.start, resume },
         });
     }

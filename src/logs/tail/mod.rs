@@ -395,7 +395,8 @@ impl Tailer {
         if self.out.events.is_empty() && self.out.positions.is_empty() {
             return true;
         }
-        let out = std::mem::take(&mut self.out);
+        let generation = self.out.generation + 1;
+        let out = std::mem::replace(&mut self.out, Out { generation, ..Out::default() });
         let m = &self.shared.metrics;
         m.read_lines.inc_by(out.lines);
         m.lines_truncated.inc_by(out.truncated);
