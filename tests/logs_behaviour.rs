@@ -307,3 +307,23 @@ async fn corrupt_checkpoint_is_kept_aside_and_reading_starts_over() {
     let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(cp.join("checkpoints.json")).unwrap()).unwrap();
     assert_eq!(doc["files"][0]["offset"], cri("stdout", "F", "one").len());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotated_names_matched_by_the_globs_are_not_read_twice() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path().join("node");
+    let f = pod_file(&root, "ns", "p", "c");
+    append(&f, cri("stdout", "F", "one").repeat(3).as_bytes());
+    let mut cfg = config(&root, &d.path().join("cp"));
+    cfg.include = vec![format!("{}/pods/*/*/*.log*", root.display())];
+    let got = new_got();
+    let r = start(&cfg, got.clone()).await;
+    assert!(wait_for(WAIT, || got.lock().unwrap().len() == 3).await);
+    std::fs::rename(&f, f.with_extension("log.20261128-061213")).unwrap();
+    append(&f, cri("stdout", "F", "two").as_bytes());
+    assert!(wait_for(WAIT, || got.lock().unwrap().len() == 4).await);
+    // Several rescans and checkpoint writes later, still nothing read twice.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    stop(r).await;
+    assert_eq!(messages(&got), vec!["one", "one", "one", "two"]);
+}

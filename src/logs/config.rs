@@ -8,7 +8,10 @@ use serde::{Deserialize, Serialize};
 pub struct ContainersConfig {
     /// Globs of log files to tail. Default: CRI logs under /var/log/pods and docker json-file
     /// logs under /var/lib/docker/containers. `/var/log/containers/*.log` symlinks may be listed
-    /// too: a file reached by two paths is read once.
+    /// too: a file reached by two paths is read once. Matching live files only (`*.log`,
+    /// `*-json.log`) is enough: vigil follows rotated files itself. A glob that also matches
+    /// rotated names is safe for plain files (a finished file is remembered while the globs
+    /// find it) but would read `.gz` files as raw bytes.
     #[serde(default = "default_include")]
     pub include: Vec<String>,
     /// Globs of files never to tail, even when `include` matches. Default none.

@@ -103,8 +103,10 @@ impl LogSource {
             stop.clone(),
         )
         .map_err(Error::Thread)?;
-        let tailer =
-            std::thread::Builder::new().name("vigil-tail".into()).spawn(move || tailer.run()).map_err(Error::Thread)?;
+        let tailer = std::thread::Builder::new()
+            .name("vigil-tail".into())
+            .spawn(move || fail_fast("log tailer", move || tailer.run()))
+            .map_err(Error::Thread)?;
 
         let cp_stop = Arc::new(CheckpointStop::default());
         let interval = config.checkpoint_interval.get();
@@ -113,7 +115,7 @@ impl LogSource {
             let cp_stop = cp_stop.clone();
             std::thread::Builder::new()
                 .name("vigil-checkpoint".into())
-                .spawn(move || checkpoint_loop(&shared, &cp_stop, interval))
+                .spawn(move || fail_fast("checkpoint writer", move || checkpoint_loop(&shared, &cp_stop, interval)))
                 .map_err(Error::Thread)?
         };
         Ok(Self { stop, wake, tailer: Some(tailer), checkpointer: Some(checkpointer), cp_stop, shared })
@@ -159,5 +161,20 @@ fn checkpoint_loop(shared: &tail::Shared, stop: &CheckpointStop, interval: Durat
         drop(stopped);
         shared.write_checkpoint();
         stopped = stop.stopped.lock().expect("checkpoint stop lock poisoned");
+    }
+}
+
+/// Runs a source thread; a panic (a broken invariant) ends the process instead of leaving vigil
+/// up but silently not collecting. Nothing is lost: the checkpoint only holds delivered lines,
+/// and the supervisor (the DaemonSet) restarts vigil.
+fn fail_fast(what: &'static str, f: impl FnOnce()) {
+    if let Err(panic) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        let error = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        tracing::error!(%error, "{what} failed; exiting so that vigil is restarted from its checkpoint");
+        std::process::exit(70);
     }
 }

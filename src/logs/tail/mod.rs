@@ -66,6 +66,9 @@ pub struct Tracked {
     pub base: u64,
     /// Closed with this final resume offset: forgotten once it is committed.
     pub closed: Option<u64>,
+    /// Closed, but the last walk of the include globs still found it (globs that also match
+    /// rotated names): kept, so it is not read again when found.
+    pub visible: bool,
 }
 
 /// State shared by the tailer thread, the checkpoint writer and `LogSource`.
@@ -94,7 +97,7 @@ impl Shared {
             reg.iter()
                 .filter_map(|(&key, t)| {
                     let offset = committed.get(&key).copied().unwrap_or(t.base);
-                    if t.closed.is_some_and(|end| offset >= end) {
+                    if t.closed.is_some_and(|end| offset >= end) && !t.visible {
                         done.push(key);
                         return None;
                     }
@@ -492,6 +495,8 @@ impl Tailer {
                 reg.remove(&f.key);
             } else if let Some(t) = reg.get_mut(&f.key) {
                 t.closed = Some(f.resume());
+                // Until the next walk says otherwise, assume the globs may still find it.
+                t.visible = true;
             }
             drop(reg);
             tracing::debug!(path = %f.path.display(), "closed log file");
@@ -525,6 +530,12 @@ impl Tailer {
             self.shared.metrics.inotify_fallback.set(1);
         }
         let found = self.globs.walk();
+        {
+            let ids: HashSet<FileId> = found.iter().map(|f| f.id).collect();
+            for t in self.shared.registry().values_mut().filter(|t| t.closed.is_some()) {
+                t.visible = ids.contains(&t.id);
+            }
+        }
         let mut seen: HashSet<&Path> = HashSet::new();
         for f in &found {
             seen.insert(&f.path);
@@ -616,6 +627,21 @@ impl Tailer {
             let i = v.iter().position(|e| e.fingerprint().matches(&head))?;
             Some(v.swap_remove(i))
         });
+        // A file closed earlier in this run (e.g. a rotated name that the include globs also
+        // match) resumes where it was closed instead of being read again.
+        let matched = matched.or_else(|| {
+            let reg = self.shared.registry();
+            let (&key, t) = reg.iter().find(|(_, t)| t.id == id && t.closed.is_some() && t.fp.matches(&head))?;
+            Some(Entry {
+                path: t.path.clone(),
+                dev: id.dev,
+                ino: id.ino,
+                fingerprint_len: t.fp.len,
+                fingerprint: t.fp.hash,
+                key,
+                offset: t.closed.unwrap_or(0),
+            })
+        });
         let (key, offset) = match matched {
             Some(e) => {
                 if e.offset > size {
@@ -645,9 +671,10 @@ impl Tailer {
             }
         };
         let source = self.source(&f.path, f.link.as_deref());
-        self.shared
-            .registry()
-            .insert(key, Tracked { path: f.path.display().to_string(), id, fp, base: offset, closed: None });
+        self.shared.registry().insert(
+            key,
+            Tracked { path: f.path.display().to_string(), id, fp, base: offset, closed: None, visible: false },
+        );
         tracing::debug!(path = %f.path.display(), offset, "tailing log file");
         self.files.push(FileTail::plain(key, id, fp, f.path.clone(), source, file, offset, self.s.limits));
     }
@@ -677,7 +704,14 @@ impl Tailer {
                     tracing::info!(path = %c.display(), offset = e.offset, "finishing a file rotated while vigil was stopped");
                     self.shared.registry().insert(
                         e.key,
-                        Tracked { path: e.path.clone(), id: t.id, fp: t.fp, base: e.offset, closed: None },
+                        Tracked {
+                            path: e.path.clone(),
+                            id: t.id,
+                            fp: t.fp,
+                            base: e.offset,
+                            closed: None,
+                            visible: false,
+                        },
                     );
                     self.files.push(t);
                     found = true;
