@@ -6,8 +6,9 @@
 //! (user + system of the child, from `wait4`) and peak RSS (`ru_maxrss`). Not a test: numbers
 //! depend on the machine; compare vigil with `cat` from the same run.
 //!
-//! Usage: `cargo build --release && target/release/vigil-bench [--mb 256] [--dir /tmp]`
-//! (expects the `vigil` binary next to itself).
+//! Usage: `cargo build --release && target/release/vigil-bench [--mb 256] [--dir /tmp]
+//! [--format cri|docker] [--files 1|100|1000] [--parse-only]` (expects the `vigil` binary
+//! next to itself).
 
 use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -159,8 +160,20 @@ fn main() {
         let _ = std::fs::remove_dir_all(&work);
         return;
     }
+    let only_fmt = arg("--format");
+    let only_files: Option<usize> = arg("--files").map(|v| v.parse().expect("--files N"));
     for fmt in [Fmt::Cri, Fmt::Docker] {
+        let name = match fmt {
+            Fmt::Cri => "cri",
+            Fmt::Docker => "docker",
+        };
+        if only_fmt.as_ref().is_some_and(|f| f != name) {
+            continue;
+        }
         for files in [1usize, 100, 1000] {
+            if only_files.is_some_and(|n| n != files) {
+                continue;
+            }
             let root = work.join("node");
             let _ = std::fs::remove_dir_all(&root);
             let (paths, lines) = generate(&root, fmt, files, mb << 20);
