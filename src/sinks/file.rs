@@ -3,8 +3,8 @@
 //!
 //! Key decision: chunks waiting in the input are coalesced into one buffer, written with one
 //! `write_all` and made durable with one `fdatasync` before any of them is acked, so the cost
-//! of durability is paid per batch, not per chunk or line. Encoding and I/O run on a blocking
-//! thread. A failed write is retried (after a pause, logged) and never acked: the checkpoint
+//! of durability is paid per batch, not per chunk or line. Encoding and I/O run on one
+//! dedicated writer thread per file sink. A failed write is retried (after a pause, logged) and never acked: the checkpoint
 //! stays behind it, and if vigil stops meanwhile the lines are read again at the next start.
 //!
 //! Rotation: when the file reaches `max_bytes`, `path` is renamed to `path.1` (older ones
@@ -162,17 +162,27 @@ fn drop_torn_tail(f: &File) -> std::io::Result<u64> {
 impl Sink for FileSink {
     fn run(self: Box<Self>, mut input: mpsc::Receiver<Arc<Chunk>>, acker: Acker) -> RunFuture {
         Box::pin(async move {
-            let mut out = Some(Output {
-                path: self.path,
-                file: None,
-                size: 0,
-                max_bytes: self.max_bytes,
-                max_files: self.max_files,
-            });
-            let mut buf: Vec<u8> = Vec::with_capacity(WRITE_BUF);
+            let out =
+                Output { path: self.path, file: None, size: 0, max_bytes: self.max_bytes, max_files: self.max_files };
+            // One dedicated writer thread (not the blocking pool): its buffers stay in one
+            // allocator arena, and the hand-off queue of one coalesced batch bounds memory.
+            let (to_writer, from_sink) = mpsc::channel::<Vec<Arc<Chunk>>>(1);
+            let name = self.name.clone();
+            let writer = std::thread::Builder::new()
+                .name(format!("vigil-sink-{}", self.name))
+                .spawn(move || write_loop(out, from_sink, acker, &name));
+            let writer = match writer {
+                Ok(w) => w,
+                Err(error) => {
+                    // Without a writer nothing can be delivered; nothing is acked, so nothing
+                    // is checkpointed past what is on disk.
+                    tracing::error!(sink = %self.name, %error, "file sink: cannot start its writer thread");
+                    return;
+                }
+            };
             while let Some(first) = input.recv().await {
+                let mut est: usize = first.events.iter().map(|e| e.message.len() + 256).sum();
                 let mut chunks = vec![first];
-                let mut est: usize = chunks[0].events.iter().map(|e| e.message.len() + 256).sum();
                 while est < WRITE_BUF {
                     match input.try_recv() {
                         Ok(c) => {
@@ -182,40 +192,42 @@ impl Sink for FileSink {
                         Err(_) => break,
                     }
                 }
-                let mut o = out.take().expect("output is returned by every write");
-                let name = self.name.clone();
-                let (o, b, ids) = tokio::task::spawn_blocking(move || {
-                    buf.clear();
-                    for c in &chunks {
-                        for e in &c.events {
-                            e.write_json(&mut buf);
-                        }
-                    }
-                    let mut failures = 0u32;
-                    while let Err(error) = o.write(&buf) {
-                        // Never ack what is not on disk; a lost fd (e.g. ENOSPC, EIO) is reopened.
-                        o.file = None;
-                        if failures % 30 == 0 {
-                            tracing::warn!(sink = %name, path = %o.path.display(), %error, "file sink: write failed; retrying (lines are not acknowledged until written)");
-                        }
-                        failures += 1;
-                        std::thread::sleep(Duration::from_secs(1));
-                    }
-                    let ids: Vec<u64> = chunks.iter().map(|c| c.id).collect();
-                    if buf.capacity() > 2 * WRITE_BUF {
-                        buf = Vec::with_capacity(WRITE_BUF);
-                    }
-                    (o, buf, ids)
-                })
-                .await
-                .expect("file sink writer does not panic");
-                out = Some(o);
-                buf = b;
-                for id in ids {
-                    acker.ack(id);
+                if to_writer.send(chunks).await.is_err() {
+                    break;
                 }
             }
+            drop(to_writer);
+            let _ = tokio::task::spawn_blocking(move || writer.join()).await;
         })
+    }
+}
+
+/// The writer thread: encode, append, sync, ack; a failed write is retried, never acked.
+fn write_loop(mut out: Output, mut input: mpsc::Receiver<Vec<Arc<Chunk>>>, acker: Acker, name: &str) {
+    let mut buf: Vec<u8> = Vec::with_capacity(WRITE_BUF + WRITE_BUF / 2);
+    while let Some(chunks) = input.blocking_recv() {
+        buf.clear();
+        for c in &chunks {
+            for e in &c.events {
+                e.write_json(&mut buf);
+            }
+        }
+        let mut failures = 0u32;
+        while let Err(error) = out.write(&buf) {
+            // A lost descriptor (ENOSPC, EIO) is reopened on the next try.
+            out.file = None;
+            if failures % 30 == 0 {
+                tracing::warn!(sink = %name, path = %out.path.display(), %error, "file sink: write failed; retrying (lines are not acknowledged until written)");
+            }
+            failures += 1;
+            std::thread::sleep(Duration::from_secs(1));
+        }
+        for c in &chunks {
+            acker.ack(c.id);
+        }
+        if buf.capacity() > 4 * WRITE_BUF {
+            buf = Vec::with_capacity(WRITE_BUF + WRITE_BUF / 2);
+        }
     }
 }
 
