@@ -204,6 +204,11 @@ async fn a_stalled_sink_stops_reading() {
     // messages each, plus one read slice.
     assert!(read < 2_000_000.0, "read {read} bytes with a stalled sink");
     assert!(read > 0.0);
+    // The lag gauges stay live while the tailer waits on the full queue.
+    let reg = r.registry.clone();
+    let size = std::fs::metadata(&f).unwrap().len() as f64;
+    assert!(wait_for(WAIT, || metric(&reg, "vigil_lag_bytes") >= size - 2_000_000.0).await);
+    assert_eq!(metric(&reg, "vigil_lag_max_bytes"), metric(&reg, "vigil_lag_bytes"));
     // Stop does not hang on the stalled sink.
     let mut source = r.source;
     tokio::time::timeout(Duration::from_secs(5), source.stop_intake())

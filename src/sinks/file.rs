@@ -260,6 +260,39 @@ mod tests {
         assert_eq!(std::fs::read_to_string(path).unwrap(), "{\"a\":1}\n{\"c\":3}\n");
     }
 
+    #[tokio::test]
+    async fn acks_each_chunk_once_its_lines_are_on_disk() {
+        use crate::event::{Event, K8sMeta, Origin, Source, Stream};
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("events.ndjson");
+        let cfg =
+            FileConfig { name: "f".into(), path: path.display().to_string(), max_bytes: ByteSize(0), max_files: 5 };
+        let ctx = SinkContext { registry: prometheus::Registry::new(), node_name: "n".into() };
+        let sink = FileSink::build(&cfg, &ctx).unwrap();
+        let (acker, mut acks) = Acker::channel();
+        let (tx, rx) = mpsc::channel(4);
+        let task = tokio::spawn(sink.run(rx, acker));
+        let source = Arc::new(Source { file: "/f.log".into(), node: "n".into(), kubernetes: K8sMeta::default() });
+        let event = |m: &str| Event {
+            timestamp: 0,
+            stream: Stream::Stdout,
+            message: m.into(),
+            malformed: false,
+            truncated: false,
+            source: source.clone(),
+            origin: Origin { file: 1, offset: 0, resume: 1 },
+        };
+        for id in 0..3u64 {
+            tx.send(Arc::new(Chunk { id, events: vec![event(&format!("line {id}"))] })).await.unwrap();
+            assert_eq!(acks.recv().await, Some(id));
+            let text = std::fs::read_to_string(&path).unwrap();
+            assert_eq!(text.lines().count() as u64, id + 1, "acked before written");
+            assert!(text.contains(&format!("\"message\":\"line {id}\"")));
+        }
+        drop(tx);
+        task.await.unwrap();
+    }
+
     #[test]
     fn appends_to_an_existing_file() {
         let d = tempfile::tempdir().unwrap();

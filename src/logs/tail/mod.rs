@@ -239,7 +239,7 @@ impl Tailer {
         tx: mpsc::Sender<SourceBatch>,
         stop: Arc<Stop>,
     ) -> std::io::Result<Self> {
-        let rt = tokio::runtime::Builder::new_current_thread().build()?;
+        let rt = tokio::runtime::Builder::new_current_thread().enable_time().build()?;
         let now = Instant::now();
         shared.metrics.inotify_fallback.set(watcher.failed as i64);
         Ok(Self {
@@ -404,15 +404,20 @@ impl Tailer {
         m.read_lines.inc_by(out.lines);
         m.lines_truncated.inc_by(out.truncated);
         let batch = SourceBatch { events: out.events, positions: out.positions };
-        let tx = &self.tx;
-        let stop = &self.stop;
+        let (tx, stop, files, poll) = (&self.tx, &self.stop, &self.files, self.s.poll_interval);
         self.rt.block_on(async {
-            tokio::select! {
-                biased;
-                r = tx.send(batch) => r.is_ok(),
-                _ = stop.notify.notified() => {
-                    stop.notify.notify_one();
-                    false
+            let send = tx.send(batch);
+            tokio::pin!(send);
+            loop {
+                tokio::select! {
+                    biased;
+                    r = &mut send => return r.is_ok(),
+                    _ = stop.notify.notified() => {
+                        stop.notify.notify_one();
+                        return false;
+                    }
+                    // Blocked by slow sinks: the lag gauges are what shows it, keep them live.
+                    _ = tokio::time::sleep(poll.max(Duration::from_millis(250))) => update_lag(files, m),
                 }
             }
         })
@@ -777,6 +782,22 @@ impl Tailer {
             Some(t)
         }
     }
+}
+
+/// Sets `vigil_lag_bytes` / `vigil_lag_max_bytes` from a fresh `fstat` of every open file.
+fn update_lag(files: &[FileTail], m: &LogMetrics) {
+    let (mut lag, mut lag_max) = (0u64, 0u64);
+    for f in files {
+        let size = match f.stat() {
+            Some(Ok((size, _))) => size,
+            _ => f.size,
+        };
+        let unread = size.saturating_sub(f.offset);
+        lag += unread;
+        lag_max = lag_max.max(unread);
+    }
+    m.lag_bytes.set(lag as i64);
+    m.lag_max_bytes.set(lag_max as i64);
 }
 
 fn update_fp(shared: &Shared, f: &FileTail) {
