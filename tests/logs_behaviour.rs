@@ -136,6 +136,10 @@ async fn long_lines_are_truncated_without_buffering_them() {
         w.write_all(&[b'z'; 64 * 1024]).unwrap();
     }
     w.write_all(b"\n").unwrap();
+    // A long line of 2-byte characters (cut inside the carry buffer, at an odd offset).
+    w.write_all(b"2026-11-28T06:12:13Z stdout F x").unwrap();
+    w.write_all("é".repeat(100_000).as_bytes()).unwrap();
+    w.write_all(b"\n").unwrap();
     // And a runtime-split line of many P records.
     for _ in 0..100 {
         w.write_all(cri("stderr", "P", &"p".repeat(100)).as_bytes()).unwrap();
@@ -147,16 +151,18 @@ async fn long_lines_are_truncated_without_buffering_them() {
     cfg.max_line_bytes = ByteSize::kib(2);
     let got = new_got();
     let r = start(&cfg, got.clone()).await;
-    assert!(wait_for(WAIT, || got.lock().unwrap().len() == 3).await, "{}", got.lock().unwrap().len());
+    assert!(wait_for(WAIT, || got.lock().unwrap().len() == 4).await, "{}", got.lock().unwrap().len());
     let truncated = metric(&r.registry, "vigil_lines_truncated_total");
     stop(r).await;
     let g = got.lock().unwrap();
     assert_eq!(g[0].1, "z".repeat(2048));
     assert!(g[0].3);
-    assert_eq!(g[1].1, "p".repeat(2048));
-    assert!(g[1].3);
-    assert_eq!((g[2].1.as_str(), g[2].3), ("next", false));
-    assert_eq!(truncated, 2.0);
+    assert_eq!(g[1].1, format!("x{}", "é".repeat(1023)), "cut at a char boundary, not malformed");
+    assert!(g[1].3 && !g[1].2);
+    assert_eq!(g[2].1, "p".repeat(2048));
+    assert!(g[2].3);
+    assert_eq!((g[3].1.as_str(), g[3].3), ("next", false));
+    assert_eq!(truncated, 3.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

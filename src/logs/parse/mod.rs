@@ -117,6 +117,24 @@ pub fn utf8_prefix(b: &[u8], max: usize) -> &[u8] {
     &b[..i]
 }
 
+/// `b` without a trailing incomplete UTF-8 sequence (left by cutting bytes at a fixed size).
+pub fn trim_partial_utf8(b: &[u8]) -> &[u8] {
+    let n = b.len();
+    for back in 1..=n.min(4) {
+        let c = b[n - back];
+        if c & 0xC0 != 0x80 {
+            let need = match c {
+                0xF0..=0xF7 => 4,
+                0xE0..=0xEF => 3,
+                0xC0..=0xDF => 2,
+                _ => 1,
+            };
+            return if need > back { &b[..n - back] } else { b };
+        }
+    }
+    b
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -126,6 +144,18 @@ mod tests {
         assert_eq!(Format::detect(b"{\"log\":\"x\"}"), Format::Docker);
         assert_eq!(Format::detect(b"2024-01-01T00:00:00Z stdout F x"), Format::Cri);
         assert_eq!(Format::detect(b""), Format::Cri);
+    }
+
+    #[test]
+    fn trim_partial_utf8_drops_only_a_cut_sequence() {
+        let s = "aé€😀".as_bytes();
+        assert_eq!(trim_partial_utf8(s), s);
+        for cut in 0..s.len() {
+            let t = trim_partial_utf8(&s[..cut]);
+            assert!(std::str::from_utf8(t).is_ok(), "cut {cut}");
+            assert!(cut - t.len() < 4);
+        }
+        assert_eq!(trim_partial_utf8(b"ab\xff"), b"ab\xff", "garbage is not a cut sequence");
     }
 
     #[test]

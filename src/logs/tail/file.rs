@@ -271,7 +271,9 @@ impl FileTail {
     #[allow(clippy::too_many_arguments)]
     fn line(&mut self, raw: &[u8], raw_cut: bool, start: u64, end: u64, now_ms: u64, out: &mut Out, m: &LogMetrics) {
         self.consumed = end;
-        let raw = if raw_cut { utf8_prefix(raw, raw.len()) } else { raw };
+        // A line cut at `max_raw` may end inside a UTF-8 sequence; drop that stub so the kept
+        // part still parses.
+        let raw = if raw_cut { parse::trim_partial_utf8(raw) } else { raw };
         if raw.is_empty() {
             // A blank line carries nothing (runtimes never write one); skipping it keeps empty
             // malformed events out of the sinks.
