@@ -95,7 +95,13 @@ pub struct FileTail {
     pub at_eof: bool,
     /// Size at the last `stat`.
     pub size: u64,
+    /// Malformed lines since the last warning about them, and when that was (rate limit).
+    malformed_unlogged: u64,
+    malformed_logged_at: Option<Instant>,
 }
+
+/// At most one warning about malformed lines per file per this period.
+const MALFORMED_LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl FileTail {
     /// Wraps an open plain file; reading starts at `offset`.
@@ -168,6 +174,8 @@ impl FileTail {
             last_data: Instant::now(),
             at_eof: false,
             size,
+            malformed_unlogged: 0,
+            malformed_logged_at: None,
         }
     }
 
@@ -290,6 +298,17 @@ impl FileTail {
             }
             Err(e) => {
                 m.parse_error(e);
+                self.malformed_unlogged += 1;
+                if self.malformed_logged_at.is_none_or(|t| t.elapsed() >= MALFORMED_LOG_EVERY) {
+                    let sample = String::from_utf8_lossy(&raw[..raw.len().min(120)]).into_owned();
+                    tracing::warn!(
+                        path = %self.path.display(), offset = start, error = e.kind(), lines = self.malformed_unlogged,
+                        %sample,
+                        "shipping malformed lines as raw text, flagged \"malformed\" (at most one warning per file per minute)"
+                    );
+                    self.malformed_unlogged = 0;
+                    self.malformed_logged_at = Some(Instant::now());
+                }
                 let (message, cut) = parse::raw_message(raw, self.limits.max_line);
                 let line =
                     Line { timestamp: now_ns(), stream: Stream::Stdout, message, truncated: cut || raw_cut, start };
