@@ -31,7 +31,7 @@ pub struct Found {
     /// A `/var/log/containers`-style symlink pointing at the same file, if one was found.
     pub link: Option<PathBuf>,
     pub id: FileId,
-    pub size: u64,
+    /// Last modification (for `ignore_older`).
     pub mtime: std::time::SystemTime,
 }
 
@@ -143,16 +143,7 @@ fn group(paths: Vec<PathBuf>) -> Vec<Found> {
             None => {
                 order.push(id);
                 let (p, link) = if is_link { (path.clone(), Some(path)) } else { (path, None) };
-                by_id.insert(
-                    id,
-                    Found {
-                        path: p,
-                        link,
-                        id,
-                        size: meta.len(),
-                        mtime: meta.modified().unwrap_or(std::time::UNIX_EPOCH),
-                    },
-                );
+                by_id.insert(id, Found { path: p, link, id, mtime: meta.modified().unwrap_or(std::time::UNIX_EPOCH) });
             }
             Some(f) => {
                 if is_link {
