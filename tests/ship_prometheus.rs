@@ -88,7 +88,10 @@ fn vigil_pushes_its_metrics_into_a_real_prometheus() {
     let prom = Prometheus::start(PROMETHEUS_YML, RECEIVER);
     let dir = tempfile::tempdir().unwrap();
     let listen = local(free_port());
-    let mut vigil = Vigil::start(dir.path(), &config(dir.path(), "ship-node", listen, prom.addr, ""), listen);
+    let config = config(dir.path(), "ship-node", listen, prom.addr, "");
+    let lines: String = (0..3).map(|i| format!("2026-11-28T06:12:13.123456789Z stdout F line {i}\n")).collect();
+    std::fs::write(dir.path().join("logs/app.log"), lines).unwrap();
+    let mut vigil = Vigil::start(dir.path(), &config, listen);
     vigil.wait_ready(Duration::from_secs(20));
 
     let build = prom.query_until_nonempty(r#"vigil_build_info{node="ship-node",instance="ship-node",cluster="e2e"}"#);
@@ -113,9 +116,13 @@ fn vigil_pushes_its_metrics_into_a_real_prometheus() {
     })
     .unwrap_or_else(|| panic!("no vigil_ship_samples_sent_total > 0; vigil stderr:\n{}", vigil.stderr()));
     assert!(sent >= 10.0, "{sent}");
-    // The log pipeline's counter is there too (no container log in this test: 0).
-    let shipped = prom.query(r#"vigil_lines_shipped_total{node="ship-node",cluster="e2e"}"#);
-    assert_eq!(value(&shipped), 0.0);
+    // The log pipeline's counters travel too: the three lines written before start, read and
+    // acknowledged by the file sink.
+    let shipped = wait_for(Duration::from_secs(30), || {
+        let r = prom.query(r#"vigil_lines_shipped_total{node="ship-node",cluster="e2e"}"#);
+        (r.len() == 1 && value(&r) == 3.0).then_some(())
+    });
+    assert!(shipped.is_some(), "vigil_lines_shipped_total never reached 3; vigil stderr:\n{}", vigil.stderr());
     let dropped = prom.query(r#"sum(vigil_ship_samples_dropped_total{node="ship-node"})"#);
     assert_eq!(value(&dropped), 0.0);
 
