@@ -20,7 +20,7 @@
 //! (`{node, stream, vigil_overflow="true"}` + static labels) and counted, not dropped.
 
 use super::batch::{self, Batch, BatchConfig, BatchLimits, Deliver, DriverConfig};
-use super::http::{self, AuthConfig, HttpClient, HttpSettings, TlsConfig};
+use super::http::{self, AuthConfig, Compression, HttpClient, HttpSettings, TlsConfig, error_chain, gzip};
 use super::metrics::SinkMetrics;
 use super::retry::{self, RetryConfig, Verdict};
 use super::{RunFuture, Sink, SinkContext};
@@ -50,7 +50,7 @@ pub struct LokiConfig {
     #[serde(default)]
     pub encoding: LokiEncoding,
     /// `none` or `gzip`, on top of the encoding. Default none: protobuf is already snappy.
-    #[serde(default)]
+    #[serde(default = "default_compression")]
     pub compression: Compression,
     /// Event fields sent as labels. Default `[namespace, pod, container, node, stream]`: low
     /// cardinality (bounded by the pods of a node) and what users filter by. Empty values are
@@ -98,14 +98,6 @@ pub enum LokiEncoding {
     #[default]
     Protobuf,
     Json,
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Compression {
-    #[default]
-    None,
-    Gzip,
 }
 
 /// Event fields that may become labels: only low-cardinality ones (never the message, a
@@ -168,6 +160,9 @@ impl MetadataField {
 
 fn default_labels() -> Vec<LabelField> {
     vec![LabelField::Namespace, LabelField::Pod, LabelField::Container, LabelField::Node, LabelField::Stream]
+}
+fn default_compression() -> Compression {
+    Compression::None
 }
 fn default_max_streams() -> usize {
     1000
@@ -582,13 +577,6 @@ fn render_labels(pairs: &[(&str, &str)]) -> String {
     s
 }
 
-pub(crate) fn gzip(data: &[u8]) -> Vec<u8> {
-    use std::io::Write;
-    let mut enc = flate2::write::GzEncoder::new(Vec::with_capacity(data.len() / 4), flate2::Compression::fast());
-    enc.write_all(data).expect("writing to a Vec cannot fail");
-    enc.finish().expect("writing to a Vec cannot fail")
-}
-
 /// The rejection reason of a Loki 4xx, from its status and error text (bounded set: it is a
 /// metric label).
 fn reject_reason(status: u16, body: &str) -> &'static str {
@@ -659,18 +647,6 @@ impl Deliver for LokiInner {
             }
         }
     }
-}
-
-/// A transport error with its causes, on one line (reqwest's Display hides the root cause).
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 /// Default limits, for docs and tests.
