@@ -26,9 +26,12 @@ fn sink(c: &LokiConfig) -> (Box<dyn vigil::sinks::Sink>, prometheus::Registry) {
 
 /// `n` chunks of `per` events over `pods` pods, alternating stdout/stderr; messages name pod,
 /// stream and a per-stream sequence number, timestamps increase.
-fn workload(pods: usize, n: usize, per: usize) -> (Vec<Vec<Event>>, BTreeMap<(String, &'static str), Vec<String>>) {
+/// Lines per (pod, stream), in order.
+type PerStream = BTreeMap<(String, &'static str), Vec<String>>;
+
+fn workload(pods: usize, n: usize, per: usize) -> (Vec<Vec<Event>>, PerStream) {
     let srcs: Vec<_> = (0..pods).map(|p| source("shop", &format!("pod-{p}"), "app")).collect();
-    let mut expected: BTreeMap<(String, &'static str), Vec<String>> = BTreeMap::new();
+    let mut expected = PerStream::new();
     let mut chunks = Vec::new();
     let mut k = 0u64;
     for _ in 0..n {
@@ -47,7 +50,7 @@ fn workload(pods: usize, n: usize, per: usize) -> (Vec<Vec<Event>>, BTreeMap<(St
     (chunks, expected)
 }
 
-fn by_pod_stream(server: &LokiServer) -> BTreeMap<(String, &'static str), Vec<String>> {
+fn by_pod_stream(server: &LokiServer) -> PerStream {
     server
         .lines()
         .into_iter()
@@ -61,7 +64,10 @@ fn by_pod_stream(server: &LokiServer) -> BTreeMap<(String, &'static str), Vec<St
 #[tokio::test]
 async fn protobuf_push_delivers_every_line_once_in_order_per_stream() {
     let server = LokiServer::start().await;
-    let c = config(&server.url(), "tenant_id: team-a\nstatic_labels: {cluster: prod}\nbatch: {max_events: 37, timeout: 20ms}");
+    let c = config(
+        &server.url(),
+        "tenant_id: team-a\nstatic_labels: {cluster: prod}\nbatch: {max_events: 37, timeout: 20ms}",
+    );
     let (s, registry) = sink(&c);
     let mut run = Running::start(s, 2);
     let (chunks, expected) = workload(3, 20, 50);
@@ -71,22 +77,23 @@ async fn protobuf_push_delivers_every_line_once_in_order_per_stream() {
     let acks = run.finish().await;
     assert_eq!(acks, (0..20).collect::<Vec<_>>(), "every chunk acked exactly once");
     assert_eq!(by_pod_stream(&server), expected, "lines per stream, in order, none lost or repeated");
-    let st = server.state.lock().unwrap();
-    assert!(st.bad_requests.is_empty(), "{:?}", st.bad_requests);
-    assert_eq!(st.deduplicated, 0, "nothing accepted was sent again");
-    let p = &st.pushes[0];
-    assert_eq!(p.tenant.as_deref(), Some("team-a"));
-    assert_eq!(p.content_type.as_deref(), Some("application/x-protobuf"));
-    assert!(p.user_agent.as_deref().unwrap().starts_with("vigil/"));
-    let l = &p.streams[0].labels;
-    assert_eq!(l["namespace"], "shop");
-    assert_eq!(l["container"], "app");
-    assert_eq!(l["node"], "node-a");
-    assert_eq!(l["cluster"], "prod");
-    assert_eq!(l.len(), 6, "only the default labels + static: {l:?}");
-    assert!(st.pushes.iter().all(|p| p.streams.iter().map(|s| s.entries.len()).sum::<usize>() <= 37));
-    assert!(p.streams[0].entries.iter().all(|e| e.metadata.is_empty()), "no structured metadata by default");
-    drop(st);
+    {
+        let st = server.state.lock().unwrap();
+        assert!(st.bad_requests.is_empty(), "{:?}", st.bad_requests);
+        assert_eq!(st.deduplicated, 0, "nothing accepted was sent again");
+        let p = &st.pushes[0];
+        assert_eq!(p.tenant.as_deref(), Some("team-a"));
+        assert_eq!(p.content_type.as_deref(), Some("application/x-protobuf"));
+        assert!(p.user_agent.as_deref().unwrap().starts_with("vigil/"));
+        let l = &p.streams[0].labels;
+        assert_eq!(l["namespace"], "shop");
+        assert_eq!(l["container"], "app");
+        assert_eq!(l["node"], "node-a");
+        assert_eq!(l["cluster"], "prod");
+        assert_eq!(l.len(), 6, "only the default labels + static: {l:?}");
+        assert!(st.pushes.iter().all(|p| p.streams.iter().map(|s| s.entries.len()).sum::<usize>() <= 37));
+        assert!(p.streams[0].entries.iter().all(|e| e.metadata.is_empty()), "no structured metadata by default");
+    }
     assert_eq!(metric(&registry, "vigil_sink_events_sent_total{sink=\"loki\"}"), 1000.0);
     assert!(metric(&registry, "vigil_sink_requests_total{sink=\"loki\",status=\"2xx\"}") >= 28.0);
     assert_eq!(metric(&registry, "vigil_sink_healthy{sink=\"loki\"}"), 1.0);
@@ -166,7 +173,10 @@ async fn a_400_is_counted_logged_and_acked_not_retried() {
     run.send(vec![event(&src, 1, 0, 1, Stream::Stdout, "too old"), event(&src, 1, 10, 2, Stream::Stdout, "too old 2")])
         .await;
     // Wait for the first push so the next chunk is a separate request.
-    eventually(10, "first push answered", || metric(&registry, "vigil_sink_requests_total{sink=\"loki\",status=\"4xx\"}") == 1.0).await;
+    eventually(10, "first push answered", || {
+        metric(&registry, "vigil_sink_requests_total{sink=\"loki\",status=\"4xx\"}") == 1.0
+    })
+    .await;
     run.send(vec![event(&src, 1, 20, 1_795_847_533_000_000_000, Stream::Stdout, "fine")]).await;
     assert_eq!(run.finish().await, vec![0, 1]);
     assert_eq!(server.lines().into_values().collect::<Vec<_>>(), vec![vec!["fine".to_string()]]);
@@ -295,8 +305,13 @@ async fn json_gzip_structured_metadata_and_the_max_streams_guard() {
     let mut run = Running::start(s, 1);
     let srcs: Vec<_> = (0..3).map(|i| source("ns", &format!("p{i}"), "c")).collect();
     let ts = 1_795_847_533_000_000_000;
-    run.send(srcs.iter().enumerate().map(|(i, s)| event(s, i as u64, 0, ts, Stream::Stdout, &format!("from p{i}"))).collect())
-        .await;
+    run.send(
+        srcs.iter()
+            .enumerate()
+            .map(|(i, s)| event(s, i as u64, 0, ts, Stream::Stdout, &format!("from p{i}")))
+            .collect(),
+    )
+    .await;
     run.finish().await;
     let st = server.state.lock().unwrap();
     let p = &st.pushes[0];

@@ -58,21 +58,26 @@ impl EsServer {
     }
 
     pub async fn scripted(requests: RequestScript, items: ItemScript) -> Self {
+        Self::scripted_on(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(), requests, items)
+    }
+
+    /// On a given listener (e.g. a port a sink was already trying to reach).
+    pub fn scripted_on(listener: tokio::net::TcpListener, requests: RequestScript, items: ItemScript) -> Self {
         let state = Arc::new(Mutex::new(EsState::default()));
         let scripts = Arc::new(Mutex::new((requests, items)));
         let st = state.clone();
         let handler: Handler = Arc::new(move |req: Request| handle(req, &st, &scripts));
-        Self { server: TestServer::start(handler).await, state }
+        Self { server: TestServer::start_on(listener, handler), state }
     }
 
     pub fn url(&self) -> String {
         self.server.url()
     }
 
-    /// Stored messages, in creation order.
+    /// Stored messages (documents with a `message`: not dead letters), in creation order.
     pub fn messages(&self) -> Vec<String> {
         let s = self.state.lock().unwrap();
-        s.order.iter().map(|k| s.stored[k]["message"].as_str().unwrap_or_default().to_string()).collect()
+        s.order.iter().filter_map(|k| s.stored[k]["message"].as_str().map(str::to_string)).collect()
     }
 
     pub fn stored_in(&self, index: &str) -> Vec<Value> {

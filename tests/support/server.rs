@@ -30,7 +30,12 @@ impl Request {
 
 #[derive(Debug, Clone)]
 pub enum Reply {
-    Respond { status: u16, headers: Vec<(String, String)>, body: Vec<u8>, delay: Duration },
+    Respond {
+        status: u16,
+        headers: Vec<(String, String)>,
+        body: Vec<u8>,
+        delay: Duration,
+    },
     /// Close the connection without answering.
     Drop,
 }

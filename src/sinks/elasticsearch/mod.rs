@@ -457,7 +457,7 @@ mod tests {
     fn index_patterns() {
         let p = IndexPattern::new("logs-vigil-%Y.%m.%d").unwrap();
         assert_eq!(p.granularity, Granularity::Day);
-        // 2026-11-28T06:12:13Z
+        // 2026-11-28T06:32:13Z
         assert_eq!(p.render(1_795_847_533_123_456_789), "logs-vigil-2026.11.28");
         assert_eq!(p.bucket(1_795_847_533), p.bucket(1_795_847_533 + 3600));
         let h = IndexPattern::new("logs-%Y.%m.%d-%H").unwrap();
