@@ -83,6 +83,20 @@ impl TestServer {
     }
 
     pub fn start_on(listener: TcpListener, handler: Handler) -> Self {
+        Self::start_with(listener, handler, None)
+    }
+
+    /// An HTTPS server with this rustls config (e.g. one that requires client certificates).
+    pub async fn start_tls(handler: Handler, tls: Arc<tokio_rustls::rustls::ServerConfig>) -> Self {
+        Self::start_with(TcpListener::bind("127.0.0.1:0").await.unwrap(), handler, Some(tls))
+    }
+
+    fn start_with(
+        listener: TcpListener,
+        handler: Handler,
+        tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
+    ) -> Self {
+        let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
         let addr = listener.local_addr().unwrap();
         let down = Arc::new(AtomicBool::new(false));
         let concurrent = Arc::new(AtomicUsize::new(0));
@@ -101,6 +115,7 @@ impl TestServer {
                     continue;
                 }
                 let (h, d, c, mc) = (handler.clone(), d.clone(), c.clone(), mc.clone());
+                let acceptor = acceptor.clone();
                 conns.spawn(async move {
                     let svc = service_fn(move |req: hyper::Request<Incoming>| {
                         let (h, d, c, mc) = (h.clone(), d.clone(), c.clone(), mc.clone());
@@ -112,7 +127,17 @@ impl TestServer {
                             r
                         }
                     });
-                    let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(sock), svc).await;
+                    let http = hyper::server::conn::http1::Builder::new();
+                    match acceptor {
+                        None => {
+                            let _ = http.serve_connection(TokioIo::new(sock), svc).await;
+                        }
+                        Some(a) => {
+                            if let Ok(tls) = a.accept(sock).await {
+                                let _ = http.serve_connection(TokioIo::new(tls), svc).await;
+                            }
+                        }
+                    }
                 });
             }
             conns.abort_all();
@@ -122,6 +147,10 @@ impl TestServer {
 
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    pub fn https_url(&self) -> String {
+        format!("https://{}", self.addr)
     }
 
     pub fn set_down(&self, down: bool) {
@@ -187,4 +216,35 @@ pub fn decoded_body(req: &Request) -> Result<Vec<u8>, String> {
         }
         Some(other) => Err(format!("unsupported Content-Encoding: {other}")),
     }
+}
+
+/// Test TLS material under tests/fixtures/tls.
+pub fn fixture(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls").join(name)
+}
+
+/// A rustls server config with the fixture server certificate; `client_ca` requires client
+/// certificates signed by the fixture CA.
+pub fn tls_config(require_client_cert: bool) -> Arc<tokio_rustls::rustls::ServerConfig> {
+    use tokio_rustls::rustls;
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let certs: Vec<CertificateDer> =
+        CertificateDer::pem_file_iter(fixture("server.pem")).unwrap().map(Result::unwrap).collect();
+    let key = PrivateKeyDer::from_pem_file(fixture("server.key")).unwrap();
+    let builder =
+        rustls::ServerConfig::builder_with_provider(provider.clone()).with_safe_default_protocol_versions().unwrap();
+    let builder = if require_client_cert {
+        let mut roots = rustls::RootCertStore::empty();
+        for c in CertificateDer::pem_file_iter(fixture("ca.pem")).unwrap() {
+            roots.add(c.unwrap()).unwrap();
+        }
+        let verifier =
+            rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider).build().unwrap();
+        builder.with_client_cert_verifier(verifier)
+    } else {
+        builder.with_no_client_auth()
+    };
+    Arc::new(builder.with_single_cert(certs, key).unwrap())
 }
