@@ -268,6 +268,8 @@ async fn a_refused_request_401_rejects_its_events_and_acks() {
     assert_eq!(run.finish().await, vec![0]);
     assert_eq!(metric(&registry, "vigil_sink_events_rejected_total{reason=\"status_401\",sink=\"es\"}"), 4.0);
     assert_eq!(metric(&registry, "vigil_sink_requests_total{sink=\"es\",status=\"4xx\"}"), 1.0);
+    assert_eq!(metric(&registry, "vigil_sink_healthy{sink=\"es\"}"), 0.0, "nothing gets through a 401");
+    assert_eq!(metric(&registry, "vigil_sink_last_success_timestamp_seconds{sink=\"es\"}"), 0.0);
 }
 
 #[tokio::test]

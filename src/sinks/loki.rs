@@ -631,6 +631,7 @@ impl Deliver for LokiInner {
                             Verdict::Reject => {
                                 let sample = format!("HTTP {}: {}", r.status, r.body_sample(512));
                                 m.rejected(reject_reason(r.status, &sample), n, &sample);
+                                m.rejected_request(r.status);
                                 return;
                             }
                             Verdict::Retry => (r.retry_after, format!("HTTP {}: {}", r.status, r.body_sample(512))),

@@ -202,6 +202,16 @@ impl SinkMetrics {
         self.healthy.set(0);
     }
 
+    /// A whole request was refused with a 4xx. Auth and addressing answers (401, 403, 404,
+    /// 407) mean nothing can get through until someone fixes the config: unhealthy. Others
+    /// (400 for bad entries, 413) are about the data; the backend itself works.
+    pub fn rejected_request(&self, status: u16) {
+        match status {
+            401 | 403 | 404 | 407 => self.healthy.set(0),
+            _ => self.healthy.set(1),
+        }
+    }
+
     pub fn is_healthy(&self) -> bool {
         self.healthy.get() == 1
     }

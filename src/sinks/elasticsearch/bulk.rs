@@ -111,7 +111,7 @@ impl BulkSender {
                         let sample = format!("HTTP {}: {}", r.status, r.body_sample(512));
                         m.rejected(&reason, pending.len() as u64, &sample);
                         *out.rejected.entry(reason).or_default() += pending.len();
-                        m.success();
+                        m.rejected_request(r.status);
                         return out;
                     }
                     Verdict::Success => match serde_json::from_slice::<Response>(&r.body) {

@@ -101,6 +101,21 @@ impl ElasticsearchConfig {
         }
     }
 
+    /// The `_bulk` sender of this sink's endpoint, auth, TLS, compression, retries and dead
+    /// letters, counting into `metrics`. The metrics shipper sends its documents through the
+    /// same kind of sender.
+    pub fn bulk_sender(&self, metrics: SinkMetrics) -> Result<BulkSender, String> {
+        let url = http::endpoint_with_path(&self.endpoint, "/_bulk")?;
+        let client = HttpClient::new(&self.http(), metrics).map_err(|e| e.to_string())?;
+        Ok(BulkSender {
+            client,
+            url,
+            compression: self.compression,
+            retry: self.retry,
+            dead_letter_index: self.dead_letter_index.clone(),
+        })
+    }
+
     pub fn validate(&self, path: &str, p: &mut Problems) {
         self.http().validate(path, p);
         match (&self.index, &self.data_stream) {
@@ -267,21 +282,13 @@ impl ElasticsearchSink {
     pub fn new(c: &ElasticsearchConfig, ctx: &SinkContext) -> Result<Self, super::Error> {
         let err = |message: String| super::Error::Build { name: c.name.clone(), message };
         let metrics = ctx.sink_metrics(&c.name);
-        let url = http::endpoint_with_path(&c.endpoint, "/_bulk").map_err(err)?;
-        let client = HttpClient::new(&c.http(), metrics.clone()).map_err(|e| err(e.to_string()))?;
+        let sender = c.bulk_sender(metrics.clone()).map_err(err)?;
         let target = match &c.data_stream {
             Some(ds) => Target::DataStream(ds.clone()),
             None => Target::Pattern(IndexPattern::new(c.index.as_deref().unwrap_or(DEFAULT_INDEX)).map_err(err)?),
         };
         let labels = (!c.labels.is_empty())
             .then(|| c.labels.iter().map(|(k, v)| (dedot(k), serde_json::Value::from(v.as_str()))).collect());
-        let sender = BulkSender {
-            client,
-            url,
-            compression: c.compression,
-            retry: c.retry,
-            dead_letter_index: c.dead_letter_index.clone(),
-        };
         let inner = EsInner { sender, target, labels, node_hash: fnv1a64(ctx.node_name.as_bytes()), metrics };
         let driver = DriverConfig {
             limits: c.batch.resolve(DEFAULT_LIMITS),
