@@ -6,7 +6,7 @@
 
 use crate::config::Config;
 use crate::logs::LogSource;
-use crate::pipeline::{Acker, Pipeline};
+use crate::pipeline::{Acker, Pipeline, PipelineMetrics};
 use crate::server::{Health, Server};
 use crate::sinks::{self, SinkContext};
 use anyhow::Context;
@@ -52,7 +52,8 @@ impl App {
         drop(acker);
 
         let (src_tx, src_rx) = mpsc::channel(SOURCE_QUEUE_BATCHES);
-        let pipeline = Pipeline::start(src_rx, sink_txs, ack_rx);
+        let metrics = PipelineMetrics::register(&registry).context("registering pipeline metrics")?;
+        let pipeline = Pipeline::start(src_rx, sink_txs, ack_rx, Some(metrics));
         let source = LogSource::start(&config.sources.containers, node, &registry, src_tx, pipeline.committed.clone())?;
         health.set_ready(true);
         Ok(App { server, health, source, pipeline, sinks, grace: config.shutdown.grace_period.get() })

@@ -140,7 +140,7 @@ mod tests {
             },
         });
         let ev = Event {
-            timestamp: 1_795_847_533_123_456_789,
+            timestamp: 1_795_846_333_123_456_789,
             stream: Stream::Stdout,
             message: "hi \"there\"".into(),
             malformed: false,

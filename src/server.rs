@@ -73,6 +73,7 @@ impl Server {
                 tokio::spawn(async move {
                     let svc = service_fn(move |req| handle(req, registry.clone(), health.clone()));
                     let conn = hyper::server::conn::http1::Builder::new()
+                        .timer(hyper_util::rt::TokioTimer::new())
                         .header_read_timeout(std::time::Duration::from_secs(10))
                         .serve_connection(TokioIo::new(stream), svc);
                     if let Err(error) = conn.await {

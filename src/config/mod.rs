@@ -129,10 +129,16 @@ fn default_sinks() -> Vec<SinkConfig> {
     vec![SinkConfig::Stdout(crate::sinks::stdout::StdoutConfig { name: "stdout".into() })]
 }
 
-/// A secret string (password, token, API key): never printed, never logged.
-#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(transparent)]
+/// A secret string (password, token, API key): never printed, never logged. YAML null (what
+/// `key: ${UNSET:-}` expands to) is the empty secret, i.e. not set.
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct Secret(pub String);
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(Secret(Option::<String>::deserialize(d)?.unwrap_or_default()))
+    }
+}
 
 impl Secret {
     pub fn expose(&self) -> &str {
@@ -190,9 +196,7 @@ impl Config {
         let de = serde_yaml_ng::Deserializer::from_str(&expanded);
         let mut config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
             let path = e.path().to_string();
-            let inner = e.into_inner().to_string();
-            let msg = if path.is_empty() || path == "." { inner } else { format!("{path}: {inner}") };
-            Error::Invalid(vec![msg])
+            Error::Invalid(vec![shape_error(&path, &e.into_inner().to_string())])
         })?;
         let problems = config.validate();
         if !problems.0.is_empty() {
@@ -213,7 +217,7 @@ impl Config {
                 format!("'{}' is not a socket address; expected host:port, e.g. 0.0.0.0:9102", self.metrics.listen),
             );
         }
-        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+        if !valid_log_level(&self.log.level) {
             p.push(
                 "log.level",
                 format!("'{}' is not a log level; expected error, warn, info, debug or trace", self.log.level),
@@ -243,6 +247,28 @@ impl Config {
     /// The effective config as YAML, secrets masked: what `vigil validate` prints.
     pub fn to_yaml(&self) -> String {
         serde_yaml_ng::to_string(self).expect("config serializes: all fields are plain data")
+    }
+}
+
+/// `path: message at line L column C`. serde_path_to_error knows the full path (down to the
+/// field whose value is bad); serde_yaml_ng prefixes its message with the parent's path, which
+/// is dropped so the path is said once.
+fn shape_error(path: &str, inner: &str) -> String {
+    let msg = match inner.split_once(": ") {
+        Some((prefix, rest)) if !prefix.contains(' ') && path.starts_with(prefix) => rest,
+        _ => inner,
+    };
+    if path.is_empty() || path == "." { msg.to_string() } else { format!("{path}: {msg}") }
+}
+
+/// A level name, or a tracing filter directive (`info,vigil::logs=debug`). A bare word must be a
+/// level: tracing would read `loud` as a target name and silently log nothing.
+fn valid_log_level(s: &str) -> bool {
+    const LEVELS: [&str; 6] = ["error", "warn", "info", "debug", "trace", "off"];
+    if s.contains(['=', ',']) {
+        tracing_subscriber::EnvFilter::try_new(s).is_ok()
+    } else {
+        LEVELS.contains(&s.to_ascii_lowercase().as_str())
     }
 }
 

@@ -1,0 +1,127 @@
+//! The real binary: CLI exit codes, endpoints over a real socket, signals, a taken port.
+
+mod support;
+
+use std::net::{SocketAddr, TcpListener};
+use std::process::Command;
+use std::time::{Duration, Instant};
+use support::{Vigil, free_port, http_get, vigil_bin};
+
+fn config(dir: &std::path::Path, addr: SocketAddr, grace: &str) -> String {
+    let logs = dir.join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    format!(
+        "node_name: test-node\nsources:\n  containers:\n    include: ['{logs}/*.log']\n    checkpoint_dir: {ckpt}\n\
+         sinks:\n  - name: out\n    type: file\n    path: {out}\nmetrics:\n  listen: {addr}\nshutdown:\n  grace_period: {grace}\n",
+        logs = logs.display(),
+        ckpt = dir.join("ckpt").display(),
+        out = dir.join("events.ndjson").display(),
+    )
+}
+
+#[test]
+fn version_prints_the_crate_version() {
+    let out = Command::new(vigil_bin()).arg("--version").output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), format!("vigil {}", env!("CARGO_PKG_VERSION")));
+}
+
+#[test]
+fn validate_exit_codes_and_masked_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.yaml");
+    std::fs::write(
+        &good,
+        "sinks:\n  - name: l\n    type: loki\n    endpoint: http://loki:3100\n    tenant_id: ${VIGIL_TEST_TENANT}\n",
+    )
+    .unwrap();
+    let out = Command::new(vigil_bin())
+        .args(["validate", "--config"])
+        .arg(&good)
+        .env("VIGIL_TEST_TENANT", "s3cr3t-tenant")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("endpoint: http://loki:3100"), "{stdout}");
+    assert!(!stdout.contains("s3cr3t-tenant"), "secret printed:\n{stdout}");
+
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(&bad, "sinks:\n  - {name: a, type: loki, endpoint: 'htp:/x'}\n  - {name: a, type: stdout}\n")
+        .unwrap();
+    let out = Command::new(vigil_bin()).args(["validate", "--config"]).arg(&bad).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr.contains("sinks[0].endpoint: 'htp:/x' is not a URL; expected http(s)://host:port"), "{stderr}");
+    assert!(stderr.contains("sinks[1].name: 'a' is used by another sink"), "{stderr}");
+
+    let out = Command::new(vigil_bin()).args(["validate", "--config", "/no/such/file.yaml"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read config file /no/such/file.yaml"));
+}
+
+#[test]
+fn run_with_a_bad_config_exits_1_before_starting() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(&bad, "metrics:\n  listen: nowhere\n").unwrap();
+    let out = Command::new(vigil_bin()).args(["run", "--config"]).arg(&bad).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("metrics.listen: 'nowhere' is not a socket address"));
+}
+
+#[test]
+fn endpoints_answer_over_a_real_socket_and_sigterm_exits_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let mut v = Vigil::start(dir.path(), &config(dir.path(), addr, "5s"), addr);
+    v.wait_ready(Duration::from_secs(20));
+
+    let (code, body) = http_get(addr, "/metrics").unwrap();
+    assert_eq!(code, 200);
+    let build = body.lines().find(|l| l.starts_with("vigil_build_info{")).expect("vigil_build_info");
+    assert!(build.contains(&format!("version=\"{}\"", env!("CARGO_PKG_VERSION"))), "{build}");
+    assert!(build.ends_with(" 1"), "{build}");
+    for name in [
+        "vigil_uptime_seconds ",
+        "process_cpu_seconds_total ",
+        "process_resident_memory_bytes ",
+        "process_open_fds ",
+        "process_start_time_seconds ",
+    ] {
+        assert!(body.lines().any(|l| l.starts_with(name)), "{name} missing from /metrics:\n{body}");
+    }
+    assert_eq!(http_get(addr, "/healthz").unwrap(), (200, "ok\n".into()));
+    assert_eq!(http_get(addr, "/readyz").unwrap(), (200, "ready\n".into()));
+    assert_eq!(http_get(addr, "/nope").unwrap().0, 404);
+
+    let t = Instant::now();
+    v.signal(libc::SIGTERM);
+    let status = v.wait_exit(Duration::from_secs(10)).expect("vigil exits after SIGTERM");
+    assert_eq!(status.code(), Some(0), "stderr:\n{}", v.stderr());
+    assert!(t.elapsed() < Duration::from_secs(6), "exit took {:?}, grace period is 5s", t.elapsed());
+    assert!(v.stderr().contains("shutting down"), "{}", v.stderr());
+}
+
+#[test]
+fn sigint_also_exits_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let mut v = Vigil::start(dir.path(), &config(dir.path(), addr, "5s"), addr);
+    v.wait_ready(Duration::from_secs(20));
+    v.signal(libc::SIGINT);
+    assert_eq!(v.wait_exit(Duration::from_secs(10)).expect("exits").code(), Some(0));
+}
+
+#[test]
+fn a_taken_port_exits_1_with_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let mut v = Vigil::start(dir.path(), &config(dir.path(), addr, "5s"), addr);
+    let status = v.wait_exit(Duration::from_secs(20)).expect("vigil exits when its port is taken");
+    assert_eq!(status.code(), Some(1));
+    let err = v.stderr();
+    assert!(err.contains(&format!("cannot listen on {addr}")), "{err}");
+    assert!(err.contains("Change metrics.listen"), "{err}");
+}
