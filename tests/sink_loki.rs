@@ -330,3 +330,46 @@ async fn json_gzip_structured_metadata_and_the_max_streams_guard() {
     drop(st);
     assert_eq!(metric(&registry, "vigil_sink_loki_stream_overflow_events_total{sink=\"loki\"}"), 1.0);
 }
+
+#[test]
+fn validation_lists_every_problem_with_its_path() {
+    let yaml = r#"
+sinks:
+  - name: loki
+    type: loki
+    endpoint: loki:3100
+    tenant_id: "a|b"
+    static_labels: {"app.kubernetes.io/name": x, pod: y}
+    max_streams: 0
+    max_in_flight: 0
+    batch: {max_events: 0, max_bytes: 1GiB}
+    retry: {initial_backoff: 10s, max_backoff: 1s}
+    tls: {cert_file: /c.pem}
+    auth: {bearer_token: t, bearer_token_file: /f}
+"#;
+    let err = vigil::config::Config::from_yaml(yaml, &|_| None).unwrap_err().to_string();
+    for needle in [
+        "sinks[0].endpoint",
+        "sinks[0].tenant_id",
+        "sinks[0].static_labels.app.kubernetes.io/name",
+        "sinks[0].static_labels.pod",
+        "sinks[0].max_streams",
+        "sinks[0].max_in_flight",
+        "sinks[0].batch.max_events",
+        "sinks[0].batch.max_bytes",
+        "sinks[0].retry.max_backoff",
+        "sinks[0].tls",
+        "sinks[0].auth",
+    ] {
+        assert!(err.contains(needle), "missing {needle} in:\n{err}");
+    }
+    assert!(!err.contains("a|b"), "the tenant is a secret: {err}");
+}
+
+#[test]
+fn unknown_keys_and_high_cardinality_labels_are_refused() {
+    for bad in ["labels: [message]", "labels: [pod_uid]", "batchsize: 10"] {
+        let yaml = format!("sinks:\n  - name: l\n    type: loki\n    endpoint: http://l:3100\n    {bad}\n");
+        assert!(vigil::config::Config::from_yaml(&yaml, &|_| None).is_err(), "{bad} was accepted");
+    }
+}
