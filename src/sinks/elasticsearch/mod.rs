@@ -325,7 +325,7 @@ pub fn document_id(node_hash: u64, e: &Event) -> String {
 
 impl EsInner {
     /// The ECS document of an event.
-    fn document(&self, e: &Event, out: &mut Vec<u8>) {
+    fn document(&self, e: &Event, clock: &mut Rfc3339Cache, out: &mut Vec<u8>) {
         use serde::Serialize;
         #[derive(Serialize)]
         struct Doc<'a> {
@@ -376,8 +376,7 @@ impl EsInner {
         struct File<'a> {
             path: &'a str,
         }
-        let mut ts = String::with_capacity(32);
-        crate::event::format_rfc3339_nanos(e.timestamp, &mut ts);
+        let ts = clock.format(e.timestamp);
         let k = &e.source.kubernetes;
         let mut tags = Vec::new();
         if e.malformed {
@@ -387,7 +386,7 @@ impl EsInner {
             tags.push("truncated");
         }
         let doc = Doc {
-            timestamp: &ts,
+            timestamp: ts,
             message: &e.message,
             stream: e.stream.as_str(),
             kubernetes: Kubernetes {
@@ -408,6 +407,7 @@ impl EsInner {
         let mut docs = Vec::with_capacity(batch.events);
         // Most events of a batch share a day: render the index once per bucket.
         let mut cached: Option<(i64, String)> = None;
+        let mut clock = Rfc3339Cache::default();
         for e in batch.events() {
             let index = match &self.target {
                 Target::DataStream(ds) => ds.clone(),
@@ -424,10 +424,37 @@ impl EsInner {
                 }
             };
             let mut source = Vec::with_capacity(e.message.len() + 320);
-            self.document(e, &mut source);
+            self.document(e, &mut clock, &mut source);
             docs.push(BulkDoc { index, id: Some(document_id(self.node_hash, e)), source });
         }
         docs
+    }
+}
+
+/// RFC 3339 with nanoseconds, the date-time part formatted once per second (chrono's
+/// formatter is most of the cost of a document otherwise; events of a batch share seconds).
+#[derive(Default)]
+struct Rfc3339Cache {
+    secs: Option<i64>,
+    buf: String,
+    prefix_len: usize,
+}
+
+impl Rfc3339Cache {
+    fn format(&mut self, ns: i64) -> &str {
+        use std::fmt::Write;
+        let secs = ns.div_euclid(1_000_000_000);
+        let nanos = ns.rem_euclid(1_000_000_000);
+        if self.secs != Some(secs) {
+            self.buf.clear();
+            crate::event::format_rfc3339_nanos(secs * 1_000_000_000, &mut self.buf);
+            // Keep "YYYY-MM-DDTHH:MM:SS"; the fraction and Z are appended per event.
+            self.prefix_len = self.buf.find('.').unwrap_or(self.buf.len());
+            self.secs = Some(secs);
+        }
+        self.buf.truncate(self.prefix_len);
+        let _ = write!(self.buf, ".{nanos:09}Z");
+        &self.buf
     }
 }
 
@@ -474,6 +501,16 @@ mod tests {
         assert!(IndexPattern::new("Logs-%Y").is_err(), "upper case is refused by Elasticsearch");
         assert!(IndexPattern::new("logs-%b").is_err(), "%b renders 'Nov'");
         assert!(IndexPattern::new("logs-%Q").is_err());
+    }
+
+    #[test]
+    fn cached_timestamps_match_the_event_contract() {
+        let mut c = Rfc3339Cache::default();
+        for ns in [0, 1_795_847_533_123_456_789, 1_795_847_533_000_000_001, 1_795_847_534_999_999_999, -1] {
+            let mut want = String::new();
+            crate::event::format_rfc3339_nanos(ns, &mut want);
+            assert_eq!(c.format(ns), want, "{ns}");
+        }
     }
 
     #[test]
