@@ -157,6 +157,8 @@ pub async fn run<D: Deliver>(deliver: Arc<D>, cfg: DriverConfig, mut input: mpsc
     // chunk id → events not yet final.
     let mut outstanding: HashMap<u64, usize> = HashMap::new();
     let mut tasks: JoinSet<(usize, Vec<(u64, usize)>)> = JoinSet::new();
+    // task id → lane, to free the lane's slot even when a task panics.
+    let mut task_lanes: HashMap<tokio::task::Id, usize> = HashMap::new();
     let mut input_open = true;
     let limits = cfg.limits;
 
@@ -168,10 +170,11 @@ pub async fn run<D: Deliver>(deliver: Arc<D>, cfg: DriverConfig, mut input: mpsc
                 lane.in_flight += 1;
                 let counts = batch.ack_counts();
                 let d = deliver.clone();
-                tasks.spawn(async move {
+                let handle = tasks.spawn(async move {
                     d.deliver(batch).await;
                     (i, counts)
                 });
+                task_lanes.insert(handle.id(), i);
             }
         }
         let blocked = lanes.iter().any(|l| l.ready.len() >= READY_PER_LANE);
@@ -182,8 +185,9 @@ pub async fn run<D: Deliver>(deliver: Arc<D>, cfg: DriverConfig, mut input: mpsc
 
         tokio::select! {
             biased;
-            done = tasks.join_next(), if !tasks.is_empty() => match done {
-                Some(Ok((lane, counts))) => {
+            done = tasks.join_next_with_id(), if !tasks.is_empty() => match done {
+                Some(Ok((id, (lane, counts)))) => {
+                    task_lanes.remove(&id);
                     lanes[lane].in_flight -= 1;
                     for (id, n) in counts {
                         let left = outstanding.get_mut(&id).expect("every batched chunk is outstanding");
@@ -195,13 +199,12 @@ pub async fn run<D: Deliver>(deliver: Arc<D>, cfg: DriverConfig, mut input: mpsc
                     }
                 }
                 Some(Err(error)) => {
-                    // A delivery task panicked: its chunks stay unacked, so nothing past them is
-                    // checkpointed (the safe side) and they are read again at the next start.
+                    // A delivery task panicked (a bug): its chunks stay unacked, so nothing past
+                    // them is checkpointed (the safe side) and they are read again at the next
+                    // start. The lane goes on with its next batch.
                     tracing::error!(%error, "sink delivery task failed; its events are not acknowledged");
-                    // The lane's slot is lost with the task's result; free one slot of the
-                    // busiest lane so the sink does not wedge.
-                    if let Some(l) = lanes.iter_mut().filter(|l| l.in_flight > 0).max_by_key(|l| l.in_flight) {
-                        l.in_flight -= 1;
+                    if let Some(lane) = task_lanes.remove(&error.id()) {
+                        lanes[lane].in_flight -= 1;
                     }
                 }
                 None => {}
@@ -356,5 +359,43 @@ mod tests {
         assert_eq!(all, vec!["7-0", "7-1", "7-2", "7-3", "7-4"]);
         // 3-byte messages, 8-byte limit: two per batch.
         assert!(rec.batches.lock().unwrap().iter().all(|b| b.1.len() <= 2));
+    }
+
+    struct Panicky;
+
+    impl Deliver for Panicky {
+        fn lane(&self, _: &Event) -> usize {
+            0
+        }
+        fn size(&self, _: &Event) -> usize {
+            1
+        }
+        async fn deliver(self: Arc<Self>, batch: Batch) {
+            if batch.events().any(|e| e.message.starts_with("0-")) {
+                panic!("a bug in a delivery");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_panicking_delivery_leaves_its_chunk_unacked_and_the_lane_goes_on() {
+        let cfg = DriverConfig {
+            limits: BatchLimits { max_events: 2, max_bytes: 1 << 20, timeout: Duration::from_millis(5) },
+            lanes: 1,
+            lane_concurrency: 1,
+        };
+        let (tx, rx) = mpsc::channel(4);
+        let (acker, mut acks) = Acker::channel();
+        let task = tokio::spawn(run(Arc::new(Panicky), cfg, rx, acker));
+        tx.send(chunk(0, 2)).await.unwrap();
+        tx.send(chunk(1, 2)).await.unwrap();
+        tx.send(chunk(2, 2)).await.unwrap();
+        drop(tx);
+        tokio::time::timeout(Duration::from_secs(5), task).await.expect("the sink does not wedge").unwrap();
+        let mut got = Vec::new();
+        while let Ok(id) = acks.try_recv() {
+            got.push(id);
+        }
+        assert_eq!(got, vec![1, 2], "chunk 0 was never delivered, so it is never acked");
     }
 }
