@@ -33,6 +33,9 @@ impl App {
     pub async fn start(config: Config) -> anyhow::Result<App> {
         let registry = prometheus::Registry::new();
         crate::metrics::agent::register(&registry).context("registering vigil's own metrics")?;
+        if config.metrics.node.enabled {
+            crate::metrics::node::register(&registry, &config.metrics.node).context("registering node metrics")?;
+        }
         let health = Arc::new(Health::default());
         let server = Server::start(&config.metrics.listen, registry.clone(), health.clone()).await?;
         tracing::info!(addr = %server.local_addr, "serving /metrics, /healthz, /readyz");

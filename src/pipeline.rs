@@ -189,6 +189,9 @@ impl Pipeline {
             let mut next_id: u64 = 0;
             let mut input_open = true;
             loop {
+                if !input_open && tracker.pending.is_empty() {
+                    break;
+                }
                 tokio::select! {
                     biased;
                     Some(id) = ack_rx.recv() => tracker.ack(id),
@@ -213,9 +216,6 @@ impl Pipeline {
                         }
                     }
                     else => break,
-                }
-                if !input_open && tracker.pending.is_empty() {
-                    break;
                 }
             }
         });
@@ -304,6 +304,18 @@ mod tests {
         }
         // 1 in the sink's channel, 1 held by the fan-out waiting for room, 2 in the source channel.
         assert_eq!(sent, 4, "the pipeline buffered {sent} batches for a sink that reads nothing");
+    }
+
+    /// Regression: with nothing in flight, closing the input used to leave the fan-out waiting
+    /// for acks forever, so shutdown always took the whole grace period.
+    #[tokio::test]
+    async fn an_idle_pipeline_ends_as_soon_as_input_closes() {
+        let (src_tx, src_rx) = mpsc::channel(1);
+        let (sink_tx, _sink_rx) = mpsc::channel(1);
+        let (_acker, ack_rx) = Acker::channel();
+        let p = Pipeline::start(src_rx, vec![sink_tx], ack_rx, None);
+        drop(src_tx);
+        tokio::time::timeout(std::time::Duration::from_secs(5), p.join()).await.expect("pipeline ends");
     }
 
     #[tokio::test]

@@ -1,7 +1,25 @@
 //! `metrics.node`: which node collectors run, and where the node's /proc, /sys and / are.
+//!
+//! Names and defaults follow node_exporter's flags (`--path.rootfs`, `--path.procfs`,
+//! `--path.sysfs`, `--collector.<name>`, `--collector.filesystem.mount-points-exclude`,
+//! `--collector.filesystem.fs-types-exclude`, `--collector.filesystem.mount-timeout`,
+//! `--collector.diskstats.device-exclude`, `--collector.netdev.device-exclude`), so a
+//! node_exporter command line translates key by key.
 
-use crate::config::Problems;
+use crate::config::{HumanDuration, Problems};
 use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+/// node_exporter's default `--collector.filesystem.mount-points-exclude` (upstream; Debian's
+/// package patches it to also drop /run, /mnt and /media).
+pub const DEFAULT_MOUNT_POINTS_EXCLUDE: &str =
+    "^/(dev|proc|run/credentials/.+|sys|var/lib/docker/.+|var/lib/containers/storage/.+)($|/)";
+/// node_exporter's default `--collector.filesystem.fs-types-exclude`. tmpfs is kept, as
+/// upstream does.
+pub const DEFAULT_FS_TYPES_EXCLUDE: &str = "^(autofs|binfmt_misc|bpf|cgroup2?|configfs|debugfs|devpts|devtmpfs|fusectl|hugetlbfs|iso9660|mqueue|nsfs|overlay|proc|procfs|pstore|rpc_pipefs|securityfs|selinuxfs|squashfs|sysfs|tracefs)$";
+/// node_exporter's default `--collector.diskstats.device-exclude` (recent releases; older ones
+/// had `ram` instead of `z?ram`): partitions, ram, zram, loop and floppy devices.
+pub const DEFAULT_DISK_DEVICE_EXCLUDE: &str = r"^(z?ram|loop|fd|(h|s|v|xv)d[a-z]|nvme\d+n\d+p)\d+$";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -10,9 +28,137 @@ pub struct NodeMetricsConfig {
     #[serde(default = "yes")]
     pub enabled: bool,
     /// The node's root filesystem as vigil sees it, as node_exporter's --path.rootfs. In a pod
-    /// with the node's / mounted at /host, set /host. Default /.
+    /// with the node's / mounted at /host, set /host. Mount points are reported with this
+    /// prefix stripped, as the node sees them. Default /.
     #[serde(default = "default_root")]
     pub rootfs: String,
+    /// The node's procfs, as node_exporter's --path.procfs. Default `<rootfs>/proc`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub procfs: Option<String>,
+    /// The node's sysfs, as node_exporter's --path.sysfs. Default `<rootfs>/sys`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sysfs: Option<String>,
+    /// Which collectors run. Default: all of them.
+    #[serde(default)]
+    pub collectors: Collectors,
+    #[serde(default)]
+    pub filesystem: FilesystemConfig,
+    #[serde(default)]
+    pub diskstats: DiskstatsConfig,
+    #[serde(default)]
+    pub netdev: NetdevConfig,
+}
+
+/// One switch per collector, named as node_exporter's `--collector.<name>`. Each defaults to
+/// true: node_exporter enables all of these by default.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Collectors {
+    /// `node_cpu_seconds_total`, `node_cpu_guest_seconds_total` from /proc/stat.
+    #[serde(default = "yes")]
+    pub cpu: bool,
+    /// `node_memory_*` from /proc/meminfo.
+    #[serde(default = "yes")]
+    pub meminfo: bool,
+    /// `node_load1`, `node_load5`, `node_load15` from /proc/loadavg.
+    #[serde(default = "yes")]
+    pub loadavg: bool,
+    /// `node_filesystem_*` from the mount table and statfs(2).
+    #[serde(default = "yes")]
+    pub filesystem: bool,
+    /// `node_disk_*` from /proc/diskstats.
+    #[serde(default = "yes")]
+    pub diskstats: bool,
+    /// `node_network_*` from /proc/net/dev.
+    #[serde(default = "yes")]
+    pub netdev: bool,
+    /// `node_boot_time_seconds`, `node_context_switches_total`, `node_forks_total`,
+    /// `node_intr_total`, `node_procs_{running,blocked}` from /proc/stat.
+    #[serde(default = "yes")]
+    pub stat: bool,
+    /// `node_time_seconds`, `node_time_zone_offset_seconds`, `node_time_clocksource_*`.
+    #[serde(default = "yes")]
+    pub time: bool,
+    /// `node_uname_info` from uname(2).
+    #[serde(default = "yes")]
+    pub uname: bool,
+    /// `node_os_info`, `node_os_version` from `<rootfs>/etc/os-release`.
+    #[serde(default = "yes")]
+    pub os: bool,
+}
+
+impl Default for Collectors {
+    fn default() -> Self {
+        Self {
+            cpu: true,
+            meminfo: true,
+            loadavg: true,
+            filesystem: true,
+            diskstats: true,
+            netdev: true,
+            stat: true,
+            time: true,
+            uname: true,
+            os: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilesystemConfig {
+    /// Regex of mount points (as the node sees them, rootfs prefix stripped) not to report.
+    /// Default: node_exporter's, which drops /dev, /proc, /sys, /run/credentials and container
+    /// runtime layers under /var/lib/docker and /var/lib/containers/storage.
+    #[serde(default = "default_mount_points_exclude")]
+    pub mount_points_exclude: String,
+    /// Regex of filesystem types not to report. Default: node_exporter's (pseudo filesystems
+    /// and overlay; tmpfs is kept).
+    #[serde(default = "default_fs_types_exclude")]
+    pub fs_types_exclude: String,
+    /// How long one statfs(2) may take before its mount is reported with
+    /// `node_filesystem_device_error` 1 and no sizes. A mount whose statfs is still stuck is
+    /// skipped (device_error 1) until that call returns, so a dead NFS server costs one thread,
+    /// not one per scrape. It is also a scrape's whole statfs budget: once spent, each further
+    /// mount gets a tenth of it (at most 100ms), so many dead mounts cannot add up to a scrape
+    /// longer than Prometheus' timeout. Default 5s, as node_exporter's
+    /// --collector.filesystem.mount-timeout.
+    #[serde(default = "default_statfs_timeout")]
+    pub statfs_timeout: HumanDuration,
+}
+
+impl Default for FilesystemConfig {
+    fn default() -> Self {
+        Self {
+            mount_points_exclude: default_mount_points_exclude(),
+            fs_types_exclude: default_fs_types_exclude(),
+            statfs_timeout: default_statfs_timeout(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiskstatsConfig {
+    /// Regex of block devices not to report. Default: node_exporter's, which keeps whole disks,
+    /// dm-* and md* and drops partitions, ram, zram, loop and floppy devices.
+    #[serde(default = "default_disk_device_exclude")]
+    pub device_exclude: String,
+}
+
+impl Default for DiskstatsConfig {
+    fn default() -> Self {
+        Self { device_exclude: default_disk_device_exclude() }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetdevConfig {
+    /// Regex of network devices not to report. Default empty: every device, as upstream
+    /// node_exporter (Debian's package excludes `^lo$`).
+    #[serde(default)]
+    pub device_exclude: String,
 }
 
 fn yes() -> bool {
@@ -21,10 +167,31 @@ fn yes() -> bool {
 fn default_root() -> String {
     "/".into()
 }
+fn default_mount_points_exclude() -> String {
+    DEFAULT_MOUNT_POINTS_EXCLUDE.into()
+}
+fn default_fs_types_exclude() -> String {
+    DEFAULT_FS_TYPES_EXCLUDE.into()
+}
+fn default_disk_device_exclude() -> String {
+    DEFAULT_DISK_DEVICE_EXCLUDE.into()
+}
+fn default_statfs_timeout() -> HumanDuration {
+    HumanDuration::secs(5)
+}
 
 impl Default for NodeMetricsConfig {
     fn default() -> Self {
-        Self { enabled: true, rootfs: default_root() }
+        Self {
+            enabled: true,
+            rootfs: default_root(),
+            procfs: None,
+            sysfs: None,
+            collectors: Collectors::default(),
+            filesystem: FilesystemConfig::default(),
+            diskstats: DiskstatsConfig::default(),
+            netdev: NetdevConfig::default(),
+        }
     }
 }
 
@@ -36,5 +203,45 @@ impl NodeMetricsConfig {
                 format!("'{}' is relative; expected an absolute path such as /host", self.rootfs),
             );
         }
+        for (field, value, example) in [("procfs", &self.procfs, "/host/proc"), ("sysfs", &self.sysfs, "/host/sys")] {
+            if let Some(v) = value.as_deref().filter(|v| !v.starts_with('/')) {
+                p.push(
+                    format!("{path}.{field}"),
+                    format!("'{v}' is relative; expected an absolute path such as {example}, or leave it unset"),
+                );
+            }
+        }
+        for (field, re) in [
+            ("filesystem.mount_points_exclude", &self.filesystem.mount_points_exclude),
+            ("filesystem.fs_types_exclude", &self.filesystem.fs_types_exclude),
+            ("diskstats.device_exclude", &self.diskstats.device_exclude),
+            ("netdev.device_exclude", &self.netdev.device_exclude),
+        ] {
+            if let Err(e) = regex::Regex::new(re) {
+                p.push(
+                    format!("{path}.{field}"),
+                    format!("'{re}' is not a regular expression ({e}); expected e.g. '^(lo|veth.*)$', or '' for none"),
+                );
+            }
+        }
+        if self.filesystem.statfs_timeout.get().is_zero() {
+            p.push(format!("{path}.filesystem.statfs_timeout"), "is 0; expected a positive duration such as 5s");
+        }
+    }
+
+    /// The rootfs with trailing slashes removed ("/" stays "/").
+    pub fn rootfs_path(&self) -> PathBuf {
+        let trimmed = self.rootfs.trim_end_matches('/');
+        PathBuf::from(if trimmed.is_empty() { "/" } else { trimmed })
+    }
+
+    /// `procfs`, or `<rootfs>/proc`.
+    pub fn procfs_path(&self) -> PathBuf {
+        self.procfs.as_deref().map(PathBuf::from).unwrap_or_else(|| self.rootfs_path().join("proc"))
+    }
+
+    /// `sysfs`, or `<rootfs>/sys`.
+    pub fn sysfs_path(&self) -> PathBuf {
+        self.sysfs.as_deref().map(PathBuf::from).unwrap_or_else(|| self.rootfs_path().join("sys"))
     }
 }

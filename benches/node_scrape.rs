@@ -1,0 +1,149 @@
+//! Scrape cost of vigil's node metrics against Debian's `prometheus-node-exporter`, same
+//! machine, same run, same collectors and excludes: latency p50/p99 per scrape as seen by the
+//! client, and CPU time (user + system, from /proc/<pid>/stat) per scrape of each process.
+//!
+//! Run: `cargo bench --bench node_scrape` (VIGIL_BENCH_SCRAPES=N to change the default 1000).
+//! Scrapes alternate between the two servers so both see the same machine load. Requests carry
+//! no Accept-Encoding, so neither compresses (Prometheus asks for gzip, which would add
+//! node_exporter's gzip cost; this measures the collectors and the encoding only).
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use support::{Vigil, free_port, http_get, wait_for};
+use vigil::metrics::node::config::{DEFAULT_DISK_DEVICE_EXCLUDE, DEFAULT_MOUNT_POINTS_EXCLUDE};
+
+const COLLECTORS: [&str; 10] =
+    ["cpu", "diskstats", "filesystem", "loadavg", "meminfo", "netdev", "os", "stat", "time", "uname"];
+
+/// user + system CPU seconds of a process so far.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("process alive");
+    // Fields after the `(comm)`, which may contain spaces: state is field 3, utime 14, stime 15.
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks: u64 = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    ticks as f64 / hz
+}
+
+/// One GET /metrics over a fresh connection; returns the body length.
+fn scrape(addr: SocketAddr) -> usize {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut buf = Vec::with_capacity(128 * 1024);
+    s.read_to_end(&mut buf).unwrap();
+    assert!(
+        buf.starts_with(b"HTTP/1.") && buf[9..12] == *b"200",
+        "scrape failed: {}",
+        String::from_utf8_lossy(&buf[..buf.len().min(200)])
+    );
+    buf.len()
+}
+
+struct Stats {
+    latencies: Vec<Duration>,
+    cpu: f64,
+    bytes: usize,
+}
+
+impl Stats {
+    fn pct(&self, p: f64) -> Duration {
+        let mut l = self.latencies.clone();
+        l.sort();
+        l[((l.len() as f64 - 1.0) * p).round() as usize]
+    }
+    fn cpu_per_scrape(&self) -> Duration {
+        Duration::from_secs_f64(self.cpu / self.latencies.len() as f64)
+    }
+}
+
+struct Killed(Child);
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn main() {
+    // `cargo bench` passes --bench; anything else (cargo test --benches) is a smoke run.
+    let full = std::env::args().any(|a| a == "--bench");
+    let n: usize =
+        std::env::var("VIGIL_BENCH_SCRAPES").ok().and_then(|v| v.parse().ok()).unwrap_or(if full { 1000 } else { 5 });
+
+    let dir = tempfile::tempdir().unwrap();
+    let vaddr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let config = format!(
+        "sources:\n  containers:\n    include: [\"{d}/logs/*.log\"]\n    checkpoint_dir: {d}/checkpoints\n\
+         sinks:\n  - name: out\n    type: file\n    path: {d}/events.ndjson\n\
+         metrics:\n  listen: {vaddr}\nlog:\n  level: warn\n",
+        d = dir.path().display()
+    );
+    let mut vigil = Vigil::start(dir.path(), &config, vaddr);
+    vigil.wait_ready(Duration::from_secs(20));
+
+    let naddr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let mut cmd = Command::new("prometheus-node-exporter");
+    cmd.arg(format!("--web.listen-address={naddr}")).arg("--collector.disable-defaults");
+    for c in COLLECTORS {
+        cmd.arg(format!("--collector.{c}"));
+    }
+    cmd.arg(format!("--collector.filesystem.mount-points-exclude={DEFAULT_MOUNT_POINTS_EXCLUDE}"))
+        .arg(format!("--collector.diskstats.device-exclude={DEFAULT_DISK_DEVICE_EXCLUDE}"))
+        .arg("--collector.netdev.device-exclude=")
+        .arg("--log.level=warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let ne = Killed(cmd.spawn().expect("prometheus-node-exporter (scripts/test.sh installs it)"));
+    wait_for(Duration::from_secs(20), || matches!(http_get(naddr, "/metrics"), Ok((200, _))).then_some(()))
+        .expect("node_exporter up");
+
+    // Warm-up: page cache, lazy initialisation, Go's heap growth.
+    for _ in 0..20.min(n) {
+        scrape(vaddr);
+        scrape(naddr);
+    }
+    let (vpid, npid) = (vigil.child.id(), ne.0.id());
+    let mut v = Stats { latencies: Vec::with_capacity(n), cpu: 0.0, bytes: 0 };
+    let mut e = Stats { latencies: Vec::with_capacity(n), cpu: 0.0, bytes: 0 };
+    let (v0, e0) = (cpu_seconds(vpid), cpu_seconds(npid));
+    for _ in 0..n {
+        let t = Instant::now();
+        v.bytes = scrape(vaddr);
+        v.latencies.push(t.elapsed());
+        let t = Instant::now();
+        e.bytes = scrape(naddr);
+        e.latencies.push(t.elapsed());
+    }
+    v.cpu = cpu_seconds(vpid) - v0;
+    e.cpu = cpu_seconds(npid) - e0;
+
+    let ms = |d: Duration| format!("{:.3} ms", d.as_secs_f64() * 1000.0);
+    println!("node metrics scrape, {n} scrapes each, alternating, collectors: {}", COLLECTORS.join(","));
+    println!("{:<26} {:>12} {:>12} {:>16} {:>10}", "", "p50", "p99", "CPU/scrape", "bytes");
+    for (name, s) in [("vigil", &v), ("prometheus-node-exporter", &e)] {
+        println!(
+            "{:<26} {:>12} {:>12} {:>16} {:>10}",
+            name,
+            ms(s.pct(0.5)),
+            ms(s.pct(0.99)),
+            ms(s.cpu_per_scrape()),
+            s.bytes
+        );
+    }
+    let ratio = |a: Duration, b: Duration| b.as_secs_f64() / a.as_secs_f64().max(1e-9);
+    println!(
+        "node_exporter / vigil: p50 latency {:.1}x, p99 latency {:.1}x, CPU per scrape {:.1}x",
+        ratio(v.pct(0.5), e.pct(0.5)),
+        ratio(v.pct(0.99), e.pct(0.99)),
+        ratio(v.cpu_per_scrape(), e.cpu_per_scrape())
+    );
+}

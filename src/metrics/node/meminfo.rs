@@ -1,0 +1,84 @@
+//! `meminfo`: one `node_memory_<Field>[_bytes]` gauge per /proc/meminfo line, named as
+//! node_exporter does: `(x)` becomes `_x` (`Active(anon)` → `Active_anon`), `kB` values are
+//! multiplied by 1024 and get `_bytes`, unitless ones (`HugePages_*`) are left as they are.
+//!
+//! Every line is exported, as node_exporter up to 1.8 did; newer releases export a fixed list
+//! that is a subset of this, so every series they have is here with the same name and value.
+
+use super::{Buf, Collect, Error, Family, Paths, Scrape, parse_err};
+use prometheus::proto::MetricFamily;
+use std::path::PathBuf;
+
+pub(super) struct MeminfoCollector {
+    path: PathBuf,
+    buf: Buf,
+}
+
+impl MeminfoCollector {
+    pub fn new(paths: &Paths) -> Self {
+        Self { path: paths.proc("meminfo"), buf: Buf::new() }
+    }
+}
+
+/// The metric name suffix for a /proc/meminfo key: `Active(anon)` → `Active_anon`.
+fn field_name(key: &str, kb: bool) -> String {
+    let mut name = String::with_capacity(key.len() + 8);
+    for c in key.chars() {
+        match c {
+            '(' => name.push('_'),
+            ')' => {}
+            c if c.is_ascii_alphanumeric() || c == '_' => name.push(c),
+            _ => name.push('_'),
+        }
+    }
+    if kb {
+        name.push_str("_bytes");
+    }
+    name
+}
+
+impl Collect for MeminfoCollector {
+    fn name(&self) -> &'static str {
+        "meminfo"
+    }
+
+    fn collect(&self, _scrape: &Scrape<'_>, out: &mut Vec<MetricFamily>) -> Result<(), Error> {
+        let text = self.buf.read(&self.path)?;
+        let before = out.len();
+        for line in text.lines() {
+            let mut it = line.split_ascii_whitespace();
+            let (Some(key), Some(value)) = (it.next(), it.next()) else { continue };
+            let key = key.trim_end_matches(':');
+            let Ok(value) = value.parse::<u64>() else {
+                return Err(parse_err(&self.path, format!("'{key}' is not a number")));
+            };
+            let (value, kb) = match it.next() {
+                Some("kB") => (value as f64 * 1024.0, true),
+                None => (value as f64, false),
+                Some(unit) => return Err(parse_err(&self.path, format!("'{key}' has unknown unit '{unit}'"))),
+            };
+            let field = field_name(key, kb);
+            let mut f = Family::gauge(&format!("node_memory_{field}"), &format!("Memory information field {field}."));
+            f.push(&[], value);
+            out.push(f.finish());
+        }
+        if out.len() == before {
+            return Err(parse_err(&self.path, "no fields"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::field_name;
+
+    #[test]
+    fn names_as_node_exporter() {
+        assert_eq!(field_name("Active(anon)", true), "Active_anon_bytes");
+        assert_eq!(field_name("MemTotal", true), "MemTotal_bytes");
+        assert_eq!(field_name("HugePages_Total", false), "HugePages_Total");
+        assert_eq!(field_name("Committed_AS", true), "Committed_AS_bytes");
+        assert_eq!(field_name("DirectMap2M", true), "DirectMap2M_bytes");
+    }
+}

@@ -1,0 +1,526 @@
+//! Node collectors on fixture /proc, /sys and / trees (tests/fixtures/node): exact names, labels,
+//! values and types, pinned in tests/fixtures/node/expected.prom, plus the behaviours a fixture
+//! file alone cannot show (hung statfs, failing collectors, CPU counters stepping back, rootfs
+//! stripping). statfs is replaced by a table here (sizes on a real disk move); the real statfs is
+//! covered by the tests against the real machine (node_compat.rs).
+
+use prometheus::Registry;
+use std::collections::HashMap;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+use vigil::config::HumanDuration;
+use vigil::metrics::node::config::NodeMetricsConfig;
+use vigil::metrics::node::{FsStat, NodeCollector, StatfsFn};
+
+fn fixture_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/node")
+}
+
+fn config(root: &Path) -> NodeMetricsConfig {
+    NodeMetricsConfig { rootfs: root.display().to_string(), ..Default::default() }
+}
+
+/// A statfs table keyed by the mount point as the node sees it (statfs gets `<rootfs>/<mp>`).
+fn table_statfs(root: &Path, table: HashMap<&'static str, io::Result<FsStat>>) -> StatfsFn {
+    let root = root.to_path_buf();
+    let table: HashMap<String, Result<FsStat, i32>> =
+        table.into_iter().map(|(k, v)| (k.to_string(), v.map_err(|e| e.raw_os_error().unwrap_or(libc::EIO)))).collect();
+    Arc::new(move |p: &Path| {
+        let rel = p.strip_prefix(&root).unwrap_or_else(|_| panic!("statfs outside rootfs: {}", p.display()));
+        let key = format!("/{}", rel.display());
+        match table.get(&key) {
+            Some(Ok(s)) => Ok(*s),
+            Some(Err(code)) => Err(io::Error::from_raw_os_error(*code)),
+            None => panic!("statfs on an excluded or unknown mount point: {key}"),
+        }
+    })
+}
+
+fn fs(block_size: u64, blocks: u64, free: u64, avail: u64, files: u64, ffree: u64) -> io::Result<FsStat> {
+    Ok(FsStat { block_size, blocks, blocks_free: free, blocks_avail: avail, files, files_free: ffree })
+}
+
+fn fixture_statfs(root: &Path) -> StatfsFn {
+    table_statfs(
+        root,
+        HashMap::from([
+            ("/", fs(4096, 1_000_000, 400_000, 350_000, 65536, 40000)),
+            ("/dev/shm", fs(4096, 2_000_000, 2_000_000, 2_000_000, 2_048_000, 2_047_999)),
+            ("/run", fs(4096, 409_600, 409_000, 409_000, 2_048_000, 2_047_000)),
+            ("/boot/efi", fs(512, 1_048_576, 1_000_000, 1_000_000, 0, 0)),
+            ("/var/lib/data", fs(4096, 25_000_000, 20_000_000, 20_000_000, 12_500_000, 12_400_000)),
+            (
+                "/var/lib/kubelet/pods/0c4d7a6e-1111-2222-3333-444455556666/volumes/kubernetes.io~projected/kube-api-access-x7k2p",
+                fs(4096, 42_500, 42_497, 42_497, 2_048_000, 2_047_991),
+            ),
+            ("/mnt/my disk", fs(1024, 100, 50, 40, 10, 5)),
+            ("/mnt/nas", Err(io::Error::from_raw_os_error(libc::EIO))),
+        ]),
+    )
+}
+
+fn render(collector: NodeCollector) -> (Registry, String) {
+    let registry = Registry::new();
+    registry.register(Box::new(collector)).unwrap();
+    let text = String::from_utf8(vigil::server::render(&registry)).unwrap();
+    (registry, text)
+}
+
+fn scrape(registry: &Registry) -> String {
+    String::from_utf8(vigil::server::render(registry)).unwrap()
+}
+
+/// Drops what legitimately differs between runs: collector durations.
+fn stable(text: &str) -> String {
+    text.lines()
+        .filter(|l| !l.starts_with("node_scrape_collector_duration_seconds{"))
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
+
+/// The value of one exact series line (`name{labels}`), if present.
+fn value(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| {
+        let (s, v) = l.rsplit_once(' ')?;
+        (s == series).then(|| v.parse().unwrap())
+    })
+}
+
+#[test]
+fn fixture_tree_output_is_pinned() {
+    let root = fixture_root();
+    let mut cfg = config(&root);
+    // uname and the clock read the real machine, not files; they are checked below.
+    cfg.collectors.uname = false;
+    cfg.collectors.time = false;
+    let (_, text) = render(NodeCollector::with_statfs(&cfg, fixture_statfs(&root)).unwrap());
+    let got = stable(&text);
+    let golden = root.join("expected.prom");
+    if std::env::var_os("VIGIL_UPDATE_GOLDEN").is_some() {
+        std::fs::write(&golden, &got).unwrap();
+    }
+    let want = std::fs::read_to_string(&golden).unwrap();
+    if got != want {
+        let diff: Vec<String> = want
+            .lines()
+            .filter(|l| !got.lines().any(|g| g == *l))
+            .map(|l| format!("- {l}"))
+            .chain(got.lines().filter(|l| !want.lines().any(|w| w == *l)).map(|l| format!("+ {l}")))
+            .collect();
+        panic!("output differs from {} (VIGIL_UPDATE_GOLDEN=1 rewrites it):\n{}", golden.display(), diff.join("\n"));
+    }
+}
+
+/// The golden file is generated; these are the figures worked out by hand from the fixture
+/// files and node_exporter's rules, so a wrong rule cannot hide in a regenerated golden file.
+#[test]
+fn fixture_figures_follow_node_exporter_rules() {
+    let root = fixture_root();
+    let (_, t) = render(NodeCollector::with_statfs(&config(&root), fixture_statfs(&root)).unwrap());
+    let v = |s: &str| value(&t, s).unwrap_or_else(|| panic!("no series {s} in:\n{t}"));
+    // cpu: USER_HZ ticks / 100; guest columns separately.
+    assert_eq!(v(r#"node_cpu_seconds_total{cpu="0",mode="user"}"#), 20.0);
+    assert_eq!(v(r#"node_cpu_seconds_total{cpu="0",mode="nice"}"#), 0.1);
+    assert_eq!(v(r#"node_cpu_seconds_total{cpu="1",mode="idle"}"#), 497.65);
+    assert_eq!(v(r#"node_cpu_seconds_total{cpu="1",mode="steal"}"#), 0.37);
+    assert_eq!(v(r#"node_cpu_guest_seconds_total{cpu="0",mode="user"}"#), 0.8);
+    assert!(!t.contains(r#"cpu="cpu""#) && !t.contains(r#"mode="guest""#));
+    assert!(t.contains("# TYPE node_cpu_seconds_total counter\n"));
+    // stat
+    assert_eq!(v("node_boot_time_seconds"), 1_700_000_000.0);
+    assert_eq!(v("node_intr_total"), 123_456.0);
+    assert_eq!(v("node_context_switches_total"), 987_654.0);
+    assert_eq!(v("node_forks_total"), 4321.0);
+    assert_eq!(v("node_procs_running"), 3.0);
+    assert_eq!(v("node_procs_blocked"), 1.0);
+    assert!(t.contains("# TYPE node_boot_time_seconds gauge\n") && t.contains("# TYPE node_forks_total counter\n"));
+    // loadavg
+    assert_eq!((v("node_load1"), v("node_load5"), v("node_load15")), (0.52, 1.25, 2.0));
+    // meminfo: kB × 1024 with _bytes; (x) → _x; unitless HugePages_* as is.
+    assert_eq!(v("node_memory_MemTotal_bytes"), 16_384_000.0 * 1024.0);
+    assert_eq!(v("node_memory_Active_anon_bytes"), 2_048_000.0 * 1024.0);
+    assert_eq!(v("node_memory_Committed_AS_bytes"), 8_388_608.0 * 1024.0);
+    assert_eq!(v("node_memory_HugePages_Total"), 4.0);
+    assert!(!t.contains("node_memory_HugePages_Total_bytes"));
+    for f in ["MemFree", "MemAvailable", "Buffers", "Cached", "SwapTotal", "SwapFree", "Dirty", "Shmem", "Slab"] {
+        assert!(t.contains(&format!("# TYPE node_memory_{f}_bytes gauge\n")), "{f}");
+    }
+    // diskstats: sectors × 512, ms / 1000; partitions, loop and zram excluded; dm kept.
+    assert_eq!(v(r#"node_disk_read_bytes_total{device="sda"}"#), 8_765_432.0 * 512.0);
+    assert_eq!(v(r#"node_disk_written_bytes_total{device="sda"}"#), 12_345_678.0 * 512.0);
+    assert_eq!(v(r#"node_disk_reads_completed_total{device="sda"}"#), 104_567.0);
+    assert_eq!(v(r#"node_disk_writes_completed_total{device="sda"}"#), 98_765.0);
+    assert_eq!(v(r#"node_disk_io_time_seconds_total{device="sda"}"#), 234.567);
+    assert_eq!(v(r#"node_disk_io_now{device="sda"}"#), 2.0);
+    assert_eq!(v(r#"node_disk_discarded_sectors_total{device="sda"}"#), 2048.0);
+    assert_eq!(v(r#"node_disk_flush_requests_total{device="nvme0n1"}"#), 42.0);
+    assert_eq!(v(r#"node_disk_io_time_seconds_total{device="dm-0"}"#), 5.0);
+    for gone in ["sda1", "nvme0n1p1", "loop0", "zram0"] {
+        assert!(!t.contains(&format!(r#"device="{gone}""#)), "{gone} must be excluded");
+    }
+    // A pre-4.18 line has no discard columns: no discard series for it.
+    assert_eq!(v(r#"node_disk_io_time_seconds_total{device="sdb"}"#), 0.08);
+    assert!(value(&t, r#"node_disk_discards_completed_total{device="sdb"}"#).is_none());
+    assert_eq!(
+        v(
+            r#"node_disk_info{device="sda",major="8",minor="0",model="Samsung_SSD_870_EVO_1TB",path="pci-0000:00:17.0-ata-1",revision="SVT01B6Q",serial="S6PTNZ0R123456A",wwn="0x5002538f4123abcd"}"#
+        ),
+        1.0
+    );
+    // serial: SCSI_IDENT_SERIAL, else ID_SERIAL_SHORT, else ID_SERIAL.
+    assert!(t.contains(
+        r#"node_disk_info{device="dm-0",major="253",minor="0",model="",path="",revision="",serial="LABEL-42",wwn=""} 1"#
+    ));
+    assert!(t.contains(r#"node_disk_info{device="nvme0n1",major="259",minor="0",model="QEMU_NVMe_Ctrl",path="",revision="",serial="deadbeef",wwn=""} 1"#));
+    assert!(t.contains("# TYPE node_disk_io_now gauge\n") && t.contains("# TYPE node_disk_read_bytes_total counter\n"));
+    // netdev: every device (lo too), the 16 legacy columns.
+    assert_eq!(v(r#"node_network_receive_bytes_total{device="eth0"}"#), 170_444_648.0);
+    assert_eq!(v(r#"node_network_receive_errs_total{device="eth0"}"#), 1.0);
+    assert_eq!(v(r#"node_network_receive_drop_total{device="eth0"}"#), 2.0);
+    assert_eq!(v(r#"node_network_receive_multicast_total{device="eth0"}"#), 6.0);
+    assert_eq!(v(r#"node_network_transmit_packets_total{device="eth0"}"#), 3430.0);
+    assert_eq!(v(r#"node_network_transmit_colls_total{device="eth0"}"#), 10.0);
+    assert_eq!(v(r#"node_network_transmit_compressed_total{device="eth0"}"#), 12.0);
+    assert_eq!(v(r#"node_network_transmit_bytes_total{device="lo"}"#), 2_890_101.0);
+    assert_eq!(v(r#"node_network_receive_packets_total{device="cali1234abcd"}"#), 2.0);
+    // filesystem: f_* × f_bsize; pseudo, overlay, /run/credentials, container storage and
+    // squashfs excluded, tmpfs kept; \040 decoded; duplicates once; ro from options.
+    let root_labels = r#"{device="/dev/sda2",fstype="ext4",mountpoint="/"}"#;
+    assert_eq!(v(&format!("node_filesystem_size_bytes{root_labels}")), 4096.0 * 1_000_000.0);
+    assert_eq!(v(&format!("node_filesystem_free_bytes{root_labels}")), 4096.0 * 400_000.0);
+    assert_eq!(v(&format!("node_filesystem_avail_bytes{root_labels}")), 4096.0 * 350_000.0);
+    assert_eq!(v(&format!("node_filesystem_files{root_labels}")), 65536.0);
+    assert_eq!(v(&format!("node_filesystem_files_free{root_labels}")), 40000.0);
+    assert_eq!(v(&format!("node_filesystem_device_error{root_labels}")), 0.0);
+    assert_eq!(v(r#"node_filesystem_readonly{device="/dev/sda1",fstype="vfat",mountpoint="/boot/efi"}"#), 1.0);
+    assert_eq!(
+        v(r#"node_filesystem_size_bytes{device="/dev/sdb1",fstype="ext4",mountpoint="/mnt/my disk"}"#),
+        102_400.0
+    );
+    assert_eq!(t.matches(r#"node_filesystem_size_bytes{device="/dev/mapper/vg-data""#).count(), 1);
+    assert!(
+        t.contains(r#"node_filesystem_size_bytes{device="tmpfs",fstype="tmpfs",mountpoint="/var/lib/kubelet/pods/"#)
+    );
+    for gone in ["/proc", "/sys", "/dev\"", "/run/credentials", "/var/lib/containers", "/sys/fs/cgroup", "/snap"] {
+        assert!(!t.contains(&format!("mountpoint=\"{gone}")), "{gone} must be excluded");
+    }
+    // statfs error: device_error 1 and readonly, no sizes.
+    let nas = r#"{device="nas:/export",fstype="nfs4",mountpoint="/mnt/nas"}"#;
+    assert_eq!(v(&format!("node_filesystem_device_error{nas}")), 1.0);
+    assert_eq!(v(&format!("node_filesystem_readonly{nas}")), 0.0);
+    assert!(value(&t, &format!("node_filesystem_size_bytes{nas}")).is_none());
+    // os
+    assert_eq!(v(r#"node_os_version{id="ubuntu",id_like="debian",name="Ubuntu"}"#), 22.04);
+    assert!(t.contains(r#"node_os_info{build_id="",id="ubuntu",id_like="debian",image_id="",image_version="",name="Ubuntu",pretty_name="Ubuntu 22.04.4 LTS",variant="",variant_id="",version="22.04.4 LTS (Jammy Jellyfish)",version_codename="jammy",version_id="22.04"} 1"#));
+    // time: clock sources from the fixture sysfs; the clock itself is the real one.
+    assert_eq!(v(r#"node_time_clocksource_available_info{clocksource="acpi_pm",device="0"}"#), 1.0);
+    assert_eq!(v(r#"node_time_clocksource_current_info{clocksource="kvm-clock",device="0"}"#), 1.0);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+    assert!((v("node_time_seconds") - now).abs() < 60.0);
+    assert!(t.contains("node_time_zone_offset_seconds{time_zone=\""));
+    // uname is the real machine's.
+    let sysname = t.lines().find(|l| l.starts_with("node_uname_info{")).expect("node_uname_info");
+    assert!(sysname.contains(r#"sysname="Linux""#) && sysname.ends_with(" 1"), "{sysname}");
+    // Every collector reports success.
+    for c in ["cpu", "diskstats", "filesystem", "loadavg", "meminfo", "netdev", "os", "stat", "time", "uname"] {
+        assert_eq!(v(&format!(r#"node_scrape_collector_success{{collector="{c}"}}"#)), 1.0, "{c}");
+        assert!(value(&t, &format!(r#"node_scrape_collector_duration_seconds{{collector="{c}"}}"#)).unwrap() >= 0.0);
+    }
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let dest = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            std::fs::create_dir_all(&dest).unwrap();
+            copy_tree(&entry.path(), &dest);
+        } else {
+            std::fs::copy(entry.path(), &dest).unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_missing_file_fails_only_its_collector() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_tree(&fixture_root(), dir.path());
+    std::fs::remove_file(dir.path().join("proc/loadavg")).unwrap();
+    let (registry, t) = render(NodeCollector::with_statfs(&config(dir.path()), fixture_statfs(dir.path())).unwrap());
+    assert_eq!(value(&t, r#"node_scrape_collector_success{collector="loadavg"}"#), Some(0.0));
+    assert_eq!(value(&t, r#"node_scrape_collector_success{collector="meminfo"}"#), Some(1.0));
+    assert!(value(&t, "node_load1").is_none());
+    assert!(value(&t, "node_memory_MemTotal_bytes").is_some());
+    assert_eq!(value(&t, r#"vigil_node_collector_errors_total{collector="loadavg"}"#), Some(1.0));
+    // It recovers when the file is back.
+    std::fs::write(dir.path().join("proc/loadavg"), "1.00 2.00 3.00 1/2 3\n").unwrap();
+    let t = scrape(&registry);
+    assert_eq!(value(&t, r#"node_scrape_collector_success{collector="loadavg"}"#), Some(1.0));
+    assert_eq!(value(&t, "node_load15"), Some(3.0));
+    assert_eq!(value(&t, r#"vigil_node_collector_errors_total{collector="loadavg"}"#), Some(1.0));
+}
+
+#[test]
+fn garbage_in_a_file_fails_its_collector_without_panicking() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_tree(&fixture_root(), dir.path());
+    std::fs::write(dir.path().join("proc/stat"), "cpu0 x y z\n\u{0}\u{1}garbage\n").unwrap();
+    std::fs::write(dir.path().join("proc/net/dev"), "h1\nh2\n  eth0: 1 2 3\n").unwrap();
+    std::fs::write(dir.path().join("proc/meminfo"), "MemTotal: lots kB\n").unwrap();
+    std::fs::write(dir.path().join("proc/diskstats"), "8 0 sda 1 2\nnonsense\n").unwrap();
+    let (_, t) = render(NodeCollector::with_statfs(&config(dir.path()), fixture_statfs(dir.path())).unwrap());
+    for c in ["cpu", "stat", "netdev", "meminfo"] {
+        assert_eq!(value(&t, &format!(r#"node_scrape_collector_success{{collector="{c}"}}"#)), Some(0.0), "{c}");
+    }
+    // Short diskstats lines are skipped, not fatal.
+    assert_eq!(value(&t, r#"node_scrape_collector_success{collector="diskstats"}"#), Some(1.0));
+    assert!(!t.contains("node_cpu_seconds_total{"));
+}
+
+#[test]
+fn proc_mounts_is_the_fallback_for_proc_1_mounts() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_tree(&fixture_root(), dir.path());
+    std::fs::remove_dir_all(dir.path().join("proc/1")).unwrap();
+    std::fs::write(dir.path().join("proc/mounts"), "/dev/sda2 / ext4 rw 0 0\n").unwrap();
+    let (_, t) = render(NodeCollector::with_statfs(&config(dir.path()), fixture_statfs(dir.path())).unwrap());
+    assert_eq!(
+        value(&t, r#"node_filesystem_size_bytes{device="/dev/sda2",fstype="ext4",mountpoint="/"}"#),
+        Some(4096e6)
+    );
+    assert_eq!(t.matches("node_filesystem_size_bytes{").count(), 1);
+}
+
+/// With the node's / at <rootfs> and vigil's own mount table (no host PID namespace), mounts
+/// under <rootfs> are reported as the node sees them, and statfs (the real one) runs on them.
+#[test]
+fn mountpoints_are_reported_as_the_node_sees_them() {
+    let host = tempfile::tempdir().unwrap();
+    let root = host.path().join("host");
+    let procfs = host.path().join("procfs");
+    std::fs::create_dir_all(root.join("data")).unwrap();
+    std::fs::create_dir_all(root.join("../hostdata")).unwrap();
+    std::fs::create_dir_all(procfs.join("1")).unwrap();
+    let r = root.display();
+    std::fs::write(
+        procfs.join("1/mounts"),
+        format!("/dev/sda2 {r} ext4 rw 0 0\n/dev/sdb1 {r}/data xfs ro 0 0\n/dev/sdc1 {r}data ext4 rw 0 0\n"),
+    )
+    .unwrap();
+    let mut cfg = config(&root);
+    cfg.procfs = Some(procfs.display().to_string());
+    cfg.collectors = serde_yaml_ng::from_str("{cpu: false, meminfo: false, loadavg: false, diskstats: false, netdev: false, stat: false, time: false, uname: false, os: false}").unwrap();
+    let (_, t) = render(NodeCollector::new(&cfg).unwrap());
+    let real = {
+        // SAFETY: a valid C path and a zeroed out-parameter.
+        let c = std::ffi::CString::new(root.join("data").display().to_string()).unwrap();
+        let mut s: libc::statfs = unsafe { std::mem::zeroed() };
+        assert_eq!(unsafe { libc::statfs(c.as_ptr(), &mut s) }, 0);
+        s.f_blocks as f64 * s.f_bsize as f64
+    };
+    assert_eq!(value(&t, r#"node_filesystem_size_bytes{device="/dev/sda2",fstype="ext4",mountpoint="/"}"#), Some(real));
+    assert_eq!(
+        value(&t, r#"node_filesystem_size_bytes{device="/dev/sdb1",fstype="xfs",mountpoint="/data"}"#),
+        Some(real)
+    );
+    assert_eq!(value(&t, r#"node_filesystem_readonly{device="/dev/sdb1",fstype="xfs",mountpoint="/data"}"#), Some(1.0));
+    // `<rootfs>data` is not under rootfs: kept whole (node_exporter would cut it to `data`).
+    assert!(t.contains(&format!(r#"mountpoint="{r}data""#)), "{t}");
+    assert_eq!(t.matches("node_filesystem_device_error{").count(), 3);
+}
+
+/// A statfs that blocks (a dead NFS server) costs one timeout once, is then skipped while it
+/// stays blocked (no second call, so no second thread), and is reported again once it returns.
+/// Two dead servers cost one timeout, not two: the scrape's statfs budget is one timeout.
+#[test]
+fn hung_statfs_does_not_hang_scrapes_or_pile_up_threads() {
+    let root = fixture_root();
+    let calls: Arc<Mutex<HashMap<PathBuf, usize>>> = Arc::default();
+    let gate = Arc::new((Mutex::new(false), Condvar::new()));
+    let inner = fixture_statfs(&root);
+    let hung = [root.join("var/lib/data"), root.join("mnt/nas")];
+    let statfs: StatfsFn = {
+        let (calls, gate, hung) = (calls.clone(), gate.clone(), hung.clone());
+        Arc::new(move |p: &Path| {
+            if hung.iter().any(|h| h == p) {
+                *calls.lock().unwrap().entry(p.to_path_buf()).or_default() += 1;
+                let (open, cv) = &*gate;
+                let mut g = open.lock().unwrap();
+                while !*g {
+                    g = cv.wait(g).unwrap();
+                }
+                return fs(4096, 10, 5, 5, 3, 2);
+            }
+            inner(p)
+        })
+    };
+    let mut cfg = config(&root);
+    // Long enough that the grace given to healthy mounts after the budget is spent (a tenth of
+    // it) is far above any scheduling delay on a loaded machine.
+    cfg.filesystem.statfs_timeout = HumanDuration::millis(1000);
+    let started = std::time::Instant::now();
+    let (registry, t) = render(NodeCollector::with_statfs(&cfg, statfs).unwrap());
+    // A bound for "the scrape did not hang", not a performance figure: two timeouts would be 2 s.
+    assert!(started.elapsed() < Duration::from_millis(1900), "first scrape took {:?}", started.elapsed());
+    let nas = r#"{device="nas:/export",fstype="nfs4",mountpoint="/mnt/nas"}"#;
+    let data = r#"{device="/dev/mapper/vg-data",fstype="xfs",mountpoint="/var/lib/data"}"#;
+    let check_hung = |t: &str| {
+        for labels in [nas, data] {
+            assert_eq!(value(t, &format!("node_filesystem_device_error{labels}")), Some(1.0), "{t}");
+            assert!(value(t, &format!("node_filesystem_size_bytes{labels}")).is_none());
+        }
+        // Mounts after the hung ones in the table are still measured.
+        assert_eq!(
+            value(t, r#"node_filesystem_size_bytes{device="/dev/sdb1",fstype="ext4",mountpoint="/mnt/my disk"}"#),
+            Some(102_400.0)
+        );
+        assert!(t.contains(
+            r#"node_filesystem_device_error{device="tmpfs",fstype="tmpfs",mountpoint="/var/lib/kubelet/pods/"#
+        ));
+        assert!(!t.contains(r#"node_filesystem_device_error{device="tmpfs",fstype="tmpfs",mountpoint="/var/lib/kubelet/pods/0c4d7a6e-1111-2222-3333-444455556666/volumes/kubernetes.io~projected/kube-api-access-x7k2p"} 1"#));
+        assert_eq!(value(t, r#"node_scrape_collector_success{collector="filesystem"}"#), Some(1.0));
+    };
+    check_hung(&t);
+    assert_eq!(value(&t, "vigil_node_statfs_timeouts_total"), Some(2.0));
+    for _ in 0..3 {
+        let t = scrape(&registry);
+        check_hung(&t);
+        assert_eq!(value(&t, "vigil_node_statfs_timeouts_total"), Some(2.0), "a stuck mount is skipped, not retried");
+    }
+    // Two mounts share /mnt/nas (an over-mount): still one call.
+    assert!(t_has(
+        &scrape(&registry),
+        r#"node_filesystem_device_error{device="nas-b:/export",fstype="nfs4",mountpoint="/mnt/nas"} 1"#
+    ));
+    let counts = calls.lock().unwrap().clone();
+    assert_eq!(counts, HashMap::from([(hung[0].clone(), 1), (hung[1].clone(), 1)]), "one parked thread per dead mount");
+    // The servers come back: the parked calls return and the mounts are measured again.
+    {
+        let (open, cv) = &*gate;
+        *open.lock().unwrap() = true;
+        cv.notify_all();
+    }
+    let back = vigil_wait(Duration::from_secs(10), || {
+        let t = scrape(&registry);
+        [nas, data].iter().all(|l| value(&t, &format!("node_filesystem_device_error{l}")) == Some(0.0)).then_some(t)
+    })
+    .expect("mounts reported again after their statfs returned");
+    assert_eq!(value(&back, &format!("node_filesystem_size_bytes{nas}")), Some(40960.0));
+    assert_eq!(value(&back, &format!("node_filesystem_size_bytes{data}")), Some(40960.0));
+}
+
+fn t_has(text: &str, line: &str) -> bool {
+    text.lines().any(|l| l == line)
+}
+
+fn vigil_wait<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let end = std::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if std::time::Instant::now() > end {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// /proc/stat's per-CPU counters can step back (iowait races, hotplug): what is exported never
+/// decreases, and an idle drop of 3 s or more starts that CPU over, as node_exporter.
+#[test]
+fn cpu_counters_never_go_backwards_except_after_hotplug() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_tree(&fixture_root(), dir.path());
+    let stat = dir.path().join("proc/stat");
+    let base = std::fs::read_to_string(&stat).unwrap();
+    let with_cpu0 = |line: &str| {
+        base.lines()
+            .map(|l| if l.starts_with("cpu0 ") { line.to_string() } else { l.to_string() })
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let mut cfg = config(dir.path());
+    cfg.collectors = serde_yaml_ng::from_str("{meminfo: false, loadavg: false, filesystem: false, diskstats: false, netdev: false, stat: false, time: false, uname: false, os: false}").unwrap();
+    let (registry, t) = render(NodeCollector::new(&cfg).unwrap());
+    let iowait = r#"node_cpu_seconds_total{cpu="0",mode="iowait"}"#;
+    let idle = r#"node_cpu_seconds_total{cpu="0",mode="idle"}"#;
+    assert_eq!(value(&t, iowait), Some(3.0));
+    // iowait steps back by 0.5 s, idle by 1 s: both held.
+    std::fs::write(&stat, with_cpu0("cpu0 2000 10 1200 48900 250 0 20 30 80 0")).unwrap();
+    let t = scrape(&registry);
+    assert_eq!(value(&t, iowait), Some(3.0));
+    assert_eq!(value(&t, idle), Some(490.0));
+    // idle drops by 490 s: hotplug; the CPU starts over with the new figures.
+    std::fs::write(&stat, with_cpu0("cpu0 5 0 3 100 1 0 0 0 0 0")).unwrap();
+    let t = scrape(&registry);
+    assert_eq!(value(&t, idle), Some(1.0));
+    assert_eq!(value(&t, iowait), Some(0.01));
+    // A CPU that goes offline is no longer reported.
+    std::fs::write(&stat, base.lines().filter(|l| !l.starts_with("cpu1 ")).collect::<Vec<_>>().join("\n")).unwrap();
+    let t = scrape(&registry);
+    assert!(!t.contains(r#"cpu="1""#));
+}
+
+#[test]
+fn disabled_collectors_are_not_run() {
+    let root = fixture_root();
+    let mut cfg = config(&root);
+    cfg.collectors = serde_yaml_ng::from_str("{filesystem: false, meminfo: false}").unwrap();
+    let c = NodeCollector::new(&cfg).unwrap();
+    assert_eq!(c.names(), ["cpu", "diskstats", "loadavg", "netdev", "os", "stat", "time", "uname"]);
+    let (_, t) = render(c);
+    assert!(!t.contains("node_filesystem_") && !t.contains("node_memory_"));
+    assert!(!t.contains(r#"collector="filesystem""#));
+}
+
+mod garbage {
+    use super::*;
+    use proptest::prelude::*;
+
+    const FILES: [&str; 8] = [
+        "proc/stat",
+        "proc/meminfo",
+        "proc/loadavg",
+        "proc/diskstats",
+        "proc/net/dev",
+        "proc/1/mounts",
+        "etc/os-release",
+        "run/udev/data/b8:0",
+    ];
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+        /// Any bytes in any file: a scrape returns (each collector succeeds or reports 0), never
+        /// panics, and success is reported for every collector either way.
+        #[test]
+        fn arbitrary_file_contents_never_panic(
+            contents in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..400), FILES.len()),
+            keep_lines in any::<bool>(),
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            copy_tree(&fixture_root(), dir.path());
+            for (file, bytes) in FILES.iter().zip(&contents) {
+                let mut data = bytes.clone();
+                if keep_lines {
+                    // Mostly-valid files: a real file with garbage spliced in.
+                    let mut real = std::fs::read(dir.path().join(file)).unwrap();
+                    let at = real.len() / 2;
+                    real.splice(at..at, data);
+                    data = real;
+                }
+                std::fs::write(dir.path().join(file), data).unwrap();
+            }
+            let statfs: StatfsFn = Arc::new(|_: &Path| Err(io::Error::from_raw_os_error(libc::EACCES)));
+            let mut cfg = config(dir.path());
+            cfg.collectors.uname = false;
+            let (_, t) = render(NodeCollector::with_statfs(&cfg, statfs).unwrap());
+            for c in ["cpu", "diskstats", "filesystem", "loadavg", "meminfo", "netdev", "os", "stat", "time"] {
+                let s = value(&t, &format!(r#"node_scrape_collector_success{{collector="{c}"}}"#));
+                prop_assert!(s == Some(0.0) || s == Some(1.0), "{c}: {s:?}");
+            }
+        }
+    }
+}
