@@ -321,3 +321,29 @@ sinks:
     assert!(printed.contains("username: elastic"));
     assert!(printed.contains("'***'") || printed.contains("\"***\"") || printed.contains("***"));
 }
+
+#[tokio::test]
+async fn a_413_from_a_proxy_splits_the_request_until_it_fits() {
+    let server = EsServer::scripted(
+        Box::new(|r| {
+            if r.docs.len() > 3 {
+                RequestAnswer::Refuse(Reply::status(413, "<html>413 Request Entity Too Large</html>"))
+            } else {
+                RequestAnswer::Process(Duration::ZERO)
+            }
+        }),
+        Box::new(|_| None),
+    )
+    .await;
+    let (s, registry) = sink(&config(&server.url(), ""));
+    let mut run = Running::start(s, 1);
+    run.send(events(10, "big")).await;
+    assert_eq!(run.finish().await, vec![0]);
+    let mut got = server.messages();
+    got.sort();
+    let mut want: Vec<String> = (0..10).map(|i| format!("big {i}")).collect();
+    want.sort();
+    assert_eq!(got, want, "every line stored, none rejected for size");
+    assert_eq!(metric(&registry, "vigil_sink_events_sent_total{sink=\"es\"}"), 10.0);
+    assert_eq!(server.state.lock().unwrap().resent_stored, 0);
+}

@@ -373,3 +373,24 @@ fn unknown_keys_and_high_cardinality_labels_are_refused() {
         assert!(vigil::config::Config::from_yaml(&yaml, &|_| None).is_err(), "{bad} was accepted");
     }
 }
+
+#[tokio::test]
+async fn a_413_from_a_proxy_splits_the_push_and_keeps_stream_order() {
+    let server = LokiServer::scripted(Box::new(|p| {
+        if p.streams.iter().map(|s| s.entries.len()).sum::<usize>() > 3 {
+            Answer::Refuse(Reply::status(413, "<html>413 Request Entity Too Large</html>"))
+        } else {
+            Answer::Accept(Duration::ZERO)
+        }
+    }))
+    .await;
+    let (s, registry) = sink(&config(&server.url(), "max_in_flight: 1"));
+    let mut run = Running::start(s, 1);
+    let (chunks, expected) = workload(1, 1, 10);
+    for events in chunks {
+        run.send(events).await;
+    }
+    assert_eq!(run.finish().await, vec![0]);
+    assert_eq!(by_pod_stream(&server), expected);
+    assert_eq!(metric(&registry, "vigil_sink_events_sent_total{sink=\"loki\"}"), 10.0);
+}

@@ -427,14 +427,14 @@ impl LokiInner {
 
     /// Groups a batch into streams, entries of each in timestamp order (stable: equal
     /// timestamps keep read order).
-    fn group<'a>(&'a self, batch: &'a Batch) -> Vec<StreamEntries<'a>> {
+    fn group<'a>(&'a self, events: &[&'a Event]) -> Vec<StreamEntries<'a>> {
         let mut index: HashMap<String, usize> = HashMap::new();
         let mut streams: Vec<StreamEntries<'a>> = Vec::new();
         let mut last: Option<(&Arc<Source>, Stream, usize)> = None;
         let now = Instant::now();
         let mut table = self.streams.lock().expect("stream table lock poisoned");
         let mut overflowed = 0u64;
-        for e in batch.events() {
+        for &e in events {
             // Consecutive events of one file and stream share a label set: skip the lookup.
             if let Some((src, st, i)) = last {
                 if Arc::ptr_eq(src, &e.source) && st == e.stream {
@@ -487,8 +487,8 @@ impl LokiInner {
     }
 
     /// The request body and its headers.
-    fn encode(&self, batch: &Batch) -> (Bytes, HeaderMap) {
-        let streams = self.group(batch);
+    fn encode(&self, events: &[&Event]) -> (Bytes, HeaderMap) {
+        let streams = self.group(events);
         let mut headers = HeaderMap::new();
         let raw = match self.encoding {
             LokiEncoding::Protobuf => {
@@ -562,6 +562,60 @@ impl LokiInner {
     }
 }
 
+impl LokiInner {
+    /// Pushes `events` (read order), retrying until Loki takes them or refuses them for good.
+    async fn push(&self, events: &[&Event]) {
+        let (body, headers) = self.encode(events);
+        let n = events.len() as u64;
+        let m = &self.metrics;
+        let mut backoff = self.retry.backoff();
+        loop {
+            let (retry_after, error) =
+                match self.client.post(&self.url, body.clone(), headers.clone(), MAX_ERROR_BODY).await {
+                    // 260: Loki's default `block_ingestion_status_code`: 2xx, yet nothing stored.
+                    Ok(r) if r.status == 260 => {
+                        (r.retry_after, format!("HTTP 260 (ingestion blocked): {}", r.body_sample(512)))
+                    }
+                    Ok(r) if r.status == 413 && events.len() > 1 => {
+                        // Too large for something on the way (a proxy's body limit): halve, in
+                        // order (first half delivered before the second), instead of rejecting.
+                        tracing::warn!(
+                            sink = m.name(),
+                            events = n,
+                            "loki: push too large (413); splitting it in two; lower batch.max_bytes"
+                        );
+                        let (a, b) = events.split_at(events.len() / 2);
+                        Box::pin(self.push(a)).await;
+                        Box::pin(self.push(b)).await;
+                        return;
+                    }
+                    Ok(r) => match retry::classify(r.status) {
+                        Verdict::Success => {
+                            m.events_sent.inc_by(n);
+                            m.success();
+                            return;
+                        }
+                        Verdict::Reject => {
+                            let sample = format!("HTTP {}: {}", r.status, r.body_sample(512));
+                            m.rejected(reject_reason(r.status, &sample), n, &sample);
+                            m.rejected_request(r.status);
+                            return;
+                        }
+                        Verdict::Retry => (r.retry_after, format!("HTTP {}: {}", r.status, r.body_sample(512))),
+                    },
+                    Err(e) => (None, error_chain(&e)),
+                };
+            m.failing();
+            m.retries.inc();
+            let delay = backoff.next_delay(retry_after);
+            if backoff.attempts().is_power_of_two() {
+                tracing::warn!(sink = m.name(), attempt = backoff.attempts(), events = n, retry_in = ?delay, error, "loki push failed; retrying");
+            }
+            tokio::time::sleep(delay).await;
+        }
+    }
+}
+
 fn render_labels(pairs: &[(&str, &str)]) -> String {
     let mut s = String::with_capacity(128);
     s.push('{');
@@ -610,43 +664,8 @@ impl Deliver for LokiInner {
     }
 
     async fn deliver(self: Arc<Self>, batch: Batch) {
-        {
-            let (body, headers) = self.encode(&batch);
-            let n = batch.events as u64;
-            let m = &self.metrics;
-            let mut backoff = self.retry.backoff();
-            loop {
-                let (retry_after, error) =
-                    match self.client.post(&self.url, body.clone(), headers.clone(), MAX_ERROR_BODY).await {
-                        // 260: Loki's default `block_ingestion_status_code`: 2xx, yet nothing stored.
-                        Ok(r) if r.status == 260 => {
-                            (r.retry_after, format!("HTTP 260 (ingestion blocked): {}", r.body_sample(512)))
-                        }
-                        Ok(r) => match retry::classify(r.status) {
-                            Verdict::Success => {
-                                m.events_sent.inc_by(n);
-                                m.success();
-                                return;
-                            }
-                            Verdict::Reject => {
-                                let sample = format!("HTTP {}: {}", r.status, r.body_sample(512));
-                                m.rejected(reject_reason(r.status, &sample), n, &sample);
-                                m.rejected_request(r.status);
-                                return;
-                            }
-                            Verdict::Retry => (r.retry_after, format!("HTTP {}: {}", r.status, r.body_sample(512))),
-                        },
-                        Err(e) => (None, error_chain(&e)),
-                    };
-                m.failing();
-                m.retries.inc();
-                let delay = backoff.next_delay(retry_after);
-                if backoff.attempts().is_power_of_two() {
-                    tracing::warn!(sink = m.name(), attempt = backoff.attempts(), events = n, retry_in = ?delay, error, "loki push failed; retrying");
-                }
-                tokio::time::sleep(delay).await;
-            }
-        }
+        let events: Vec<&Event> = batch.events().collect();
+        self.push(&events).await;
     }
 }
 

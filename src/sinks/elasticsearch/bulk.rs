@@ -45,6 +45,15 @@ impl BulkOutcome {
     pub fn delivered(&self) -> usize {
         self.created + self.conflicts
     }
+
+    fn merge(&mut self, other: BulkOutcome) {
+        self.created += other.created;
+        self.conflicts += other.conflicts;
+        self.dead_lettered += other.dead_lettered;
+        for (k, v) in other.rejected {
+            *self.rejected.entry(k).or_default() += v;
+        }
+    }
 }
 
 /// Sends `_bulk` requests for one sink.
@@ -94,9 +103,12 @@ impl BulkSender {
     /// stored, already there, dead-lettered, or rejected. Counts rejections and dead letters in
     /// the sink's metrics; the caller counts what it delivered (events or samples).
     pub async fn deliver(&self, docs: Vec<BulkDoc>) -> BulkOutcome {
+        self.deliver_pending(docs.into_iter().map(|doc| Pending { doc, dead_letter: false }).collect()).await
+    }
+
+    async fn deliver_pending(&self, mut pending: Vec<Pending>) -> BulkOutcome {
         let m = self.client.metrics();
         let mut out = BulkOutcome::default();
-        let mut pending: Vec<Pending> = docs.into_iter().map(|doc| Pending { doc, dead_letter: false }).collect();
         let mut backoff = self.retry.backoff();
         while !pending.is_empty() {
             let (body, headers) = self.encode(&pending);
@@ -104,6 +116,20 @@ impl BulkSender {
                 Err(e) => (None, error_chain(&e)),
                 Ok(r) => match retry::classify(r.status) {
                     Verdict::Retry => (r.retry_after, format!("HTTP {}: {}", r.status, r.body_sample(512))),
+                    Verdict::Reject if r.status == 413 && pending.len() > 1 => {
+                        // Too large for something on the way (a proxy's body limit is often
+                        // 1MB): halve until it fits, rather than reject lines for a size limit.
+                        tracing::warn!(
+                            sink = m.name(),
+                            documents = pending.len(),
+                            "elasticsearch: request too large (413); splitting it in two; lower batch.max_bytes"
+                        );
+                        let second = pending.split_off(pending.len() / 2);
+                        for half in [pending, second] {
+                            out.merge(Box::pin(self.deliver_pending(half)).await);
+                        }
+                        return out;
+                    }
                     Verdict::Reject => {
                         // The request as a whole is refused (bad auth, too large, bad
                         // endpoint): every pending document is rejected with that reason.
