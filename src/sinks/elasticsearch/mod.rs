@@ -58,8 +58,10 @@ pub struct ElasticsearchConfig {
     /// Batch limits. Defaults: 5000 events, 5MiB, 1s (Elastic advises a few MB per request).
     #[serde(default)]
     pub batch: BatchConfig,
-    /// Concurrent `_bulk` requests. Default 4: enough to hide latency, few enough not to fill
-    /// a small cluster's write queue from every node.
+    /// Concurrent `_bulk` requests. Default 2: hides the latency of one request behind the
+    /// other (tens of thousands of lines/s per node), keeps memory to about two batches plus
+    /// their compressed bodies, and does not fill a small cluster's write queues from every
+    /// node at once.
     #[serde(default = "default_in_flight")]
     pub max_in_flight: usize,
     #[serde(default)]
@@ -81,7 +83,7 @@ fn default_compression() -> Compression {
     Compression::Gzip
 }
 fn default_in_flight() -> usize {
-    4
+    2
 }
 
 pub const DEFAULT_INDEX: &str = "logs-vigil-%Y.%m.%d";
