@@ -71,7 +71,8 @@ pub struct LokiConfig {
     #[serde(default = "default_max_streams")]
     pub max_streams: usize,
     /// Batch limits. Defaults: 10000 events, 1MiB (Promtail's size, well under Loki's default
-    /// 6MB ingestion burst), 1s.
+    /// 6MB ingestion burst: a push larger than the tenant's burst is refused with 429 every
+    /// time), 1s.
     #[serde(default)]
     pub batch: BatchConfig,
     /// Requests in flight, which is also the number of stream shards (each sends one request at
@@ -173,7 +174,8 @@ fn default_in_flight() -> usize {
 
 const DEFAULT_LIMITS: BatchLimits =
     BatchLimits { max_events: 10_000, max_bytes: 1 << 20, timeout: Duration::from_secs(1) };
-/// Loki's default `ingestion_burst_size_mb` is 6: a bigger request is refused with 429 forever.
+/// Upper bound for `batch.max_bytes`. Keep batches under the tenant's `ingestion_burst_size_mb`
+/// (default 6MB): Loki answers a push larger than the burst with 429 every time.
 const HARD_MAX_BYTES: u64 = 64 << 20;
 /// Error bodies longer than this are cut (they are only logged).
 const MAX_ERROR_BODY: usize = 64 << 10;
@@ -667,11 +669,6 @@ impl Deliver for LokiInner {
         let events: Vec<&Event> = batch.events().collect();
         self.push(&events).await;
     }
-}
-
-/// Default limits, for docs and tests.
-pub fn default_batch_limits() -> BatchLimits {
-    DEFAULT_LIMITS
 }
 
 #[cfg(test)]
