@@ -398,4 +398,75 @@ mod tests {
         }
         assert_eq!(got, vec![1, 2], "chunk 0 was never delivered, so it is never acked");
     }
+
+    /// Delivers after a random short delay, recording (chunk, index) of every event.
+    struct Random {
+        lanes: usize,
+        delivered: Mutex<std::collections::HashSet<(u64, u64)>>,
+    }
+
+    impl Deliver for Random {
+        fn lane(&self, e: &Event) -> usize {
+            (e.origin.offset as usize * 7 + e.origin.file as usize) % self.lanes
+        }
+        fn size(&self, e: &Event) -> usize {
+            e.message.len()
+        }
+        async fn deliver(self: Arc<Self>, batch: Batch) {
+            tokio::time::sleep(Duration::from_micros(fastrand::u64(0..2000))).await;
+            let mut d = self.delivered.lock().unwrap();
+            for e in batch.events() {
+                // origin.file is the chunk id in `chunk()`, origin.offset the index.
+                assert!(d.insert((e.origin.file, e.origin.offset)), "an event was delivered twice");
+            }
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config { cases: 24, ..Default::default() })]
+        #[test]
+        fn every_chunk_is_acked_once_and_only_after_all_its_events(
+            sizes in proptest::collection::vec(0usize..25, 1..30),
+            lanes in 1usize..4,
+            concurrency in 1usize..3,
+            max_events in 1usize..12,
+            max_bytes in 3usize..40,
+        ) {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async {
+                let d = Arc::new(Random { lanes, delivered: Mutex::default() });
+                let cfg = DriverConfig {
+                    limits: BatchLimits { max_events, max_bytes, timeout: Duration::from_millis(1) },
+                    lanes,
+                    lane_concurrency: concurrency,
+                };
+                let (tx, rx) = mpsc::channel(2);
+                let (acker, mut acks) = Acker::channel();
+                let task = tokio::spawn(run(d.clone(), cfg, rx, acker));
+                let checker = {
+                    let d = d.clone();
+                    let sizes = sizes.clone();
+                    tokio::spawn(async move {
+                        let mut seen = std::collections::HashSet::new();
+                        while let Some(id) = acks.recv().await {
+                            assert!(seen.insert(id), "chunk {id} acked twice");
+                            let got = d.delivered.lock().unwrap();
+                            for i in 0..sizes[id as usize] as u64 {
+                                assert!(got.contains(&(id, i)), "chunk {id} acked before event {i} was delivered");
+                            }
+                        }
+                        seen.len()
+                    })
+                };
+                for (id, &n) in sizes.iter().enumerate() {
+                    tx.send(chunk(id as u64, n)).await.unwrap();
+                }
+                drop(tx);
+                tokio::time::timeout(Duration::from_secs(10), task).await.expect("driver finished").unwrap();
+                let acked = checker.await.unwrap();
+                assert_eq!(acked, sizes.len(), "every chunk acked");
+                assert_eq!(d.delivered.lock().unwrap().len(), sizes.iter().sum::<usize>(), "every event delivered");
+            });
+        }
+    }
 }
