@@ -394,3 +394,25 @@ async fn a_413_from_a_proxy_splits_the_push_and_keeps_stream_order() {
     assert_eq!(by_pod_stream(&server), expected);
     assert_eq!(metric(&registry, "vigil_sink_events_sent_total{sink=\"loki\"}"), 10.0);
 }
+
+#[tokio::test]
+async fn a_rotated_bearer_token_file_is_used_from_the_next_push_on() {
+    let server = LokiServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "first-token\n").unwrap();
+    let (s, registry) =
+        sink(&config(&server.url(), &format!("max_in_flight: 1\nauth: {{bearer_token_file: {}}}", token.display())));
+    let mut run = Running::start(s, 1);
+    let src = source("ns", "p", "c");
+    run.send(vec![event(&src, 1, 0, 1_795_847_533_000_000_000, Stream::Stdout, "a")]).await;
+    eventually(10, "first push", || metric(&registry, "vigil_sink_events_sent_total{sink=\"loki\"}") == 1.0).await;
+    // Rotated the way kubelet swaps projected tokens: a new file renamed over the old path.
+    std::fs::write(dir.path().join("new"), "second-token-longer\n").unwrap();
+    std::fs::rename(dir.path().join("new"), &token).unwrap();
+    run.send(vec![event(&src, 1, 10, 1_795_847_533_000_000_001, Stream::Stdout, "b")]).await;
+    run.finish().await;
+    let auth: Vec<Option<String>> =
+        server.state.lock().unwrap().pushes.iter().map(|p| p.authorization.clone()).collect();
+    assert_eq!(auth, vec![Some("Bearer first-token".into()), Some("Bearer second-token-longer".into())]);
+}
