@@ -416,3 +416,22 @@ async fn a_rotated_bearer_token_file_is_used_from_the_next_push_on() {
         server.state.lock().unwrap().pushes.iter().map(|p| p.authorization.clone()).collect();
     assert_eq!(auth, vec![Some("Bearer first-token".into()), Some("Bearer second-token-longer".into())]);
 }
+
+#[tokio::test]
+async fn a_partial_400_counts_only_the_entries_loki_ignored() {
+    let server = LokiServer::scripted(Box::new(|_| {
+        Answer::Refuse(Reply::status(
+            400,
+            "entry with timestamp 2026-11-28 06:32:13 +0000 UTC ignored, reason: 'entry too far behind',\nuser 'fake', total ignored: 1 out of 3 for stream: {pod=\"p\"}",
+        ))
+    }))
+    .await;
+    let (s, registry) = sink(&config(&server.url(), ""));
+    let mut run = Running::start(s, 1);
+    let src = source("ns", "p", "c");
+    run.send((0..3).map(|i| event(&src, 1, i, 1_795_847_533_000_000_000 + i as i64, Stream::Stdout, "x")).collect())
+        .await;
+    assert_eq!(run.finish().await, vec![0]);
+    assert_eq!(metric(&registry, "vigil_sink_events_rejected_total{reason=\"out_of_order\",sink=\"loki\"}"), 1.0);
+    assert_eq!(metric(&registry, "vigil_sink_events_sent_total{sink=\"loki\"}"), 2.0);
+}

@@ -599,7 +599,12 @@ impl LokiInner {
                         }
                         Verdict::Reject => {
                             let sample = format!("HTTP {}: {}", r.status, r.body_sample(512));
-                            m.rejected(reject_reason(r.status, &sample), n, &sample);
+                            // A partial 400 stores the valid entries and says how many it
+                            // dropped ("total ignored: X out of Y").
+                            let text = String::from_utf8_lossy(&r.body);
+                            let ignored = total_ignored(&text).filter(|&x| x <= n).unwrap_or(n);
+                            m.rejected(reject_reason(r.status, &sample), ignored, &sample);
+                            m.events_sent.inc_by(n - ignored);
                             m.rejected_request(r.status);
                             return;
                         }
@@ -631,6 +636,23 @@ fn render_labels(pairs: &[(&str, &str)]) -> String {
     }
     s.push('}');
     s
+}
+
+/// Entries an ingester reports as dropped in a partial failure: the sum of its
+/// "total ignored: X out of Y [for stream: …]" lines (one per stream). `None` when the answer
+/// has no such count (then every entry of the push is counted as rejected).
+fn total_ignored(body: &str) -> Option<u64> {
+    const KEY: &str = "total ignored: ";
+    let mut sum = None;
+    let mut rest = body;
+    while let Some(i) = rest.find(KEY) {
+        rest = &rest[i + KEY.len()..];
+        let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        if let Ok(x) = digits.parse::<u64>() {
+            sum = Some(sum.unwrap_or(0) + x);
+        }
+    }
+    sum
 }
 
 /// The rejection reason of a Loki 4xx, from its status and error text (bounded set: it is a
@@ -700,6 +722,15 @@ mod tests {
         assert_eq!(reject_reason(400, "Max entry size '256' bytes exceeded ... line too long"), "line_too_long");
         assert_eq!(reject_reason(401, "no org id"), "unauthorized");
         assert_eq!(reject_reason(400, "something else"), "bad_request");
+    }
+
+    #[test]
+    fn partial_rejections() {
+        let body = "entry with timestamp 1970-01-01 ignored, reason: 'entry too far behind',\n\
+                    user 'fake', total ignored: 2 out of 5 for stream: {a=\"b\"}\n\
+                    user 'fake', total ignored: 1 out of 3 for stream: {a=\"c\"}";
+        assert_eq!(total_ignored(body), Some(3));
+        assert_eq!(total_ignored("entry for stream '{a=\"b\"}' has timestamp too old"), None);
     }
 
     #[test]
