@@ -1,6 +1,6 @@
 //! `sources.containers`: which container log files to tail and how.
 
-use crate::config::Problems;
+use crate::config::{ByteSize, HumanDuration, Problems};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -8,7 +8,10 @@ use serde::{Deserialize, Serialize};
 pub struct ContainersConfig {
     /// Globs of log files to tail. Default: CRI logs under /var/log/pods and docker json-file
     /// logs under /var/lib/docker/containers. `/var/log/containers/*.log` symlinks may be listed
-    /// too: a file reached by two paths is read once.
+    /// too: a file reached by two paths is read once. Matching live files only (`*.log`,
+    /// `*-json.log`) is enough: vigil follows rotated files itself. A glob that also matches
+    /// rotated names is safe for plain files (a finished file is remembered while the globs
+    /// find it) but would read `.gz` files as raw bytes.
     #[serde(default = "default_include")]
     pub include: Vec<String>,
     /// Globs of files never to tail, even when `include` matches. Default none.
@@ -22,6 +25,57 @@ pub struct ContainersConfig {
     /// so offsets survive pod restarts).
     #[serde(default = "default_checkpoint_dir")]
     pub checkpoint_dir: String,
+    /// How often the include globs are walked again, catching what inotify missed (queue
+    /// overflow, watch limits, directories created later). Default 10s. Without inotify (see
+    /// `vigil_inotify_fallback`) vigil rescans every second instead.
+    #[serde(default = "default_rescan_interval")]
+    pub rescan_interval: HumanDuration,
+    /// How often every open file is checked for new data, truncation and deletion even when
+    /// inotify said nothing. Default 250ms: a cheap `pread` per file; bounds the latency when
+    /// inotify is unavailable.
+    #[serde(default = "default_poll_interval")]
+    pub poll_interval: HumanDuration,
+    /// Skip files not modified for this long (they are looked at again if they change).
+    /// Default: none, every matching file is read.
+    #[serde(default)]
+    pub ignore_older: Option<HumanDuration>,
+    /// Longest message kept, in bytes; longer lines (after partial merge) are cut, flagged
+    /// `truncated` and counted in `vigil_lines_truncated_total`. Default 256KiB. Memory per
+    /// file never exceeds a few times this, whatever the line length.
+    #[serde(default = "default_max_line_bytes")]
+    pub max_line_bytes: ByteSize,
+    /// A trailing partial line (CRI `P`, docker record without `\n`) with no continuation is
+    /// shipped after this long. Default 2s: long enough for a runtime's next piece, short
+    /// enough that a container that exited mid-line is seen promptly.
+    #[serde(default = "default_partial_flush_timeout")]
+    pub partial_flush_timeout: HumanDuration,
+    /// A deleted file is kept open (to read what is left) at most this long. Default 60s.
+    /// What is unread after that is dropped, logged and counted
+    /// (`vigil_deleted_files_dropped_total`, `vigil_deleted_bytes_dropped_total`).
+    #[serde(default = "default_deleted_max_hold")]
+    pub deleted_file_max_hold: HumanDuration,
+    /// A deleted file with more than this many unread bytes is closed at once (its disk space
+    /// is freed) and the rest dropped and counted. Default 256MiB: protects the node's disk
+    /// when vigil is far behind.
+    #[serde(default = "default_deleted_max_unread")]
+    pub deleted_file_max_unread: ByteSize,
+    /// A file renamed away (rotated) with no new file at its path yet is kept open this long
+    /// after its last data, in case the runtime still writes to it. Default 5s.
+    #[serde(default = "default_rotate_wait")]
+    pub rotate_wait: HumanDuration,
+    /// Bytes read from one file before moving to the next (round-robin), so one busy
+    /// container cannot delay the others by more than one slice. Default 256KiB.
+    #[serde(default = "default_read_budget")]
+    pub read_budget: ByteSize,
+    /// Most message bytes in one batch handed to the pipeline. Default 256KiB (at most 2,048
+    /// events). With the bounded queues this bounds memory under backpressure (see
+    /// ARCHITECTURE.md).
+    #[serde(default = "default_batch_max_bytes")]
+    pub batch_max_bytes: ByteSize,
+    /// How often committed offsets are written to `checkpoint_dir`. Default 1s; also at
+    /// shutdown. Lines shipped twice after a crash are at most those read but not committed.
+    #[serde(default = "default_checkpoint_interval")]
+    pub checkpoint_interval: HumanDuration,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -39,6 +93,17 @@ impl Default for ContainersConfig {
             exclude: Vec::new(),
             read_from: ReadFrom::Beginning,
             checkpoint_dir: default_checkpoint_dir(),
+            rescan_interval: default_rescan_interval(),
+            poll_interval: default_poll_interval(),
+            ignore_older: None,
+            max_line_bytes: default_max_line_bytes(),
+            partial_flush_timeout: default_partial_flush_timeout(),
+            deleted_file_max_hold: default_deleted_max_hold(),
+            deleted_file_max_unread: default_deleted_max_unread(),
+            rotate_wait: default_rotate_wait(),
+            read_budget: default_read_budget(),
+            batch_max_bytes: default_batch_max_bytes(),
+            checkpoint_interval: default_checkpoint_interval(),
         }
     }
 }
@@ -48,6 +113,36 @@ fn default_include() -> Vec<String> {
 }
 fn default_checkpoint_dir() -> String {
     "/var/lib/vigil".into()
+}
+fn default_rescan_interval() -> HumanDuration {
+    HumanDuration::secs(10)
+}
+fn default_poll_interval() -> HumanDuration {
+    HumanDuration::millis(250)
+}
+fn default_max_line_bytes() -> ByteSize {
+    ByteSize::kib(256)
+}
+fn default_partial_flush_timeout() -> HumanDuration {
+    HumanDuration::secs(2)
+}
+fn default_deleted_max_hold() -> HumanDuration {
+    HumanDuration::secs(60)
+}
+fn default_deleted_max_unread() -> ByteSize {
+    ByteSize::mib(256)
+}
+fn default_rotate_wait() -> HumanDuration {
+    HumanDuration::secs(5)
+}
+fn default_read_budget() -> ByteSize {
+    ByteSize::kib(256)
+}
+fn default_batch_max_bytes() -> ByteSize {
+    ByteSize::kib(256)
+}
+fn default_checkpoint_interval() -> HumanDuration {
+    HumanDuration::secs(1)
 }
 
 impl ContainersConfig {
@@ -64,6 +159,34 @@ impl ContainersConfig {
         }
         if self.checkpoint_dir.is_empty() {
             p.push(format!("{path}.checkpoint_dir"), "is empty; expected a writable directory, e.g. /var/lib/vigil");
+        }
+        for (field, d) in [
+            ("rescan_interval", self.rescan_interval),
+            ("poll_interval", self.poll_interval),
+            ("partial_flush_timeout", self.partial_flush_timeout),
+            ("checkpoint_interval", self.checkpoint_interval),
+        ] {
+            if d.get().is_zero() {
+                p.push(format!("{path}.{field}"), format!("'{d}' must be more than zero; e.g. 1s"));
+            }
+        }
+        if self.max_line_bytes.get() < 1024 {
+            p.push(
+                format!("{path}.max_line_bytes"),
+                format!("'{}' is too small; expected at least 1KiB, e.g. 256KiB", self.max_line_bytes),
+            );
+        }
+        if self.read_budget.get() < 4096 {
+            p.push(
+                format!("{path}.read_budget"),
+                format!("'{}' is too small; expected at least 4KiB, e.g. 256KiB", self.read_budget),
+            );
+        }
+        if self.batch_max_bytes.get() < 4096 {
+            p.push(
+                format!("{path}.batch_max_bytes"),
+                format!("'{}' is too small; expected at least 4KiB, e.g. 1MiB", self.batch_max_bytes),
+            );
         }
     }
 }

@@ -22,27 +22,47 @@ impl StdoutSink {
     }
 }
 
+/// Most chunks coalesced into one write.
+const MAX_COALESCED: usize = 16;
+
 impl Sink for StdoutSink {
     fn run(self: Box<Self>, mut input: mpsc::Receiver<Arc<Chunk>>, acker: Acker) -> RunFuture {
         Box::pin(async move {
             let mut buf = Vec::with_capacity(64 * 1024);
-            while let Some(chunk) = input.recv().await {
-                buf.clear();
-                for e in &chunk.events {
-                    e.write_json(&mut buf);
+            while let Some(first) = input.recv().await {
+                // Chunks already waiting go out in the same write (one syscall, one thread hop).
+                let mut chunks = vec![first];
+                while chunks.len() < MAX_COALESCED {
+                    match input.try_recv() {
+                        Ok(c) => chunks.push(c),
+                        Err(_) => break,
+                    }
                 }
                 // Blocking write on a dedicated thread: stdout may be a slow pipe.
                 let data = std::mem::take(&mut buf);
-                buf = tokio::task::spawn_blocking(move || {
+                let (data, chunks) = tokio::task::spawn_blocking(move || {
+                    let mut data = data;
+                    data.clear();
+                    for c in &chunks {
+                        for e in &c.events {
+                            e.write_json(&mut data);
+                        }
+                    }
                     let mut out = std::io::stdout().lock();
                     if let Err(error) = out.write_all(&data).and_then(|_| out.flush()) {
                         tracing::warn!(%error, "stdout sink: write failed; events dropped");
                     }
-                    data
+                    (data, chunks)
                 })
                 .await
-                .unwrap_or_default();
-                acker.ack(chunk.id);
+                .expect("stdout writer does not panic");
+                buf = data;
+                if buf.capacity() > 8 << 20 {
+                    buf = Vec::with_capacity(64 * 1024);
+                }
+                for c in chunks {
+                    acker.ack(c.id);
+                }
             }
         })
     }

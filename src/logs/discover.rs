@@ -1,0 +1,308 @@
+//! Discovery: which files are container logs. A walk of the include globs (at start, every
+//! `rescan_interval`, and soon after inotify reports a new entry), plus inotify to wake the
+//! tailer when files change.
+//!
+//! Key decisions:
+//! - Globs are walked from their literal prefix, one directory level per glob component, so a
+//!   walk of `/var/log/pods/*/*/*.log` reads only the directories it must (no recursion into
+//!   unrelated trees). `**` walks everything below.
+//! - A file reachable by several paths (a `/var/log/containers` symlink and its target) is one
+//!   file: paths are grouped by `(dev, ino)` of their target, and the non-symlink path wins (it
+//!   has the pod uid and restart count); the symlink's name contributes the container id.
+//! - inotify is a hint, never the truth: events only trigger reads and rescans, and the
+//!   periodic rescan catches whatever was missed. If a watch cannot be added (limits, missing
+//!   directory permissions), vigil logs one warning, sets `vigil_inotify_fallback` to 1 and
+//!   polls. Rejected: inotify alone (queue overflows and watch limits lose files silently),
+//!   polling alone (new files seen only after a full rescan).
+
+use super::tail::identity::FileId;
+use globset::{GlobBuilder, GlobMatcher, GlobSet, GlobSetBuilder};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+
+/// A log file found by a walk.
+#[derive(Debug, Clone)]
+pub struct Found {
+    /// The path events report.
+    pub path: PathBuf,
+    /// A `/var/log/containers`-style symlink pointing at the same file, if one was found.
+    pub link: Option<PathBuf>,
+    pub id: FileId,
+    /// Last modification (for `ignore_older`).
+    pub mtime: std::time::SystemTime,
+}
+
+struct Pattern {
+    /// Literal leading directory (e.g. `/var/log/pods`).
+    root: PathBuf,
+    /// Remaining components, each matched against one directory level; `None` for `**`.
+    levels: Option<usize>,
+    matcher: GlobMatcher,
+}
+
+/// The include/exclude globs, ready to walk.
+pub struct Globs {
+    patterns: Vec<Pattern>,
+    exclude: GlobSet,
+}
+
+fn has_meta(s: &str) -> bool {
+    s.contains(['*', '?', '[', '{'])
+}
+
+impl Globs {
+    /// Builds from the config's globs (validated already, so errors here are unexpected).
+    pub fn new(include: &[String], exclude: &[String]) -> Result<Self, globset::Error> {
+        let mut patterns = Vec::new();
+        for g in include {
+            let mut root = PathBuf::new();
+            let mut rest = 0usize;
+            let mut deep = false;
+            let mut literal = true;
+            for c in Path::new(g).components() {
+                let s = c.as_os_str().to_string_lossy();
+                if literal && !has_meta(&s) {
+                    root.push(c);
+                    continue;
+                }
+                literal = false;
+                if s.contains("**") {
+                    deep = true;
+                }
+                rest += 1;
+            }
+            if rest == 0 {
+                // A literal path: walk its parent for that one name.
+                let parent = root.parent().map(Path::to_path_buf).unwrap_or_default();
+                root = parent;
+                rest = 1;
+            }
+            if root.as_os_str().is_empty() {
+                root = PathBuf::from(".");
+            }
+            let matcher = GlobBuilder::new(g).literal_separator(true).build()?.compile_matcher();
+            patterns.push(Pattern { root, levels: (!deep).then_some(rest), matcher });
+        }
+        let mut ex = GlobSetBuilder::new();
+        for g in exclude {
+            ex.add(GlobBuilder::new(g).literal_separator(true).build()?);
+        }
+        Ok(Self { patterns, exclude: ex.build()? })
+    }
+
+    /// The directories to watch: each pattern's literal root.
+    pub fn roots(&self) -> Vec<PathBuf> {
+        let mut r: Vec<PathBuf> = self.patterns.iter().map(|p| p.root.clone()).collect();
+        r.sort();
+        r.dedup();
+        r
+    }
+
+    /// Walks every include glob; returns one `Found` per distinct file.
+    pub fn walk(&self) -> Vec<Found> {
+        let mut paths = Vec::new();
+        for p in &self.patterns {
+            walk_dir(&p.root, p.levels.unwrap_or(64), &p.matcher, &self.exclude, &mut paths);
+        }
+        group(paths)
+    }
+}
+
+fn walk_dir(dir: &Path, levels: usize, m: &GlobMatcher, ex: &GlobSet, out: &mut Vec<PathBuf>) {
+    let Ok(rd) = std::fs::read_dir(dir) else { return };
+    for entry in rd.flatten() {
+        let path = if dir == Path::new(".") { PathBuf::from(entry.file_name()) } else { entry.path() };
+        let Ok(ft) = entry.file_type() else { continue };
+        // Symlinks count as files (the kubelet's /var/log/containers links); we never follow
+        // a symlink into a directory, which could loop.
+        if ft.is_dir() {
+            if levels > 1 {
+                walk_dir(&path, levels - 1, m, ex, out);
+            }
+        } else if (ft.is_file() || ft.is_symlink()) && m.is_match(&path) && !ex.is_match(&path) {
+            out.push(path);
+        }
+    }
+}
+
+/// Groups paths by the file they reach.
+fn group(paths: Vec<PathBuf>) -> Vec<Found> {
+    let mut by_id: HashMap<FileId, Found> = HashMap::new();
+    let mut order = Vec::new();
+    for path in paths {
+        let Ok(meta) = std::fs::metadata(&path) else { continue };
+        if !meta.is_file() {
+            continue;
+        }
+        let is_link = std::fs::symlink_metadata(&path).map(|m| m.file_type().is_symlink()).unwrap_or(false);
+        let id = FileId::of(&meta);
+        match by_id.get_mut(&id) {
+            None => {
+                order.push(id);
+                let (p, link) = if is_link { (path.clone(), Some(path)) } else { (path, None) };
+                by_id.insert(id, Found { path: p, link, id, mtime: meta.modified().unwrap_or(std::time::UNIX_EPOCH) });
+            }
+            Some(f) => {
+                if is_link {
+                    f.link.get_or_insert(path);
+                } else if f.link.as_ref() == Some(&f.path) {
+                    // First seen through its symlink: the real path wins.
+                    f.path = path;
+                }
+            }
+        }
+    }
+    // A file seen only through a symlink keeps the link's path (events report it; opening it
+    // reads the target).
+    let mut out: Vec<Found> = order.into_iter().filter_map(|id| by_id.remove(&id)).collect();
+    out.sort_by(|a, b| a.path.cmp(&b.path));
+    out
+}
+
+/// A hint from the watcher.
+#[derive(Debug)]
+pub enum Wake {
+    /// Something was created/renamed/removed under a watched directory.
+    Rescan,
+    /// A file was written.
+    Data(PathBuf),
+    /// Stop (from `LogSource::stop_intake`).
+    Stop,
+}
+
+/// The inotify side. Events go to a bounded channel; when it is full, a flag asks the tailer
+/// for a full poll and rescan instead (nothing blocks the notify thread, memory is bounded).
+pub struct Watcher {
+    watcher: Option<notify::RecommendedWatcher>,
+    watched: Vec<PathBuf>,
+    pub overflow: Arc<AtomicBool>,
+    pub failed: bool,
+}
+
+impl Watcher {
+    pub fn new(tx: SyncSender<Wake>) -> Self {
+        use notify::{EventKind, event::ModifyKind};
+        let overflow = Arc::new(AtomicBool::new(false));
+        let ov = overflow.clone();
+        let handler = move |res: notify::Result<notify::Event>| {
+            let wake = match res {
+                Ok(ev) => {
+                    if ev.need_rescan() {
+                        Wake::Rescan
+                    } else {
+                        match ev.kind {
+                            EventKind::Modify(ModifyKind::Data(_)) | EventKind::Modify(ModifyKind::Any) => {
+                                match ev.paths.into_iter().next() {
+                                    Some(p) => Wake::Data(p),
+                                    None => return,
+                                }
+                            }
+                            EventKind::Access(_) | EventKind::Modify(ModifyKind::Metadata(_)) => return,
+                            _ => Wake::Rescan,
+                        }
+                    }
+                }
+                Err(_) => Wake::Rescan,
+            };
+            if let Err(TrySendError::Full(_)) = tx.try_send(wake) {
+                ov.store(true, Ordering::Relaxed);
+            }
+        };
+        match notify::recommended_watcher(handler) {
+            Ok(w) => Self { watcher: Some(w), watched: Vec::new(), overflow, failed: false },
+            Err(error) => {
+                tracing::warn!(%error, "inotify unavailable; discovering files by polling (vigil_inotify_fallback=1)");
+                Self { watcher: None, watched: Vec::new(), overflow, failed: true }
+            }
+        }
+    }
+
+    /// Watches each existing root recursively (idempotent; roots that do not exist yet are
+    /// tried again at the next rescan). Returns false once watching has failed.
+    pub fn watch(&mut self, roots: &[PathBuf]) -> bool {
+        use notify::Watcher as _;
+        let Some(w) = self.watcher.as_mut() else { return false };
+        for root in roots {
+            if self.watched.contains(root) || !root.is_dir() {
+                continue;
+            }
+            match w.watch(root, notify::RecursiveMode::Recursive) {
+                Ok(()) => self.watched.push(root.clone()),
+                Err(error) => {
+                    tracing::warn!(
+                        path = %root.display(), %error,
+                        "cannot watch log directory with inotify (raise fs.inotify.max_user_watches?); polling instead (vigil_inotify_fallback=1)"
+                    );
+                    self.watcher = None;
+                    self.failed = true;
+                    return false;
+                }
+            }
+        }
+        true
+    }
+}
+
+/// Drains hints without blocking. Returns (rescan wanted, written paths, stop).
+pub fn drain(rx: &Receiver<Wake>, data: &mut Vec<PathBuf>) -> (bool, bool) {
+    let mut rescan = false;
+    let mut stop = false;
+    for w in rx.try_iter().take(4096) {
+        match w {
+            Wake::Rescan => rescan = true,
+            Wake::Data(p) => data.push(p),
+            Wake::Stop => stop = true,
+        }
+    }
+    (rescan, stop)
+}
+
+/// The walk root of one glob (tests).
+#[cfg(test)]
+fn root_of(g: &str) -> PathBuf {
+    Globs::new(&[g.to_string()], &[]).unwrap().patterns[0].root.clone()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roots() {
+        assert_eq!(root_of("/var/log/pods/*/*/*.log"), PathBuf::from("/var/log/pods"));
+        assert_eq!(
+            root_of("examples/node/var/log/containers/*.log"),
+            PathBuf::from("examples/node/var/log/containers")
+        );
+        assert_eq!(root_of("*.log"), PathBuf::from("."));
+        assert_eq!(root_of("/a/b.log"), PathBuf::from("/a"));
+    }
+
+    #[test]
+    fn walk_dedups_symlinks_and_applies_exclude() {
+        let d = tempfile::tempdir().unwrap();
+        let pods = d.path().join("pods/ns_p_uid/c");
+        std::fs::create_dir_all(&pods).unwrap();
+        std::fs::write(pods.join("0.log"), b"x\n").unwrap();
+        std::fs::write(pods.join("0.log.20240101-000000"), b"old\n").unwrap();
+        let ex = d.path().join("pods/ns_skip_uid/c");
+        std::fs::create_dir_all(&ex).unwrap();
+        std::fs::write(ex.join("0.log"), b"x\n").unwrap();
+        let links = d.path().join("containers");
+        std::fs::create_dir_all(&links).unwrap();
+        std::os::unix::fs::symlink(pods.join("0.log"), links.join("p_ns_c-abc123.log")).unwrap();
+        let root = d.path().display().to_string();
+        let g = Globs::new(
+            &[format!("{root}/containers/*.log"), format!("{root}/pods/*/*/*.log")],
+            &[format!("{root}/pods/*_skip_*/**")],
+        )
+        .unwrap();
+        let found = g.walk();
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].path, pods.join("0.log"));
+        assert_eq!(found[0].link.as_deref(), Some(links.join("p_ns_c-abc123.log").as_path()));
+    }
+}

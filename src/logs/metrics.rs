@@ -1,0 +1,84 @@
+//! The log source's metrics (names are a contract with the dashboards; see README). No per-pod
+//! labels: cardinality stays fixed whatever runs on the node.
+
+use super::parse::ParseError;
+use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+
+#[derive(Clone)]
+pub struct LogMetrics {
+    pub files_tailed: IntGauge,
+    pub read_bytes: IntCounter,
+    pub read_lines: IntCounter,
+    pub parse_errors: IntCounterVec,
+    pub lines_truncated: IntCounter,
+    pub rotations: IntCounter,
+    pub truncations: IntCounter,
+    pub deleted_files_dropped: IntCounter,
+    pub deleted_bytes_dropped: IntCounter,
+    pub lag_bytes: IntGauge,
+    pub lag_max_bytes: IntGauge,
+    pub checkpoint_writes: IntCounter,
+    pub checkpoint_failures: IntCounter,
+    pub checkpoint_last_write: IntGauge,
+    pub inotify_fallback: IntGauge,
+    pub rescans: IntCounter,
+    pub open_failures: IntCounter,
+}
+
+impl LogMetrics {
+    pub fn register(r: &Registry) -> prometheus::Result<Self> {
+        fn c(r: &Registry, name: &str, help: &str) -> prometheus::Result<IntCounter> {
+            let m = IntCounter::new(name, help)?;
+            r.register(Box::new(m.clone()))?;
+            Ok(m)
+        }
+        fn g(r: &Registry, name: &str, help: &str) -> prometheus::Result<IntGauge> {
+            let m = IntGauge::new(name, help)?;
+            r.register(Box::new(m.clone()))?;
+            Ok(m)
+        }
+        let parse_errors = IntCounterVec::new(
+            Opts::new("vigil_parse_errors_total", "Log lines that could not be parsed and were shipped raw, by kind."),
+            &["kind"],
+        )?;
+        r.register(Box::new(parse_errors.clone()))?;
+        for k in ParseError::ALL {
+            parse_errors.with_label_values(&[k.kind()]);
+        }
+        Ok(Self {
+            files_tailed: g(r, "vigil_files_tailed", "Log files open and being tailed.")?,
+            read_bytes: c(r, "vigil_read_bytes_total", "Bytes read from log files.")?,
+            read_lines: c(r, "vigil_read_lines_total", "Log lines read (after partial-line merge).")?,
+            parse_errors,
+            lines_truncated: c(r, "vigil_lines_truncated_total", "Lines longer than max_line_bytes, cut.")?,
+            rotations: c(r, "vigil_rotations_total", "Log files seen rotated (renamed away and replaced).")?,
+            truncations: c(r, "vigil_truncations_total", "Log files truncated in place (copytruncate).")?,
+            deleted_files_dropped: c(
+                r,
+                "vigil_deleted_files_dropped_total",
+                "Deleted log files closed before they were fully read (deleted_file_max_hold/max_unread).",
+            )?,
+            deleted_bytes_dropped: c(
+                r,
+                "vigil_deleted_bytes_dropped_total",
+                "Unread bytes of deleted log files given up on.",
+            )?,
+            lag_bytes: g(r, "vigil_lag_bytes", "Bytes written to tailed files and not yet read, total.")?,
+            lag_max_bytes: g(r, "vigil_lag_max_bytes", "Bytes not yet read of the most-behind file.")?,
+            checkpoint_writes: c(r, "vigil_checkpoint_writes_total", "Checkpoint files written.")?,
+            checkpoint_failures: c(r, "vigil_checkpoint_failures_total", "Checkpoint writes that failed.")?,
+            checkpoint_last_write: g(
+                r,
+                "vigil_checkpoint_last_write_timestamp_seconds",
+                "Unix time of the last successful checkpoint write.",
+            )?,
+            inotify_fallback: g(r, "vigil_inotify_fallback", "1 when inotify failed and discovery polls instead.")?,
+            rescans: c(r, "vigil_discovery_rescans_total", "Walks of the include globs.")?,
+            open_failures: c(r, "vigil_file_open_failures_total", "Log files that could not be opened or read.")?,
+        })
+    }
+
+    pub fn parse_error(&self, e: ParseError) {
+        self.parse_errors.with_label_values(&[e.kind()]).inc();
+    }
+}

@@ -1,0 +1,233 @@
+//! docker json-file records: `{"log":"…\n","stream":"stdout","time":"…"}`, keys in that order
+//! as moby writes them. A `log` without a trailing `\n` is a piece of a longer line (docker's
+//! 16 KiB split, or a stream closed mid-line): `partial`.
+//!
+//! Fast path: a hand-written scanner for exactly moby's layout (the JSON string decoded with
+//! memchr over runs of plain bytes). Anything else that is still JSON (an `attrs` object,
+//! other key orders, whitespace) goes through serde_json, so correctness never depends on the
+//! fast path.
+
+use super::{ParseError, Record, time::parse_rfc3339, utf8_prefix};
+use crate::event::Stream;
+
+/// Parses one docker json-file record; see the module doc.
+pub fn parse(line: &[u8], max_message: usize) -> Result<(Record, bool), ParseError> {
+    let (timestamp, stream, mut msg) = match fast(line) {
+        Some(Ok(v)) => v,
+        Some(Err(e)) => return Err(e),
+        None => slow(line)?,
+    };
+    let partial = !msg.ends_with(b"\n");
+    if !partial {
+        msg.pop();
+    }
+    let cut = msg.len() > max_message;
+    if cut {
+        let keep = utf8_prefix(&msg, max_message).len();
+        msg.truncate(keep);
+    }
+    let message = String::from_utf8(msg).map_err(|_| ParseError::Utf8)?;
+    Ok((Record { timestamp, stream, partial, message }, cut))
+}
+
+type Parts = (i64, Stream, Vec<u8>);
+
+/// `None`: not moby's exact layout, try the general parser.
+fn fast(line: &[u8]) -> Option<Result<Parts, ParseError>> {
+    let rest = line.strip_prefix(b"{\"log\":\"")?;
+    // moby's tail after the message (`","stream":"stdout","time":"<35>"}`) is about 60 bytes:
+    // sized so the message rarely reallocates and rarely wastes.
+    let mut msg = Vec::with_capacity(rest.len().saturating_sub(56));
+    let used = unescape(rest, &mut msg)?;
+    let rest = rest[used..].strip_prefix(b",\"stream\":\"")?;
+    let (stream, rest) = if let Some(r) = rest.strip_prefix(b"stdout\"") {
+        (Stream::Stdout, r)
+    } else if let Some(r) = rest.strip_prefix(b"stderr\"") {
+        (Stream::Stderr, r)
+    } else {
+        return None;
+    };
+    let rest = rest.strip_prefix(b",\"time\":\"")?;
+    let q = memchr::memchr(b'"', rest)?;
+    if rest[q + 1..].trim_ascii_end() != b"}" {
+        return None;
+    }
+    Some(match parse_rfc3339(&rest[..q]) {
+        Some(ts) => Ok((ts, stream, msg)),
+        None => Err(ParseError::Timestamp),
+    })
+}
+
+fn slow(line: &[u8]) -> Result<Parts, ParseError> {
+    #[derive(serde::Deserialize)]
+    struct Wire<'a> {
+        #[serde(default)]
+        log: String,
+        #[serde(borrow)]
+        stream: std::borrow::Cow<'a, str>,
+        #[serde(borrow)]
+        time: std::borrow::Cow<'a, str>,
+    }
+    let w: Wire = serde_json::from_slice(line).map_err(|_| ParseError::Json)?;
+    let stream = match &*w.stream {
+        "stdout" => Stream::Stdout,
+        "stderr" => Stream::Stderr,
+        _ => return Err(ParseError::Json),
+    };
+    let ts = parse_rfc3339(w.time.as_bytes()).ok_or(ParseError::Timestamp)?;
+    Ok((ts, stream, w.log.into_bytes()))
+}
+
+/// Decodes the body of a JSON string (after its opening quote) into `out`; returns the bytes
+/// consumed including the closing quote. `None` on a malformed escape or a missing quote.
+fn unescape(s: &[u8], out: &mut Vec<u8>) -> Option<usize> {
+    let mut i = 0;
+    loop {
+        let j = i + memchr::memchr2(b'"', b'\\', &s[i..])?;
+        out.extend_from_slice(&s[i..j]);
+        if s[j] == b'"' {
+            return Some(j + 1);
+        }
+        let e = *s.get(j + 1)?;
+        i = j + 2;
+        match e {
+            b'"' => out.push(b'"'),
+            b'\\' => out.push(b'\\'),
+            b'/' => out.push(b'/'),
+            b'b' => out.push(0x08),
+            b'f' => out.push(0x0c),
+            b'n' => out.push(b'\n'),
+            b'r' => out.push(b'\r'),
+            b't' => out.push(b'\t'),
+            b'u' => {
+                let hi = hex4(s.get(i..i + 4)?)?;
+                i += 4;
+                let c = if (0xD800..0xDC00).contains(&hi) {
+                    // A surrogate pair; a lone high surrogate becomes U+FFFD as in serde_json's
+                    // lossy mode would not: reject and let the slow path decide.
+                    if s.get(i..i + 2)? != b"\\u" {
+                        return None;
+                    }
+                    let lo = hex4(s.get(i + 2..i + 6)?)?;
+                    if !(0xDC00..0xE000).contains(&lo) {
+                        return None;
+                    }
+                    i += 6;
+                    char::from_u32(0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00))?
+                } else {
+                    char::from_u32(hi)?
+                };
+                let mut buf = [0u8; 4];
+                out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+            }
+            _ => return None,
+        }
+    }
+}
+
+fn hex4(b: &[u8]) -> Option<u32> {
+    let mut v = 0u32;
+    for &c in b {
+        v = v * 16 + (c as char).to_digit(16)?;
+    }
+    Some(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn ok(line: &str) -> (Record, bool) {
+        parse(line.as_bytes(), 1 << 20).unwrap()
+    }
+
+    #[test]
+    fn table() {
+        let (r, cut) = ok(r#"{"log":"hello\n","stream":"stdout","time":"2026-11-28T06:12:13.123456789Z"}"#);
+        assert_eq!(
+            r,
+            Record {
+                timestamp: 1_795_846_333_123_456_789,
+                stream: Stream::Stdout,
+                partial: false,
+                message: "hello".into()
+            }
+        );
+        assert!(!cut);
+        // 16 KiB split: no trailing newline.
+        let (r, _) = ok(r#"{"log":"first half","stream":"stderr","time":"2026-11-28T06:12:13Z"}"#);
+        assert!(r.partial);
+        assert_eq!(r.stream, Stream::Stderr);
+        // Escapes, including moby's \u003c and a surrogate pair.
+        let (r, _) = ok(
+            r#"{"log":"a\"b\\c\/d\te \u003cdb\u003e \ud83d\ude00 é\n","stream":"stdout","time":"2026-11-28T06:12:13Z"}"#,
+        );
+        assert_eq!(r.message, "a\"b\\c/d\te <db> 😀 é");
+        // attrs and other layouts go through serde_json.
+        let (r, _) = ok(r#"{"log":"x\n","stream":"stdout","attrs":{"tag":"t"},"time":"2026-11-28T06:12:13Z"}"#);
+        assert_eq!(r.message, "x");
+        let (r, _) = ok(r#"{ "time":"2026-11-28T06:12:13Z", "stream":"stderr", "log":"y\n" }"#);
+        assert_eq!((r.message.as_str(), r.stream), ("y", Stream::Stderr));
+        // An empty log is omitted by moby.
+        let (r, _) = ok(r#"{"stream":"stdout","time":"2026-11-28T06:12:13Z"}"#);
+        assert_eq!((r.message.as_str(), r.partial), ("", true));
+        // Trailing CR kept, as docker does.
+        assert_eq!(ok(r#"{"log":"dos\r\n","stream":"stdout","time":"2026-11-28T06:12:13Z"}"#).0.message, "dos\r");
+    }
+
+    #[test]
+    fn errors() {
+        let cases: &[(&[u8], ParseError)] = &[
+            (b"", ParseError::Json),
+            (b"{", ParseError::Json),
+            (b"{\"log\":\"x", ParseError::Json),
+            (b"not json", ParseError::Json),
+            (br#"{"log":"x\n","stream":"stdin","time":"2026-11-28T06:12:13Z"}"#, ParseError::Json),
+            (br#"{"log":"x\n","stream":"stdout","time":"yesterday"}"#, ParseError::Timestamp),
+            (br#"{"log":"x\n","stream":"stdout"}"#, ParseError::Json),
+            (br#"{"log":"\q","stream":"stdout","time":"2026-11-28T06:12:13Z"}"#, ParseError::Json),
+            (b"{\"log\":\"\xff\\n\",\"stream\":\"stdout\",\"time\":\"2026-11-28T06:12:13Z\"}", ParseError::Utf8),
+        ];
+        for (line, want) in cases {
+            assert_eq!(parse(line, 1 << 20).unwrap_err(), *want, "{:?}", String::from_utf8_lossy(line));
+        }
+    }
+
+    #[test]
+    fn cut_keeps_partial_flag_of_the_whole_record() {
+        let (r, cut) = parse(br#"{"log":"0123456789\n","stream":"stdout","time":"2026-11-28T06:12:13Z"}"#, 4).unwrap();
+        assert!(cut);
+        assert!(!r.partial);
+        assert_eq!(r.message, "0123");
+    }
+
+    proptest! {
+        #[test]
+        fn round_trip(msg in any::<String>(), newline: bool, stderr: bool) {
+            let log = if newline { format!("{msg}\n") } else { msg.clone() };
+            let line = format!(
+                r#"{{"log":{},"stream":"{}","time":"2026-11-28T06:12:13.5Z"}}"#,
+                serde_json::to_string(&log).unwrap(),
+                if stderr { "stderr" } else { "stdout" }
+            );
+            let (r, _) = parse(line.as_bytes(), usize::MAX).unwrap();
+            prop_assert_eq!(r.message, msg);
+            prop_assert_eq!(r.partial, !newline);
+            prop_assert_eq!(r.timestamp, 1_795_846_333_500_000_000);
+        }
+
+        #[test]
+        fn fast_path_agrees_with_serde(msg in "(\\PC|[\"\\\\\n\t\u{1}])*") {
+            let line = format!(r#"{{"log":{},"stream":"stdout","time":"2026-11-28T06:12:13Z"}}"#, serde_json::to_string(&msg).unwrap());
+            let fast = fast(line.as_bytes()).unwrap().unwrap();
+            let slow = slow(line.as_bytes()).unwrap();
+            prop_assert_eq!(fast, slow);
+        }
+
+        #[test]
+        fn never_panics(b in proptest::collection::vec(any::<u8>(), 0..120), max in 0usize..64) {
+            let _ = parse(&b, max);
+        }
+    }
+}

@@ -1,0 +1,156 @@
+//! RFC 3339 timestamps as the runtimes write them: `2024-11-28T06:12:13.123456789Z`, a fraction
+//! of any width (or none), `Z` or a numeric offset. Parsed by hand into UTC nanoseconds: one
+//! fixed layout, so a dozen integer operations beat a general date library on the hot path.
+
+/// Parses an RFC 3339 timestamp into UTC nanoseconds since the Unix epoch. Fraction digits
+/// beyond 9 are dropped (truncated, as Go's parser does). `None` when `b` is not a timestamp.
+pub fn parse_rfc3339(b: &[u8]) -> Option<i64> {
+    if b.len() < 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || !matches!(b[10], b'T' | b't' | b' ')
+        || b[13] != b':'
+        || b[16] != b':'
+    {
+        return None;
+    }
+    let year = digits(&b[0..4])? as i64;
+    let month = digits(&b[5..7])?;
+    let day = digits(&b[8..10])?;
+    let hour = digits(&b[11..13])? as i64;
+    let min = digits(&b[14..16])? as i64;
+    let sec = digits(&b[17..19])? as i64;
+    // Leap second 60 is accepted as in Go (it normalizes to the next minute).
+    if !(1..=12).contains(&month) || day == 0 || day > days_in_month(year, month) || hour > 23 || min > 59 || sec > 60 {
+        return None;
+    }
+    let mut i = 19;
+    let mut nanos: i64 = 0;
+    if b[i] == b'.' {
+        i += 1;
+        let start = i;
+        let mut scale = 100_000_000;
+        while i < b.len() && b[i].is_ascii_digit() {
+            nanos += (b[i] - b'0') as i64 * scale;
+            scale /= 10;
+            i += 1;
+        }
+        if i == start {
+            return None;
+        }
+    }
+    let offset_secs: i64 = match b.get(i)? {
+        b'Z' | b'z' => {
+            i += 1;
+            0
+        }
+        sign @ (b'+' | b'-') => {
+            let rest = b.get(i + 1..i + 6)?;
+            if rest[2] != b':' {
+                return None;
+            }
+            let oh = digits(&rest[0..2])? as i64;
+            let om = digits(&rest[3..5])? as i64;
+            if oh > 23 || om > 59 {
+                return None;
+            }
+            i += 6;
+            let o = oh * 3600 + om * 60;
+            if *sign == b'+' { o } else { -o }
+        }
+        _ => return None,
+    };
+    if i != b.len() {
+        return None;
+    }
+    let days = days_from_civil(year, month, day);
+    let secs = days * 86_400 + hour * 3600 + min * 60 + sec - offset_secs;
+    secs.checked_mul(1_000_000_000)?.checked_add(nanos)
+}
+
+fn digits(b: &[u8]) -> Option<u32> {
+    let mut v = 0u32;
+    for &c in b {
+        if !c.is_ascii_digit() {
+            return None;
+        }
+        v = v * 10 + (c - b'0') as u32;
+    }
+    Some(v)
+}
+
+fn days_in_month(y: i64, m: u32) -> u32 {
+    match m {
+        2 if (y % 4 == 0 && y % 100 != 0) || y % 400 == 0 => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let m = m as i64;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d as i64 - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn table() {
+        let cases: &[(&str, Option<i64>)] = &[
+            ("1970-01-01T00:00:00Z", Some(0)),
+            ("2026-11-28T06:12:13.123456789Z", Some(1_795_846_333_123_456_789)),
+            ("2026-11-28T06:12:13.2Z", Some(1_795_846_333_200_000_000)),
+            ("2026-11-28T06:12:13Z", Some(1_795_846_333_000_000_000)),
+            // CRI-O: 9 digits and a numeric offset.
+            ("2026-11-28T07:12:13.123456789+01:00", Some(1_795_846_333_123_456_789)),
+            ("2026-11-28T01:12:13.123456789-05:00", Some(1_795_846_333_123_456_789)),
+            ("2026-11-28T06:12:13.123456789+00:00", Some(1_795_846_333_123_456_789)),
+            // More than 9 digits: truncated.
+            ("2026-11-28T06:12:13.1234567891Z", Some(1_795_846_333_123_456_789)),
+            ("2024-02-29T00:00:00Z", Some(1_709_164_800_000_000_000)),
+            ("2023-02-29T00:00:00Z", None),
+            ("2026-11-28T06:12:13.Z", None),
+            ("2026-11-28T06:12:13", None),
+            ("2026-11-28T06:12:13+0100", None),
+            ("2026-13-28T06:12:13Z", None),
+            ("2026-11-28T24:12:13Z", None),
+            ("2026-11-28T06:12:13Zjunk", None),
+            ("not a timestamp at all", None),
+            ("", None),
+        ];
+        for (s, want) in cases {
+            assert_eq!(parse_rfc3339(s.as_bytes()), *want, "{s}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn agrees_with_chrono(secs in 0i64..4_102_444_800, nanos in 0u32..1_000_000_000, off_min in -1439i32..1439, width in 0usize..10) {
+            let offset = chrono::FixedOffset::east_opt(off_min * 60).unwrap();
+            let dt = chrono::DateTime::from_timestamp(secs, nanos).unwrap().with_timezone(&offset);
+            let frac = format!("{:09}", nanos);
+            let s = if width == 0 {
+                dt.format("%Y-%m-%dT%H:%M:%S%:z").to_string()
+            } else {
+                format!("{}.{}{}", dt.format("%Y-%m-%dT%H:%M:%S"), &frac[..width], dt.format("%:z"))
+            };
+            let truncated = if width == 0 { 0 } else { frac[..width].parse::<i64>().unwrap() * 10i64.pow(9 - width as u32) };
+            prop_assert_eq!(parse_rfc3339(s.as_bytes()), Some(secs * 1_000_000_000 + truncated));
+        }
+
+        #[test]
+        fn never_panics(b in proptest::collection::vec(any::<u8>(), 0..40)) {
+            let _ = parse_rfc3339(&b);
+        }
+    }
+}

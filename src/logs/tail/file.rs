@@ -1,0 +1,427 @@
+//! One file's state machine: reading, line splitting, parsing, partial merge, and what happens
+//! when the file is rotated, truncated or deleted.
+//!
+//! ```text
+//!            rename seen / path gone                 EOF and (replaced or idle rotate_wait)
+//!   Live ───────────────────────────────→ Moved ─────────────────────────────────────→ Done
+//!    │  ↑ path points at it again ───────┘                                             ↑
+//!    │  size < offset: Truncated (count, read again from 0, stay Live)                 │
+//!    └─ nlink == 0 ──→ Deleted ── EOF, or held > deleted_file_max_hold, ───────────────┘
+//!                               or unread > deleted_file_max_unread (drop, count)
+//! ```
+//!
+//! Key decisions: reads are positional (`pread`) from a file descriptor kept open, so a rename
+//! never loses the tail of the old file; bytes of an unfinished last line are carried between
+//! reads in a buffer capped at `max_raw` (an overlong line keeps its head and skips the rest,
+//! so memory never grows with line length); `resume()` never passes the start of a pending
+//! partial of either stream nor an unfinished line.
+
+use super::identity::{FileId, Fingerprint};
+use crate::event::{Event, Origin, Source, Stream};
+use crate::logs::metrics::LogMetrics;
+use crate::logs::parse::merge::{Line, Merger};
+use crate::logs::parse::{self, Format, utf8_prefix};
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Where a file is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// Its path still points at it.
+    Live,
+    /// Renamed away (rotated). `replaced`: a new file already sits at its path.
+    Moved { replaced: bool },
+    /// Unlinked while open, noticed at `since`.
+    Deleted { since: Instant },
+}
+
+/// The bytes of the file: plain (positional reads, can grow) or a gzip-compressed rotated file
+/// (read once, front to back, never grows).
+enum Body {
+    Plain(File),
+    Gz(Box<flate2::read::GzDecoder<io::BufReader<File>>>),
+}
+
+/// Limits one file works under (from the config).
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_line: usize,
+    pub max_raw: usize,
+}
+
+/// Where a slice's output goes: the batch being built, and per-batch counters flushed to the
+/// metrics once per batch (not per line).
+#[derive(Default)]
+pub struct Out {
+    /// Which batch this is (see `FileTail::emit`).
+    pub generation: u64,
+    pub events: Vec<Event>,
+    pub positions: Vec<(u64, u64)>,
+    pub message_bytes: usize,
+    pub lines: u64,
+    pub truncated: u64,
+}
+
+pub struct FileTail {
+    pub key: u64,
+    pub id: FileId,
+    pub fp: Fingerprint,
+    /// The path it was discovered under.
+    pub path: PathBuf,
+    pub source: Arc<Source>,
+    /// The copy of `source` shared by this file's events in the current batch, and the batch.
+    batch_source: Option<(u64, Arc<Source>)>,
+    pub state: State,
+    body: Body,
+    /// Next byte to read.
+    pub offset: u64,
+    /// End of the last complete line handled.
+    consumed: u64,
+    /// The unfinished last line (at most `max_raw` bytes kept) and whether bytes were skipped.
+    carry: Vec<u8>,
+    carry_cut: bool,
+    format: Option<Format>,
+    merger: Merger,
+    limits: Limits,
+    /// Last resume offset handed out as a position.
+    pub last_position: u64,
+    /// Last time a read returned data.
+    pub last_data: Instant,
+    /// The last read stopped at the end of the file.
+    pub at_eof: bool,
+    /// Size at the last `stat`.
+    pub size: u64,
+    /// Malformed lines since the last warning about them, and when that was (rate limit).
+    malformed_unlogged: u64,
+    malformed_logged_at: Option<Instant>,
+}
+
+/// At most one warning about malformed lines per file per this period.
+const MALFORMED_LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
+impl FileTail {
+    /// Wraps an open plain file; reading starts at `offset`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn plain(
+        key: u64,
+        id: FileId,
+        fp: Fingerprint,
+        path: PathBuf,
+        source: Arc<Source>,
+        file: File,
+        offset: u64,
+        limits: Limits,
+    ) -> Self {
+        let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+        Self::new(key, id, fp, path, source, Body::Plain(file), offset, size, limits)
+    }
+
+    /// Wraps a gzip-compressed rotated file, skipping `offset` bytes of decompressed data.
+    #[allow(clippy::too_many_arguments)]
+    pub fn gz(
+        key: u64,
+        id: FileId,
+        fp: Fingerprint,
+        path: PathBuf,
+        source: Arc<Source>,
+        file: File,
+        offset: u64,
+        limits: Limits,
+    ) -> io::Result<Self> {
+        let mut dec = flate2::read::GzDecoder::new(io::BufReader::new(file));
+        let skipped = io::copy(&mut (&mut dec).take(offset), &mut io::sink())?;
+        if skipped < offset {
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "checkpoint offset past the end of the .gz"));
+        }
+        let mut t = Self::new(key, id, fp, path, source, Body::Gz(Box::new(dec)), offset, 0, limits);
+        t.state = State::Moved { replaced: true };
+        Ok(t)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        key: u64,
+        id: FileId,
+        fp: Fingerprint,
+        path: PathBuf,
+        source: Arc<Source>,
+        body: Body,
+        offset: u64,
+        size: u64,
+        limits: Limits,
+    ) -> Self {
+        Self {
+            key,
+            id,
+            fp,
+            path,
+            source,
+            batch_source: None,
+            state: State::Live,
+            body,
+            offset,
+            consumed: offset,
+            carry: Vec::new(),
+            carry_cut: false,
+            format: None,
+            merger: Merger::new(limits.max_line),
+            limits,
+            last_position: offset,
+            last_data: Instant::now(),
+            at_eof: false,
+            size,
+            malformed_unlogged: 0,
+            malformed_logged_at: None,
+        }
+    }
+
+    /// Where reading may resume once everything emitted so far is delivered.
+    pub fn resume(&self) -> u64 {
+        self.merger.pending_start().map_or(self.consumed, |p| p.min(self.consumed))
+    }
+
+    pub fn is_gz(&self) -> bool {
+        matches!(self.body, Body::Gz(_))
+    }
+
+    /// Reads up to `budget` bytes (in `buf`-sized reads), turning complete lines into events.
+    /// Returns the bytes read; sets `at_eof` when the end of the file was reached.
+    pub fn read_slice(
+        &mut self,
+        buf: &mut [u8],
+        budget: usize,
+        now_ms: u64,
+        out: &mut Out,
+        m: &LogMetrics,
+    ) -> io::Result<usize> {
+        let mut total = 0;
+        self.at_eof = false;
+        while total < budget {
+            let want = buf.len().min(budget - total);
+            let n = match &mut self.body {
+                Body::Plain(f) => f.read_at(&mut buf[..want], self.offset)?,
+                Body::Gz(d) => d.read(&mut buf[..want])?,
+            };
+            if n == 0 {
+                self.at_eof = true;
+                break;
+            }
+            self.process(&buf[..n], now_ms, out, m);
+            self.offset += n as u64;
+            total += n;
+        }
+        if total > 0 {
+            self.last_data = Instant::now();
+            self.size = self.size.max(self.offset);
+        }
+        self.push_position(out);
+        Ok(total)
+    }
+
+    fn push_position(&mut self, out: &mut Out) {
+        let r = self.resume();
+        if r != self.last_position {
+            self.last_position = r;
+            out.positions.push((self.key, r));
+        }
+    }
+
+    /// Splits `data` (read at `self.offset`) into lines.
+    fn process(&mut self, data: &[u8], now_ms: u64, out: &mut Out, m: &LogMetrics) {
+        let base = self.offset;
+        let mut pos = 0;
+        while let Some(nl) = memchr::memchr(b'\n', &data[pos..]) {
+            let end = pos + nl;
+            let end_off = base + end as u64 + 1;
+            if self.carry.is_empty() && !self.carry_cut {
+                let line = &data[pos..end];
+                let (line, cut) = if line.len() > self.limits.max_raw {
+                    (utf8_prefix(line, self.limits.max_raw), true)
+                } else {
+                    (line, false)
+                };
+                let start = base + pos as u64;
+                self.line(line, cut, start, end_off, now_ms, out, m);
+            } else {
+                self.append_carry(&data[pos..end]);
+                let carry = std::mem::take(&mut self.carry);
+                let cut = std::mem::take(&mut self.carry_cut);
+                let start = self.consumed;
+                self.line(&carry, cut, start, end_off, now_ms, out, m);
+                self.carry = carry;
+                self.carry.clear();
+                if self.carry.capacity() > 64 * 1024 {
+                    self.carry = Vec::new();
+                }
+            }
+            pos = end + 1;
+        }
+        if pos < data.len() {
+            self.append_carry(&data[pos..]);
+        }
+    }
+
+    fn append_carry(&mut self, b: &[u8]) {
+        let room = self.limits.max_raw.saturating_sub(self.carry.len());
+        if b.len() > room {
+            self.carry.extend_from_slice(&b[..room]);
+            self.carry_cut = true;
+        } else {
+            self.carry.extend_from_slice(b);
+        }
+    }
+
+    /// One raw line `[start, end)` (without its `\n`).
+    #[allow(clippy::too_many_arguments)]
+    fn line(&mut self, raw: &[u8], raw_cut: bool, start: u64, end: u64, now_ms: u64, out: &mut Out, m: &LogMetrics) {
+        self.consumed = end;
+        // A line cut at `max_raw` may end inside a UTF-8 sequence; drop that stub so the kept
+        // part still parses.
+        let raw = if raw_cut { parse::trim_partial_utf8(raw) } else { raw };
+        if raw.is_empty() {
+            // A blank line carries nothing (runtimes never write one); skipping it keeps empty
+            // malformed events out of the sinks.
+            return;
+        }
+        let format = *self.format.get_or_insert_with(|| Format::detect(raw));
+        match parse::parse(format, raw, self.limits.max_line) {
+            Ok((rec, cut)) => {
+                // A raw cut inside a docker record breaks its JSON, so it cannot get here; a
+                // cut CRI record keeps its header and is flagged.
+                if let Some(line) = self.merger.push(rec, cut || raw_cut, start, now_ms) {
+                    self.emit(line, false, out);
+                }
+            }
+            Err(e) => {
+                m.parse_error(e);
+                self.malformed_unlogged += 1;
+                if self.malformed_logged_at.is_none_or(|t| t.elapsed() >= MALFORMED_LOG_EVERY) {
+                    let sample = String::from_utf8_lossy(&raw[..raw.len().min(120)]).into_owned();
+                    tracing::warn!(
+                        path = %self.path.display(), offset = start, error = e.kind(), lines = self.malformed_unlogged,
+                        %sample,
+                        "shipping malformed lines as raw text, flagged \"malformed\" (at most one warning per file per minute)"
+                    );
+                    self.malformed_unlogged = 0;
+                    self.malformed_logged_at = Some(Instant::now());
+                }
+                let (message, cut) = parse::raw_message(raw, self.limits.max_line);
+                let line =
+                    Line { timestamp: now_ns(), stream: Stream::Stdout, message, truncated: cut || raw_cut, start };
+                self.emit(line, true, out);
+            }
+        }
+    }
+
+    fn emit(&mut self, line: Line, malformed: bool, out: &mut Out) {
+        out.lines += 1;
+        out.truncated += line.truncated as u64;
+        out.message_bytes += line.message.len();
+        let resume = self.resume();
+        // One `Arc<Source>` per file *per batch*: the sink drops a batch's references on its
+        // thread while this thread takes references for the next batch; with a single shared
+        // Arc both would hammer one reference count across cores (a cache-line transfer per
+        // event). Cloning the few metadata strings once per batch is cheaper.
+        let source = match &self.batch_source {
+            Some((generation, s)) if *generation == out.generation => s.clone(),
+            _ => {
+                let s = Arc::new((*self.source).clone());
+                self.batch_source = Some((out.generation, s.clone()));
+                s
+            }
+        };
+        out.events.push(Event {
+            timestamp: line.timestamp,
+            stream: line.stream,
+            message: line.message,
+            malformed,
+            truncated: line.truncated,
+            source,
+            origin: Origin { file: self.key, offset: line.start, resume },
+        });
+    }
+
+    /// Ships pending partial lines older than `timeout_ms`.
+    pub fn flush_expired(&mut self, now_ms: u64, timeout_ms: u64, out: &mut Out) {
+        if !self.merger.has_pending() {
+            return;
+        }
+        for line in self.merger.take_expired(now_ms, timeout_ms) {
+            self.emit(line, false, out);
+        }
+        self.push_position(out);
+    }
+
+    /// The file is done: ships pending partials and an unterminated last line, and gives the
+    /// final position.
+    pub fn finish(&mut self, now_ms: u64, out: &mut Out, m: &LogMetrics) {
+        if !self.carry.is_empty() {
+            let carry = std::mem::take(&mut self.carry);
+            let cut = std::mem::take(&mut self.carry_cut);
+            let start = self.consumed;
+            self.line(&carry, cut, start, self.offset, now_ms, out, m);
+        }
+        self.consumed = self.offset;
+        for line in self.merger.take_all() {
+            self.emit(line, false, out);
+        }
+        self.push_position(out);
+    }
+
+    /// Gives up on the rest of the file (deleted-file bound): pending partials are shipped,
+    /// unread bytes skipped. Returns the bytes dropped.
+    pub fn drop_rest(&mut self, out: &mut Out) -> u64 {
+        let dropped = self.size.saturating_sub(self.offset) + self.carry.len() as u64;
+        self.carry.clear();
+        self.carry_cut = false;
+        self.offset = self.offset.max(self.size);
+        self.consumed = self.offset;
+        for line in self.merger.take_all() {
+            self.emit(line, false, out);
+        }
+        self.push_position(out);
+        dropped
+    }
+
+    /// `fstat` of the open file: size and link count (0 once deleted). `None` for gz bodies.
+    pub fn stat(&self) -> Option<io::Result<(u64, u64)>> {
+        match &self.body {
+            Body::Plain(f) => Some(f.metadata().map(|md| (md.len(), md.nlink()))),
+            Body::Gz(_) => None,
+        }
+    }
+
+    /// The file was truncated in place: partial state is shipped, reading restarts at 0.
+    pub fn truncated(&mut self, now_ms: u64, out: &mut Out, m: &LogMetrics) {
+        self.finish(now_ms, out, m);
+        self.offset = 0;
+        self.consumed = 0;
+        self.carry.clear();
+        self.carry_cut = false;
+        self.format = None;
+        self.last_position = u64::MAX;
+        self.push_position(out);
+    }
+
+    /// Refreshes the fingerprint while the file is shorter than the fingerprint length.
+    pub fn refresh_fingerprint(&mut self) -> bool {
+        if let Body::Plain(f) = &self.body
+            && !self.fp.complete()
+            && let Ok(fp) = Fingerprint::of_file(f)
+            && fp.len > self.fp.len
+        {
+            self.fp = fp;
+            return true;
+        }
+        false
+    }
+}
+
+/// The wall clock in UTC nanoseconds (for malformed lines, which carry no timestamp).
+pub fn now_ns() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0)
+}

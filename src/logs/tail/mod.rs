@@ -1,0 +1,836 @@
+//! Tailing: the set of open files, read round-robin in budgeted slices on one thread, turned
+//! into `SourceBatch`es; and the checkpoint registry that remembers what each file is.
+//!
+//! Key decisions:
+//! - One blocking thread reads every file (`pread` on kept-open descriptors) and parses; the
+//!   work per byte is small and sequential, and one thread keeps the per-file state free of
+//!   locks. Rejected: a task per file (1,000 tasks, 1,000 buffers, no fairness control) and
+//!   tokio's async fs (a thread hop per read).
+//! - Fairness: each turn gives a file at most `read_budget` bytes; a file that had more stays
+//!   "hot" and is read again next round without waiting for the poll, so a busy container
+//!   delays a quiet one by at most one slice and one batch.
+//! - Backpressure: a full batch is sent with an async `send` on the bounded source channel,
+//!   driven by a tiny current-thread runtime; while it waits, nothing is read. The wait also
+//!   listens for stop, so shutdown never hangs on a stuck sink (the unsent batch was never
+//!   committed and is read again next start).
+//! - Rotation: the renamed file keeps its descriptor and is read to its end (its `State` turns
+//!   `Moved`); the new file at the same path waits until then, so one container's lines stay in
+//!   order across a rotation. After a restart, a checkpointed file that is no longer at its
+//!   path is looked for among its rotated names (`<name>.*`, including `.gz`) in the same
+//!   directory, by `(dev, ino)` and fingerprint, and finished first.
+
+pub mod checkpoint;
+pub mod file;
+pub mod identity;
+
+use self::checkpoint::{Checkpoints, Entry};
+use self::file::{FileTail, Limits, Out, State};
+use self::identity::{FileId, Fingerprint, file_key};
+use super::config::{ContainersConfig, ReadFrom};
+use super::discover::{self, Found, Globs, Wake, Watcher};
+use super::enrich;
+use super::metrics::LogMetrics;
+use crate::event::Source;
+use crate::pipeline::{Committed, SourceBatch};
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::io::Read;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+use tokio::sync::mpsc;
+
+/// Most events in one batch (besides `batch_max_bytes`).
+const BATCH_MAX_EVENTS: usize = 2048;
+/// Size of the one read buffer.
+const READ_BUF: usize = 64 * 1024;
+/// While files still have data, a partly filled batch waits at most this long for more (fewer,
+/// fuller batches: fewer thread hand-offs and sink writes); when every file is caught up it
+/// goes at once.
+const BATCH_LINGER: Duration = Duration::from_millis(50);
+/// Rescans triggered by inotify are at most this frequent.
+const MIN_RESCAN_GAP: Duration = Duration::from_millis(50);
+/// Rescan period without inotify.
+const FALLBACK_RESCAN: Duration = Duration::from_secs(1);
+
+/// What the checkpoint writer needs to know about a file.
+#[derive(Debug, Clone)]
+pub struct Tracked {
+    pub path: String,
+    pub id: FileId,
+    pub fp: Fingerprint,
+    /// Offset to record when nothing was committed yet in this run.
+    pub base: u64,
+    /// Closed with this final resume offset: forgotten once it is committed.
+    pub closed: Option<u64>,
+    /// Closed, but the last walk of the include globs still found it (globs that also match
+    /// rotated names): kept, so it is not read again when found.
+    pub visible: bool,
+}
+
+/// State shared by the tailer thread, the checkpoint writer and `LogSource`.
+pub struct Shared {
+    pub registry: Mutex<HashMap<u64, Tracked>>,
+    /// The loaded checkpoint, kept verbatim until the first scan has matched it to files: a
+    /// stop before that must not write a checkpoint that forgot them.
+    pub unresolved: Mutex<Option<Vec<Entry>>>,
+    pub committed: Arc<Committed>,
+    pub checkpoints: Checkpoints,
+    pub metrics: LogMetrics,
+}
+
+impl Shared {
+    fn registry(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Tracked>> {
+        self.registry.lock().expect("tail registry lock poisoned")
+    }
+
+    /// Writes the committed offsets of every tracked file; forgets closed files whose last
+    /// line is committed.
+    pub fn write_checkpoint(&self) {
+        let committed = self.committed.snapshot();
+        let mut done = Vec::new();
+        let mut entries: Vec<Entry> = {
+            let reg = self.registry();
+            reg.iter()
+                .filter_map(|(&key, t)| {
+                    let offset = committed.get(&key).copied().unwrap_or(t.base);
+                    if t.closed.is_some_and(|end| offset >= end) && !t.visible {
+                        done.push(key);
+                        return None;
+                    }
+                    Some(Entry {
+                        path: t.path.clone(),
+                        dev: t.id.dev,
+                        ino: t.id.ino,
+                        fingerprint_len: t.fp.len,
+                        fingerprint: t.fp.hash,
+                        key,
+                        offset,
+                    })
+                })
+                .collect()
+        };
+        if let Some(old) = self.unresolved.lock().expect("unresolved lock poisoned").as_ref() {
+            let known: HashSet<u64> = entries.iter().map(|e| e.key).collect();
+            entries.extend(old.iter().filter(|e| !known.contains(&e.key)).cloned());
+        }
+        match self.checkpoints.store(entries) {
+            Ok(()) => {
+                self.metrics.checkpoint_writes.inc();
+                self.metrics.checkpoint_last_write.set(
+                    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0),
+                );
+                let mut reg = self.registry();
+                for key in done {
+                    if reg.get(&key).is_some_and(|t| t.closed.is_some()) {
+                        reg.remove(&key);
+                    }
+                }
+                // Positions of forgotten files may still have been committed after they were
+                // forgotten: drop them so the map does not grow with every file ever seen.
+                for key in committed.keys() {
+                    if !reg.contains_key(key) {
+                        self.committed.remove(*key);
+                    }
+                }
+            }
+            Err(error) => {
+                self.metrics.checkpoint_failures.inc();
+                tracing::warn!(path = %self.checkpoints.path().display(), %error, "checkpoint write failed; will retry");
+            }
+        }
+    }
+}
+
+/// Stop request, visible to the blocking loop (flag) and to the async send (notify).
+#[derive(Default)]
+pub struct Stop {
+    flag: AtomicBool,
+    notify: tokio::sync::Notify,
+}
+
+impl Stop {
+    pub fn set(&self) {
+        self.flag.store(true, Ordering::SeqCst);
+        self.notify.notify_one();
+    }
+    pub fn is_set(&self) -> bool {
+        self.flag.load(Ordering::SeqCst)
+    }
+}
+
+/// The config values the tailer uses, resolved once.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub read_from: ReadFrom,
+    pub rescan_interval: Duration,
+    pub poll_interval: Duration,
+    pub ignore_older: Option<Duration>,
+    pub limits: Limits,
+    pub partial_timeout_ms: u64,
+    pub deleted_max_hold: Duration,
+    pub deleted_max_unread: u64,
+    pub rotate_wait: Duration,
+    pub read_budget: usize,
+    pub batch_max_bytes: usize,
+}
+
+impl Settings {
+    pub fn from_config(c: &ContainersConfig) -> Self {
+        let max_line = c.max_line_bytes.get() as usize;
+        Self {
+            read_from: c.read_from,
+            rescan_interval: c.rescan_interval.get(),
+            poll_interval: c.poll_interval.get(),
+            ignore_older: c.ignore_older.map(|d| d.get()),
+            // A raw record may be longer than its message: CRI's header, docker's escaping.
+            limits: Limits { max_line, max_raw: max_line + max_line.max(64 * 1024) },
+            partial_timeout_ms: c.partial_flush_timeout.get().as_millis() as u64,
+            deleted_max_hold: c.deleted_file_max_hold.get(),
+            deleted_max_unread: c.deleted_file_max_unread.get(),
+            rotate_wait: c.rotate_wait.get(),
+            read_budget: c.read_budget.get() as usize,
+            batch_max_bytes: c.batch_max_bytes.get() as usize,
+        }
+    }
+}
+
+pub struct Tailer {
+    s: Settings,
+    shared: Arc<Shared>,
+    node: Arc<str>,
+    globs: Globs,
+    watcher: Watcher,
+    wake_rx: Receiver<Wake>,
+    files: Vec<FileTail>,
+    by_path: HashMap<PathBuf, usize>,
+    /// Checkpoint entries not matched to a file yet (start-up only). Several per id: a
+    /// deleted file's inode may have been reused by a file that is also checkpointed.
+    restore: HashMap<FileId, Vec<Entry>>,
+    first_scan: bool,
+    buf: Vec<u8>,
+    out: Out,
+    tx: mpsc::Sender<SourceBatch>,
+    rt: tokio::runtime::Runtime,
+    stop: Arc<Stop>,
+    epoch: Instant,
+    next_rescan: Instant,
+    rescan_wanted: bool,
+    last_rescan: Instant,
+    next_poll: Instant,
+    cursor: usize,
+    dirty: Vec<PathBuf>,
+    last_send: Instant,
+}
+
+impl Tailer {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        s: Settings,
+        shared: Arc<Shared>,
+        node: Arc<str>,
+        globs: Globs,
+        watcher: Watcher,
+        wake_rx: Receiver<Wake>,
+        restore: Vec<Entry>,
+        tx: mpsc::Sender<SourceBatch>,
+        stop: Arc<Stop>,
+    ) -> std::io::Result<Self> {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_time().build()?;
+        let now = Instant::now();
+        shared.metrics.inotify_fallback.set(watcher.failed as i64);
+        Ok(Self {
+            s,
+            shared,
+            node,
+            globs,
+            watcher,
+            wake_rx,
+            files: Vec::new(),
+            by_path: HashMap::new(),
+            restore: restore.into_iter().fold(HashMap::new(), |mut m: HashMap<FileId, Vec<Entry>>, e| {
+                m.entry(e.id()).or_default().push(e);
+                m
+            }),
+            first_scan: true,
+            buf: vec![0; READ_BUF],
+            out: Out::default(),
+            tx,
+            rt,
+            stop,
+            epoch: now,
+            next_rescan: now,
+            rescan_wanted: true,
+            last_rescan: now,
+            next_poll: now,
+            cursor: 0,
+            dirty: Vec::new(),
+            last_send: now,
+        })
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// Runs until stopped. Dropping `self` closes the source channel.
+    pub fn run(mut self) {
+        loop {
+            if self.stop.is_set() {
+                break;
+            }
+            let (rescan, stop) = discover::drain(&self.wake_rx, &mut self.dirty);
+            if stop {
+                break;
+            }
+            self.rescan_wanted |= rescan;
+            let mut full = false;
+            if self.watcher.overflow.swap(false, Ordering::Relaxed) {
+                self.rescan_wanted = true;
+                full = true;
+            }
+            let now = Instant::now();
+            if now >= self.next_rescan || (self.rescan_wanted && now >= self.last_rescan + MIN_RESCAN_GAP) {
+                self.rescan();
+            }
+            for p in std::mem::take(&mut self.dirty) {
+                if let Some(&i) = self.by_path.get(&p) {
+                    self.files[i].at_eof = false;
+                }
+            }
+            full |= Instant::now() >= self.next_poll;
+            let Some(progressed) = self.round(full) else { break };
+            if full {
+                if !self.maintain() {
+                    break;
+                }
+                self.next_poll = Instant::now() + self.s.poll_interval;
+            }
+            let hot = self.files.iter().any(|f| !f.at_eof);
+            if (!hot || self.last_send.elapsed() >= BATCH_LINGER) && !self.send() {
+                break;
+            }
+            if !progressed && !hot {
+                self.wait();
+            }
+        }
+        tracing::debug!("log tailer stopped");
+    }
+
+    fn wait(&mut self) {
+        let mut until = self.next_poll.min(self.next_rescan);
+        if self.rescan_wanted {
+            until = until.min(self.last_rescan + MIN_RESCAN_GAP);
+        }
+        let timeout = until.saturating_duration_since(Instant::now());
+        if timeout.is_zero() {
+            return;
+        }
+        match self.wake_rx.recv_timeout(timeout) {
+            Ok(Wake::Rescan) => self.rescan_wanted = true,
+            Ok(Wake::Data(p)) => self.dirty.push(p),
+            Ok(Wake::Stop) => self.stop.set(),
+            Err(RecvTimeoutError::Timeout) => {}
+            // The watcher is gone (fallback): sleep instead of spinning.
+            Err(RecvTimeoutError::Disconnected) => std::thread::sleep(timeout),
+        }
+    }
+
+    /// One round-robin pass. `full`: every file, else only files not known to be at EOF.
+    /// `None` when stopped.
+    fn round(&mut self, full: bool) -> Option<bool> {
+        let n = self.files.len();
+        if n == 0 {
+            return Some(false);
+        }
+        let blocked: HashSet<PathBuf> =
+            self.files.iter().filter(|f| !matches!(f.state, State::Live)).map(|f| f.path.clone()).collect();
+        let mut progressed = false;
+        let start = self.cursor % n;
+        self.cursor = self.cursor.wrapping_add(1);
+        for j in 0..n {
+            let i = (start + j) % n;
+            let f = &mut self.files[i];
+            if !full && f.at_eof {
+                continue;
+            }
+            if matches!(f.state, State::Live) && blocked.contains(&f.path) {
+                // The rotated file with this path is still being drained: keep order.
+                f.at_eof = true;
+                continue;
+            }
+            let now_ms = self.epoch.elapsed().as_millis() as u64;
+            match f.read_slice(&mut self.buf, self.s.read_budget, now_ms, &mut self.out, &self.shared.metrics) {
+                Ok(n) => {
+                    if n > 0 {
+                        progressed = true;
+                        self.shared.metrics.read_bytes.inc_by(n as u64);
+                        // A young file: fingerprint what is there now, so a checkpoint with
+                        // an offset never carries a shorter fingerprint than it needs.
+                        if !f.fp.complete() && f.refresh_fingerprint() {
+                            update_fp(&self.shared, f);
+                        }
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(path = %f.path.display(), %error, "read failed; closing the file");
+                    self.shared.metrics.open_failures.inc();
+                    f.at_eof = true;
+                    f.state = State::Moved { replaced: true };
+                }
+            }
+            if (self.out.message_bytes >= self.s.batch_max_bytes || self.out.events.len() >= BATCH_MAX_EVENTS)
+                && !self.send()
+            {
+                return None;
+            }
+        }
+        Some(progressed)
+    }
+
+    /// Hands the current batch to the pipeline, waiting while the channel is full. False when
+    /// stopped meanwhile.
+    fn send(&mut self) -> bool {
+        self.last_send = Instant::now();
+        if self.out.events.is_empty() && self.out.positions.is_empty() {
+            return true;
+        }
+        let generation = self.out.generation + 1;
+        let out = std::mem::replace(&mut self.out, Out { generation, ..Out::default() });
+        let m = &self.shared.metrics;
+        m.read_lines.inc_by(out.lines);
+        m.lines_truncated.inc_by(out.truncated);
+        let batch = SourceBatch { events: out.events, positions: out.positions };
+        let (tx, stop, files, poll) = (&self.tx, &self.stop, &self.files, self.s.poll_interval);
+        self.rt.block_on(async {
+            let send = tx.send(batch);
+            tokio::pin!(send);
+            loop {
+                tokio::select! {
+                    biased;
+                    r = &mut send => return r.is_ok(),
+                    _ = stop.notify.notified() => {
+                        stop.notify.notify_one();
+                        return false;
+                    }
+                    // Blocked by slow sinks: the lag gauges are what shows it, keep them live.
+                    _ = tokio::time::sleep(poll.max(Duration::from_millis(250))) => update_lag(files, m),
+                }
+            }
+        })
+    }
+
+    /// Per-poll upkeep: truncation, deletion and rotation endings, partial-line timeouts, lag.
+    fn maintain(&mut self) -> bool {
+        let now_ms = self.now_ms();
+        let mut close = Vec::new();
+        let (mut lag, mut lag_max) = (0u64, 0u64);
+        for (i, f) in self.files.iter_mut().enumerate() {
+            let m = &self.shared.metrics;
+            match f.stat() {
+                Some(Ok((size, nlink))) => {
+                    if size < f.offset && !matches!(f.state, State::Deleted { .. }) {
+                        tracing::info!(path = %f.path.display(), size, offset = f.offset, "file truncated; reading it again from the start");
+                        m.truncations.inc();
+                        f.truncated(now_ms, &mut self.out, m);
+                        f.at_eof = false;
+                        // New content: fingerprint it afresh (the key stays).
+                        f.fp = Fingerprint::default();
+                        f.refresh_fingerprint();
+                        update_fp(&self.shared, f);
+                    }
+                    f.size = size;
+                    if nlink == 0 && !matches!(f.state, State::Deleted { .. }) {
+                        f.state = State::Deleted { since: Instant::now() };
+                    }
+                }
+                Some(Err(error)) => {
+                    tracing::warn!(path = %f.path.display(), %error, "fstat failed; closing the file");
+                    close.push((i, false));
+                    continue;
+                }
+                None => {}
+            }
+            if f.refresh_fingerprint() {
+                update_fp(&self.shared, f);
+            }
+            f.flush_expired(now_ms, self.s.partial_timeout_ms, &mut self.out);
+            let unread = f.size.saturating_sub(f.offset);
+            lag += unread;
+            lag_max = lag_max.max(unread);
+            let drained = f.at_eof && unread == 0;
+            match f.state {
+                State::Live => {}
+                State::Moved { replaced } => {
+                    if f.is_gz() && f.at_eof || drained && (replaced || f.last_data.elapsed() >= self.s.rotate_wait) {
+                        close.push((i, false));
+                    }
+                }
+                State::Deleted { since } => {
+                    if drained {
+                        close.push((i, false));
+                    } else if unread > self.s.deleted_max_unread || since.elapsed() >= self.s.deleted_max_hold {
+                        close.push((i, true));
+                    }
+                }
+            }
+        }
+        self.shared.metrics.lag_bytes.set(lag as i64);
+        self.shared.metrics.lag_max_bytes.set(lag_max as i64);
+        for &(i, give_up) in close.iter().rev() {
+            let mut f = self.files.swap_remove(i);
+            let m = &self.shared.metrics;
+            if give_up {
+                let bytes = f.drop_rest(&mut self.out);
+                m.deleted_files_dropped.inc();
+                m.deleted_bytes_dropped.inc_by(bytes);
+                tracing::warn!(
+                    path = %f.path.display(), bytes,
+                    "deleted file held too long or too far behind (deleted_file_max_hold / deleted_file_max_unread); closed it, its unread bytes are dropped"
+                );
+            } else {
+                f.finish(now_ms, &mut self.out, m);
+            }
+            let mut reg = self.shared.registry();
+            if matches!(f.state, State::Deleted { .. }) {
+                // Gone for good: nothing could resume it, and its inode may be reused.
+                reg.remove(&f.key);
+            } else if let Some(t) = reg.get_mut(&f.key) {
+                t.closed = Some(f.resume());
+                // Until the next walk says otherwise, assume the globs may still find it.
+                t.visible = true;
+            }
+            drop(reg);
+            tracing::debug!(path = %f.path.display(), "closed log file");
+        }
+        if !close.is_empty() {
+            self.reindex();
+        }
+        self.shared.metrics.files_tailed.set(self.files.len() as i64);
+        true
+    }
+
+    fn reindex(&mut self) {
+        self.by_path.clear();
+        for (i, f) in self.files.iter().enumerate() {
+            if matches!(f.state, State::Live) {
+                self.by_path.insert(f.path.clone(), i);
+            }
+        }
+        self.shared.metrics.files_tailed.set(self.files.len() as i64);
+    }
+
+    /// Walks the globs: opens new files, notices rotations.
+    fn rescan(&mut self) {
+        let now = Instant::now();
+        self.last_rescan = now;
+        self.rescan_wanted = false;
+        let interval =
+            if self.watcher.failed { self.s.rescan_interval.min(FALLBACK_RESCAN) } else { self.s.rescan_interval };
+        self.next_rescan = now + interval;
+        if !self.watcher.failed && !self.watcher.watch(&self.globs.roots()) {
+            self.shared.metrics.inotify_fallback.set(1);
+        }
+        let found = self.globs.walk();
+        {
+            let ids: HashSet<FileId> = found.iter().map(|f| f.id).collect();
+            for t in self.shared.registry().values_mut().filter(|t| t.closed.is_some()) {
+                t.visible = ids.contains(&t.id);
+            }
+        }
+        let mut seen: HashSet<&Path> = HashSet::new();
+        for f in &found {
+            seen.insert(&f.path);
+            if let Some(t) = self.files.iter_mut().find(|t| t.id == f.id && !t.is_gz()) {
+                if t.path == f.path && matches!(t.state, State::Moved { .. }) {
+                    // Renamed back (a failed kubelet reopen): it is live again.
+                    t.state = State::Live;
+                }
+                continue;
+            }
+            // A new file at this path: whatever we had there was rotated away.
+            for t in self.files.iter_mut().filter(|t| t.path == f.path) {
+                match t.state {
+                    State::Live => {
+                        self.shared.metrics.rotations.inc();
+                        t.state = State::Moved { replaced: true };
+                    }
+                    State::Moved { .. } => t.state = State::Moved { replaced: true },
+                    State::Deleted { .. } => {}
+                }
+            }
+            self.open(f);
+        }
+        for t in &mut self.files {
+            if matches!(t.state, State::Live) && !seen.contains(t.path.as_path()) {
+                match t.stat() {
+                    Some(Ok((_, 0))) => t.state = State::Deleted { since: now },
+                    _ => {
+                        self.shared.metrics.rotations.inc();
+                        t.state = State::Moved { replaced: false };
+                    }
+                }
+                t.at_eof = false;
+            }
+        }
+        if self.first_scan {
+            self.first_scan = false;
+            self.restore_rotated();
+            // Every entry is now a tracked file or known to be gone.
+            *self.shared.unresolved.lock().expect("unresolved lock poisoned") = None;
+        }
+        self.reindex();
+        // Counted when done, so "rescans >= 1" means the first scan has opened every file.
+        self.shared.metrics.rescans.inc();
+    }
+
+    fn new_key(&self, id: FileId, fp: Fingerprint) -> u64 {
+        let reg = self.shared.registry();
+        let mut key = file_key(id, fp);
+        while reg.contains_key(&key) {
+            key = key.wrapping_add(1);
+        }
+        key
+    }
+
+    fn source(&self, path: &Path, link: Option<&Path>) -> Arc<Source> {
+        Arc::new(Source {
+            file: path.display().to_string(),
+            node: self.node.clone(),
+            kubernetes: enrich::metadata(path, link),
+        })
+    }
+
+    fn open(&mut self, f: &Found) {
+        if let Some(max_age) = self.s.ignore_older
+            && self.restore.get(&f.id).is_none_or(|v| v.is_empty())
+            && f.mtime.elapsed().is_ok_and(|age| age > max_age)
+        {
+            return;
+        }
+        let file = match File::open(&f.path) {
+            Ok(file) => file,
+            Err(error) => {
+                if error.kind() != std::io::ErrorKind::NotFound {
+                    self.shared.metrics.open_failures.inc();
+                    tracing::warn!(path = %f.path.display(), %error, "cannot open log file; will retry at next rescan");
+                }
+                return;
+            }
+        };
+        let Ok(meta) = file.metadata() else { return };
+        let id = FileId::of(&meta);
+        let size = meta.len();
+        let mut head = vec![0u8; identity::FINGERPRINT_BYTES];
+        let n = read_head(&file, &mut head);
+        head.truncate(n);
+        let fp = Fingerprint::of_bytes(&head);
+        let matched = self.restore.get_mut(&id).and_then(|v| {
+            let i = v.iter().position(|e| e.fingerprint().matches(&head))?;
+            Some(v.swap_remove(i))
+        });
+        // A file closed earlier in this run (e.g. a rotated name that the include globs also
+        // match) resumes where it was closed instead of being read again.
+        let matched = matched.or_else(|| {
+            let reg = self.shared.registry();
+            let (&key, t) = reg.iter().find(|(_, t)| t.id == id && t.closed.is_some() && t.fp.matches(&head))?;
+            Some(Entry {
+                path: t.path.clone(),
+                dev: id.dev,
+                ino: id.ino,
+                fingerprint_len: t.fp.len,
+                fingerprint: t.fp.hash,
+                key,
+                offset: t.closed.unwrap_or(0),
+            })
+        });
+        let (key, offset) = match matched {
+            Some(e) => {
+                if e.offset > size {
+                    tracing::info!(path = %f.path.display(), size, offset = e.offset, "file shrank while vigil was stopped (truncated); reading it from the start");
+                    self.shared.metrics.truncations.inc();
+                    (e.key, 0)
+                } else {
+                    (e.key, e.offset)
+                }
+            }
+            None => {
+                if let Some(e) = self.restore.get(&id).and_then(|v| v.first()) {
+                    if size < e.offset {
+                        // Same inode, new content, shorter than where we were: most likely a
+                        // copytruncate while vigil was stopped.
+                        tracing::info!(path = %f.path.display(), size, offset = e.offset, "file truncated while vigil was stopped; reading it from the start");
+                        self.shared.metrics.truncations.inc();
+                    } else {
+                        tracing::info!(path = %f.path.display(), "inode reused by a new file (fingerprint differs); reading it from the start");
+                    }
+                }
+                let offset = match (self.first_scan, self.s.read_from) {
+                    (true, ReadFrom::End) => line_start_before(&file, size),
+                    _ => 0,
+                };
+                (self.new_key(id, fp), offset)
+            }
+        };
+        let source = self.source(&f.path, f.link.as_deref());
+        self.shared.registry().insert(
+            key,
+            Tracked { path: f.path.display().to_string(), id, fp, base: offset, closed: None, visible: false },
+        );
+        tracing::debug!(path = %f.path.display(), offset, "tailing log file");
+        self.files.push(FileTail::plain(key, id, fp, f.path.clone(), source, file, offset, self.s.limits));
+    }
+
+    /// Start-up: checkpointed files no longer at their path are looked for among their
+    /// rotated names (plain or `.gz`) in the same directory and finished.
+    fn restore_rotated(&mut self) {
+        let entries: Vec<Entry> = self.restore.drain().flat_map(|(_, v)| v).collect();
+        for e in entries {
+            let path = PathBuf::from(&e.path);
+            let (Some(dir), Some(name)) = (path.parent(), path.file_name().and_then(|n| n.to_str())) else { continue };
+            let prefix = format!("{name}.");
+            let Ok(rd) = std::fs::read_dir(if dir.as_os_str().is_empty() { Path::new(".") } else { dir }) else {
+                continue;
+            };
+            let mut candidates: Vec<PathBuf> = rd
+                .flatten()
+                .filter_map(|d| {
+                    let n = d.file_name().into_string().ok()?;
+                    (n.starts_with(&prefix) && !n.ends_with(".tmp")).then(|| dir.join(n))
+                })
+                .collect();
+            candidates.sort();
+            let mut found = false;
+            for c in candidates {
+                if let Some(t) = self.open_rotated(&e, &path, &c) {
+                    tracing::info!(path = %c.display(), offset = e.offset, "finishing a file rotated while vigil was stopped");
+                    self.shared.registry().insert(
+                        e.key,
+                        Tracked {
+                            path: e.path.clone(),
+                            id: t.id,
+                            fp: t.fp,
+                            base: e.offset,
+                            closed: None,
+                            visible: false,
+                        },
+                    );
+                    self.files.push(t);
+                    found = true;
+                    break;
+                }
+            }
+            if !found {
+                tracing::debug!(path = %e.path, "checkpointed file is gone; forgetting it");
+            }
+        }
+    }
+
+    fn open_rotated(&self, e: &Entry, family: &Path, candidate: &Path) -> Option<FileTail> {
+        let file = File::open(candidate).ok()?;
+        let meta = file.metadata().ok()?;
+        if !meta.is_file() {
+            return None;
+        }
+        let id = FileId::of(&meta);
+        if self.files.iter().any(|t| t.id == id) {
+            return None;
+        }
+        let want = e.fingerprint();
+        let source = self.source(family, None);
+        if candidate.extension().is_some_and(|x| x == "gz") {
+            let mut head = Vec::new();
+            let mut dec = flate2::read::GzDecoder::new(std::io::BufReader::new(file.try_clone().ok()?));
+            (&mut dec).take(want.len as u64).read_to_end(&mut head).ok()?;
+            if !want.matches(&head) {
+                return None;
+            }
+            let fp = Fingerprint::of_bytes(&head);
+            drop(dec);
+            // The clone shares the descriptor's position: start over from the top.
+            let mut file = file;
+            std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(0)).ok()?;
+            match FileTail::gz(e.key, id, fp, family.to_path_buf(), source, file, e.offset, self.s.limits) {
+                Ok(t) => Some(t),
+                Err(error) => {
+                    tracing::warn!(path = %candidate.display(), %error, "cannot resume compressed rotated file");
+                    None
+                }
+            }
+        } else {
+            let mut head = vec![0u8; identity::FINGERPRINT_BYTES];
+            let n = read_head(&file, &mut head);
+            head.truncate(n);
+            if !want.matches(&head) || !(id == e.id() || want.complete()) {
+                return None;
+            }
+            let offset = e.offset.min(meta.len());
+            let mut t = FileTail::plain(
+                e.key,
+                id,
+                Fingerprint::of_bytes(&head),
+                family.to_path_buf(),
+                source,
+                file,
+                offset,
+                self.s.limits,
+            );
+            t.state = State::Moved { replaced: true };
+            Some(t)
+        }
+    }
+}
+
+/// Sets `vigil_lag_bytes` / `vigil_lag_max_bytes` from a fresh `fstat` of every open file.
+fn update_lag(files: &[FileTail], m: &LogMetrics) {
+    let (mut lag, mut lag_max) = (0u64, 0u64);
+    for f in files {
+        let size = match f.stat() {
+            Some(Ok((size, _))) => size,
+            _ => f.size,
+        };
+        let unread = size.saturating_sub(f.offset);
+        lag += unread;
+        lag_max = lag_max.max(unread);
+    }
+    m.lag_bytes.set(lag as i64);
+    m.lag_max_bytes.set(lag_max as i64);
+}
+
+fn update_fp(shared: &Shared, f: &FileTail) {
+    if let Some(t) = shared.registry().get_mut(&f.key) {
+        t.fp = f.fp;
+    }
+}
+
+fn read_head(f: &File, buf: &mut [u8]) -> usize {
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read_at(&mut buf[n..], n as u64) {
+            Ok(0) | Err(_) => break,
+            Ok(k) => n += k,
+        }
+    }
+    n
+}
+
+/// The offset just after the last `\n` before `size` (`read_from: end` starts at a line).
+fn line_start_before(f: &File, size: u64) -> u64 {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut end = size;
+    while end > 0 {
+        let start = end.saturating_sub(buf.len() as u64);
+        let len = (end - start) as usize;
+        if f.read_exact_at(&mut buf[..len], start).is_err() {
+            return size;
+        }
+        if let Some(i) = memchr::memrchr(b'\n', &buf[..len]) {
+            return start + i as u64 + 1;
+        }
+        end = start;
+    }
+    0
+}
