@@ -48,7 +48,7 @@ impl App {
         tracing::info!(addr = %server.local_addr, "serving /metrics, /healthz, /readyz");
 
         let node: Arc<str> = config.node_name.as_str().into();
-        let ctx = SinkContext { registry: registry.clone(), node_name: node.clone() };
+        let ctx = SinkContext::new(registry.clone(), node.clone()).context("registering sink metrics")?;
         let (acker, ack_rx) = Acker::channel();
         let mut sink_txs = Vec::new();
         let mut sinks = JoinSet::new();

@@ -267,7 +267,7 @@ mod tests {
         let path = d.path().join("events.ndjson");
         let cfg =
             FileConfig { name: "f".into(), path: path.display().to_string(), max_bytes: ByteSize(0), max_files: 5 };
-        let ctx = SinkContext { registry: prometheus::Registry::new(), node_name: "n".into() };
+        let ctx = SinkContext::new(prometheus::Registry::new(), "n".into()).unwrap();
         let sink = FileSink::build(&cfg, &ctx).unwrap();
         let (acker, mut acks) = Acker::channel();
         let (tx, rx) = mpsc::channel(4);

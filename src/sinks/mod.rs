@@ -6,11 +6,15 @@
 //! delivered or permanently rejected (counted). When the input closes, flush everything and
 //! return. A sink never drops a chunk without acking it and never acks before delivery.
 
+pub mod batch;
 pub mod elasticsearch;
 pub mod es_metrics;
 pub mod file;
+pub mod http;
 pub mod loki;
+pub mod metrics;
 pub mod remote_write;
+pub mod retry;
 pub mod stdout;
 
 use crate::config::Problems;
@@ -28,8 +32,9 @@ use tokio::sync::mpsc;
 pub enum SinkConfig {
     Stdout(stdout::StdoutConfig),
     File(file::FileConfig),
-    Loki(loki::LokiConfig),
-    Elasticsearch(elasticsearch::ElasticsearchConfig),
+    // Boxed: the HTTP sinks' configs are large, the others tiny.
+    Loki(Box<loki::LokiConfig>),
+    Elasticsearch(Box<elasticsearch::ElasticsearchConfig>),
     /// Metrics only: Remote-Write 1.0 to Prometheus, Mimir, Thanos, VictoriaMetrics.
     PrometheusRemoteWrite(Box<remote_write::RemoteWriteConfig>),
 }
@@ -82,6 +87,22 @@ impl SinkConfig {
 pub struct SinkContext {
     pub registry: prometheus::Registry,
     pub node_name: Arc<str>,
+    /// The `vigil_sink_*` families, registered once on `registry`; each sink takes its handle
+    /// with `sink_metrics(name)`.
+    pub metrics: metrics::SinkMetricsFamilies,
+}
+
+impl SinkContext {
+    /// Registers the sink metric families on `registry`; build once per registry.
+    pub fn new(registry: prometheus::Registry, node_name: Arc<str>) -> prometheus::Result<Self> {
+        let metrics = metrics::SinkMetricsFamilies::register(&registry)?;
+        Ok(Self { registry, node_name, metrics })
+    }
+
+    /// The metrics handle of the sink called `name`.
+    pub fn sink_metrics(&self, name: &str) -> metrics::SinkMetrics {
+        self.metrics.sink(name)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

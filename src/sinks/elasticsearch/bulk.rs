@@ -1,0 +1,346 @@
+//! The `_bulk` machinery, shared by the log sink and the metrics shipper: NDJSON `create`
+//! actions, gzip, and item-by-item handling of the answer.
+//!
+//! Key decision: a delivery is a set of pending documents that shrinks. Each attempt sends only
+//! the documents still pending; an item that succeeded (2xx) or already exists (409 on
+//! `create`: stored by an earlier attempt or an earlier run) leaves the set and is never sent
+//! again; 429 and 5xx items stay; other 4xx items are rejected (counted by error type, logged
+//! with one sample) or become dead-letter documents that go out with the next attempt. A whole
+//! request that fails (transport, 429, 5xx, unparsable answer) is retried as it was: with
+//! deterministic `_id`s a retry can only produce 409s, never duplicates. Rejected: resending
+//! the whole batch on a partial failure (duplicates without ids, wasted work with them) and
+//! dropping failed items after N tries (loses lines).
+
+use super::super::http::{Compression, HttpClient, error_chain, gzip};
+use super::super::retry::{self, RetryConfig, Verdict};
+use bytes::Bytes;
+use reqwest::header::{CONTENT_ENCODING, CONTENT_TYPE, HeaderMap, HeaderValue};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+/// One document to `create`.
+#[derive(Debug, Clone)]
+pub struct BulkDoc {
+    pub index: String,
+    /// Deterministic id (so a retry is idempotent); `None` lets Elasticsearch pick one.
+    pub id: Option<String>,
+    /// The document: one JSON object, no trailing newline.
+    pub source: Vec<u8>,
+}
+
+/// What happened to a delivery, once every document is final.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct BulkOutcome {
+    /// Stored by this delivery.
+    pub created: usize,
+    /// Already stored (409 on `create`): delivered.
+    pub conflicts: usize,
+    /// Rejected for good, by reason (error type or `status_<code>`).
+    pub rejected: BTreeMap<String, usize>,
+    /// Rejected, then stored in the dead-letter index.
+    pub dead_lettered: usize,
+}
+
+impl BulkOutcome {
+    pub fn delivered(&self) -> usize {
+        self.created + self.conflicts
+    }
+
+    fn merge(&mut self, other: BulkOutcome) {
+        self.created += other.created;
+        self.conflicts += other.conflicts;
+        self.dead_lettered += other.dead_lettered;
+        for (k, v) in other.rejected {
+            *self.rejected.entry(k).or_default() += v;
+        }
+    }
+}
+
+/// Sends `_bulk` requests for one sink.
+pub struct BulkSender {
+    pub client: HttpClient,
+    pub url: reqwest::Url,
+    pub compression: Compression,
+    pub retry: RetryConfig,
+    /// Where rejected documents go instead of being dropped; `None`: dropped and counted.
+    pub dead_letter_index: Option<String>,
+}
+
+/// Enough for the answer to a 10000-item request with every item failing.
+const MAX_RESPONSE_BODY: usize = 64 << 20;
+
+#[derive(Deserialize)]
+struct Response {
+    #[serde(default)]
+    errors: bool,
+    #[serde(default)]
+    items: Vec<BTreeMap<String, ItemResult>>,
+}
+
+#[derive(Deserialize)]
+struct ItemResult {
+    status: u16,
+    #[serde(default)]
+    error: Option<ItemError>,
+}
+
+#[derive(Deserialize)]
+struct ItemError {
+    #[serde(rename = "type", default)]
+    kind: String,
+    #[serde(default)]
+    reason: String,
+}
+
+/// Pending document: the doc and whether it is already a dead letter.
+struct Pending {
+    doc: BulkDoc,
+    dead_letter: bool,
+}
+
+impl BulkSender {
+    /// Delivers every document: retries while anything is retryable, returns once each is
+    /// stored, already there, dead-lettered, or rejected. Counts rejections and dead letters in
+    /// the sink's metrics; the caller counts what it delivered (events or samples).
+    pub async fn deliver(&self, docs: Vec<BulkDoc>) -> BulkOutcome {
+        self.deliver_pending(docs.into_iter().map(|doc| Pending { doc, dead_letter: false }).collect()).await
+    }
+
+    async fn deliver_pending(&self, mut pending: Vec<Pending>) -> BulkOutcome {
+        let m = self.client.metrics();
+        let mut out = BulkOutcome::default();
+        let mut backoff = self.retry.backoff();
+        while !pending.is_empty() {
+            let (body, headers) = self.encode(&pending);
+            let (retry_after, error) = match self.client.post(&self.url, body, headers, MAX_RESPONSE_BODY).await {
+                Err(e) => (None, error_chain(&e)),
+                Ok(r) => match retry::classify(r.status) {
+                    Verdict::Retry => (r.retry_after, format!("HTTP {}: {}", r.status, r.body_sample(512))),
+                    Verdict::Reject if r.status == 413 && pending.len() > 1 => {
+                        // Too large for something on the way (a proxy's body limit is often
+                        // 1MB): halve until it fits, rather than reject lines for a size limit.
+                        tracing::warn!(
+                            sink = m.name(),
+                            documents = pending.len(),
+                            "elasticsearch: request too large (413); splitting it in two; lower batch.max_bytes"
+                        );
+                        let second = pending.split_off(pending.len() / 2);
+                        for half in [pending, second] {
+                            out.merge(Box::pin(self.deliver_pending(half)).await);
+                        }
+                        return out;
+                    }
+                    Verdict::Reject => {
+                        // The request as a whole is refused (bad auth, too large, bad
+                        // endpoint): every pending document is rejected with that reason.
+                        let reason = format!("status_{}", r.status);
+                        let sample = format!("HTTP {}: {}", r.status, r.body_sample(512));
+                        m.rejected(&reason, pending.len() as u64, &sample);
+                        *out.rejected.entry(reason).or_default() += pending.len();
+                        m.rejected_request(r.status);
+                        return out;
+                    }
+                    Verdict::Success => match serde_json::from_slice::<Response>(&r.body) {
+                        Ok(resp) if !resp.errors => {
+                            self.all_stored(&mut pending, &mut out);
+                            m.success();
+                            return out;
+                        }
+                        Ok(resp) if resp.items.len() == pending.len() => {
+                            let mut sample = String::new();
+                            pending = self.per_item(pending, resp.items, &mut out, &mut sample);
+                            if pending.is_empty() {
+                                m.success();
+                                return out;
+                            }
+                            if sample.is_empty() {
+                                // Nothing failed retryably: what is left are new dead letters,
+                                // to send at once, without backoff.
+                                continue;
+                            }
+                            (r.retry_after, sample)
+                        }
+                        Ok(resp) => (
+                            None,
+                            format!(
+                                "answer has {} items for {} documents (filter_path in the endpoint's query?)",
+                                resp.items.len(),
+                                pending.len()
+                            ),
+                        ),
+                        // A 2xx that is not a bulk answer: some ES-compatible endpoints answer
+                        // with an empty body. The server said it took the request; trust it.
+                        Err(error) => {
+                            tracing::debug!(sink = m.name(), %error, "bulk: 2xx answer is not a bulk response; taken as success");
+                            self.all_stored(&mut pending, &mut out);
+                            m.success();
+                            return out;
+                        }
+                    },
+                },
+            };
+            m.failing();
+            m.retries.inc();
+            let delay = backoff.next_delay(retry_after);
+            if backoff.attempts().is_power_of_two() {
+                tracing::warn!(sink = m.name(), attempt = backoff.attempts(), documents = pending.len(), retry_in = ?delay, error, "elasticsearch bulk failed; retrying the failed documents");
+            }
+            tokio::time::sleep(delay).await;
+        }
+        out
+    }
+
+    fn all_stored(&self, pending: &mut Vec<Pending>, out: &mut BulkOutcome) {
+        for p in pending.drain(..) {
+            if p.dead_letter {
+                out.dead_lettered += 1;
+                self.client.metrics().dead_lettered.inc();
+            } else {
+                out.created += 1;
+            }
+        }
+    }
+
+    /// Sorts the items of an answer; returns what is still pending. `sample` gets the first
+    /// retryable error, for the retry log line.
+    fn per_item(
+        &self,
+        pending: Vec<Pending>,
+        items: Vec<BTreeMap<String, ItemResult>>,
+        out: &mut BulkOutcome,
+        sample: &mut String,
+    ) -> Vec<Pending> {
+        let m = self.client.metrics();
+        let mut still = Vec::new();
+        for (p, item) in pending.into_iter().zip(items) {
+            let Some(res) = item.into_values().next() else {
+                if sample.is_empty() {
+                    *sample = "answer item without a result".into();
+                }
+                still.push(p);
+                continue;
+            };
+            match res.status {
+                200..=299 | 409 => {
+                    if p.dead_letter {
+                        out.dead_lettered += 1;
+                        m.dead_lettered.inc();
+                    } else if res.status == 409 {
+                        out.conflicts += 1;
+                    } else {
+                        out.created += 1;
+                    }
+                }
+                s if retry::classify(s) == Verdict::Retry => {
+                    if sample.is_empty() {
+                        *sample = item_error_text(s, &res.error);
+                    }
+                    still.push(p);
+                }
+                s => {
+                    let reason = res.error.as_ref().map(|e| e.kind.clone()).filter(|k| valid_reason(k));
+                    let reason = reason.unwrap_or_else(|| format!("status_{s}"));
+                    let text = item_error_text(s, &res.error);
+                    m.rejected(&reason, 1, &text);
+                    *out.rejected.entry(reason).or_default() += 1;
+                    if let (Some(dlq), false) = (&self.dead_letter_index, p.dead_letter) {
+                        still.push(Pending { doc: dead_letter(dlq, &p.doc, &text), dead_letter: true });
+                    }
+                }
+            }
+        }
+        still
+    }
+
+    fn encode(&self, pending: &[Pending]) -> (Bytes, HeaderMap) {
+        let size: usize = pending.iter().map(|p| p.doc.source.len() + p.doc.index.len() + 64).sum();
+        let mut body = Vec::with_capacity(size);
+        for p in pending {
+            write_action(&mut body, &p.doc);
+            body.extend_from_slice(&p.doc.source);
+            body.push(b'\n');
+        }
+        let mut headers = HeaderMap::new();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/x-ndjson"));
+        let body = match self.compression {
+            Compression::None => body,
+            Compression::Gzip => {
+                headers.insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+                gzip(&body)
+            }
+        };
+        (Bytes::from(body), headers)
+    }
+}
+
+fn write_action(out: &mut Vec<u8>, doc: &BulkDoc) {
+    #[derive(serde::Serialize)]
+    struct Meta<'a> {
+        _index: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        _id: Option<&'a str>,
+    }
+    #[derive(serde::Serialize)]
+    struct Action<'a> {
+        create: Meta<'a>,
+    }
+    serde_json::to_writer(&mut *out, &Action { create: Meta { _index: &doc.index, _id: doc.id.as_deref() } })
+        .expect("writing JSON to a Vec cannot fail");
+    out.push(b'\n');
+}
+
+/// Error types are Elasticsearch exception names: a bounded set, fine as a label value.
+fn valid_reason(k: &str) -> bool {
+    !k.is_empty() && k.len() <= 64 && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+fn item_error_text(status: u16, e: &Option<ItemError>) -> String {
+    match e {
+        Some(e) => {
+            let mut cut = e.reason.len().min(400);
+            while !e.reason.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            format!("item status {status}: {}: {}", e.kind, &e.reason[..cut])
+        }
+        None => format!("item status {status}"),
+    }
+}
+
+/// The dead-letter document of a rejected one: when, why, where it was going, and the
+/// original document as a string (`event.original`, ECS), which cannot conflict with any
+/// mapping. Same `_id`, so dead-lettering is idempotent too.
+fn dead_letter(index: &str, doc: &BulkDoc, error: &str) -> BulkDoc {
+    let mut ts = String::new();
+    crate::event::format_rfc3339_nanos(chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default(), &mut ts);
+    let source = serde_json::json!({
+        "@timestamp": ts,
+        "event": { "original": String::from_utf8_lossy(&doc.source) },
+        "error": { "message": error },
+        "vigil": { "index": doc.index },
+    });
+    BulkDoc {
+        index: index.to_string(),
+        id: doc.id.clone(),
+        source: serde_json::to_vec(&source).expect("JSON values serialize"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn action_line() {
+        let mut out = Vec::new();
+        write_action(&mut out, &BulkDoc { index: "logs-a".into(), id: Some("x1".into()), source: vec![] });
+        assert_eq!(out, b"{\"create\":{\"_index\":\"logs-a\",\"_id\":\"x1\"}}\n");
+    }
+
+    #[test]
+    fn reasons_are_bounded() {
+        assert!(valid_reason("mapper_parsing_exception"));
+        assert!(!valid_reason("a b"));
+        assert!(!valid_reason(""));
+    }
+}

@@ -1,0 +1,551 @@
+//! The Elasticsearch sink: ECS documents through `_bulk` `create` actions with a deterministic
+//! `_id` per line, into a dated index or a data stream.
+//!
+//! Key decision: the `_id` is derived from where the line is (node, file identity, offset), not
+//! from its content, and documents are `create`d, so any resend (a retry, or lines read again
+//! after a crash before the checkpoint) answers 409 and is counted as delivered: at-least-once
+//! delivery becomes exactly-once storage. Rejected: `index` actions (a resend overwrites, and
+//! data streams refuse them) and content hashes (two identical lines are two documents).
+//!
+//! Order does not matter to Elasticsearch, so the sink uses one batch lane with
+//! `max_in_flight` concurrent requests (see `batch`). Item-by-item handling is in `bulk`.
+
+pub mod bulk;
+
+use super::batch::{self, Batch, BatchConfig, BatchLimits, Deliver, DriverConfig};
+use super::http::{self, AuthConfig, Compression, HttpClient, HttpSettings, TlsConfig};
+use super::metrics::SinkMetrics;
+use super::retry::RetryConfig;
+use super::{RunFuture, Sink, SinkContext};
+use crate::config::{HumanDuration, Problems, Secret};
+use crate::event::Event;
+use crate::pipeline::{Acker, Chunk};
+use bulk::{BulkDoc, BulkSender};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ElasticsearchConfig {
+    pub name: String,
+    /// Base URL; `/_bulk` is appended, a path prefix and query string are kept (proxies,
+    /// OpenSearch, VictoriaLogs' `/insert/elasticsearch`).
+    pub endpoint: String,
+    /// Index name pattern; strftime fields (`%Y %m %d`…) take the event's own date, UTC.
+    /// Default `logs-vigil-%Y.%m.%d` (when `data_stream` is not set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index: Option<String>,
+    /// Write to this data stream instead of `index` (e.g. `logs-kubernetes-default`; needs a
+    /// matching index template). Default none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_stream: Option<String>,
+    /// Constant fields added as ECS `labels.*`, e.g. `{cluster: prod}`. Dots in keys become
+    /// `_`, so `app` and `app.kubernetes.io/name` cannot clash in the mapping. Default none.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Index for documents Elasticsearch rejects (400-class: mapping errors); they are stored
+    /// there with the error and the original as a string. Default none: rejected documents are
+    /// counted and logged, then dropped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dead_letter_index: Option<String>,
+    /// `gzip` or `none`. Default gzip: log text shrinks about tenfold, Elasticsearch accepts
+    /// gzipped requests.
+    #[serde(default = "default_compression")]
+    pub compression: Compression,
+    /// Batch limits. Defaults: 5000 events, 5MiB, 1s (Elastic advises a few MB per request).
+    #[serde(default)]
+    pub batch: BatchConfig,
+    /// Concurrent `_bulk` requests. Default 2: hides the latency of one request behind the
+    /// other (tens of thousands of lines/s per node), keeps memory to about two batches plus
+    /// their compressed bodies, and does not fill a small cluster's write queues from every
+    /// node at once.
+    #[serde(default = "default_in_flight")]
+    pub max_in_flight: usize,
+    #[serde(default)]
+    pub retry: RetryConfig,
+    /// Time limit of one request, answer included. Default 30s.
+    #[serde(default = "http::default_request_timeout")]
+    pub request_timeout: HumanDuration,
+    #[serde(default)]
+    pub tls: TlsConfig,
+    /// Basic auth (`username`/`password`) or `api_key`.
+    #[serde(default)]
+    pub auth: AuthConfig,
+    /// Extra request headers. Values are secrets: never printed. Default none.
+    #[serde(default)]
+    pub headers: BTreeMap<String, Secret>,
+}
+
+fn default_compression() -> Compression {
+    Compression::Gzip
+}
+fn default_in_flight() -> usize {
+    2
+}
+
+pub const DEFAULT_INDEX: &str = "logs-vigil-%Y.%m.%d";
+const DEFAULT_LIMITS: BatchLimits =
+    BatchLimits { max_events: 5000, max_bytes: 5 << 20, timeout: Duration::from_secs(1) };
+/// Under Elasticsearch's default `http.max_content_length` of 100mb.
+const HARD_MAX_BYTES: u64 = 90 << 20;
+
+impl ElasticsearchConfig {
+    pub fn http(&self) -> HttpSettings<'_> {
+        HttpSettings {
+            endpoint: &self.endpoint,
+            request_timeout: self.request_timeout,
+            tls: &self.tls,
+            auth: &self.auth,
+            headers: &self.headers,
+        }
+    }
+
+    /// The `_bulk` sender of this sink's endpoint, auth, TLS, compression, retries and dead
+    /// letters, counting into `metrics`. The metrics shipper sends its documents through the
+    /// same kind of sender.
+    pub fn bulk_sender(&self, metrics: SinkMetrics) -> Result<BulkSender, String> {
+        let url = http::endpoint_with_path(&self.endpoint, "/_bulk")?;
+        let client = HttpClient::new(&self.http(), metrics).map_err(|e| e.to_string())?;
+        Ok(BulkSender {
+            client,
+            url,
+            compression: self.compression,
+            retry: self.retry,
+            dead_letter_index: self.dead_letter_index.clone(),
+        })
+    }
+
+    pub fn validate(&self, path: &str, p: &mut Problems) {
+        self.http().validate(path, p);
+        match (&self.index, &self.data_stream) {
+            (Some(_), Some(_)) => p.push(format!("{path}.index"), "and data_stream are both set; choose one"),
+            (_, Some(ds)) => {
+                if let Err(e) = check_index_name(ds) {
+                    p.push(format!("{path}.data_stream"), format!("'{ds}' {e}"));
+                }
+            }
+            (i, None) => {
+                let pattern = i.as_deref().unwrap_or(DEFAULT_INDEX);
+                if let Err(e) = IndexPattern::new(pattern) {
+                    p.push(format!("{path}.index"), format!("'{pattern}' {e}"));
+                }
+            }
+        }
+        if let Some(d) = &self.dead_letter_index {
+            if let Err(e) = check_index_name(d) {
+                p.push(format!("{path}.dead_letter_index"), format!("'{d}' {e}"));
+            }
+        }
+        let mut keys = BTreeMap::new();
+        for k in self.labels.keys() {
+            if let Some(other) = keys.insert(dedot(k), k) {
+                p.push(
+                    format!("{path}.labels.{k}"),
+                    format!("becomes '{}' after de-dotting, like '{other}'; rename one", dedot(k)),
+                );
+            }
+        }
+        if self.max_in_flight == 0 || self.max_in_flight > 64 {
+            p.push(
+                format!("{path}.max_in_flight"),
+                format!("'{}' is out of range; expected 1 to 64", self.max_in_flight),
+            );
+        }
+        self.batch.validate(&format!("{path}.batch"), HARD_MAX_BYTES, p);
+        self.retry.validate(&format!("{path}.retry"), p);
+    }
+}
+
+/// `app.kubernetes.io/name` → `app_kubernetes_io/name`: a dotted key would be an object path
+/// in the mapping and clash with a plain `app` key.
+pub fn dedot(key: &str) -> String {
+    key.replace('.', "_")
+}
+
+/// Elasticsearch's index name rules (lowercase, no `\ / * ? " < > | , # :` or space, not
+/// starting with `-_+`, not `.`/`..`, at most 255 bytes).
+pub fn check_index_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name == "." || name == ".." {
+        return Err("is not a valid index name".into());
+    }
+    if name.len() > 255 {
+        return Err("is longer than 255 bytes; Elasticsearch refuses it".into());
+    }
+    if name.starts_with(['-', '_', '+']) {
+        return Err("starts with '-', '_' or '+'; Elasticsearch refuses it".into());
+    }
+    if name.chars().any(|c| c.is_uppercase() || "\\/*?\"<>|,#: ".contains(c)) {
+        return Err("has upper-case letters or one of \\ / * ? \" < > | , # : space; Elasticsearch refuses them".into());
+    }
+    Ok(())
+}
+
+/// A parsed index pattern.
+#[derive(Debug, Clone)]
+pub struct IndexPattern {
+    pattern: String,
+    /// How long one rendering stays valid: the pattern's finest date field.
+    granularity: Granularity,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Granularity {
+    Static,
+    Day,
+    Second,
+}
+
+impl IndexPattern {
+    pub fn new(pattern: &str) -> Result<Self, String> {
+        use chrono::format::{Item, StrftimeItems};
+        let mut granularity = Granularity::Static;
+        for item in StrftimeItems::new(pattern) {
+            match item {
+                Item::Error => return Err("has an invalid strftime field; expected e.g. logs-%Y.%m.%d".into()),
+                Item::Numeric(..) | Item::Fixed(..) => {
+                    granularity = granularity.max_with(Granularity::Day);
+                }
+                _ => {}
+            }
+        }
+        // Any field finer than a day (hour, minute, second, timestamp) renders per second.
+        let day_only = ["%Y", "%C", "%y", "%m", "%b", "%h", "%d", "%e", "%j", "%U", "%W", "%G", "%g", "%V", "%F", "%%"];
+        let mut rest = pattern.to_string();
+        for d in day_only {
+            rest = rest.replace(d, "");
+        }
+        if rest.contains('%') {
+            granularity = Granularity::Second;
+        }
+        let p = Self { pattern: pattern.to_string(), granularity };
+        // Render a sample to apply the index name rules to what will really be sent.
+        let sample = p.render(1_795_847_533_000_000_000);
+        check_index_name(&sample).map_err(|e| format!("renders as '{sample}', which {e}"))?;
+        Ok(p)
+    }
+
+    pub fn render(&self, ts_ns: i64) -> String {
+        if self.granularity == Granularity::Static {
+            return self.pattern.clone();
+        }
+        let secs = ts_ns.div_euclid(1_000_000_000);
+        let dt = chrono::DateTime::from_timestamp(secs, 0).unwrap_or_default();
+        dt.format(&self.pattern).to_string()
+    }
+
+    /// The timestamp range (seconds) within which `render` gives the same name as for `secs`.
+    fn bucket(&self, secs: i64) -> i64 {
+        match self.granularity {
+            Granularity::Static => 0,
+            Granularity::Day => secs.div_euclid(86_400),
+            Granularity::Second => secs,
+        }
+    }
+}
+
+impl Granularity {
+    fn max_with(self, other: Self) -> Self {
+        match (self, other) {
+            (Granularity::Second, _) | (_, Granularity::Second) => Granularity::Second,
+            (Granularity::Day, _) | (_, Granularity::Day) => Granularity::Day,
+            _ => Granularity::Static,
+        }
+    }
+}
+
+enum Target {
+    Pattern(IndexPattern),
+    DataStream(String),
+}
+
+pub struct ElasticsearchSink {
+    inner: Arc<EsInner>,
+    driver: DriverConfig,
+}
+
+struct EsInner {
+    sender: BulkSender,
+    target: Target,
+    /// Pre-rendered `labels` object (de-dotted keys), or None.
+    labels: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Hash of the node name, the first part of every `_id`.
+    node_hash: u64,
+    metrics: SinkMetrics,
+}
+
+impl ElasticsearchSink {
+    pub fn build(c: &ElasticsearchConfig, ctx: &SinkContext) -> Result<Box<dyn Sink>, super::Error> {
+        Ok(Box::new(Self::new(c, ctx)?))
+    }
+
+    pub fn new(c: &ElasticsearchConfig, ctx: &SinkContext) -> Result<Self, super::Error> {
+        let err = |message: String| super::Error::Build { name: c.name.clone(), message };
+        let metrics = ctx.sink_metrics(&c.name);
+        let sender = c.bulk_sender(metrics.clone()).map_err(err)?;
+        let target = match &c.data_stream {
+            Some(ds) => Target::DataStream(ds.clone()),
+            None => Target::Pattern(IndexPattern::new(c.index.as_deref().unwrap_or(DEFAULT_INDEX)).map_err(err)?),
+        };
+        let labels = (!c.labels.is_empty())
+            .then(|| c.labels.iter().map(|(k, v)| (dedot(k), serde_json::Value::from(v.as_str()))).collect());
+        let inner = EsInner { sender, target, labels, node_hash: fnv1a64(ctx.node_name.as_bytes()), metrics };
+        let driver = DriverConfig {
+            limits: c.batch.resolve(DEFAULT_LIMITS),
+            lanes: 1,
+            lane_concurrency: c.max_in_flight.max(1),
+        };
+        Ok(Self { inner: Arc::new(inner), driver })
+    }
+}
+
+impl Sink for ElasticsearchSink {
+    fn run(self: Box<Self>, input: mpsc::Receiver<Arc<Chunk>>, acker: Acker) -> RunFuture {
+        Box::pin(batch::run(self.inner, self.driver, input, acker))
+    }
+}
+
+/// FNV-1a, 64 bit: a fixed, documented hash, so `_id`s stay the same across vigil versions
+/// (std's `DefaultHasher` promises no such thing).
+pub fn fnv1a64(data: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in data {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+/// The deterministic `_id` of an event: node hash, file identity and offset, 48 hex digits.
+/// The file identity and offset already identify a line on a node; the node hash keeps two
+/// nodes' lines apart in a shared index.
+pub fn document_id(node_hash: u64, e: &Event) -> String {
+    format!("{node_hash:016x}{:016x}{:016x}", e.origin.file, e.origin.offset)
+}
+
+impl EsInner {
+    /// The ECS document of an event.
+    fn document(&self, e: &Event, clock: &mut Rfc3339Cache, out: &mut Vec<u8>) {
+        use serde::Serialize;
+        #[derive(Serialize)]
+        struct Doc<'a> {
+            #[serde(rename = "@timestamp")]
+            timestamp: &'a str,
+            message: &'a str,
+            stream: &'static str,
+            kubernetes: Kubernetes<'a>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            container: Option<Container<'a>>,
+            host: Host<'a>,
+            log: Log<'a>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            labels: Option<&'a serde_json::Map<String, serde_json::Value>>,
+            #[serde(skip_serializing_if = "Vec::is_empty")]
+            tags: Vec<&'static str>,
+        }
+        #[derive(Serialize)]
+        struct Kubernetes<'a> {
+            namespace: &'a str,
+            pod: Pod<'a>,
+            container: KContainer<'a>,
+        }
+        #[derive(Serialize)]
+        struct Pod<'a> {
+            name: &'a str,
+            uid: &'a str,
+        }
+        #[derive(Serialize)]
+        struct KContainer<'a> {
+            name: &'a str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            restart_count: Option<u32>,
+        }
+        #[derive(Serialize)]
+        struct Container<'a> {
+            id: &'a str,
+        }
+        #[derive(Serialize)]
+        struct Host<'a> {
+            name: &'a str,
+        }
+        #[derive(Serialize)]
+        struct Log<'a> {
+            file: File<'a>,
+        }
+        #[derive(Serialize)]
+        struct File<'a> {
+            path: &'a str,
+        }
+        let ts = clock.format(e.timestamp);
+        let k = &e.source.kubernetes;
+        let mut tags = Vec::new();
+        if e.malformed {
+            tags.push("malformed");
+        }
+        if e.truncated {
+            tags.push("truncated");
+        }
+        let doc = Doc {
+            timestamp: ts,
+            message: &e.message,
+            stream: e.stream.as_str(),
+            kubernetes: Kubernetes {
+                namespace: &k.namespace,
+                pod: Pod { name: &k.pod, uid: &k.pod_uid },
+                container: KContainer { name: &k.container, restart_count: k.restart_count },
+            },
+            container: k.container_id.as_deref().map(|id| Container { id }),
+            host: Host { name: &e.source.node },
+            log: Log { file: File { path: &e.source.file } },
+            labels: self.labels.as_ref(),
+            tags,
+        };
+        serde_json::to_writer(&mut *out, &doc).expect("writing JSON to a Vec cannot fail");
+    }
+
+    fn documents(&self, batch: &Batch) -> Vec<BulkDoc> {
+        let mut docs = Vec::with_capacity(batch.events);
+        // Most events of a batch share a day: render the index once per bucket.
+        let mut cached: Option<(i64, String)> = None;
+        let mut clock = Rfc3339Cache::default();
+        for e in batch.events() {
+            let index = match &self.target {
+                Target::DataStream(ds) => ds.clone(),
+                Target::Pattern(p) => {
+                    let bucket = p.bucket(e.timestamp.div_euclid(1_000_000_000));
+                    match &cached {
+                        Some((b, name)) if *b == bucket => name.clone(),
+                        _ => {
+                            let name = p.render(e.timestamp);
+                            cached = Some((bucket, name.clone()));
+                            name
+                        }
+                    }
+                }
+            };
+            let mut source = Vec::with_capacity(e.message.len() + 320);
+            self.document(e, &mut clock, &mut source);
+            docs.push(BulkDoc { index, id: Some(document_id(self.node_hash, e)), source });
+        }
+        docs
+    }
+}
+
+/// RFC 3339 with nanoseconds, the date-time part formatted once per second (chrono's
+/// formatter is most of the cost of a document otherwise; events of a batch share seconds).
+#[derive(Default)]
+struct Rfc3339Cache {
+    secs: Option<i64>,
+    buf: String,
+    prefix_len: usize,
+}
+
+impl Rfc3339Cache {
+    fn format(&mut self, ns: i64) -> &str {
+        use std::fmt::Write;
+        let secs = ns.div_euclid(1_000_000_000);
+        let nanos = ns.rem_euclid(1_000_000_000);
+        if self.secs != Some(secs) {
+            self.buf.clear();
+            crate::event::format_rfc3339_nanos(secs * 1_000_000_000, &mut self.buf);
+            // Keep "YYYY-MM-DDTHH:MM:SS"; the fraction and Z are appended per event.
+            self.prefix_len = self.buf.find('.').unwrap_or(self.buf.len());
+            self.secs = Some(secs);
+        }
+        self.buf.truncate(self.prefix_len);
+        let _ = write!(self.buf, ".{nanos:09}Z");
+        &self.buf
+    }
+}
+
+impl Deliver for EsInner {
+    fn lane(&self, _e: &Event) -> usize {
+        0
+    }
+
+    fn size(&self, e: &Event) -> usize {
+        // Message (JSON-escaped roughly as is) plus the ECS fields and the action line.
+        let s = &e.source;
+        e.message.len()
+            + s.file.len()
+            + s.node.len()
+            + s.kubernetes.namespace.len()
+            + s.kubernetes.pod.len()
+            + s.kubernetes.pod_uid.len()
+            + s.kubernetes.container.len()
+            + 260
+    }
+
+    async fn deliver(self: Arc<Self>, batch: Batch) {
+        let docs = self.documents(&batch);
+        let outcome = self.sender.deliver(docs).await;
+        self.metrics.events_sent.inc_by(outcome.delivered() as u64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn index_patterns() {
+        let p = IndexPattern::new("logs-vigil-%Y.%m.%d").unwrap();
+        assert_eq!(p.granularity, Granularity::Day);
+        // 2026-11-28T06:32:13Z
+        assert_eq!(p.render(1_795_847_533_123_456_789), "logs-vigil-2026.11.28");
+        assert_eq!(p.bucket(1_795_847_533), p.bucket(1_795_847_533 + 3600));
+        let h = IndexPattern::new("logs-%Y.%m.%d-%H").unwrap();
+        assert_eq!(h.granularity, Granularity::Second);
+        assert_eq!(h.render(1_795_847_533_000_000_000), "logs-2026.11.28-06");
+        assert_eq!(IndexPattern::new("static").unwrap().render(0), "static");
+        assert!(IndexPattern::new("Logs-%Y").is_err(), "upper case is refused by Elasticsearch");
+        assert!(IndexPattern::new("logs-%b").is_err(), "%b renders 'Nov'");
+        assert!(IndexPattern::new("logs-%Q").is_err());
+    }
+
+    #[test]
+    fn cached_timestamps_match_the_event_contract() {
+        let mut c = Rfc3339Cache::default();
+        for ns in [0, 1_795_847_533_123_456_789, 1_795_847_533_000_000_001, 1_795_847_534_999_999_999, -1] {
+            let mut want = String::new();
+            crate::event::format_rfc3339_nanos(ns, &mut want);
+            assert_eq!(c.format(ns), want, "{ns}");
+        }
+    }
+
+    #[test]
+    fn dedot_keys() {
+        assert_eq!(dedot("app.kubernetes.io/name"), "app_kubernetes_io/name");
+        assert_eq!(dedot("app"), "app");
+    }
+
+    #[test]
+    fn ids_are_deterministic_and_distinct_per_node() {
+        assert_eq!(fnv1a64(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a64(b"a"), 0xaf63_dc4c_8601_ec8c);
+        assert_ne!(fnv1a64(b"node-1"), fnv1a64(b"node-2"));
+    }
+
+    #[test]
+    fn validation() {
+        let yaml = r#"
+name: es
+endpoint: http://es:9200
+index: logs-%Y
+data_stream: Logs
+labels: {a.b: x, a_b: y}
+dead_letter_index: "bad index"
+max_in_flight: 0
+"#;
+        let c: ElasticsearchConfig = serde_yaml_ng::from_str(yaml).unwrap();
+        let mut p = Problems::default();
+        c.validate("sinks[0]", &mut p);
+        let text = p.0.join("\n");
+        for needle in ["sinks[0].index", "sinks[0].dead_letter_index", "sinks[0].labels.a_b", "sinks[0].max_in_flight"]
+        {
+            assert!(text.contains(needle), "missing {needle}:\n{text}");
+        }
+    }
+}
