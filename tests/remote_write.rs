@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use vigil::metrics::ship::{MetricsSink, ShipMetrics, Shipper};
+use vigil::sinks::SinkContext;
 use vigil::sinks::remote_write::proto::WriteRequest;
 use vigil::sinks::remote_write::{RemoteWriteConfig, RemoteWriteSink};
 
@@ -131,22 +132,24 @@ impl Drop for Receiver {
     }
 }
 
-fn sink(yaml: &str) -> Arc<dyn MetricsSink> {
+fn sink(ctx: &SinkContext, yaml: &str) -> Arc<dyn MetricsSink> {
     let c: RemoteWriteConfig = serde_yaml_ng::from_str(yaml).unwrap();
     let mut p = vigil::config::Problems::default();
     c.validate("sink", &mut p);
     assert!(p.0.is_empty(), "{:?}", p.0);
-    RemoteWriteSink::build(&c, "node-a").unwrap()
+    RemoteWriteSink::build(&c, ctx).unwrap()
 }
 
-/// A registry with one counter `test_events_total` (value 7) and the ship metrics.
-fn registry() -> (Registry, IntCounter, ShipMetrics) {
+/// A registry with one counter `test_events_total` (value 7), the ship metrics and the sink
+/// metrics (through the sink context, as the app builds it).
+fn registry() -> (Registry, IntCounter, ShipMetrics, SinkContext) {
     let r = Registry::new();
     let c = IntCounter::new("test_events_total", "events").unwrap();
     c.inc_by(7);
     r.register(Box::new(c.clone())).unwrap();
     let m = ShipMetrics::register(&r).unwrap();
-    (r, c, m)
+    let ctx = SinkContext::new(r.clone(), "node-a".into()).unwrap();
+    (r, c, m, ctx)
 }
 
 /// The value of a series in `registry`, by name and label pairs.
@@ -178,13 +181,16 @@ fn header<'a>(r: &'a Received, name: &str) -> &'a str {
 #[tokio::test]
 async fn a_snapshot_arrives_with_protocol_headers_sorted_labels_and_one_timestamp() {
     let rx = Receiver::start().await;
-    let (r, _c, m) = registry();
+    let (r, _c, m, ctx) = registry();
     let before = vigil::metrics::ship::now_ms();
-    let s = sink(&format!(
-        "{{name: central, endpoint: 'http://{}/api/v1/write', external_labels: {{cluster: prod}}, tenant_id: team-a, \
+    let s = sink(
+        &ctx,
+        &format!(
+            "{{name: central, endpoint: 'http://{}/api/v1/write', external_labels: {{cluster: prod}}, tenant_id: team-a, \
          auth: {{username: u, password: p}}, headers: {{X-Extra: yes}}}}",
-        rx.addr
-    ));
+            rx.addr
+        ),
+    );
     let shipper = start(&r, &m, Duration::from_secs(3600), vec![s]);
     let got = rx.wait("first snapshot", |g| !g.is_empty()).await;
     let first = &got[0];
@@ -222,11 +228,14 @@ async fn fivexx_and_429_are_retried_until_accepted_and_400_is_dropped_and_counte
     rx.answer(503, None, "overloaded");
     rx.answer(429, Some("0"), "slow down");
     rx.answer(500, None, "oops");
-    let (r, _c, m) = registry();
-    let s = sink(&format!(
-        "{{name: central, endpoint: 'http://{}/api/v1/write', retry: {{initial_backoff: 10ms, max_backoff: 50ms}}}}",
-        rx.addr
-    ));
+    let (r, _c, m, ctx) = registry();
+    let s = sink(
+        &ctx,
+        &format!(
+            "{{name: central, endpoint: 'http://{}/api/v1/write', retry: {{initial_backoff: 10ms, max_backoff: 50ms}}}}",
+            rx.addr
+        ),
+    );
     let shipper = start(&r, &m, Duration::from_secs(3600), vec![s]);
     let got = rx.wait("a 2xx", |g| g.iter().any(|x| x.status == 204)).await;
     assert_eq!(got.iter().map(|x| x.status).collect::<Vec<_>>(), vec![503, 429, 500, 204]);
@@ -236,16 +245,24 @@ async fn fivexx_and_429_are_retried_until_accepted_and_400_is_dropped_and_counte
     assert_eq!(value(&r, "vigil_ship_samples_sent_total", &[("sink", "central")]), samples);
     assert_eq!(value(&r, "vigil_ship_samples_dropped_total", &[("reason", "rejected")]), 0.0);
     assert_eq!(value(&r, "vigil_ship_queue_samples", &[("sink", "central")]), 0.0);
+    // The shared per-sink request metrics see every attempt.
+    let requests = |status| value(&r, "vigil_sink_requests_total", &[("sink", "central"), ("status", status)]);
+    assert_eq!((requests("2xx"), requests("4xx"), requests("5xx")), (1.0, 1.0, 2.0));
+    assert_eq!(value(&r, "vigil_sink_retries_total", &[("sink", "central")]), 3.0);
+    assert_eq!(value(&r, "vigil_sink_healthy", &[("sink", "central")]), 1.0);
     shipper.shutdown(tokio::time::Instant::now() + Duration::from_secs(5)).await;
 
     // A 400 is final: counted, not retried; the next snapshot goes through.
     let rx = Receiver::start().await;
     rx.answer(400, None, "out of order sample");
-    let (r, _c, m) = registry();
-    let s = sink(&format!(
-        "{{name: central, endpoint: 'http://{}/api/v1/write', retry: {{initial_backoff: 10ms, max_backoff: 50ms}}}}",
-        rx.addr
-    ));
+    let (r, _c, m, ctx) = registry();
+    let s = sink(
+        &ctx,
+        &format!(
+            "{{name: central, endpoint: 'http://{}/api/v1/write', retry: {{initial_backoff: 10ms, max_backoff: 50ms}}}}",
+            rx.addr
+        ),
+    );
     let shipper = start(&r, &m, Duration::from_secs(1), vec![s]);
     let got = rx.wait("a 2xx after the 400", |g| g.iter().any(|x| x.status == 204)).await;
     assert_eq!(got[0].status, 400);
@@ -260,23 +277,29 @@ async fn fivexx_and_429_are_retried_until_accepted_and_400_is_dropped_and_counte
 async fn an_outage_is_bridged_by_the_queue_in_order_and_overflow_drops_the_oldest() {
     // Reserve a port, then close it: the receiver is down until it binds it again.
     let addr = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
-    let (r, _c, m) = registry();
+    let (r, _c, m, ctx) = registry();
     // Two sinks on the same dead receiver: one with room for the whole outage, one that can
     // hold only about two snapshots.
     let per_snapshot = {
-        let s = sink("{name: probe, endpoint: 'http://127.0.0.1:9/api/v1/write'}");
+        let s = sink(&ctx, "{name: probe, endpoint: 'http://127.0.0.1:9/api/v1/write'}");
         let snap = vigil::metrics::ship::Snapshot::gather(&r, "node-a".into());
         s.encode(&snap).iter().map(|b| b.samples).sum::<usize>()
     };
-    let roomy = sink(&format!(
-        "{{name: roomy, endpoint: 'http://{addr}/api/v1/write', external_labels: {{via: roomy}}, \
+    let roomy = sink(
+        &ctx,
+        &format!(
+            "{{name: roomy, endpoint: 'http://{addr}/api/v1/write', external_labels: {{via: roomy}}, \
          retry: {{initial_backoff: 20ms, max_backoff: 100ms}}}}"
-    ));
-    let tight = sink(&format!(
-        "{{name: tight, endpoint: 'http://{addr}/api/v1/write', external_labels: {{via: tight}}, \
+        ),
+    );
+    let tight = sink(
+        &ctx,
+        &format!(
+            "{{name: tight, endpoint: 'http://{addr}/api/v1/write', external_labels: {{via: tight}}, \
          queue_max_samples: {}, retry: {{initial_backoff: 20ms, max_backoff: 100ms}}}}",
-        per_snapshot * 2 + 2
-    ));
+            per_snapshot * 2 + 2
+        ),
+    );
     let shipper = start(&r, &m, Duration::from_secs(1), vec![roomy, tight]);
     // Let about five snapshots pile up while nothing listens.
     tokio::time::sleep(Duration::from_millis(4500)).await;
@@ -313,8 +336,8 @@ async fn an_outage_is_bridged_by_the_queue_in_order_and_overflow_drops_the_oldes
 #[tokio::test]
 async fn shutdown_ships_a_last_snapshot_and_gives_up_fast_on_a_dead_receiver() {
     let rx = Receiver::start().await;
-    let (r, c, m) = registry();
-    let s = sink(&format!("{{name: central, endpoint: 'http://{}/api/v1/write'}}", rx.addr));
+    let (r, c, m, ctx) = registry();
+    let s = sink(&ctx, &format!("{{name: central, endpoint: 'http://{}/api/v1/write'}}", rx.addr));
     let shipper = start(&r, &m, Duration::from_secs(3600), vec![s]);
     rx.wait("first snapshot", |g| !g.is_empty()).await;
     c.inc_by(100);
@@ -325,10 +348,13 @@ async fn shutdown_ships_a_last_snapshot_and_gives_up_fast_on_a_dead_receiver() {
 
     // Nobody listening: the final pass fails at once and is counted; no waiting out the grace.
     let dead = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
-    let (r, _c, m) = registry();
-    let s = sink(&format!(
-        "{{name: central, endpoint: 'http://{dead}/api/v1/write', retry: {{initial_backoff: 10s, max_backoff: 10s}}}}"
-    ));
+    let (r, _c, m, ctx) = registry();
+    let s = sink(
+        &ctx,
+        &format!(
+            "{{name: central, endpoint: 'http://{dead}/api/v1/write', retry: {{initial_backoff: 10s, max_backoff: 10s}}}}"
+        ),
+    );
     let shipper = start(&r, &m, Duration::from_secs(3600), vec![s]);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let t0 = tokio::time::Instant::now();
@@ -345,12 +371,15 @@ async fn a_bearer_token_file_is_read_at_each_request() {
     let dir = tempfile::tempdir().unwrap();
     let token = dir.path().join("token");
     std::fs::write(&token, "first\n").unwrap();
-    let (r, _c, m) = registry();
-    let s = sink(&format!(
-        "{{name: central, endpoint: 'http://{}/api/v1/write', auth: {{bearer_token_file: '{}'}}}}",
-        rx.addr,
-        token.display()
-    ));
+    let (r, _c, m, ctx) = registry();
+    let s = sink(
+        &ctx,
+        &format!(
+            "{{name: central, endpoint: 'http://{}/api/v1/write', auth: {{bearer_token_file: '{}'}}}}",
+            rx.addr,
+            token.display()
+        ),
+    );
     let shipper = start(&r, &m, Duration::from_secs(1), vec![s]);
     rx.wait("first snapshot", |g| !g.is_empty()).await;
     std::fs::write(&token, "rotated").unwrap();
@@ -370,8 +399,8 @@ async fn a_request_hanging_at_shutdown_does_not_outlive_the_grace_deadline() {
             conns.push(c);
         }
     });
-    let (r, _c, m) = registry();
-    let s = sink(&format!("{{name: central, endpoint: 'http://{addr}/api/v1/write', request_timeout: 1h}}"));
+    let (r, _c, m, ctx) = registry();
+    let s = sink(&ctx, &format!("{{name: central, endpoint: 'http://{addr}/api/v1/write', request_timeout: 1h}}"));
     let shipper = start(&r, &m, Duration::from_secs(3600), vec![s]);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let t0 = tokio::time::Instant::now();

@@ -18,6 +18,7 @@
 //! deadline is dropped and counted (`reason="shutdown"`).
 
 use crate::config::{HumanDuration, Problems};
+use crate::sinks::retry::RetryConfig;
 use bytes::Bytes;
 use prometheus::proto::MetricFamily;
 use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
@@ -228,26 +229,10 @@ pub trait MetricsSink: Send + Sync + 'static {
     fn encode(&self, snapshot: &Snapshot) -> Vec<Batch>;
     /// Sends one request once. Logs what went wrong; the caller retries, counts and drops.
     fn send<'a>(&'a self, batch: &'a Batch) -> SendFuture<'a>;
-    /// Backoff between retries of a failing request.
-    fn retry(&self) -> RetryPolicy;
+    /// Backoff between retries of a failing request (the sinks' shared policy).
+    fn retry(&self) -> RetryConfig;
     /// Bounds of the queue kept while the receiver is down.
     fn queue_limits(&self) -> QueueLimits;
-}
-
-/// Exponential backoff with equal jitter, capped; `Retry-After` honoured up to the cap.
-/// (Same shape as the log sinks' retry policy, so both can share one implementation.)
-#[derive(Debug, Clone, Copy)]
-pub struct RetryPolicy {
-    pub initial: Duration,
-    pub max: Duration,
-}
-
-impl RetryPolicy {
-    fn delay(&self, attempt: u32, retry_after: Option<Duration>) -> Duration {
-        let exp = self.initial.saturating_mul(1u32 << attempt.min(20)).min(self.max);
-        let half = exp / 2;
-        (half + half.mul_f64(fastrand::f64())).max(retry_after.unwrap_or_default()).min(self.max)
-    }
 }
 
 /// What the queue may hold while the receiver is down.
@@ -526,8 +511,7 @@ async fn collect_loop(
 }
 
 async fn send_loop(sink: Arc<dyn MetricsSink>, queue: Arc<ShipQueue>, mut stop: watch::Receiver<Option<Instant>>) {
-    let policy = sink.retry();
-    let mut attempt: u32 = 0;
+    let mut backoff = sink.retry().backoff();
     loop {
         let deadline = *stop.borrow();
         if deadline.is_some_and(|d| Instant::now() >= d) || queue.is_closed_and_empty() {
@@ -555,7 +539,7 @@ async fn send_loop(sink: Arc<dyn MetricsSink>, queue: Arc<ShipQueue>, mut stop: 
         };
         match outcome {
             SendOutcome::Done { delivered, rejected } => {
-                attempt = 0;
+                backoff = sink.retry().backoff();
                 queue.metrics.sent.inc_by(delivered as u64);
                 queue.metrics.dropped("rejected", rejected);
                 queue.finish_front(None);
@@ -567,8 +551,7 @@ async fn send_loop(sink: Arc<dyn MetricsSink>, queue: Arc<ShipQueue>, mut stop: 
                     // Shutdown makes one pass: a receiver that fails now will not recover in time.
                     break;
                 }
-                let delay = policy.delay(attempt, retry_after);
-                attempt = attempt.saturating_add(1);
+                let delay = backoff.next_delay(retry_after);
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
                     _ = stop_requested(&mut stop) => {}
@@ -681,18 +664,6 @@ mod tests {
         let _ = q.front().unwrap();
         q.finish_front(Some(batch(0, 3)));
         assert_eq!(q.samples(), 13);
-    }
-
-    #[test]
-    fn backoff_grows_is_capped_and_honours_retry_after() {
-        let p = RetryPolicy { initial: Duration::from_millis(100), max: Duration::from_secs(1) };
-        for attempt in 0..8 {
-            let exp = Duration::from_millis(100 * (1 << attempt)).min(Duration::from_secs(1));
-            let d = p.delay(attempt, None);
-            assert!(d >= exp / 2 && d <= exp, "attempt {attempt}: {d:?}");
-        }
-        assert_eq!(p.delay(0, Some(Duration::from_millis(700))), Duration::from_millis(700));
-        assert_eq!(p.delay(0, Some(Duration::from_secs(60))), Duration::from_secs(1));
     }
 
     #[test]

@@ -136,7 +136,7 @@ pub fn build(config: &SinkConfig, ctx: &SinkContext) -> Result<Box<dyn Sink>, Er
 /// it `carries_metrics`).
 pub fn build_metrics(config: &SinkConfig, ctx: &SinkContext) -> Result<Arc<dyn MetricsSink>, Error> {
     match config {
-        SinkConfig::PrometheusRemoteWrite(c) => remote_write::RemoteWriteSink::build(c, &ctx.node_name),
+        SinkConfig::PrometheusRemoteWrite(c) => remote_write::RemoteWriteSink::build(c, ctx),
         SinkConfig::Elasticsearch(c) => Err(Error::Build {
             name: c.name.clone(),
             message: "metric documents to elasticsearch are not implemented yet".into(),

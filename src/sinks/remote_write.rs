@@ -21,18 +21,18 @@
 //!
 //! Delivery (queue, retries, drops) is `metrics::ship`'s; this module encodes and sends once.
 
-use super::Error;
+use super::http::{self, AuthConfig, HttpClient, HttpSettings, TlsConfig};
+use super::retry::{self, RetryConfig, Verdict};
+use super::{Error, SinkContext};
 use crate::config::{HumanDuration, Problems, Secret};
-use crate::metrics::ship::{
-    Batch, MetricsSink, QueueLimits, RetryPolicy, SendFuture, SendOutcome, Snapshot, for_each_sample,
-};
+use crate::metrics::ship::{Batch, MetricsSink, QueueLimits, SendFuture, SendOutcome, Snapshot, for_each_sample};
 use bytes::Bytes;
 use prometheus::proto::{MetricFamily, MetricType};
+use reqwest::header::{CONTENT_ENCODING, CONTENT_TYPE, HeaderMap, HeaderValue};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 /// A `type: prometheus_remote_write` entry of `sinks:`. It carries metrics only: it must be
 /// listed under `metrics.ship.sinks` and never receives log events.
@@ -51,18 +51,19 @@ pub struct RemoteWriteConfig {
     /// Sent as `X-Scope-OrgID` when not empty (Mimir, Cortex, Thanos tenants). Default empty.
     #[serde(default)]
     pub tenant_id: Secret,
-    /// Authentication: `{username, password}`, `{bearer_token}` or `{bearer_token_file}`.
-    /// Default none.
+    /// Authentication, as for every HTTP sink: `{username, password}`, `{bearer_token}` or
+    /// `{bearer_token_file}` (re-read when it changes). Default none.
     #[serde(default)]
     pub auth: AuthConfig,
-    /// TLS for https endpoints. Default: the system's roots (and webpki's), verification on.
+    /// TLS for https endpoints: `ca_file`, `cert_file` + `key_file`, `insecure_skip_verify`.
+    /// Default: the system's roots, verification on.
     #[serde(default)]
     pub tls: TlsConfig,
     /// Extra request headers (values are treated as secrets: never printed). Default none.
     #[serde(default)]
     pub headers: BTreeMap<String, Secret>,
     /// Time limit of one request, answer included. Default 30s (Prometheus' remote_timeout).
-    #[serde(default = "default_timeout")]
+    #[serde(default = "http::default_request_timeout")]
     pub request_timeout: HumanDuration,
     /// At most this many samples per request; a larger snapshot is split. Default 2000
     /// (Prometheus' max_samples_per_send): well under every receiver's request-size limit.
@@ -82,66 +83,6 @@ pub struct RemoteWriteConfig {
     pub retry: RetryConfig,
 }
 
-/// How a request authenticates: at most one method. (The same keys as every HTTP sink.)
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AuthConfig {
-    /// Basic auth user; with `password`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub username: Option<String>,
-    /// Basic auth password. Secret: never printed.
-    #[serde(default)]
-    pub password: Secret,
-    /// Sent as `Authorization: Bearer <token>`. Secret.
-    #[serde(default)]
-    pub bearer_token: Secret,
-    /// A file holding the bearer token, re-read at every request so a rotated (projected
-    /// service account) token is picked up.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub bearer_token_file: Option<String>,
-}
-
-/// TLS settings of an https endpoint.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TlsConfig {
-    /// PEM file of CA certificates trusted in addition to the system's. Default none.
-    #[serde(default)]
-    pub ca_file: String,
-    /// PEM client certificate (with `key_file`) for mutual TLS. Default none.
-    #[serde(default)]
-    pub cert_file: String,
-    /// PEM private key of `cert_file`. Default none.
-    #[serde(default)]
-    pub key_file: String,
-    /// Accept any server certificate. Default false; logs a warning at start when true.
-    #[serde(default)]
-    pub insecure_skip_verify: bool,
-}
-
-/// `retry:` of a metrics sink.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RetryConfig {
-    /// Delay before the first retry; doubles on each further failure (with jitter). Default
-    /// 500ms.
-    #[serde(default = "default_initial_backoff")]
-    pub initial_backoff: HumanDuration,
-    /// Upper bound of the delay, also for a longer `Retry-After`. Default 30s: a recovered
-    /// receiver is noticed within half a minute.
-    #[serde(default = "default_max_backoff")]
-    pub max_backoff: HumanDuration,
-}
-
-impl Default for RetryConfig {
-    fn default() -> Self {
-        Self { initial_backoff: default_initial_backoff(), max_backoff: default_max_backoff() }
-    }
-}
-
-fn default_timeout() -> HumanDuration {
-    HumanDuration::secs(30)
-}
 fn default_max_samples_per_send() -> usize {
     2000
 }
@@ -151,13 +92,6 @@ fn default_queue_max_age() -> HumanDuration {
 fn default_queue_max_samples() -> usize {
     200_000
 }
-fn default_initial_backoff() -> HumanDuration {
-    HumanDuration::millis(500)
-}
-fn default_max_backoff() -> HumanDuration {
-    HumanDuration::secs(30)
-}
-
 /// `[a-zA-Z_][a-zA-Z0-9_]*`: Prometheus' label name syntax.
 fn valid_label_name(s: &str) -> bool {
     let mut chars = s.chars();
@@ -166,8 +100,18 @@ fn valid_label_name(s: &str) -> bool {
 }
 
 impl RemoteWriteConfig {
+    pub fn http(&self) -> HttpSettings<'_> {
+        HttpSettings {
+            endpoint: &self.endpoint,
+            request_timeout: self.request_timeout,
+            tls: &self.tls,
+            auth: &self.auth,
+            headers: &self.headers,
+        }
+    }
+
     pub fn validate(&self, path: &str, p: &mut Problems) {
-        p.url(format!("{path}.endpoint"), &self.endpoint);
+        self.http().validate(path, p);
         for (k, v) in &self.external_labels {
             let at = format!("{path}.external_labels.{k}");
             if !valid_label_name(k) {
@@ -178,53 +122,13 @@ impl RemoteWriteConfig {
                 p.push(at, "is empty; Prometheus drops empty labels, so give it a value or remove it");
             }
         }
-        for name in self.headers.keys() {
-            if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
-                p.push(format!("{path}.headers"), format!("'{name}' is not an HTTP header name"));
-            }
-        }
         if self.max_samples_per_send == 0 {
             p.push(format!("{path}.max_samples_per_send"), "is 0; expected at least 1, e.g. 2000");
         }
         if self.queue_max_samples == 0 {
             p.push(format!("{path}.queue_max_samples"), "is 0; expected at least 1, e.g. 200000");
         }
-        if self.request_timeout.get().is_zero() {
-            p.push(format!("{path}.request_timeout"), "is 0; expected a positive duration, e.g. 30s");
-        }
-        if self.tls.cert_file.is_empty() != self.tls.key_file.is_empty() {
-            p.push(format!("{path}.tls"), "cert_file and key_file go together; set both or neither");
-        }
-        if self.retry.initial_backoff.get().is_zero() {
-            p.push(format!("{path}.retry.initial_backoff"), "is 0; expected a positive duration, e.g. 500ms");
-        }
-        if self.retry.max_backoff < self.retry.initial_backoff {
-            p.push(
-                format!("{path}.retry.max_backoff"),
-                format!(
-                    "'{}' is below initial_backoff '{}'; expected max_backoff >= initial_backoff",
-                    self.retry.max_backoff, self.retry.initial_backoff
-                ),
-            );
-        }
-        let a = &self.auth;
-        let methods = [
-            a.username.is_some() || !a.password.expose().is_empty(),
-            !a.bearer_token.expose().is_empty(),
-            a.bearer_token_file.is_some(),
-        ];
-        if methods.iter().filter(|m| **m).count() > 1 {
-            p.push(
-                format!("{path}.auth"),
-                "sets more than one method; choose one of username/password, bearer_token, bearer_token_file",
-            );
-        }
-        if a.username.is_none() && !a.password.expose().is_empty() {
-            p.push(format!("{path}.auth.username"), "is missing; a password needs a username");
-        }
-        if a.bearer_token_file.as_deref() == Some("") {
-            p.push(format!("{path}.auth.bearer_token_file"), "is empty; expected a token file path");
-        }
+        self.retry.validate(&format!("{path}.retry"), p);
     }
 }
 
@@ -373,8 +277,10 @@ pub struct RemoteWriteSink {
     labels: SeriesLabels,
     max_samples_per_send: usize,
     limits: QueueLimits,
-    retry: RetryPolicy,
-    transport: Transport,
+    retry: RetryConfig,
+    client: HttpClient,
+    /// Protocol headers and the tenant, sent with every request.
+    headers: HeaderMap,
     last_metadata_ms: AtomicI64,
     /// The series of the previous snapshot, by label hash: one that is gone now gets a stale
     /// marker, as a scrape would write.
@@ -385,18 +291,29 @@ pub struct RemoteWriteSink {
 }
 
 impl RemoteWriteSink {
-    pub fn build(c: &RemoteWriteConfig, node: &str) -> Result<Arc<dyn MetricsSink>, Error> {
+    pub fn build(c: &RemoteWriteConfig, ctx: &SinkContext) -> Result<Arc<dyn MetricsSink>, Error> {
         let build_err = |message: String| Error::Build { name: c.name.clone(), message };
         let endpoint = reqwest::Url::parse(&c.endpoint).map_err(|e| build_err(format!("endpoint: {e}")))?;
-        let transport = Transport::new(c).map_err(build_err)?;
+        let client = HttpClient::new(&c.http(), ctx.sink_metrics(&c.name)).map_err(|e| build_err(e.to_string()))?;
+        let mut headers = HeaderMap::new();
+        headers.insert(CONTENT_ENCODING, HeaderValue::from_static("snappy"));
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/x-protobuf"));
+        headers.insert("x-prometheus-remote-write-version", HeaderValue::from_static("0.1.0"));
+        if !c.tenant_id.expose().is_empty() {
+            let mut v = HeaderValue::from_str(c.tenant_id.expose())
+                .map_err(|_| build_err("tenant_id is not a valid header value".into()))?;
+            v.set_sensitive(true);
+            headers.insert("x-scope-orgid", v);
+        }
         Ok(Arc::new(RemoteWriteSink {
             name: c.name.clone(),
             endpoint,
-            labels: SeriesLabels { node: node.to_string(), external: c.external_labels.clone() },
+            labels: SeriesLabels { node: ctx.node_name.to_string(), external: c.external_labels.clone() },
             max_samples_per_send: c.max_samples_per_send.max(1),
             limits: QueueLimits { max_age: c.queue_max_age.get(), max_samples: c.queue_max_samples },
-            retry: RetryPolicy { initial: c.retry.initial_backoff.get(), max: c.retry.max_backoff.get() },
-            transport,
+            retry: c.retry,
+            client,
+            headers,
             last_metadata_ms: AtomicI64::new(i64::MIN),
             previous: Mutex::new(HashMap::new()),
             failing: AtomicBool::new(false),
@@ -466,44 +383,49 @@ impl MetricsSink for RemoteWriteSink {
 
     fn send<'a>(&'a self, batch: &'a Batch) -> SendFuture<'a> {
         Box::pin(async move {
-            let retry = |retry_after| SendOutcome::Retry { rest: batch.clone(), delivered: 0, retry_after };
-            let resp = match self.transport.post(&self.endpoint, batch.body.clone()).await {
+            let m = self.client.metrics();
+            let retry = |retry_after| {
+                m.failing();
+                m.retries.inc();
+                SendOutcome::Retry { rest: batch.clone(), delivered: 0, retry_after }
+            };
+            let resp = match self.client.post(&self.endpoint, batch.body.clone(), self.headers.clone(), 4096).await {
                 Ok(r) => r,
                 Err(error) => {
-                    self.failed(format_args!("{error}"));
+                    self.failed(format_args!("{}", http::error_chain(&error)));
                     return retry(None);
                 }
             };
-            let status = resp.status();
-            if status.is_success() {
-                if self.failing.swap(false, Ordering::Relaxed) {
-                    tracing::info!(sink = %self.name, "remote write receiver reachable again");
+            match retry::classify(resp.status) {
+                Verdict::Success => {
+                    m.success();
+                    if self.failing.swap(false, Ordering::Relaxed) {
+                        tracing::info!(sink = %self.name, "remote write receiver reachable again");
+                    }
+                    SendOutcome::Done { delivered: batch.samples, rejected: 0 }
                 }
-                return SendOutcome::Done { delivered: batch.samples, rejected: 0 };
+                Verdict::Reject => {
+                    // The receiver answered, so it is up; the request itself is wrong (an
+                    // out-of-order or duplicate sample, a too-large request) and would fail again.
+                    m.success();
+                    tracing::warn!(
+                        sink = %self.name,
+                        status = resp.status,
+                        samples = batch.samples,
+                        error = %resp.body_sample(512),
+                        "remote write rejected a request; its samples are dropped (vigil_ship_samples_dropped_total)"
+                    );
+                    SendOutcome::Done { delivered: 0, rejected: batch.samples }
+                }
+                Verdict::Retry => {
+                    self.failed(format_args!("HTTP {}: {}", resp.status, resp.body_sample(512)));
+                    retry(resp.retry_after)
+                }
             }
-            let retry_after = resp
-                .headers()
-                .get(reqwest::header::RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .map(Duration::from_secs);
-            let body = body_excerpt(resp).await;
-            if status.is_client_error() && status.as_u16() != 429 {
-                tracing::warn!(
-                    sink = %self.name,
-                    status = status.as_u16(),
-                    samples = batch.samples,
-                    error = %body,
-                    "remote write rejected a request; its samples are dropped"
-                );
-                return SendOutcome::Done { delivered: 0, rejected: batch.samples };
-            }
-            self.failed(format_args!("HTTP {status}: {body}"));
-            retry(retry_after)
         })
     }
 
-    fn retry(&self) -> RetryPolicy {
+    fn retry(&self) -> RetryConfig {
         self.retry
     }
 
@@ -512,107 +434,15 @@ impl MetricsSink for RemoteWriteSink {
     }
 }
 
-/// The first 512 bytes of an error answer, for the log line.
-async fn body_excerpt(resp: reqwest::Response) -> String {
-    let bytes = resp.bytes().await.unwrap_or_default();
-    let s = String::from_utf8_lossy(&bytes[..bytes.len().min(512)]);
-    s.trim().to_string()
-}
-
-/// The HTTP side: client (TLS, timeout), auth and headers. Kept apart from the encoding so it
-/// can move to the shared sink HTTP client unchanged in behaviour.
-struct Transport {
-    client: reqwest::Client,
-    auth: AuthConfig,
-    tenant: Secret,
-    headers: reqwest::header::HeaderMap,
-}
-
-impl Transport {
-    fn new(c: &RemoteWriteConfig) -> Result<Self, String> {
-        let mut b = reqwest::Client::builder()
-            .use_rustls_tls()
-            .timeout(c.request_timeout.get())
-            .connect_timeout(c.request_timeout.get().min(Duration::from_secs(10)))
-            // A redirected POST would be replayed as a GET by the default policy: never follow.
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("vigil/", env!("CARGO_PKG_VERSION")));
-        if !c.tls.ca_file.is_empty() {
-            let pem = std::fs::read(&c.tls.ca_file).map_err(|e| format!("tls.ca_file {}: {e}", c.tls.ca_file))?;
-            for cert in reqwest::Certificate::from_pem_bundle(&pem)
-                .map_err(|e| format!("tls.ca_file {}: not PEM certificates: {e}", c.tls.ca_file))?
-            {
-                b = b.add_root_certificate(cert);
-            }
-        }
-        if !c.tls.cert_file.is_empty() {
-            let mut pem =
-                std::fs::read(&c.tls.cert_file).map_err(|e| format!("tls.cert_file {}: {e}", c.tls.cert_file))?;
-            pem.push(b'\n');
-            pem.extend(std::fs::read(&c.tls.key_file).map_err(|e| format!("tls.key_file {}: {e}", c.tls.key_file))?);
-            b = b.identity(
-                reqwest::Identity::from_pem(&pem)
-                    .map_err(|e| format!("tls.cert_file/key_file: not a PEM pair: {e}"))?,
-            );
-        }
-        if c.tls.insecure_skip_verify {
-            tracing::warn!(sink = %c.name, "tls.insecure_skip_verify is on: the server's certificate is not checked");
-            b = b.danger_accept_invalid_certs(true);
-        }
-        let mut headers = reqwest::header::HeaderMap::new();
-        for (k, v) in &c.headers {
-            let name =
-                reqwest::header::HeaderName::from_bytes(k.as_bytes()).map_err(|e| format!("headers.{k}: {e}"))?;
-            let mut value = reqwest::header::HeaderValue::from_str(v.expose())
-                .map_err(|_| format!("headers.{k}: the value is not a valid header value"))?;
-            value.set_sensitive(true);
-            headers.insert(name, value);
-        }
-        let client = b.build().map_err(|e| format!("building the HTTP client: {e}"))?;
-        Ok(Self { client, auth: c.auth.clone(), tenant: c.tenant_id.clone(), headers })
-    }
-
-    async fn post(&self, url: &reqwest::Url, body: Bytes) -> Result<reqwest::Response, String> {
-        let mut req = self
-            .client
-            .post(url.clone())
-            .headers(self.headers.clone())
-            .header(reqwest::header::CONTENT_ENCODING, "snappy")
-            .header(reqwest::header::CONTENT_TYPE, "application/x-protobuf")
-            .header("X-Prometheus-Remote-Write-Version", "0.1.0");
-        if !self.tenant.expose().is_empty() {
-            req = req.header("X-Scope-OrgID", self.tenant.expose());
-        }
-        let a = &self.auth;
-        if let Some(user) = &a.username {
-            req = req.basic_auth(user, Some(a.password.expose()));
-        } else if !a.bearer_token.expose().is_empty() {
-            req = req.bearer_auth(a.bearer_token.expose());
-        } else if let Some(path) = &a.bearer_token_file {
-            let token = tokio::fs::read_to_string(path)
-                .await
-                .map_err(|e| format!("reading the bearer token file {path}: {e}"))?;
-            req = req.bearer_auth(token.trim());
-        }
-        req.body(body).send().await.map_err(|e| {
-            // reqwest's Display hides the cause ("error sending request"); the chain tells why.
-            let mut msg = e.to_string();
-            let mut src = std::error::Error::source(&e);
-            while let Some(s) = src {
-                msg.push_str(": ");
-                msg.push_str(&s.to_string());
-                src = s.source();
-            }
-            msg
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::proto::WriteRequest;
     use super::*;
     use prometheus::{Counter, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+
+    fn ctx() -> SinkContext {
+        SinkContext::new(Registry::new(), "n1".into()).unwrap()
+    }
 
     fn label_map(ts: &TimeSeries) -> Vec<(String, String)> {
         ts.labels.iter().map(|l| (l.name.clone(), l.value.clone())).collect()
@@ -695,7 +525,7 @@ mod tests {
             max_samples_per_send: 2,
             ..serde_yaml_ng::from_str("{name: rw, endpoint: 'http://127.0.0.1:1/api/v1/write'}").unwrap()
         };
-        let sink = RemoteWriteSink::build(&c, "n1").unwrap();
+        let sink = RemoteWriteSink::build(&c, &ctx()).unwrap();
         let snap = Snapshot { timestamp_ms: 99_000, families: r.gather(), node: "n1".into() };
         let decode = |b: &Batch| -> WriteRequest {
             let raw = snap::raw::Decoder::new().decompress_vec(&b.body).unwrap();
@@ -725,7 +555,7 @@ mod tests {
         g.with_label_values(&["veth1"]).set(1.0);
         r.register(Box::new(g.clone())).unwrap();
         let c: RemoteWriteConfig = serde_yaml_ng::from_str("{name: rw, endpoint: 'http://127.0.0.1:1/w'}").unwrap();
-        let sink = RemoteWriteSink::build(&c, "n1").unwrap();
+        let sink = RemoteWriteSink::build(&c, &ctx()).unwrap();
         let decode = |b: &Batch| -> WriteRequest {
             prost::Message::decode(snap::raw::Decoder::new().decompress_vec(&b.body).unwrap().as_slice()).unwrap()
         };
@@ -792,7 +622,7 @@ mod tests {
             p.0,
             vec![
                 "sinks[0].auth: sets more than one method; choose one of username/password, bearer_token, \
-                 bearer_token_file"
+                 bearer_token_file, api_key"
             ]
         );
     }
