@@ -61,7 +61,8 @@ fn main() {
         "{name: rw, endpoint: 'http://127.0.0.1:9/api/v1/write', external_labels: {cluster: prod}}",
     )
     .unwrap();
-    let sink = RemoteWriteSink::build(&c, "node-0123.example.internal").unwrap();
+    let ctx = vigil::sinks::SinkContext::new(Registry::new(), "node-0123.example.internal".into()).unwrap();
+    let sink = RemoteWriteSink::build(&c, &ctx).unwrap();
 
     let mut samples = 0;
     let mut bytes = 0;
