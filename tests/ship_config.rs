@@ -27,6 +27,7 @@ sinks:
     type: elasticsearch
     endpoint: https://es.logging:9200
     index: logs-vigil-%Y.%m.%d
+    metrics_index: metrics-vigil-%Y.%m.%d
   - name: loki
     type: loki
     endpoint: http://loki.logging:3100
@@ -108,6 +109,16 @@ fn remote_write_keys_are_checked_with_their_path() {
     assert!(all.contains("sinks[0].queue_max_samples: is 0"), "{all}");
     assert!(all.contains("metrics.ship.interval: '500ms' is below 1s"), "{all}");
     assert_eq!(e.len(), 4, "{all}");
+}
+
+#[test]
+fn a_bad_metrics_index_is_reported_with_its_path() {
+    let e = errors(
+        "sinks:\n  - name: es\n    type: elasticsearch\n    endpoint: http://es:9200\n    metrics_index: Metrics-%Y\n\
+         metrics:\n  ship:\n    sinks: [es]\n",
+    );
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(e[0].starts_with("sinks[0].metrics_index: 'Metrics-%Y' renders as 'Metrics-2026'"), "{e:?}");
 }
 
 #[test]

@@ -22,9 +22,86 @@
 //! Non-finite values (a summary's NaN quantile before any observation) are left out: JSON has
 //! no NaN and a document without a value is useless.
 
-use crate::metrics::ship::{Snapshot, for_each_sample};
+use super::elasticsearch::bulk::{BulkDoc, BulkSender};
+use super::elasticsearch::{ElasticsearchConfig, IndexPattern, dedot, fnv1a64};
+use super::retry::RetryConfig;
+use super::{Error, SinkContext};
+use crate::metrics::ship::{Batch, MetricsSink, QueueLimits, SendFuture, SendOutcome, Snapshot, for_each_sample};
 use serde::Serialize;
 use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// `metrics_index` when not set.
+pub const DEFAULT_METRICS_INDEX: &str = "metrics-vigil-%Y.%m.%d";
+/// Documents per `_bulk` request: about 300 bytes each, so well under a MiB per request.
+const DOCS_PER_REQUEST: usize = 2000;
+/// The same bounds as remote write's defaults: five minutes, 200000 documents.
+const QUEUE: QueueLimits = QueueLimits { max_age: Duration::from_secs(300), max_samples: 200_000 };
+
+/// An `elasticsearch` sink's metrics side: metric documents through the same `_bulk` sender
+/// (per-item retries, 409 = stored, rejections counted, dead-letter index) as its logs.
+pub struct EsMetricsSink {
+    name: String,
+    sender: BulkSender,
+    index: IndexPattern,
+    /// The sink's `labels`, de-dotted.
+    labels: BTreeMap<String, String>,
+    retry: RetryConfig,
+}
+
+impl EsMetricsSink {
+    pub fn build(c: &ElasticsearchConfig, ctx: &SinkContext) -> Result<Arc<dyn MetricsSink>, Error> {
+        let err = |message: String| Error::Build { name: c.name.clone(), message };
+        let sender = c.bulk_sender(ctx.sink_metrics(&c.name)).map_err(err)?;
+        let index = IndexPattern::new(c.metrics_index.as_deref().unwrap_or(DEFAULT_METRICS_INDEX))
+            .map_err(|e| err(format!("metrics_index {e}")))?;
+        let labels = c.labels.iter().map(|(k, v)| (dedot(k), v.clone())).collect();
+        Ok(Arc::new(Self { name: c.name.clone(), sender, index, labels, retry: c.retry }))
+    }
+}
+
+impl MetricsSink for EsMetricsSink {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn encode(&self, snapshot: &Snapshot) -> Vec<Batch> {
+        let (docs, skipped) = documents(snapshot, &self.labels);
+        if skipped > 0 {
+            tracing::debug!(sink = %self.name, samples = skipped, "non-finite metric values left out of Elasticsearch");
+        }
+        let index = self.index.render(snapshot.timestamp_ms.saturating_mul(1_000_000));
+        docs.chunks(DOCS_PER_REQUEST)
+            .map(|chunk| Batch { body: pack(&index, chunk), samples: chunk.len(), timestamp_ms: snapshot.timestamp_ms })
+            .collect()
+    }
+
+    fn send<'a>(&'a self, batch: &'a Batch) -> SendFuture<'a> {
+        Box::pin(async move {
+            let Some((index, docs)) = unpack(&batch.body) else {
+                // Only this module packs batches: a failure here is a bug, not bad input.
+                tracing::error!(sink = %self.name, "metric documents could not be unpacked; dropped");
+                return SendOutcome::Done { delivered: 0, rejected: batch.samples };
+            };
+            let docs =
+                docs.into_iter().map(|d| BulkDoc { index: index.clone(), id: Some(d.id), source: d.source }).collect();
+            // The bulk sender retries what is retryable itself, item by item, until each
+            // document is stored, already there, dead-lettered or rejected.
+            let out = self.sender.deliver(docs).await;
+            let rejected = out.rejected.values().sum::<usize>();
+            SendOutcome::Done { delivered: out.delivered(), rejected }
+        })
+    }
+
+    fn retry(&self) -> RetryConfig {
+        self.retry
+    }
+
+    fn queue_limits(&self) -> QueueLimits {
+        QUEUE
+    }
+}
 
 /// One metric document, ready for a `create` action.
 #[derive(Debug, Clone, PartialEq)]
@@ -65,13 +142,6 @@ struct Metric<'a> {
     value: f64,
 }
 
-/// FNV-1a, 64 bits: stable across builds and platforms (unlike std's SipHash keys), so the same
-/// series gets the same `_id` after a restart.
-fn fnv1a64(h: u64, data: &[u8]) -> u64 {
-    data.iter().fold(h, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
-}
-const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-
 /// The `@timestamp` of a snapshot: RFC 3339, milliseconds, UTC.
 pub fn timestamp(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
@@ -85,6 +155,7 @@ pub fn documents(snapshot: &Snapshot, constant: &BTreeMap<String, String>) -> (V
     let node = &*snapshot.node;
     let mut docs = Vec::new();
     let mut skipped = 0;
+    let mut key = Vec::new();
     for_each_sample(&snapshot.families, |s| {
         if !s.value.is_finite() {
             skipped += 1;
@@ -110,15 +181,17 @@ pub fn documents(snapshot: &Snapshot, constant: &BTreeMap<String, String>) -> (V
             prometheus::proto::MetricType::SUMMARY => "summary",
             prometheus::proto::MetricType::UNTYPED => "untyped",
         };
-        let mut h = fnv1a64(FNV_OFFSET, node.as_bytes());
-        h = fnv1a64(h, b"\xff");
-        h = fnv1a64(h, name.as_bytes());
+        key.clear();
+        key.extend_from_slice(node.as_bytes());
+        key.push(0xff);
+        key.extend_from_slice(name.as_bytes());
         for (k, v) in &labels {
-            h = fnv1a64(h, b"\xff");
-            h = fnv1a64(h, k.as_bytes());
-            h = fnv1a64(h, b"=");
-            h = fnv1a64(h, v.as_bytes());
+            key.push(0xff);
+            key.extend_from_slice(k.as_bytes());
+            key.push(b'=');
+            key.extend_from_slice(v.as_bytes());
         }
+        let h = fnv1a64(&key);
         let doc = Doc {
             timestamp: &ts,
             host: Host { name: node },

@@ -137,10 +137,7 @@ pub fn build(config: &SinkConfig, ctx: &SinkContext) -> Result<Box<dyn Sink>, Er
 pub fn build_metrics(config: &SinkConfig, ctx: &SinkContext) -> Result<Arc<dyn MetricsSink>, Error> {
     match config {
         SinkConfig::PrometheusRemoteWrite(c) => remote_write::RemoteWriteSink::build(c, ctx),
-        SinkConfig::Elasticsearch(c) => Err(Error::Build {
-            name: c.name.clone(),
-            message: "metric documents to elasticsearch are not implemented yet".into(),
-        }),
+        SinkConfig::Elasticsearch(c) => es_metrics::EsMetricsSink::build(c, ctx),
         other => Err(Error::Build {
             name: other.name().to_string(),
             message: format!("a {} sink cannot carry metrics", other.kind()),

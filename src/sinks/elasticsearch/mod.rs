@@ -42,6 +42,11 @@ pub struct ElasticsearchConfig {
     /// matching index template). Default none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data_stream: Option<String>,
+    /// Index (a strftime pattern on the snapshot's date, UTC, or a data stream name) for
+    /// metric documents, used when this sink is named under `metrics.ship.sinks`. Default
+    /// `metrics-vigil-%Y.%m.%d`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_index: Option<String>,
     /// Constant fields added as ECS `labels.*`, e.g. `{cluster: prod}`. Dots in keys become
     /// `_`, so `app` and `app.kubernetes.io/name` cannot clash in the mapping. Default none.
     #[serde(default)]
@@ -132,6 +137,11 @@ impl ElasticsearchConfig {
                 if let Err(e) = IndexPattern::new(pattern) {
                     p.push(format!("{path}.index"), format!("'{pattern}' {e}"));
                 }
+            }
+        }
+        if let Some(m) = &self.metrics_index {
+            if let Err(e) = IndexPattern::new(m) {
+                p.push(format!("{path}.metrics_index"), format!("'{m}' {e}"));
             }
         }
         if let Some(d) = &self.dead_letter_index {
