@@ -212,3 +212,57 @@ async fn documents_from_an_outage_arrive_once_elasticsearch_is_back() {
     assert!(during >= 4, "documents collected during the outage arrived: {stamps:?}");
     assert_eq!(value(&r, "vigil_ship_samples_dropped_total", &[("sink", "es"), ("reason", "queue_full")]), 0.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_real_binary_ships_metric_documents_through_a_sink_that_also_carries_logs() {
+    let es = EsServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let listen: std::net::SocketAddr = format!("127.0.0.1:{}", support::free_port()).parse().unwrap();
+    let config = format!(
+        "node_name: es-node
+sources:
+  containers:
+    include: ['{logs}/*.log']
+    checkpoint_dir: {ckpt}
+sinks:
+  - name: es
+    type: elasticsearch
+    endpoint: {url}
+    metrics_index: metrics-test-%Y.%m.%d
+    labels: {{cluster: e2e}}
+shutdown:
+  grace_period: 3s
+metrics:
+  listen: {listen}
+  ship:
+    interval: 1s
+    sinks: [es]
+",
+        logs = logs.display(),
+        ckpt = dir.path().join("ckpt").display(),
+        url = es.url(),
+    );
+    let mut vigil = tokio::task::block_in_place(|| {
+        let mut v = support::Vigil::start(dir.path(), &config, listen);
+        v.wait_ready(Duration::from_secs(20));
+        v
+    });
+    let docs = eventually("vigil's own metrics as documents", || {
+        let d = stored(&es);
+        (!find(&d, "vigil_build_info").is_empty() && !find(&d, "vigil_sink_request_duration_seconds_bucket").is_empty())
+            .then_some(d)
+    })
+    .await;
+    let build = find(&docs, "vigil_build_info")[0];
+    assert_eq!(build["host"]["name"], "es-node");
+    assert_eq!(build["labels"]["cluster"], "e2e");
+    assert_eq!(build["labels"]["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(build["metric"]["value"], 1.0);
+    // The sink's own request histogram, about the requests carrying these very documents.
+    assert!(find(&docs, "vigil_sink_request_duration_seconds_bucket").iter().all(|d| d["labels"]["sink"] == "es"));
+    vigil.signal(libc::SIGTERM);
+    let status = tokio::task::block_in_place(|| vigil.wait_exit(Duration::from_secs(10)));
+    assert!(status.is_some_and(|s| s.success()), "{}", vigil.stderr());
+}

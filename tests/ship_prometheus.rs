@@ -116,6 +116,18 @@ fn vigil_pushes_its_metrics_into_a_real_prometheus() {
     })
     .unwrap_or_else(|| panic!("no vigil_ship_samples_sent_total > 0; vigil stderr:\n{}", vigil.stderr()));
     assert!(sent >= 10.0, "{sent}");
+    // Histograms arrive expanded as a scrape stores them: the sink's own request latency.
+    let inf = prom.query(r#"vigil_sink_request_duration_seconds_bucket{node="ship-node",sink="central",le="+Inf"}"#);
+    assert!(value(&inf) >= 1.0, "{inf:?}");
+    // One query, so both series come from the same snapshot: +Inf bucket == count.
+    let diff = prom.query(
+        r#"vigil_sink_request_duration_seconds_bucket{node="ship-node",sink="central",le="+Inf"}
+           - ignoring(le) vigil_sink_request_duration_seconds_count{node="ship-node",sink="central"}"#,
+    );
+    assert_eq!(value(&diff), 0.0);
+    let buckets = prom.query(r#"count(vigil_sink_request_duration_seconds_bucket{node="ship-node",sink="central"})"#);
+    assert_eq!(value(&buckets), 13.0, "12 bounds and +Inf");
+
     // The log pipeline's counters travel too: the three lines written before start, read and
     // acknowledged by the file sink.
     let shipped = wait_for(Duration::from_secs(30), || {
