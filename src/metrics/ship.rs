@@ -14,8 +14,10 @@
 //! disk as Prometheus keeps (a node agent's few minutes of data fit in a few MiB of RAM).
 //!
 //! Shutdown: the shipper takes one last snapshot and each sink makes one pass over its queue,
-//! without backoff: what is not delivered by the first retryable failure or by the grace
-//! deadline is dropped and counted (`reason="shutdown"`).
+//! without backoff between requests: what is not delivered by the first retryable failure (a
+//! `SendOutcome::Retry`) or by the grace deadline is dropped and counted (`reason="shutdown"`).
+//! A sink that retries inside `send` (Elasticsearch's per-item `_bulk` retries) is cut off at
+//! the deadline.
 
 use crate::config::{HumanDuration, Problems};
 use crate::sinks::retry::RetryConfig;
