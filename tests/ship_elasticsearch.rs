@@ -209,7 +209,7 @@ async fn documents_from_an_outage_arrive_once_elasticsearch_is_back() {
     stop(shipper).await;
     assert!(stamps.windows(2).all(|w| w[0] < w[1]), "oldest first, each once: {stamps:?}");
     let during = stamps.iter().filter(|t| **t < back).count();
-    assert!(during >= 4, "documents collected during the outage arrived: {stamps:?}");
+    assert!(during >= 3, "documents collected during the outage arrived: {stamps:?}");
     assert_eq!(value(&r, "vigil_ship_samples_dropped_total", &[("sink", "es"), ("reason", "queue_full")]), 0.0);
 }
 
