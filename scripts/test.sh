@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
 # vigil's whole test suite, from a fresh Debian 12 machine with Rust: installs the real tools the
 # tests compare against (Prometheus, promtool, node_exporter, yamllint, kubernetes-validate,
-# hadolint),
-# then runs fmt, clippy and every test.
+# hadolint), then runs fmt, clippy and every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
