@@ -166,10 +166,10 @@ fn the_entrypoint_is_the_binary_the_build_produces() {
     // ...which the final stage copies to the ENTRYPOINT's path.
     let final_copy = copies(&ins)
         .into_iter()
-        .find(|(from, srcs, _)| from.is_some() && srcs.iter().any(|s| *s == staged))
+        .find(|(from, srcs, _)| from.is_some() && srcs.contains(&staged))
         .unwrap_or_else(|| panic!("no COPY --from takes {staged} into the runtime image"));
     let entry = exec_form(args_of(&ins, "ENTRYPOINT").last().expect("ENTRYPOINT"));
-    assert_eq!(entry, [final_copy.2.clone()], "ENTRYPOINT vs the copied binary");
+    assert_eq!(entry, std::slice::from_ref(&final_copy.2), "ENTRYPOINT vs the copied binary");
     // The default command is one the binary accepts.
     let cmd = exec_form(args_of(&ins, "CMD").last().expect("CMD"));
     let help = std::process::Command::new(vigil()).arg(&cmd[0]).arg("--help").output().expect("vigil --help");

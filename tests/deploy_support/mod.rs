@@ -341,7 +341,7 @@ pub fn sorted(mut objs: Vec<Value>) -> Vec<Value> {
 }
 
 /// A map of the object's labels.
-pub fn labels<'a>(o: &'a Value, path: &[&str]) -> Map<String, Value> {
+pub fn labels(o: &Value, path: &[&str]) -> Map<String, Value> {
     let mut cur = o;
     for k in path {
         cur = &cur[k];
