@@ -83,8 +83,13 @@ fn the_prometheus_operator_servicemonitor_matches_the_service() {
 
 #[test]
 fn yamllint_is_clean_for_the_repository_and_the_embedded_configs() {
-    let out = tool("yamllint", &["--strict", "."], &root());
-    assert!(out.status.success(), "yamllint --strict .:\n{}", text(&out));
+    // The YAML users read and copy: manifests, the shipped default and example configs. Not
+    // the whole tree: tests may keep deliberately broken YAML fixtures.
+    let paths = [".yamllint", "manifests", "src/config/default.yaml", "examples/vigil.yaml"];
+    let mut args = vec!["--strict"];
+    args.extend(paths);
+    let out = tool("yamllint", &args, &root());
+    assert!(out.status.success(), "yamllint --strict {paths:?}:\n{}", text(&out));
 
     // The configs inside the ConfigMaps are YAML files of their own once mounted.
     let tmp = tempfile::tempdir().expect("temp dir");
