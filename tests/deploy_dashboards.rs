@@ -513,7 +513,9 @@ fn every_metric_and_label_in_the_dashboards_is_exported_by_a_running_vigil() {
     let t = tmp.path().canonicalize().expect("canonical temp dir");
     write_node_tree(&t);
     let (loki, es) = (fake_loki(), fake_elasticsearch());
-    let vigil = start_vigil(&t, &|listen| {
+    // /healthz, not /readyz: a sink answering 429 may keep vigil unready, and readiness is not
+    // what this test is about.
+    let vigil = start_vigil(&t, "/healthz", &|listen| {
         format!(
             "node_name: test-node
 sources:

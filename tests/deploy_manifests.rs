@@ -394,7 +394,7 @@ fn the_binary_answers_the_probe_and_scrape_paths_the_manifests_use() {
     let logs = tmp.path().join("pods");
     std::fs::create_dir_all(&logs).expect("mkdir");
     let ckpt = tmp.path().join("state");
-    let vigil = start_vigil(tmp.path(), &|listen| {
+    let vigil = start_vigil(tmp.path(), "/readyz", &|listen| {
         format!(
             "sources:\n  containers:\n    include: ['{}/*/*/*.log']\n    checkpoint_dir: {}\n\
              sinks:\n  - {{name: out, type: file, path: {}/out.ndjson}}\nmetrics:\n  listen: {listen}\n",

@@ -280,8 +280,9 @@ impl Running {
 }
 
 /// Starts `vigil run` on a config made by `make_config(listen_addr)` and waits (at most 20 s)
-/// until `/readyz` answers 200. Retries with another port if the chosen one was taken.
-pub fn start_vigil(dir: &Path, make_config: &dyn Fn(&str) -> String) -> Running {
+/// until `wait_path` (`/readyz`, or `/healthz` when readiness is not the point) answers 200.
+/// Retries with another port if the chosen one was taken.
+pub fn start_vigil(dir: &Path, wait_path: &str, make_config: &dyn Fn(&str) -> String) -> Running {
     for attempt in 0..3 {
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
         let config = dir.join(format!("vigil-{attempt}.yaml"));
@@ -306,10 +307,10 @@ pub fn start_vigil(dir: &Path, make_config: &dyn Fn(&str) -> String) -> Running 
                 }
                 panic!("vigil exited with {status} before it was ready:\n{err}");
             }
-            if let Ok((200, _, _)) = http_get(addr, "/readyz") {
+            if let Ok((200, _, _)) = http_get(addr, wait_path) {
                 return running;
             }
-            assert!(Instant::now() < deadline, "vigil not ready within 20 s:\n{}", running.stderr());
+            assert!(Instant::now() < deadline, "vigil: no 200 on {wait_path} within 20 s:\n{}", running.stderr());
             std::thread::sleep(Duration::from_millis(50));
         }
     }
