@@ -139,7 +139,13 @@ impl Shared {
             }
             Err(error) => {
                 self.metrics.checkpoint_failures.inc();
-                tracing::warn!(path = %self.checkpoints.path().display(), %error, "checkpoint write failed; will retry");
+                // Once a minute at the default interval, not every second.
+                if self.metrics.checkpoint_failures.get() % 60 == 1 {
+                    tracing::warn!(
+                        path = %self.checkpoints.path().display(), %error, failures = self.metrics.checkpoint_failures.get(),
+                        "checkpoint write failed; retrying (offsets are kept in memory meanwhile)"
+                    );
+                }
             }
         }
     }
