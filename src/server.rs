@@ -72,6 +72,8 @@ impl Server {
                 let health = health.clone();
                 tokio::spawn(async move {
                     let svc = service_fn(move |req| handle(req, registry.clone(), health.clone()));
+                    // header_read_timeout needs a timer: without one hyper panics on every
+                    // connection ("timeout `header_read_timeout` set, but no timer set").
                     let conn = hyper::server::conn::http1::Builder::new()
                         .timer(hyper_util::rt::TokioTimer::new())
                         .header_read_timeout(std::time::Duration::from_secs(10))

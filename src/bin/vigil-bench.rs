@@ -7,8 +7,8 @@
 //! depend on the machine; compare vigil with `cat` from the same run.
 //!
 //! Usage: `cargo build --release && target/release/vigil-bench [--mb 256] [--dir /tmp]
-//! [--format cri|docker] [--files 1|100|1000] [--parse-only]` (expects the `vigil` binary
-//! next to itself).
+//! [--format cri|docker] [--files 1|100|1000] [--repeat 2] [--parse-only]` (expects the
+//! `vigil` binary next to itself).
 
 use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -146,11 +146,15 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let arg = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
     let mb: u64 = arg("--mb").map(|v| v.parse().expect("--mb N")).unwrap_or(256);
+    let repeat: usize = arg("--repeat").map(|v| v.parse().expect("--repeat N")).unwrap_or(2).max(1);
     let base = PathBuf::from(arg("--dir").unwrap_or_else(|| std::env::temp_dir().display().to_string()));
     let vigil = std::env::current_exe().unwrap().with_file_name("vigil");
     assert!(vigil.exists(), "build vigil first: {} is missing", vigil.display());
     let work = base.join(format!("vigil-bench-{}", std::process::id()));
-    println!("vigil-bench: {mb} MB of 200-byte lines per case, file sink, data in {}", work.display());
+    println!(
+        "vigil-bench: {mb} MB of 200-byte lines per case, file sink, best of {repeat} runs, data in {}",
+        work.display()
+    );
     println!(
         "{:<7} {:>5} {:>10} {:>9} {:>8} {:>10} {:>9} {:>9} {:>9}",
         "format", "files", "lines/s", "MB/s", "CPU s", "CPU s/GB", "RSS MB", "cat s/GB", "vs cat"
@@ -182,8 +186,13 @@ fn main() {
             unsafe { libc::sync() };
             let bytes: u64 = paths.iter().map(|p| std::fs::metadata(p).unwrap().len()).sum();
             let gb = bytes as f64 / 1e9;
-            let cat = run_cat(&paths);
-            let v = run_vigil(&vigil, &work, &root, fmt, lines);
+            // The machine is shared: each case runs `repeat` times and the run with the least
+            // CPU is reported (interference only ever adds).
+            let best = |a: Usage, b: Usage| if b.cpu < a.cpu { b } else { a };
+            let cat = (1..repeat).fold(run_cat(&paths), |a, _| best(a, run_cat(&paths)));
+            let v = (1..repeat).fold(run_vigil(&vigil, &work, &root, fmt, lines), |a, _| {
+                best(a, run_vigil(&vigil, &work, &root, fmt, lines))
+            });
             let secs = v.wall.as_secs_f64();
             println!(
                 "{:<7} {:>5} {:>10.0} {:>9.1} {:>8.2} {:>10.2} {:>9.1} {:>9.2} {:>8.1}x",

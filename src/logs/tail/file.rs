@@ -95,6 +95,11 @@ pub struct FileTail {
     pub at_eof: bool,
     /// Size at the last `stat`.
     pub size: u64,
+    /// Opening order (set by the tailer): of two files with the same path, the older one is
+    /// read to its end before the newer one is read.
+    pub order: u64,
+    /// Waiting for an older file with the same path to be finished (not read meanwhile).
+    pub blocked: bool,
     /// Malformed lines since the last warning about them, and when that was (rate limit).
     malformed_unlogged: u64,
     malformed_logged_at: Option<Instant>,
@@ -174,6 +179,8 @@ impl FileTail {
             last_data: Instant::now(),
             at_eof: false,
             size,
+            order: 0,
+            blocked: false,
             malformed_unlogged: 0,
             malformed_logged_at: None,
         }

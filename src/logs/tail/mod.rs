@@ -139,7 +139,13 @@ impl Shared {
             }
             Err(error) => {
                 self.metrics.checkpoint_failures.inc();
-                tracing::warn!(path = %self.checkpoints.path().display(), %error, "checkpoint write failed; will retry");
+                // Once a minute at the default interval, not every second.
+                if self.metrics.checkpoint_failures.get() % 60 == 1 {
+                    tracing::warn!(
+                        path = %self.checkpoints.path().display(), %error, failures = self.metrics.checkpoint_failures.get(),
+                        "checkpoint write failed; retrying (offsets are kept in memory meanwhile)"
+                    );
+                }
             }
         }
     }
@@ -224,6 +230,7 @@ pub struct Tailer {
     cursor: usize,
     dirty: Vec<PathBuf>,
     last_send: Instant,
+    next_order: u64,
 }
 
 impl Tailer {
@@ -269,6 +276,7 @@ impl Tailer {
             cursor: 0,
             dirty: Vec::new(),
             last_send: now,
+            next_order: 0,
         })
     }
 
@@ -309,7 +317,7 @@ impl Tailer {
                 }
                 self.next_poll = Instant::now() + self.s.poll_interval;
             }
-            let hot = self.files.iter().any(|f| !f.at_eof);
+            let hot = self.files.iter().any(|f| !f.at_eof && !f.blocked);
             if (!hot || self.last_send.elapsed() >= BATCH_LINGER) && !self.send() {
                 break;
             }
@@ -346,20 +354,21 @@ impl Tailer {
         if n == 0 {
             return Some(false);
         }
-        let blocked: HashSet<PathBuf> =
-            self.files.iter().filter(|f| !matches!(f.state, State::Live)).map(|f| f.path.clone()).collect();
+        // Per path, the oldest file that is no longer live: it is read to its end first.
+        let mut oldest_gone: HashMap<PathBuf, u64> = HashMap::new();
+        for f in self.files.iter().filter(|f| !matches!(f.state, State::Live)) {
+            let o = oldest_gone.entry(f.path.clone()).or_insert(f.order);
+            *o = (*o).min(f.order);
+        }
         let mut progressed = false;
         let start = self.cursor % n;
         self.cursor = self.cursor.wrapping_add(1);
         for j in 0..n {
             let i = (start + j) % n;
             let f = &mut self.files[i];
-            if !full && f.at_eof {
-                continue;
-            }
-            if matches!(f.state, State::Live) && blocked.contains(&f.path) {
-                // The rotated file with this path is still being drained: keep order.
-                f.at_eof = true;
+            // An older (rotated) file with this path is still being drained: keep order.
+            f.blocked = oldest_gone.get(&f.path).is_some_and(|&o| matches!(f.state, State::Live) || o < f.order);
+            if f.blocked || (!full && f.at_eof) {
                 continue;
             }
             let now_ms = self.epoch.elapsed().as_millis() as u64;
@@ -461,11 +470,13 @@ impl Tailer {
             let unread = f.size.saturating_sub(f.offset);
             lag += unread;
             lag_max = lag_max.max(unread);
-            let drained = f.at_eof && unread == 0;
+            let drained = f.at_eof && unread == 0 && !f.blocked;
             match f.state {
                 State::Live => {}
                 State::Moved { replaced } => {
-                    if f.is_gz() && f.at_eof || drained && (replaced || f.last_data.elapsed() >= self.s.rotate_wait) {
+                    if !f.blocked && f.is_gz() && f.at_eof
+                        || drained && (replaced || f.last_data.elapsed() >= self.s.rotate_wait)
+                    {
                         close.push((i, false));
                     }
                 }
@@ -587,6 +598,11 @@ impl Tailer {
         self.shared.metrics.rescans.inc();
     }
 
+    fn take_order(&mut self) -> u64 {
+        self.next_order += 1;
+        self.next_order
+    }
+
     fn new_key(&self, id: FileId, fp: Fingerprint) -> u64 {
         let reg = self.shared.registry();
         let mut key = file_key(id, fp);
@@ -681,51 +697,99 @@ impl Tailer {
             Tracked { path: f.path.display().to_string(), id, fp, base: offset, closed: None, visible: false },
         );
         tracing::debug!(path = %f.path.display(), offset, "tailing log file");
-        self.files.push(FileTail::plain(key, id, fp, f.path.clone(), source, file, offset, self.s.limits));
+        let mut t = FileTail::plain(key, id, fp, f.path.clone(), source, file, offset, self.s.limits);
+        t.order = self.take_order();
+        self.files.push(t);
     }
 
     /// Start-up: checkpointed files no longer at their path are looked for among their
-    /// rotated names (plain or `.gz`) in the same directory and finished.
+    /// rotated names (plain or `.gz`) in the same directory and finished; rotated files newer
+    /// than the one found (rotated again while vigil was stopped, never seen) are read whole,
+    /// oldest first, before the live file.
     fn restore_rotated(&mut self) {
         let entries: Vec<Entry> = self.restore.drain().flat_map(|(_, v)| v).collect();
-        for e in entries {
-            let path = PathBuf::from(&e.path);
-            let (Some(dir), Some(name)) = (path.parent(), path.file_name().and_then(|n| n.to_str())) else { continue };
-            let prefix = format!("{name}.");
-            let Ok(rd) = std::fs::read_dir(if dir.as_os_str().is_empty() { Path::new(".") } else { dir }) else {
-                continue;
-            };
-            let mut candidates: Vec<PathBuf> = rd
-                .flatten()
-                .filter_map(|d| {
-                    let n = d.file_name().into_string().ok()?;
-                    (n.starts_with(&prefix) && !n.ends_with(".tmp")).then(|| dir.join(n))
-                })
-                .collect();
-            candidates.sort();
-            let mut found = false;
-            for c in candidates {
-                if let Some(t) = self.open_rotated(&e, &path, &c) {
+        let all_fps: Vec<Fingerprint> = entries.iter().map(Entry::fingerprint).collect();
+        let mut found_rotated: Vec<(PathBuf, String)> = Vec::new();
+        for e in &entries {
+            let family = PathBuf::from(&e.path);
+            let mut restored = None;
+            for (c, _) in rotated_siblings(&family) {
+                if let Some(mut t) = self.open_rotated(e, &family, &c) {
                     tracing::info!(path = %c.display(), offset = e.offset, "finishing a file rotated while vigil was stopped");
-                    self.shared.registry().insert(
-                        e.key,
-                        Tracked {
-                            path: e.path.clone(),
-                            id: t.id,
-                            fp: t.fp,
-                            base: e.offset,
-                            closed: None,
-                            visible: false,
-                        },
-                    );
+                    self.register(e.key, &e.path, &t, e.offset);
+                    t.order = self.take_order();
                     self.files.push(t);
-                    found = true;
+                    restored = Some(c);
                     break;
                 }
             }
-            if !found {
-                tracing::debug!(path = %e.path, "checkpointed file is gone; forgetting it");
+            match restored {
+                Some(c) => {
+                    let suffix = rotation_suffix(&family, &c).unwrap_or_default();
+                    found_rotated.push((family, suffix));
+                }
+                None => tracing::debug!(path = %e.path, "checkpointed file is gone; forgetting it"),
             }
+        }
+        for (family, restored_suffix) in found_rotated {
+            let mut newer: Vec<(PathBuf, String)> = rotated_siblings(&family)
+                .into_iter()
+                .filter(|(_, suffix)| rotated_after(&family, suffix, &restored_suffix))
+                .collect();
+            newer.sort_by(|a, b| {
+                if rotated_after(&family, &a.1, &b.1) { std::cmp::Ordering::Greater } else { std::cmp::Ordering::Less }
+            });
+            for (c, _) in newer {
+                if let Some(mut t) = self.open_unseen_rotated(&family, &c, &all_fps) {
+                    tracing::info!(path = %c.display(), "reading a file rotated twice while vigil was stopped");
+                    let key = self.new_key(t.id, t.fp);
+                    t.key = key;
+                    self.register(key, &family.display().to_string(), &t, 0);
+                    t.order = self.take_order();
+                    self.files.push(t);
+                }
+            }
+        }
+    }
+
+    fn register(&self, key: u64, family: &str, t: &FileTail, base: u64) {
+        self.shared
+            .registry()
+            .insert(key, Tracked { path: family.to_string(), id: t.id, fp: t.fp, base, closed: None, visible: false });
+    }
+
+    /// A rotated file with no checkpoint: opened at 0, unless it is one vigil tracks or has a
+    /// checkpoint entry for (by identity or fingerprint).
+    fn open_unseen_rotated(&self, family: &Path, candidate: &Path, known: &[Fingerprint]) -> Option<FileTail> {
+        let file = File::open(candidate).ok()?;
+        let meta = file.metadata().ok()?;
+        let id = FileId::of(&meta);
+        if !meta.is_file() || self.files.iter().any(|t| t.id == id) {
+            return None;
+        }
+        let gz = candidate.extension().is_some_and(|x| x == "gz");
+        let mut head = Vec::new();
+        if gz {
+            let mut dec = flate2::read::GzDecoder::new(std::io::BufReader::new(file.try_clone().ok()?));
+            (&mut dec).take(identity::FINGERPRINT_BYTES as u64).read_to_end(&mut head).ok()?;
+        } else {
+            head = vec![0u8; identity::FINGERPRINT_BYTES];
+            let n = read_head(&file, &mut head);
+            head.truncate(n);
+        }
+        if head.is_empty() || known.iter().any(|fp| fp.len > 0 && fp.matches(&head)) {
+            return None;
+        }
+        let fp = Fingerprint::of_bytes(&head);
+        let source = self.source(family, None);
+        if gz {
+            let mut file = file;
+            std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(0)).ok()?;
+            FileTail::gz(0, id, fp, family.to_path_buf(), source, file, 0, self.s.limits).ok()
+        } else {
+            let mut t = FileTail::plain(0, id, fp, family.to_path_buf(), source, file, 0, self.s.limits);
+            t.state = State::Moved { replaced: true };
+            Some(t)
         }
     }
 
@@ -742,6 +806,10 @@ impl Tailer {
         let want = e.fingerprint();
         let source = self.source(family, None);
         if candidate.extension().is_some_and(|x| x == "gz") {
+            if want.len == 0 {
+                // An empty fingerprint matches anything: no way to tell which .gz it became.
+                return None;
+            }
             let mut head = Vec::new();
             let mut dec = flate2::read::GzDecoder::new(std::io::BufReader::new(file.try_clone().ok()?));
             (&mut dec).take(want.len as u64).read_to_end(&mut head).ok()?;
@@ -800,6 +868,50 @@ fn update_lag(files: &[FileTail], m: &LogMetrics) {
     m.lag_max_bytes.set(lag_max as i64);
 }
 
+/// The rotated names of `family` in its directory (`<name>.<suffix>`, `.tmp` excluded), with
+/// their suffix (without `.gz`).
+fn rotated_siblings(family: &Path) -> Vec<(PathBuf, String)> {
+    let Some(dir) = family.parent() else {
+        return Vec::new();
+    };
+    let Ok(rd) = std::fs::read_dir(if dir.as_os_str().is_empty() { Path::new(".") } else { dir }) else {
+        return Vec::new();
+    };
+    let mut out: Vec<(PathBuf, String)> = rd
+        .flatten()
+        .filter_map(|d| {
+            let n = d.file_name().into_string().ok()?;
+            if n.ends_with(".tmp") {
+                return None;
+            }
+            let p = dir.join(&n);
+            let suffix = rotation_suffix(family, &p)?;
+            Some((p, suffix))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// `0.log.20241128-061213.gz` → `20241128-061213`; `x-json.log.2` → `2`.
+fn rotation_suffix(family: &Path, rotated: &Path) -> Option<String> {
+    let name = family.file_name()?.to_str()?;
+    let n = rotated.file_name()?.to_str()?;
+    let rest = n.strip_prefix(name)?.strip_prefix('.')?;
+    Some(rest.strip_suffix(".gz").unwrap_or(rest).to_string())
+}
+
+/// Whether the file with rotation suffix `a` was rotated after the one with `b`. docker
+/// (`<id>-json.log.N`) numbers rotated files from the newest (`.1`); the kubelet appends a
+/// sortable timestamp (`0.log.20241128-061213`).
+fn rotated_after(family: &Path, a: &str, b: &str) -> bool {
+    let docker = family.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.ends_with("-json.log"));
+    match (docker, a.parse::<u64>(), b.parse::<u64>()) {
+        (true, Ok(x), Ok(y)) => x < y,
+        _ => a > b,
+    }
+}
+
 fn update_fp(shared: &Shared, f: &FileTail) {
     if let Some(t) = shared.registry().get_mut(&f.key) {
         t.fp = f.fp;
@@ -833,4 +945,28 @@ fn line_start_before(f: &File, size: u64) -> u64 {
         end = start;
     }
     0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rotation_order() {
+        let kubelet = Path::new("/var/log/pods/a_b_c/d/0.log");
+        assert!(rotated_after(kubelet, "20241128-071213", "20241128-061213"));
+        assert!(!rotated_after(kubelet, "20241128-061213", "20241128-071213"));
+        let docker = Path::new("/var/lib/docker/containers/x/x-json.log");
+        assert!(rotated_after(docker, "1", "2"));
+        assert!(rotated_after(docker, "2", "10"));
+        assert_eq!(
+            rotation_suffix(kubelet, Path::new("/var/log/pods/a_b_c/d/0.log.20241128-061213.gz")).as_deref(),
+            Some("20241128-061213")
+        );
+        assert_eq!(rotation_suffix(kubelet, kubelet), None);
+        assert_eq!(
+            rotation_suffix(docker, Path::new("/var/lib/docker/containers/x/x-json.log.3")).as_deref(),
+            Some("3")
+        );
+    }
 }

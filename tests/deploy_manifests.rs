@@ -1,0 +1,437 @@
+//! manifests/: schema validation against several Kubernetes versions, yamllint, the kustomize
+//! output, and the DaemonSet checked against its own config and the real binary.
+
+mod deploy_support;
+
+use deploy_support::*;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// Kubernetes minor versions whose OpenAPI schemas the manifests must satisfy, strictly
+/// (unknown fields rejected). kubernetes-validate ships them offline.
+const KUBERNETES_VERSIONS: &[&str] = &["1.33.0", "1.34.0", "1.35.0", "1.36.0", "1.37.0"];
+
+/// Files that are not Kubernetes API objects with a schema kubernetes-validate has: kustomize's
+/// own files and the Prometheus Operator's CRD (checked by hand below).
+fn schema_less(p: &Path) -> bool {
+    p.file_name().is_some_and(|n| n == "kustomization.yaml") || p.ends_with("optional/servicemonitor.yaml")
+}
+
+/// The three renders users apply, written to files for the command-line tools.
+fn rendered(dir: &Path) -> Vec<(String, PathBuf, Vec<Value>)> {
+    kustomizations()
+        .into_iter()
+        .map(|k| {
+            let objs = kustomize(&k).unwrap_or_else(|e| panic!("rendering {}: {e}", k.display()));
+            let name = k.strip_prefix(root()).expect("under root").display().to_string().replace('/', "-");
+            let path = dir.join(format!("{name}.yaml"));
+            let mut text = String::new();
+            for o in &objs {
+                text.push_str("---\n");
+                text.push_str(&serde_yaml_ng::to_string(o).expect("serialize"));
+            }
+            std::fs::write(&path, text).expect("write render");
+            (name, path, objs)
+        })
+        .collect()
+}
+
+#[test]
+fn every_manifest_and_render_validates_strictly_against_kubernetes_schemas() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let mut files: Vec<PathBuf> =
+        files_under(&root().join("manifests"), "yaml").into_iter().filter(|p| !schema_less(p)).collect();
+    let renders = rendered(tmp.path());
+    files.extend(renders.iter().map(|(_, p, _)| p.clone()));
+    let documents: usize = files.iter().map(|f| yaml_file(f).len()).sum();
+    assert!(documents >= 20, "expected the manifests and three renders, found {documents} documents");
+
+    for version in KUBERNETES_VERSIONS {
+        let mut args = vec!["--strict", "-k", version];
+        let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+        args.extend(names.iter().map(String::as_str));
+        let out = tool("kubernetes-validate", &args, &root());
+        let report = text(&out);
+        // A kind without a schema is only a WARN with exit 0: count the passes instead.
+        let passed = report.lines().filter(|l| l.starts_with("INFO") && l.contains(" passed for resource ")).count();
+        assert!(
+            out.status.success() && passed == documents && !report.contains("WARN"),
+            "kubernetes-validate --strict -k {version}: {passed}/{documents} documents passed:\n{report}"
+        );
+    }
+}
+
+#[test]
+fn the_prometheus_operator_servicemonitor_matches_the_service() {
+    // No schema for the CRD offline: check what makes it work against the Service.
+    let sm = &yaml_file(&root().join("manifests/optional/servicemonitor.yaml"))[0];
+    let objs = kustomize(&root().join("manifests")).expect("render");
+    let svc = the(&objs, "Service");
+    assert_eq!(sm["apiVersion"], "monitoring.coreos.com/v1");
+    assert_eq!(sm["kind"], "ServiceMonitor");
+    assert_eq!(str_at(sm, &["metadata", "namespace"]), str_at(svc, &["metadata", "namespace"]));
+    assert!(selects(&labels(sm, &["spec", "selector", "matchLabels"]), &labels(svc, &["metadata", "labels"])));
+    assert_eq!(sm["spec"]["namespaceSelector"]["matchNames"][0], svc["metadata"]["namespace"]);
+    let ep = &sm["spec"]["endpoints"][0];
+    assert!(svc["spec"]["ports"].as_array().expect("ports").iter().any(|p| p["name"] == ep["port"]));
+    assert_eq!(ep["path"], "/metrics");
+    for r in ep["relabelings"].as_array().expect("relabelings") {
+        assert_eq!(r["sourceLabels"][0], "__meta_kubernetes_pod_node_name", "relabeling {r}");
+    }
+}
+
+#[test]
+fn yamllint_is_clean_for_the_repository_and_the_embedded_configs() {
+    // The YAML users read and copy: manifests, the shipped default and example configs. Not
+    // the whole tree: tests may keep deliberately broken YAML fixtures.
+    let paths = [".yamllint", "manifests", "src/config/default.yaml", "examples/vigil.yaml"];
+    let mut args = vec!["--strict"];
+    args.extend(paths);
+    let out = tool("yamllint", &args, &root());
+    assert!(out.status.success(), "yamllint --strict {paths:?}:\n{}", text(&out));
+
+    // The configs inside the ConfigMaps are YAML files of their own once mounted.
+    let tmp = tempfile::tempdir().expect("temp dir");
+    for (name, _, objs) in rendered(tmp.path()) {
+        let cm = the(&objs, "ConfigMap");
+        let path = tmp.path().join(format!("{name}-vigil.yaml"));
+        std::fs::write(&path, str_at(cm, &["data", "vigil.yaml"])).expect("write");
+        let config = root().join(".yamllint").display().to_string();
+        let out = tool("yamllint", &["--strict", "-c", &config, &path.display().to_string()], &root());
+        assert!(out.status.success(), "yamllint on {name}'s embedded config:\n{}", text(&out));
+    }
+}
+
+#[test]
+fn the_test_renderer_agrees_with_kubectl_kustomize() {
+    if !have("kubectl") {
+        eprintln!("kubectl not installed: renderer not cross-checked (the other tests still use it)");
+        return;
+    }
+    for dir in kustomizations() {
+        let out = tool("kubectl", &["kustomize", &dir.display().to_string()], &root());
+        assert!(out.status.success(), "kubectl kustomize {}:\n{}", dir.display(), text(&out));
+        let theirs = sorted(yaml_docs(&String::from_utf8_lossy(&out.stdout), "kubectl kustomize"));
+        let ours = sorted(kustomize(&dir).expect("render"));
+        assert_eq!(ours, theirs, "test renderer and kubectl kustomize differ for {}", dir.display());
+    }
+}
+
+#[test]
+fn the_test_renderer_refuses_what_it_does_not_implement() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let cases = [
+        ("commonLabels: {a: b}\nresources: []\n", "`commonLabels` is not supported"),
+        ("resources: [cm.yaml]\npatches:\n  - target: {kind: ConfigMap}\n    path: p.yaml\n", "only `patches: - path"),
+        ("resources: [cm.yaml]\npatches:\n  - path: list.yaml\n", "list patches are not supported"),
+    ];
+    std::fs::write(tmp.path().join("cm.yaml"), "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\ndata: {}\n")
+        .expect("write");
+    std::fs::write(tmp.path().join("list.yaml"), "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\nx: [1]\n")
+        .expect("write");
+    for (body, expected) in cases {
+        let k = format!("apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n{body}");
+        std::fs::write(tmp.path().join("kustomization.yaml"), k).expect("write");
+        let err = kustomize(tmp.path()).expect_err(body);
+        assert!(err.contains(expected), "{body}: got {err}");
+    }
+}
+
+/// The ConfigMap's config, its effective form per `vigil validate`, and the DaemonSet's
+/// container, for one render.
+struct Deployed {
+    name: String,
+    objs: Vec<Value>,
+    config_text: String,
+    effective: Value,
+}
+
+fn deployed() -> Vec<Deployed> {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    rendered(tmp.path())
+        .into_iter()
+        .map(|(name, _, objs)| {
+            let ds = the(&objs, "DaemonSet");
+            let container = &ds["spec"]["template"]["spec"]["containers"][0];
+            // The environment the pod gives vigil, with downward-API values filled in.
+            let env: Vec<(String, String)> = container["env"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|e| (str_at(e, &["name"]), e["value"].as_str().unwrap_or("node-a").to_owned()))
+                .collect();
+            let env_ref: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            let config_text = str_at(the(&objs, "ConfigMap"), &["data", "vigil.yaml"]);
+            let effective =
+                vigil_validate(&config_text, &env_ref).unwrap_or_else(|e| panic!("{name}'s ConfigMap config: {e}"));
+            Deployed { name, objs, config_text, effective }
+        })
+        .collect()
+}
+
+/// `${VAR}` references without a default in a config text (comment lines excluded, as vigil
+/// does not expand them).
+fn required_env(config: &str) -> Vec<String> {
+    let re = regex::Regex::new(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}").expect("regex");
+    config
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .flat_map(|l| re.captures_iter(l).map(|c| c[1].to_owned()).collect::<Vec<_>>())
+        .collect()
+}
+
+fn port_of(listen: &str) -> u64 {
+    listen.rsplit_once(':').and_then(|(_, p)| p.parse().ok()).unwrap_or_else(|| panic!("no port in {listen}"))
+}
+
+#[test]
+fn the_configmap_configs_pass_vigil_validate_and_overlays_differ_only_in_sinks() {
+    let all = deployed();
+    assert_eq!(all.len(), 3);
+    let strip = |v: &Value| {
+        let mut v = v.clone();
+        let o = v.as_object_mut().expect("config is a map");
+        o.remove("sinks");
+        o["sources"]["containers"].as_object_mut().expect("containers").remove("exclude");
+        v
+    };
+    let base = &all[0];
+    assert_eq!(base.effective["node_name"], "node-a", "node_name must come from NODE_NAME");
+    for d in &all[1..] {
+        assert_eq!(strip(&d.effective), strip(&base.effective), "{} drifted from the base config", d.name);
+    }
+    let sink_types: Vec<Vec<String>> = all
+        .iter()
+        .map(|d| d.effective["sinks"].as_array().expect("sinks").iter().map(|s| str_at(s, &["type"])).collect())
+        .collect();
+    assert_eq!(sink_types, [vec!["stdout"], vec!["loki"], vec!["elasticsearch"]]);
+    // The stdout sink must not read vigil's own output back: the base excludes its namespace.
+    let ns = str_at(the(&base.objs, "DaemonSet"), &["metadata", "namespace"]);
+    let exclude = &base.effective["sources"]["containers"]["exclude"];
+    assert!(
+        exclude
+            .as_array()
+            .expect("exclude")
+            .iter()
+            .any(|g| g.as_str() == Some(&format!("/var/log/pods/{ns}_*/*/*.log"))),
+        "the base (stdout sink) must exclude /var/log/pods/{ns}_*/*/*.log, found {exclude}"
+    );
+}
+
+#[test]
+fn the_daemonset_matches_its_config_and_the_binary() {
+    for d in deployed() {
+        let n = &d.name;
+        let ds = the(&d.objs, "DaemonSet");
+        let pod = &ds["spec"]["template"]["spec"];
+        let c = &pod["containers"][0];
+        let cfg = &d.effective;
+
+        // The metrics port: config, container port `metrics`, probes, Service.
+        let listen = str_at(cfg, &["metrics", "listen"]);
+        assert!(listen.starts_with("0.0.0.0:"), "{n}: metrics.listen {listen} must accept the kubelet and Prometheus");
+        let port = port_of(&listen);
+        let cport =
+            c["ports"].as_array().expect("ports").iter().find(|p| p["name"] == "metrics").expect("port metrics");
+        assert_eq!(cport["containerPort"], port, "{n}: containerPort vs metrics.listen");
+        for (probe, path) in
+            [("startupProbe", "/healthz"), ("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")]
+        {
+            let get = &c[probe]["httpGet"];
+            assert_eq!(get["path"], path, "{n}: {probe}");
+            assert!(get["port"] == "metrics" || get["port"] == port, "{n}: {probe} port {}", get["port"]);
+        }
+        let svc = the(&d.objs, "Service");
+        let sport = &svc["spec"]["ports"][0];
+        assert_eq!(
+            (&sport["name"], &sport["port"], &sport["targetPort"]),
+            (&"metrics".into(), &port.into(), &"metrics".into())
+        );
+        assert_eq!(svc["spec"]["clusterIP"], "None", "{n}: the Service is headless");
+        let ann = &svc["metadata"]["annotations"];
+        assert_eq!(ann["prometheus.io/scrape"], "true");
+        assert_eq!(ann["prometheus.io/port"], port.to_string());
+        assert_eq!(ann["prometheus.io/path"], "/metrics");
+
+        // Labels and selectors.
+        let tmpl_labels = labels(ds, &["spec", "template", "metadata", "labels"]);
+        assert!(selects(&labels(ds, &["spec", "selector", "matchLabels"]), &tmpl_labels), "{n}: DaemonSet selector");
+        assert!(selects(&labels(svc, &["spec", "selector"]), &tmpl_labels), "{n}: Service selector");
+        for k in ["name", "instance", "component", "part-of"] {
+            assert!(tmpl_labels.contains_key(&format!("app.kubernetes.io/{k}")), "{n}: label app.kubernetes.io/{k}");
+        }
+        let np = &yaml_file(&root().join("manifests/optional/networkpolicy.yaml"))[0];
+        assert!(selects(&labels(np, &["spec", "podSelector", "matchLabels"]), &tmpl_labels), "NetworkPolicy selector");
+        assert_eq!(np["spec"]["ingress"][0]["ports"][0]["port"], "metrics");
+        assert_eq!(str_at(np, &["metadata", "namespace"]), str_at(ds, &["metadata", "namespace"]));
+
+        // Config file: --config points into the ConfigMap volume, at the key that holds it.
+        let args: Vec<&str> = c["args"].as_array().expect("args").iter().filter_map(Value::as_str).collect();
+        assert_eq!(args[..2], ["run", "--config"], "{n}: args");
+        let config_path = Path::new(args[2]);
+        let mounts = c["volumeMounts"].as_array().expect("volumeMounts");
+        let volumes = pod["volumes"].as_array().expect("volumes");
+        let mount_at = |path: &str| mounts.iter().find(|m| m["mountPath"] == path);
+        let volume = |name: &Value| volumes.iter().find(|v| &v["name"] == name).expect("volume of a mount");
+        let cm_mount = mount_at(&config_path.parent().expect("dir").display().to_string()).expect("config mount");
+        assert_eq!(cm_mount["readOnly"], true);
+        let cm_vol = volume(&cm_mount["name"]);
+        assert_eq!(str_at(cm_vol, &["configMap", "name"]), str_at(the(&d.objs, "ConfigMap"), &["metadata", "name"]));
+        assert_eq!(config_path.file_name().expect("file").to_str(), Some("vigil.yaml"), "{n}: ConfigMap key");
+
+        // Host paths: every mount of a hostPath volume sits at the node's own path (so the
+        // kubelet's symlinks and event `file` fields stay node paths), except the node's /.
+        let host_mount = |path: &str| -> (&Value, &Value) {
+            let m = mounts
+                .iter()
+                .filter(|m| Path::new(path).starts_with(m["mountPath"].as_str().expect("mountPath")))
+                .max_by_key(|m| m["mountPath"].as_str().map(str::len))
+                .unwrap_or_else(|| panic!("{n}: nothing mounted over {path}"));
+            let v = volume(&m["name"]);
+            (m, v)
+        };
+        let checkpoint = str_at(cfg, &["sources", "containers", "checkpoint_dir"]);
+        let (m, v) = host_mount(&checkpoint);
+        assert_eq!((m["mountPath"].as_str(), v["hostPath"]["path"].as_str()), (Some(&*checkpoint), Some(&*checkpoint)));
+        assert_eq!(v["hostPath"]["type"], "DirectoryOrCreate", "{n}: checkpoint dir");
+        assert_ne!(m["readOnly"], true, "{n}: the checkpoint dir must be writable");
+        for glob in cfg["sources"]["containers"]["include"].as_array().expect("include") {
+            let glob = glob.as_str().expect("glob");
+            let literal = &glob[..glob.find(['*', '?', '[', '{']).unwrap_or(glob.len())];
+            let (m, v) = host_mount(literal);
+            assert_eq!(m["readOnly"], true, "{n}: {glob} must be mounted read-only");
+            assert_eq!(m["mountPath"], v["hostPath"]["path"], "{n}: {glob} mounted at another path than the node's");
+        }
+        let rootfs = str_at(cfg, &["metrics", "node", "rootfs"]);
+        assert_eq!(cfg["metrics"]["node"]["enabled"], true);
+        let m = mount_at(&rootfs).unwrap_or_else(|| panic!("{n}: nothing mounted at metrics.node.rootfs {rootfs}"));
+        assert_eq!((&m["readOnly"], &m["mountPropagation"]), (&true.into(), &"HostToContainer".into()));
+        assert_eq!(volume(&m["name"])["hostPath"]["path"], "/", "{n}: rootfs must be the node's /");
+        for m in mounts {
+            let v = volume(&m["name"]);
+            let writable = m["readOnly"] != true;
+            assert!(
+                !writable || m["mountPath"] == checkpoint.as_str(),
+                "{n}: only the checkpoint dir is writable: {m}"
+            );
+            let same_path = m["mountPath"] == v["hostPath"]["path"] || m["mountPath"] == rootfs.as_str();
+            assert!(v.get("hostPath").is_none() || same_path, "{n}: hostPath mounted at another path: {m}");
+        }
+
+        // Environment: NODE_NAME from the downward API, and every ${VAR} without a default set.
+        let env = c["env"].as_array().expect("env");
+        let node_name = env.iter().find(|e| e["name"] == "NODE_NAME").expect("NODE_NAME");
+        assert_eq!(node_name["valueFrom"]["fieldRef"]["fieldPath"], "spec.nodeName");
+        for var in required_env(&d.config_text) {
+            assert!(
+                env.iter().any(|e| e["name"] == var.as_str()),
+                "{n}: config needs ${{{var}}}, the pod does not set it"
+            );
+        }
+
+        // Shutdown: SIGKILL only after vigil's own flush budget.
+        let grace = humantime::parse_duration(&str_at(cfg, &["shutdown", "grace_period"])).expect("grace_period");
+        let tgps = pod["terminationGracePeriodSeconds"].as_u64().expect("terminationGracePeriodSeconds");
+        assert!(tgps > grace.as_secs(), "{n}: terminationGracePeriodSeconds {tgps} <= shutdown.grace_period {grace:?}");
+
+        // Scheduling, update strategy, security.
+        assert_eq!(pod["priorityClassName"], "system-node-critical");
+        assert!(
+            pod["tolerations"]
+                .as_array()
+                .expect("tolerations")
+                .iter()
+                .any(|t| t["operator"] == "Exists" && t.get("key").is_none())
+        );
+        let ru = &ds["spec"]["updateStrategy"];
+        assert_eq!(ru["type"], "RollingUpdate");
+        assert!(ru["rollingUpdate"]["maxUnavailable"].is_string() || ru["rollingUpdate"]["maxUnavailable"].is_u64());
+        assert_eq!(ru["rollingUpdate"]["maxSurge"], 0, "{n}: two vigils on one node would share the checkpoint dir");
+        assert_ne!(pod["hostNetwork"], true, "{n}: hostNetwork would void the NetworkPolicy");
+        assert_ne!(pod["hostPID"], true);
+        let sc = &c["securityContext"];
+        assert_eq!(sc["readOnlyRootFilesystem"], true);
+        assert_eq!(sc["allowPrivilegeEscalation"], false);
+        assert_eq!(sc["capabilities"]["drop"], serde_json::json!(["ALL"]));
+        assert!(sc["capabilities"].get("add").is_none(), "{n}: no capability is proven necessary");
+        assert_eq!(sc["seccompProfile"]["type"], "RuntimeDefault");
+        assert_ne!(sc["privileged"], true);
+
+        // Resources: requests and limits, requests within limits.
+        let res = &c["resources"];
+        for r in ["cpu", "memory"] {
+            let (req, lim) = (quantity(&res["requests"][r]), quantity(&res["limits"][r]));
+            assert!(req > 0.0 && req <= lim, "{n}: {r} request {req} vs limit {lim}");
+        }
+
+        // The image is this version of vigil.
+        assert_eq!(c["image"], format!("vigil:{}", env!("CARGO_PKG_VERSION")), "{n}: image tag vs Cargo.toml");
+        assert_eq!(str_at(pod, &["serviceAccountName"]), str_at(the(&d.objs, "ServiceAccount"), &["metadata", "name"]));
+    }
+}
+
+/// A Kubernetes quantity (`50m`, `64Mi`, `1`) as a number.
+fn quantity(v: &Value) -> f64 {
+    let s = v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string());
+    let (num, mult) = [("Ki", 1024f64), ("Mi", 1024f64.powi(2)), ("Gi", 1024f64.powi(3)), ("m", 1e-3)]
+        .iter()
+        .find_map(|(suffix, mult)| s.strip_suffix(suffix).map(|n| (n.to_owned(), *mult)))
+        .unwrap_or((s.clone(), 1.0));
+    num.parse::<f64>().unwrap_or_else(|_| panic!("not a quantity: {v}")) * mult
+}
+
+#[test]
+fn the_binary_answers_the_probe_and_scrape_paths_the_manifests_use() {
+    let objs = kustomize(&root().join("manifests")).expect("render");
+    let c = &the(&objs, "DaemonSet")["spec"]["template"]["spec"]["containers"][0];
+    let mut paths: BTreeMap<String, u16> = BTreeMap::new();
+    for probe in ["startupProbe", "livenessProbe", "readinessProbe"] {
+        paths.insert(str_at(&c[probe], &["httpGet", "path"]), 200);
+    }
+    paths.insert(str_at(the(&objs, "Service"), &["metadata", "annotations", "prometheus.io/path"]), 200);
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let logs = tmp.path().join("pods");
+    std::fs::create_dir_all(&logs).expect("mkdir");
+    let ckpt = tmp.path().join("state");
+    let vigil = start_vigil(tmp.path(), "/readyz", &|listen| {
+        format!(
+            "sources:\n  containers:\n    include: ['{}/*/*/*.log']\n    checkpoint_dir: {}\n\
+             sinks:\n  - {{name: out, type: file, path: {}/out.ndjson}}\nmetrics:\n  listen: {listen}\n",
+            logs.display(),
+            ckpt.display(),
+            tmp.path().display()
+        )
+    });
+    for (path, want) in paths {
+        let (status, ctype, body) = http_get(vigil.addr, &path).expect("GET");
+        assert_eq!(status, want, "GET {path}: {body}");
+        if path == "/metrics" {
+            assert!(ctype.starts_with("text/plain"), "GET /metrics content-type {ctype}");
+            assert!(body.contains("vigil_build_info"), "GET /metrics: {body}");
+        }
+    }
+}
+
+#[test]
+fn no_rbac_because_vigil_uses_no_kubernetes_api() {
+    // Markers of code that talks to the API server. If one appears, the ServiceAccount needs
+    // its token and a (Cluster)Role: add them to manifests/base and change this test.
+    const MARKERS: &[&str] =
+        &["KUBERNETES_SERVICE_HOST", "/var/run/secrets/kubernetes.io", "kube::", "k8s_openapi", "kube_client"];
+    for f in files_under(&root().join("src"), "rs") {
+        let text = read(&f);
+        for m in MARKERS {
+            assert!(!text.contains(m), "{} uses the Kubernetes API ({m}): add RBAC to manifests/base", f.display());
+        }
+    }
+    for d in kustomizations() {
+        let objs = kustomize(&d).expect("render");
+        for o in &objs {
+            let kind = str_at(o, &["kind"]);
+            assert!(!kind.contains("Role"), "{}: {kind} grants API access vigil does not use", d.display());
+        }
+        assert_eq!(the(&objs, "ServiceAccount")["automountServiceAccountToken"], false);
+        assert_eq!(the(&objs, "DaemonSet")["spec"]["template"]["spec"]["automountServiceAccountToken"], false);
+    }
+}
