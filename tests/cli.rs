@@ -77,6 +77,17 @@ fn endpoints_answer_over_a_real_socket_and_sigterm_exits_0() {
     let mut v = Vigil::start(dir.path(), &config(dir.path(), addr, "5s"), addr);
     v.wait_ready(Duration::from_secs(20));
 
+    // One CRI line written before start: shipped by the file sink, counted by the pipeline and
+    // the sink, while /metrics serves.
+    std::fs::write(dir.path().join("logs/app.log"), "2026-11-28T06:12:13Z stdout F hello\n").unwrap();
+    let shipped = support::wait_for(Duration::from_secs(15), || {
+        let (_, body) = http_get(addr, "/metrics").ok()?;
+        body.lines().any(|l| l == "vigil_lines_shipped_total 1").then_some(body)
+    });
+    let body = shipped.expect("vigil_lines_shipped_total reaches 1");
+    assert!(body.lines().any(|l| l == "vigil_sink_events_sent_total{sink=\"out\"} 1"), "{body}");
+    assert!(std::fs::read_to_string(dir.path().join("events.ndjson")).unwrap().contains("\"message\":\"hello\""));
+
     let (code, body) = http_get(addr, "/metrics").unwrap();
     assert_eq!(code, 200);
     let build = body.lines().find(|l| l.starts_with("vigil_build_info{")).expect("vigil_build_info");

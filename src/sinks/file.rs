@@ -10,6 +10,7 @@
 //! Rotation: when the file reaches `max_bytes`, `path` is renamed to `path.1` (older ones
 //! shift to `.2` …, the oldest beyond `max_files` is deleted) and a new `path` is opened.
 
+use super::metrics::SinkMetrics;
 use super::{RunFuture, Sink, SinkContext};
 use crate::config::{ByteSize, Problems};
 use crate::pipeline::{Acker, Chunk};
@@ -61,15 +62,17 @@ pub struct FileSink {
     max_bytes: u64,
     max_files: u32,
     name: String,
+    metrics: SinkMetrics,
 }
 
 impl FileSink {
-    pub fn build(c: &FileConfig, _ctx: &SinkContext) -> Result<Box<dyn Sink>, super::Error> {
+    pub fn build(c: &FileConfig, ctx: &SinkContext) -> Result<Box<dyn Sink>, super::Error> {
         Ok(Box::new(FileSink {
             path: PathBuf::from(&c.path),
             max_bytes: c.max_bytes.get(),
             max_files: c.max_files,
             name: c.name.clone(),
+            metrics: ctx.sink_metrics(&c.name),
         }))
     }
 }
@@ -167,10 +170,10 @@ impl Sink for FileSink {
             // One dedicated writer thread (not the blocking pool): its buffers stay in one
             // allocator arena, and the hand-off queue of one coalesced batch bounds memory.
             let (to_writer, from_sink) = mpsc::channel::<Vec<Arc<Chunk>>>(1);
-            let name = self.name.clone();
+            let metrics = self.metrics.clone();
             let writer = std::thread::Builder::new()
                 .name(format!("vigil-sink-{}", self.name))
-                .spawn(move || write_loop(out, from_sink, acker, &name));
+                .spawn(move || write_loop(out, from_sink, acker, &metrics));
             let writer = match writer {
                 Ok(w) => w,
                 Err(error) => {
@@ -203,7 +206,8 @@ impl Sink for FileSink {
 }
 
 /// The writer thread: encode, append, sync, ack; a failed write is retried, never acked.
-fn write_loop(mut out: Output, mut input: mpsc::Receiver<Vec<Arc<Chunk>>>, acker: Acker, name: &str) {
+fn write_loop(mut out: Output, mut input: mpsc::Receiver<Vec<Arc<Chunk>>>, acker: Acker, metrics: &SinkMetrics) {
+    let name = metrics.name();
     let mut buf: Vec<u8> = Vec::with_capacity(WRITE_BUF + WRITE_BUF / 2);
     while let Some(chunks) = input.blocking_recv() {
         buf.clear();
@@ -216,12 +220,17 @@ fn write_loop(mut out: Output, mut input: mpsc::Receiver<Vec<Arc<Chunk>>>, acker
         while let Err(error) = out.write(&buf) {
             // A lost descriptor (ENOSPC, EIO) is reopened on the next try.
             out.file = None;
+            metrics.failing();
             if failures % 30 == 0 {
                 tracing::warn!(sink = %name, path = %out.path.display(), %error, "file sink: write failed; retrying (lines are not acknowledged until written)");
             }
             failures += 1;
             std::thread::sleep(Duration::from_secs(1));
         }
+        let events: usize = chunks.iter().map(|c| c.events.len()).sum();
+        metrics.events_sent.inc_by(events as u64);
+        metrics.bytes_sent.inc_by(buf.len() as u64);
+        metrics.success();
         for c in &chunks {
             acker.ack(c.id);
         }

@@ -1,6 +1,7 @@
 //! The stdout sink: one JSON object per event per line (the event contract), for debugging and
 //! for `kubectl logs`-style collection.
 
+use super::metrics::SinkMetrics;
 use super::{RunFuture, Sink, SinkContext};
 use crate::pipeline::{Acker, Chunk};
 use serde::{Deserialize, Serialize};
@@ -14,11 +15,13 @@ pub struct StdoutConfig {
     pub name: String,
 }
 
-pub struct StdoutSink;
+pub struct StdoutSink {
+    metrics: SinkMetrics,
+}
 
 impl StdoutSink {
-    pub fn build(_c: &StdoutConfig, _ctx: &SinkContext) -> Result<Box<dyn Sink>, super::Error> {
-        Ok(Box::new(StdoutSink))
+    pub fn build(c: &StdoutConfig, ctx: &SinkContext) -> Result<Box<dyn Sink>, super::Error> {
+        Ok(Box::new(StdoutSink { metrics: ctx.sink_metrics(&c.name) }))
     }
 }
 
@@ -28,6 +31,7 @@ const MAX_COALESCED: usize = 16;
 impl Sink for StdoutSink {
     fn run(self: Box<Self>, mut input: mpsc::Receiver<Arc<Chunk>>, acker: Acker) -> RunFuture {
         Box::pin(async move {
+            let metrics = self.metrics;
             let mut buf = Vec::with_capacity(64 * 1024);
             while let Some(first) = input.recv().await {
                 // Chunks already waiting go out in the same write (one syscall, one thread hop).
@@ -40,6 +44,7 @@ impl Sink for StdoutSink {
                 }
                 // Blocking write on a dedicated thread: stdout may be a slow pipe.
                 let data = std::mem::take(&mut buf);
+                let metrics = metrics.clone();
                 let (data, chunks) = tokio::task::spawn_blocking(move || {
                     let mut data = data;
                     data.clear();
@@ -49,8 +54,17 @@ impl Sink for StdoutSink {
                         }
                     }
                     let mut out = std::io::stdout().lock();
-                    if let Err(error) = out.write_all(&data).and_then(|_| out.flush()) {
-                        tracing::warn!(%error, "stdout sink: write failed; events dropped");
+                    let events: usize = chunks.iter().map(|c| c.events.len()).sum();
+                    match out.write_all(&data).and_then(|_| out.flush()) {
+                        Ok(()) => {
+                            metrics.events_sent.inc_by(events as u64);
+                            metrics.bytes_sent.inc_by(data.len() as u64);
+                            metrics.success();
+                        }
+                        Err(error) => {
+                            // stdout is for debugging: a closed pipe must not wedge checkpoints.
+                            metrics.rejected("stdout_write_failed", events as u64, &error.to_string());
+                        }
                     }
                     (data, chunks)
                 })
