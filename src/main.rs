@@ -80,7 +80,7 @@ fn run(cfg: Config) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    rt.block_on(async {
+    let result = rt.block_on(async {
         tracing::info!(version = env!("CARGO_PKG_VERSION"), node = %cfg.node_name, "vigil starting");
         let app = vigil::app::App::start(cfg).await?;
         wait_for_signal().await?;
@@ -88,7 +88,11 @@ fn run(cfg: Config) -> anyhow::Result<()> {
         app.shutdown().await;
         tracing::info!("stopped");
         Ok(())
-    })
+    });
+    // The grace period is spent: a sink still blocked (a hung request, a full disk) must not keep
+    // the process alive; what it held is not checkpointed and is read again at the next start.
+    rt.shutdown_timeout(std::time::Duration::from_millis(200));
+    result
 }
 
 async fn wait_for_signal() -> anyhow::Result<()> {

@@ -140,3 +140,53 @@ fn a_taken_port_exits_1_with_a_clear_message() {
     assert!(err.contains(&format!("cannot listen on {addr}")), "{err}");
     assert!(err.contains("Change metrics.listen"), "{err}");
 }
+
+/// A Loki that accepts connections and never answers: SIGTERM still exits 0 within the grace
+/// period, and /metrics keeps answering while the sink hangs.
+#[test]
+fn sigterm_with_a_hung_sink_exits_within_the_grace_period() {
+    let dir = tempfile::tempdir().unwrap();
+    let hung = TcpListener::bind("127.0.0.1:0").unwrap();
+    let hung_addr = hung.local_addr().unwrap();
+    let held = std::thread::spawn(move || {
+        let mut conns = Vec::new();
+        hung.set_nonblocking(true).unwrap();
+        let end = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < end {
+            match hung.accept() {
+                Ok((c, _)) => conns.push(c),
+                Err(_) => std::thread::sleep(Duration::from_millis(20)),
+            }
+            if conns.len() >= 8 {
+                break;
+            }
+        }
+        conns
+    });
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let cfg = config(dir.path(), addr, "2s").replace(
+        &format!("  - name: out\n    type: file\n    path: {}\n", dir.path().join("events.ndjson").display()),
+        &format!("  - name: loki\n    type: loki\n    endpoint: http://{hung_addr}\n    request_timeout: 60s\n"),
+    );
+    assert!(cfg.contains("type: loki"), "{cfg}");
+    std::fs::write(dir.path().join("logs/app.log"), "2026-11-28T06:12:13Z stdout F stuck\n").unwrap();
+    let mut v = Vigil::start(dir.path(), &cfg, addr);
+    v.wait_ready(Duration::from_secs(20));
+    // The push is in flight (batch timeout 1s): the sink is stuck on a request that never ends.
+    let in_flight = support::wait_for(Duration::from_secs(10), || {
+        let (_, body) = http_get(addr, "/metrics").ok()?;
+        body.lines().any(|l| l == "vigil_sink_in_flight_requests{sink=\"loki\"} 1").then_some(())
+    });
+    assert!(in_flight.is_some(), "no request in flight; stderr:\n{}", v.stderr());
+    let t = Instant::now();
+    assert_eq!(http_get(addr, "/metrics").unwrap().0, 200);
+    assert!(t.elapsed() < Duration::from_secs(2), "/metrics took {:?} while a sink hangs", t.elapsed());
+
+    let t = Instant::now();
+    v.signal(libc::SIGTERM);
+    let status = v.wait_exit(Duration::from_secs(10)).expect("vigil exits after SIGTERM");
+    assert_eq!(status.code(), Some(0), "stderr:\n{}", v.stderr());
+    assert!(t.elapsed() < Duration::from_secs(4), "exit took {:?} with a 2s grace period", t.elapsed());
+    assert!(v.stderr().contains("did not flush within the grace period"), "{}", v.stderr());
+    drop(held);
+}
