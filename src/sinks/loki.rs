@@ -197,7 +197,7 @@ impl LokiConfig {
             p.push(format!("{path}.tenant_id"), "holds several tenants ('|'); Loki accepts one tenant per push");
         }
         for (k, v) in &self.static_labels {
-            if !valid_label_name(k) {
+            if !super::is_label_name(k) || k.starts_with("__") {
                 p.push(
                     format!("{path}.static_labels.{k}"),
                     "is not a valid label name; expected [a-zA-Z_][a-zA-Z0-9_]*, not starting with __",
@@ -225,13 +225,6 @@ impl LokiConfig {
         self.batch.validate(&format!("{path}.batch"), HARD_MAX_BYTES, p);
         self.retry.validate(&format!("{path}.retry"), p);
     }
-}
-
-fn valid_label_name(s: &str) -> bool {
-    let mut chars = s.chars();
-    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-        && !s.starts_with("__")
 }
 
 /// Loki's push protocol (`pkg/push/push.proto`, package `logproto`), written by hand for prost.
@@ -735,10 +728,9 @@ mod tests {
 
     #[test]
     fn label_names() {
-        assert!(valid_label_name("cluster"));
-        assert!(valid_label_name("_x9"));
-        assert!(!valid_label_name("9x"));
-        assert!(!valid_label_name("app.kubernetes.io/name"));
-        assert!(!valid_label_name("__name__"));
+        assert!(crate::sinks::is_label_name("cluster"));
+        assert!(crate::sinks::is_label_name("_x9"));
+        assert!(!crate::sinks::is_label_name("9x"));
+        assert!(!crate::sinks::is_label_name("app.kubernetes.io/name"));
     }
 }

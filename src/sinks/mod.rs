@@ -144,3 +144,10 @@ pub fn build_metrics(config: &SinkConfig, ctx: &SinkContext) -> Result<Arc<dyn M
         }),
     }
 }
+
+/// `[a-zA-Z_][a-zA-Z0-9_]*`: Prometheus' (and Loki's) label name syntax.
+pub(crate) fn is_label_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}

@@ -92,12 +92,6 @@ fn default_queue_max_age() -> HumanDuration {
 fn default_queue_max_samples() -> usize {
     200_000
 }
-/// `[a-zA-Z_][a-zA-Z0-9_]*`: Prometheus' label name syntax.
-fn valid_label_name(s: &str) -> bool {
-    let mut chars = s.chars();
-    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-}
 
 impl RemoteWriteConfig {
     pub fn http(&self) -> HttpSettings<'_> {
@@ -114,7 +108,7 @@ impl RemoteWriteConfig {
         self.http().validate(path, p);
         for (k, v) in &self.external_labels {
             let at = format!("{path}.external_labels.{k}");
-            if !valid_label_name(k) {
+            if !super::is_label_name(k) {
                 p.push(at, format!("'{k}' is not a label name; expected [a-zA-Z_][a-zA-Z0-9_]*, e.g. cluster"));
             } else if k.starts_with("__") {
                 p.push(at, format!("'{k}' starts with __, which Prometheus reserves; pick another name"));
