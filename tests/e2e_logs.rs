@@ -43,23 +43,25 @@ sinks:
 metrics:
   listen: 127.0.0.1:0
 log:
-  level: warn
+  level: {level}
 "#,
         root = root.display(),
         cp = dir.join("cp").display(),
-        out = out.display()
+        out = out.display(),
+        level = std::env::var("VIGIL_E2E_LOG").unwrap_or_else(|_| "warn".into()),
     );
     let p = dir.join("vigil.yaml");
     std::fs::write(&p, cfg).unwrap();
     p
 }
 
-fn spawn(config: &Path) -> Child {
+fn spawn(config: &Path, run: usize) -> Child {
+    let log = std::fs::File::create(config.with_file_name(format!("vigil-{run}.log"))).unwrap();
     Command::new(env!("CARGO_BIN_EXE_vigil"))
         .args(["run", "--config"])
         .arg(config)
         .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
+        .stderr(log)
         .spawn()
         .expect("vigil starts")
 }
@@ -104,7 +106,12 @@ fn writer(path: PathBuf, id: usize, stop: Arc<AtomicBool>) -> usize {
 
 #[test]
 fn sigkill_and_rotation_lose_no_line_across_1000_files() {
-    let dir = tempfile::tempdir().unwrap();
+    let mut dir = tempfile::tempdir().unwrap();
+    if std::env::var_os("VIGIL_KEEP_TMP").is_some() {
+        // Kept for inspection after a failure (logs of each run, checkpoint, rotated files).
+        dir.disable_cleanup(true);
+        eprintln!("keeping {}", dir.path().display());
+    }
     let root = dir.path().join("node");
     let out = dir.path().join("out.ndjson");
     for i in 0..FILES {
@@ -114,7 +121,8 @@ fn sigkill_and_rotation_lose_no_line_across_1000_files() {
         std::fs::write(&p, lines).unwrap();
     }
     let config = write_config(dir.path(), &root, &out);
-    let mut vigil = spawn(&config);
+    let mut vigil = spawn(&config, 0);
+    let t0 = Instant::now();
 
     let stop = Arc::new(AtomicBool::new(false));
     let writers: Vec<_> = (0..ACTIVE)
@@ -126,11 +134,12 @@ fn sigkill_and_rotation_lose_no_line_across_1000_files() {
 
     // SIGKILL a few times while the writers run, restarting each time.
     let mut rng = fastrand::Rng::with_seed(7);
-    for _ in 0..3 {
+    for run in 1..=3 {
         std::thread::sleep(Duration::from_millis(rng.u64(600..1200)));
         vigil.kill().unwrap();
         vigil.wait().unwrap();
-        vigil = spawn(&config);
+        eprintln!("{:?} killed run {}", t0.elapsed(), run - 1);
+        vigil = spawn(&config, run);
     }
     std::thread::sleep(Duration::from_millis(800));
     stop.store(true, Ordering::Relaxed);
@@ -142,13 +151,20 @@ fn sigkill_and_rotation_lose_no_line_across_1000_files() {
         want.extend((0..n).map(|k| format!("f{i} n{k}")));
     }
     let key = |m: &str| m.split(' ').take(2).collect::<Vec<_>>().join(" ");
+    eprintln!("{:?} writers stopped", t0.elapsed());
     let deadline = Instant::now() + Duration::from_secs(60);
+    let mut last_missing = usize::MAX;
     let counts = loop {
         let mut counts: HashMap<String, usize> = HashMap::new();
         for m in output(&out) {
             *counts.entry(key(&m)).or_default() += 1;
         }
-        if want.iter().all(|w| counts.contains_key(w)) || Instant::now() > deadline {
+        let missing = want.iter().filter(|w| !counts.contains_key(*w)).count();
+        if missing != last_missing {
+            eprintln!("{:?} missing {missing}", t0.elapsed());
+            last_missing = missing;
+        }
+        if missing == 0 || Instant::now() > deadline {
             break counts;
         }
         std::thread::sleep(Duration::from_millis(100));
@@ -175,4 +191,5 @@ fn sigkill_and_rotation_lose_no_line_across_1000_files() {
     // checkpointed (checkpoint_interval 100ms), per kill.
     assert!(dups <= 3 * 20 * 2048, "{dups} duplicates");
     eprintln!("{} lines, {dups} duplicates after 3 SIGKILLs", want.len());
+
 }
