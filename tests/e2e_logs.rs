@@ -191,5 +191,4 @@ fn sigkill_and_rotation_lose_no_line_across_1000_files() {
     // checkpointed (checkpoint_interval 100ms), per kill.
     assert!(dups <= 3 * 20 * 2048, "{dups} duplicates");
     eprintln!("{} lines, {dups} duplicates after 3 SIGKILLs", want.len());
-
 }

@@ -17,7 +17,9 @@
 //!   `Moved`); the new file at the same path waits until then, so one container's lines stay in
 //!   order across a rotation. After a restart, a checkpointed file that is no longer at its
 //!   path is looked for among its rotated names (`<name>.*`, including `.gz`) in the same
-//!   directory, by `(dev, ino)` and fingerprint, and finished first.
+//!   directory, by `(dev, ino)` and fingerprint, and finished first. The same search catches a
+//!   file rotated between a rescan's walk (stat) and its open (by path), which would otherwise
+//!   be skipped silently.
 
 pub mod checkpoint;
 pub mod file;
