@@ -75,6 +75,35 @@ fn output(out: &Path) -> Vec<String> {
         .collect()
 }
 
+/// For a failure message: which file (live or rotated name, with its inode) holds the missing
+/// lines, so a loss can be told apart by file (initial, created or rotated at a kill, ...).
+fn where_missing(root: &Path, missing: &[&String]) -> String {
+    let missing: std::collections::HashSet<&str> = missing.iter().map(|m| m.as_str()).collect();
+    let mut by_file: std::collections::BTreeMap<String, (usize, String, String)> = Default::default();
+    for i in 0..FILES {
+        let dir = file_path(root, i).parent().unwrap().to_path_buf();
+        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+            let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+            for line in text.lines() {
+                let msg = line.splitn(4, ' ').nth(3).unwrap_or_default();
+                let key = msg.split(' ').take(2).collect::<Vec<_>>().join(" ");
+                if missing.contains(key.as_str()) {
+                    let ino = std::os::unix::fs::MetadataExt::ino(&entry.metadata().unwrap());
+                    let name = format!("{} (inode {ino})", entry.path().display());
+                    let e = by_file.entry(name).or_insert_with(|| (0, key.clone(), String::new()));
+                    e.0 += 1;
+                    e.2 = key;
+                }
+            }
+        }
+    }
+    by_file
+        .iter()
+        .map(|(f, (n, first, last))| format!("{f}: {n} lines, {first} .. {last}"))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 /// One container's runtime: appends numbered lines; every `rotate_every` lines renames the
 /// file away (kubelet) and reopens a new one at the path (the runtime's reopen).
 fn writer(path: PathBuf, id: usize, stop: Arc<AtomicBool>) -> usize {
@@ -177,10 +206,11 @@ fn sigkill_and_rotation_lose_no_line_across_1000_files() {
     let missing: Vec<&String> = want.iter().filter(|w| !counts.contains_key(*w)).collect();
     assert!(
         missing.is_empty(),
-        "{} of {} lines missing, e.g. {:?}",
+        "{} of {} lines missing, e.g. {:?}; by the file holding them: {}",
         missing.len(),
         want.len(),
-        &missing[..missing.len().min(5)]
+        &missing[..missing.len().min(5)],
+        where_missing(&root, &missing)
     );
     let want_set: std::collections::HashSet<&String> = want.iter().collect();
     let extra = counts.keys().filter(|k| !want_set.contains(k)).count();
