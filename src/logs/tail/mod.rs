@@ -672,11 +672,12 @@ impl Tailer {
     }
 
     /// The walk listed `f`, but its path no longer leads to it: it was rotated since (or
-    /// deleted, and then there is nothing left to read). `replaced`: a new file sits at the path. Finds it among the rotated names by
-    /// `(dev, ino)` and tails it as a moved file, then any file rotated after it (created and
-    /// rotated again in the meantime, never listed), oldest first, all before the file now at
-    /// the path. Without this, a file rotated between the walk and the open was never read:
-    /// the open silently took its successor, and its rotated name matches no include glob.
+    /// deleted, and then there is nothing left to read). Finds it among the rotated names by
+    /// `(dev, ino)` and tails it as a moved file (`replaced`: a new file sits at the path), then
+    /// any file rotated after it (created and rotated again in the meantime, never listed),
+    /// oldest first, all before the file now at the path. Without this, a file rotated between
+    /// the walk and the open was never read: the open silently took its successor, and its
+    /// rotated name matches no include glob.
     fn open_rotated_since_walk(&mut self, f: &Found, replaced: bool) {
         // A symlink (`/var/log/containers`) names the file; its rotated names sit next to the
         // target.
