@@ -43,25 +43,45 @@ sinks:
 metrics:
   listen: 127.0.0.1:0
 log:
-  level: warn
+  level: {level}
 "#,
         root = root.display(),
         cp = dir.join("cp").display(),
-        out = out.display()
+        out = out.display(),
+        level = std::env::var("VIGIL_E2E_LOG").unwrap_or_else(|_| "warn".into()),
     );
     let p = dir.join("vigil.yaml");
     std::fs::write(&p, cfg).unwrap();
     p
 }
 
-fn spawn(config: &Path) -> Child {
+fn spawn(config: &Path, run: usize) -> Child {
+    let log = std::fs::File::create(config.with_file_name(format!("vigil-{run}.log"))).unwrap();
     Command::new(env!("CARGO_BIN_EXE_vigil"))
         .args(["run", "--config"])
         .arg(config)
         .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
+        .stderr(log)
         .spawn()
         .expect("vigil starts")
+}
+
+/// Waits (at most 60 s) until vigil's checkpoint lists `n` files.
+fn wait_checkpointed(dir: &Path, n: usize) {
+    let path = dir.join("cp/checkpoints.json");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let listed = std::fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .and_then(|v| v["files"].as_array().map(Vec::len))
+            .unwrap_or(0);
+        if listed >= n {
+            return;
+        }
+        assert!(Instant::now() < deadline, "vigil's checkpoint lists {listed} of {n} files after 60 s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// Messages in the output file (torn last line ignored).
@@ -71,6 +91,35 @@ fn output(out: &Path) -> Vec<String> {
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .map(|v| v["message"].as_str().unwrap_or_default().to_string())
         .collect()
+}
+
+/// For a failure message: which file (live or rotated name, with its inode) holds the missing
+/// lines, so a loss can be told apart by file (initial, created or rotated at a kill, ...).
+fn where_missing(root: &Path, missing: &[&String]) -> String {
+    let missing: std::collections::HashSet<&str> = missing.iter().map(|m| m.as_str()).collect();
+    let mut by_file: std::collections::BTreeMap<String, (usize, String, String)> = Default::default();
+    for i in 0..FILES {
+        let dir = file_path(root, i).parent().unwrap().to_path_buf();
+        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+            let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+            for line in text.lines() {
+                let msg = line.splitn(4, ' ').nth(3).unwrap_or_default();
+                let key = msg.split(' ').take(2).collect::<Vec<_>>().join(" ");
+                if missing.contains(key.as_str()) {
+                    let ino = std::os::unix::fs::MetadataExt::ino(&entry.metadata().unwrap());
+                    let name = format!("{} (inode {ino})", entry.path().display());
+                    let e = by_file.entry(name).or_insert_with(|| (0, key.clone(), String::new()));
+                    e.0 += 1;
+                    e.2 = key;
+                }
+            }
+        }
+    }
+    by_file
+        .iter()
+        .map(|(f, (n, first, last))| format!("{f}: {n} lines, {first} .. {last}"))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// One container's runtime: appends numbered lines; every `rotate_every` lines renames the
@@ -104,7 +153,12 @@ fn writer(path: PathBuf, id: usize, stop: Arc<AtomicBool>) -> usize {
 
 #[test]
 fn sigkill_and_rotation_lose_no_line_across_1000_files() {
-    let dir = tempfile::tempdir().unwrap();
+    let mut dir = tempfile::tempdir().unwrap();
+    if std::env::var_os("VIGIL_KEEP_TMP").is_some() {
+        // Kept for inspection after a failure (logs of each run, checkpoint, rotated files).
+        dir.disable_cleanup(true);
+        eprintln!("keeping {}", dir.path().display());
+    }
     let root = dir.path().join("node");
     let out = dir.path().join("out.ndjson");
     for i in 0..FILES {
@@ -114,7 +168,16 @@ fn sigkill_and_rotation_lose_no_line_across_1000_files() {
         std::fs::write(&p, lines).unwrap();
     }
     let config = write_config(dir.path(), &root, &out);
-    let mut vigil = spawn(&config);
+    let mut vigil = spawn(&config, 0);
+    let t0 = Instant::now();
+    // The writers start rotating once vigil has seen every file: a file rotated away before
+    // vigil ever listed it, with no checkpointed predecessor, is out of scope (ARCHITECTURE.md,
+    // "Not covered"), and on a loaded machine the first scan (inotify watches, walk, 1,000
+    // opens) can outlast the writers' first rotation (0.7 s), which made this test fail
+    // without any loss in scope. Every later rotation, across kills and the restarts' first
+    // scans, stays in scope.
+    wait_checkpointed(dir.path(), FILES);
+    eprintln!("{:?} first checkpoint lists every file", t0.elapsed());
 
     let stop = Arc::new(AtomicBool::new(false));
     let writers: Vec<_> = (0..ACTIVE)
@@ -126,11 +189,12 @@ fn sigkill_and_rotation_lose_no_line_across_1000_files() {
 
     // SIGKILL a few times while the writers run, restarting each time.
     let mut rng = fastrand::Rng::with_seed(7);
-    for _ in 0..3 {
+    for run in 1..=3 {
         std::thread::sleep(Duration::from_millis(rng.u64(600..1200)));
         vigil.kill().unwrap();
         vigil.wait().unwrap();
-        vigil = spawn(&config);
+        eprintln!("{:?} killed run {}", t0.elapsed(), run - 1);
+        vigil = spawn(&config, run);
     }
     std::thread::sleep(Duration::from_millis(800));
     stop.store(true, Ordering::Relaxed);
@@ -142,13 +206,20 @@ fn sigkill_and_rotation_lose_no_line_across_1000_files() {
         want.extend((0..n).map(|k| format!("f{i} n{k}")));
     }
     let key = |m: &str| m.split(' ').take(2).collect::<Vec<_>>().join(" ");
+    eprintln!("{:?} writers stopped", t0.elapsed());
     let deadline = Instant::now() + Duration::from_secs(60);
+    let mut last_missing = usize::MAX;
     let counts = loop {
         let mut counts: HashMap<String, usize> = HashMap::new();
         for m in output(&out) {
             *counts.entry(key(&m)).or_default() += 1;
         }
-        if want.iter().all(|w| counts.contains_key(w)) || Instant::now() > deadline {
+        let missing = want.iter().filter(|w| !counts.contains_key(*w)).count();
+        if missing != last_missing {
+            eprintln!("{:?} missing {missing}", t0.elapsed());
+            last_missing = missing;
+        }
+        if missing == 0 || Instant::now() > deadline {
             break counts;
         }
         std::thread::sleep(Duration::from_millis(100));
@@ -161,10 +232,11 @@ fn sigkill_and_rotation_lose_no_line_across_1000_files() {
     let missing: Vec<&String> = want.iter().filter(|w| !counts.contains_key(*w)).collect();
     assert!(
         missing.is_empty(),
-        "{} of {} lines missing, e.g. {:?}",
+        "{} of {} lines missing, e.g. {:?}; by the file holding them: {}",
         missing.len(),
         want.len(),
-        &missing[..missing.len().min(5)]
+        &missing[..missing.len().min(5)],
+        where_missing(&root, &missing)
     );
     let want_set: std::collections::HashSet<&String> = want.iter().collect();
     let extra = counts.keys().filter(|k| !want_set.contains(k)).count();
