@@ -18,7 +18,8 @@ fn schema_less(p: &Path) -> bool {
     p.file_name().is_some_and(|n| n == "kustomization.yaml") || p.ends_with("optional/servicemonitor.yaml")
 }
 
-/// The three renders users apply, written to files for the command-line tools.
+/// The renders users apply (the default and every overlay), written to files for the
+/// command-line tools.
 fn rendered(dir: &Path) -> Vec<(String, PathBuf, Vec<Value>)> {
     kustomizations()
         .into_iter()
@@ -45,7 +46,7 @@ fn every_manifest_and_render_validates_strictly_against_kubernetes_schemas() {
     let renders = rendered(tmp.path());
     files.extend(renders.iter().map(|(_, p, _)| p.clone()));
     let documents: usize = files.iter().map(|f| yaml_file(f).len()).sum();
-    assert!(documents >= 20, "expected the manifests and three renders, found {documents} documents");
+    assert!(documents >= 20, "expected the manifests and {} renders, found {documents} documents", renders.len());
 
     for version in KUBERNETES_VERSIONS {
         let mut args = vec!["--strict", "-k", version];
@@ -188,35 +189,79 @@ fn port_of(listen: &str) -> u64 {
 #[test]
 fn the_configmap_configs_pass_vigil_validate_and_overlays_differ_only_in_sinks() {
     let all = deployed();
-    assert_eq!(all.len(), 3);
+    // Sinks and what they ship differ; everything else (sources, metrics, log, shutdown) must
+    // stay the base's. `exclude` differs with the stdout sink (checked below).
     let strip = |v: &Value| {
         let mut v = v.clone();
         let o = v.as_object_mut().expect("config is a map");
         o.remove("sinks");
         o["sources"]["containers"].as_object_mut().expect("containers").remove("exclude");
+        o["metrics"]["ship"].as_object_mut().expect("metrics.ship").remove("sinks");
         v
     };
     let base = &all[0];
+    assert_eq!(base.name, "manifests", "the default render comes first");
     assert_eq!(base.effective["node_name"], "node-a", "node_name must come from NODE_NAME");
     for d in &all[1..] {
         assert_eq!(strip(&d.effective), strip(&base.effective), "{} drifted from the base config", d.name);
     }
-    let sink_types: Vec<Vec<String>> = all
+
+    // What each render ships to. Overlays are discovered from manifests/overlays/: a new one
+    // is validated like the others, and must be listed here with its sinks.
+    let expected: BTreeMap<&str, Vec<&str>> = BTreeMap::from([
+        ("manifests", vec!["stdout"]),
+        ("manifests-overlays-elasticsearch", vec!["elasticsearch"]),
+        ("manifests-overlays-loki", vec!["loki"]),
+        ("manifests-overlays-remote-write", vec!["stdout", "prometheus_remote_write"]),
+    ]);
+    let sink_types: BTreeMap<&str, Vec<String>> = all
         .iter()
-        .map(|d| d.effective["sinks"].as_array().expect("sinks").iter().map(|s| str_at(s, &["type"])).collect())
+        .map(|d| {
+            let types = d.effective["sinks"].as_array().expect("sinks").iter().map(|s| str_at(s, &["type"])).collect();
+            (d.name.as_str(), types)
+        })
         .collect();
-    assert_eq!(sink_types, [vec!["stdout"], vec!["loki"], vec!["elasticsearch"]]);
-    // The stdout sink must not read vigil's own output back: the base excludes its namespace.
-    let ns = str_at(the(&base.objs, "DaemonSet"), &["metadata", "namespace"]);
-    let exclude = &base.effective["sources"]["containers"]["exclude"];
-    assert!(
-        exclude
-            .as_array()
-            .expect("exclude")
-            .iter()
-            .any(|g| g.as_str() == Some(&format!("/var/log/pods/{ns}_*/*/*.log"))),
-        "the base (stdout sink) must exclude /var/log/pods/{ns}_*/*/*.log, found {exclude}"
+    assert_eq!(
+        sink_types.keys().collect::<Vec<_>>(),
+        expected.keys().collect::<Vec<_>>(),
+        "renders vs the sinks this test expects of them"
     );
+    for (name, types) in &sink_types {
+        assert_eq!(types, &expected[name], "{name}: sink types");
+    }
+
+    let sm = &yaml_file(&root().join("manifests/optional/servicemonitor.yaml"))[0];
+    let job_label = str_at(sm, &["spec", "jobLabel"]);
+    let scrape_job = str_at(the(&base.objs, "Service"), &["metadata", "labels", &job_label]);
+    assert!(!scrape_job.is_empty(), "the Service has no {job_label:?} label for the ServiceMonitor's jobLabel");
+    for d in &all {
+        let n = &d.name;
+        let sinks = d.effective["sinks"].as_array().expect("sinks");
+        // A stdout sink must not read vigil's own output back: exclude its namespace.
+        if sinks.iter().any(|s| s["type"] == "stdout") {
+            let ns = str_at(the(&d.objs, "DaemonSet"), &["metadata", "namespace"]);
+            let exclude = &d.effective["sources"]["containers"]["exclude"];
+            assert!(
+                exclude
+                    .as_array()
+                    .expect("exclude")
+                    .iter()
+                    .any(|g| g.as_str() == Some(&format!("/var/log/pods/{ns}_*/*/*.log"))),
+                "{n} (stdout sink) must exclude /var/log/pods/{ns}_*/*/*.log, found {exclude}"
+            );
+        }
+        // Pushed metrics carry no scrape job, and the dashboards' $job variable only lists
+        // series that have one: remote write must set the job a scrape through the
+        // ServiceMonitor (jobLabel app.kubernetes.io/name) would, so both land in one job.
+        let shipped = &d.effective["metrics"]["ship"]["sinks"];
+        for s in sinks.iter().filter(|s| s["type"] == "prometheus_remote_write") {
+            let name = str_at(s, &["name"]);
+            assert!(shipped.as_array().expect("ship.sinks").iter().any(|x| x == name.as_str()), "{n}: {name} unused");
+            assert_eq!(str_at(s, &["external_labels", "job"]), scrape_job, "{n}: {name}'s external_labels.job");
+            let endpoint = str_at(s, &["endpoint"]);
+            assert!(endpoint.starts_with("http") && endpoint.contains("/api/v1/"), "{n}: {name} endpoint {endpoint}");
+        }
+    }
 }
 
 #[test]

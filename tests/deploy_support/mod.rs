@@ -220,10 +220,22 @@ pub fn the<'a>(objs: &'a [Value], kind: &str) -> &'a Value {
     found[0]
 }
 
-/// The kustomization directories users apply: the default and the overlays.
+/// The kustomization directories users apply: the default first, then every directory under
+/// manifests/overlays/ (sorted), found on disk so that a new overlay is tested like the others
+/// without editing the tests. A directory there without a kustomization.yaml is an error.
 pub fn kustomizations() -> Vec<PathBuf> {
     let m = root().join("manifests");
-    vec![m.clone(), m.join("overlays/loki"), m.join("overlays/elasticsearch")]
+    let overlays = m.join("overlays");
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&overlays)
+        .unwrap_or_else(|e| panic!("cannot list {}: {e}", overlays.display()))
+        .map(|e| e.expect("directory entry").path())
+        .filter(|p| p.is_dir())
+        .collect();
+    dirs.sort();
+    for d in &dirs {
+        assert!(d.join("kustomization.yaml").is_file(), "{}: an overlay without kustomization.yaml", d.display());
+    }
+    std::iter::once(m).chain(dirs).collect()
 }
 
 // ------------------------------------------------------------------------------------------
