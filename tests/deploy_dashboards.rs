@@ -291,8 +291,9 @@ fn dashboards_parse_and_are_well_formed() {
 }
 
 // ------------------------------------------------------------------------------------------
-// Fake Loki and Elasticsearch: just enough HTTP to make vigil's sinks deliver, retry and have
-// events rejected, so every sink metric the dashboards use has series.
+// Fake Loki, Elasticsearch and remote write receiver: just enough HTTP to make vigil's sinks
+// deliver, retry and have events rejected, so every sink and shipping metric the dashboards
+// use has series.
 
 struct Request {
     headers: BTreeMap<String, String>,
@@ -448,6 +449,24 @@ fn fake_elasticsearch() -> FakeServer {
     }))
 }
 
+/// Prometheus remote write receiver: 204 for a request that is remote write 1.0 (snappy
+/// protobuf with the version header), 400 otherwise; `accepted` counts the 204s.
+fn fake_remote_write(accepted: Arc<AtomicUsize>) -> FakeServer {
+    fake_server(Arc::new(move |_n, req| {
+        let h = |k: &str| req.headers.get(k).map(String::as_str);
+        let ok = h("content-encoding") == Some("snappy")
+            && h("content-type") == Some("application/x-protobuf")
+            && h("x-prometheus-remote-write-version") == Some("0.1.0")
+            && !req.body.is_empty();
+        if ok {
+            accepted.fetch_add(1, Ordering::AcqRel);
+            Response { status: 204, headers: vec![], body: vec![] }
+        } else {
+            Response { status: 400, headers: vec![], body: format!("not remote write: {:?}", req.headers).into_bytes() }
+        }
+    }))
+}
+
 /// A small node log tree: CRI lines (one partial pair, one garbage line) and docker json lines.
 fn write_node_tree(root: &Path) {
     let pod = root.join("var/log/pods/default_web-0_0c6a1b4e-1111-2222-3333-444455556666/web");
@@ -513,6 +532,8 @@ fn every_metric_and_label_in_the_dashboards_is_exported_by_a_running_vigil() {
     let t = tmp.path().canonicalize().expect("canonical temp dir");
     write_node_tree(&t);
     let (loki, es) = (fake_loki(), fake_elasticsearch());
+    let pushes = Arc::new(AtomicUsize::new(0));
+    let rw = fake_remote_write(pushes.clone());
     // /healthz, not /readyz: a sink answering 429 may keep vigil unready, and readiness is not
     // what this test is about.
     let vigil = start_vigil(&t, "/healthz", &|listen| {
@@ -536,11 +557,18 @@ sinks:
     type: elasticsearch
     endpoint: http://{es}
     index: logs-vigil-%Y.%m.%d
+  - name: remote
+    type: prometheus_remote_write
+    endpoint: http://{rw}/api/v1/write
+    external_labels: {{job: vigil}}
 metrics:
   listen: {listen}
   node:
     enabled: true
     rootfs: /
+  ship:
+    interval: 1s
+    sinks: [remote]
 log:
   level: warn
 shutdown:
@@ -549,11 +577,13 @@ shutdown:
             t = t.display(),
             loki = loki.addr,
             es = es.addr,
+            rw = rw.addr,
         )
     });
 
     // Counters and histograms with labels have no series until they first move: poll until
-    // every wanted name and label is there, for at most 30 s.
+    // every wanted name and label is there and the remote write receiver has accepted a push
+    // (so the vigil_ship_* series are those of real deliveries), for at most 30 s.
     let deadline = Instant::now() + Duration::from_secs(30);
     let missing = loop {
         let (status, _, body) = http_get(vigil.addr, "/metrics").expect("GET /metrics");
@@ -566,18 +596,20 @@ shutdown:
                 Some(got) => labels.iter().filter(|l| !got.contains(*l)).map(|l| format!("{m}{{{l}}}")).collect(),
             })
             .collect();
-        if missing.is_empty() || Instant::now() > deadline {
+        if (missing.is_empty() && pushes.load(Ordering::Acquire) > 0) || Instant::now() > deadline {
             break missing;
         }
         std::thread::sleep(Duration::from_millis(500));
     };
     assert!(
-        missing.is_empty(),
-        "{} dashboard metrics/labels are not exported by vigil (after {} Loki and {} Elasticsearch requests):\n  {}\n\
-         vigil's log:\n{}",
+        missing.is_empty() && pushes.load(Ordering::Acquire) > 0,
+        "{} dashboard metrics/labels are not exported by vigil (after {} Loki, {} Elasticsearch and {} remote write \
+         requests, {} accepted):\n  {}\nvigil's log:\n{}",
         missing.len(),
         loki.requests.load(Ordering::Acquire),
         es.requests.load(Ordering::Acquire),
+        rw.requests.load(Ordering::Acquire),
+        pushes.load(Ordering::Acquire),
         missing.join("\n  "),
         vigil.stderr()
     );
@@ -640,4 +672,13 @@ fn the_fake_backends_answer_as_the_test_expects() {
     assert_eq!(statuses(&text), [429, 400, 201]);
     assert_eq!(statuses(&post(&mut s, bulk, "").1), [201, 201, 201]);
     assert_eq!(es.requests.load(Ordering::Acquire), 2);
+
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let rw = fake_remote_write(accepted.clone());
+    let mut s = TcpStream::connect(rw.addr).expect("connect");
+    let rw_headers = "content-encoding: snappy\r\ncontent-type: application/x-protobuf\r\n\
+                      x-prometheus-remote-write-version: 0.1.0\r\n";
+    assert_eq!(post(&mut s, b"\x0a\x00", rw_headers).0, 204);
+    assert_eq!(post(&mut s, b"\x0a\x00", "content-type: application/x-protobuf\r\n").0, 400, "no snappy");
+    assert_eq!(accepted.load(Ordering::Acquire), 1);
 }
