@@ -212,8 +212,20 @@ fn the_promql_lexer_finds_metrics_and_nothing_else() {
     assert_eq!(names("count(x == 0) or vector(0)"), ["x"]);
     assert_eq!(names("histogram_quantile(0.99, sum by (le) (rate(h_bucket[1m])))"), ["h_bucket"]);
     assert_eq!(names(r#"label_values(vigil_build_info{job=~"$job"}, node)"#), ["vigil_build_info", "node"]);
+    assert_eq!(
+        grouping_labels(r#"sum by (sink, reason) (rate(a[1m])) / ignoring (x) sum without(le) (b)"#),
+        ["sink", "reason", "le"]
+    );
     let s = &selectors(r#"m{fstype!~"tmpfs|x", device="a\"b"}"#)[0];
     assert_eq!(s.labels, ["fstype", "device"]);
+}
+
+/// The labels of every `by (...)` / `without (...)` clause of an expression.
+fn grouping_labels(expr: &str) -> Vec<String> {
+    let re = regex::Regex::new(r"\b(?:by|without)\s*\(([^)]*)\)").expect("regex");
+    re.captures_iter(expr)
+        .flat_map(|c| c[1].split(',').map(|l| l.trim().to_owned()).filter(|l| !l.is_empty()).collect::<Vec<_>>())
+        .collect()
 }
 
 /// `label_values(metric{...}, label)`: the metric's selector, and the label it lists.
@@ -507,10 +519,19 @@ fn exposition(text: &str) -> BTreeMap<String, BTreeSet<String>> {
 
 #[test]
 fn every_metric_and_label_in_the_dashboards_is_exported_by_a_running_vigil() {
-    // What the dashboards need: metric → labels used in its matchers.
+    // What the dashboards need: metric → labels used in its matchers; and every label an
+    // expression groups by (`sum by (sink, reason)`, shown in legends), which at least one of
+    // that expression's metrics must carry.
     let mut wanted: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut grouped: BTreeSet<(String, Vec<String>)> = BTreeSet::new();
     for (_, d) in dashboards() {
         for e in expressions(&d) {
+            if !e.starts_with("label_values(") {
+                let metrics: Vec<String> = selectors(&e).into_iter().map(|s| s.metric).collect();
+                for l in grouping_labels(&e).into_iter().filter(|l| !TARGET_LABELS.contains(&l.as_str())) {
+                    grouped.insert((l, metrics.clone()));
+                }
+            }
             let (sels, extra_label) = if e.starts_with("label_values(") {
                 let (s, l) = label_values(&e);
                 (s, Some(l))
@@ -589,13 +610,18 @@ shutdown:
         let (status, _, body) = http_get(vigil.addr, "/metrics").expect("GET /metrics");
         assert_eq!(status, 200, "GET /metrics: {body}");
         let have = exposition(&body);
-        let missing: Vec<String> = wanted
+        let mut missing: Vec<String> = wanted
             .iter()
             .flat_map(|(m, labels)| match have.get(m) {
                 None => vec![m.clone()],
                 Some(got) => labels.iter().filter(|l| !got.contains(*l)).map(|l| format!("{m}{{{l}}}")).collect(),
             })
             .collect();
+        for (label, metrics) in &grouped {
+            if !metrics.iter().any(|m| have.get(m).is_some_and(|got| got.contains(label))) {
+                missing.push(format!("by ({label}) over {metrics:?}"));
+            }
+        }
         if (missing.is_empty() && pushes.load(Ordering::Acquire) > 0) || Instant::now() > deadline {
             break missing;
         }
