@@ -108,35 +108,31 @@ pub struct FileTail {
 /// At most one warning about malformed lines per file per this period.
 const MALFORMED_LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 
+/// An opened file and who it is: what `FileTail::plain` and `FileTail::gz` start from.
+pub struct Opened {
+    pub key: u64,
+    pub id: FileId,
+    pub fp: Fingerprint,
+    /// The path it was discovered under.
+    pub path: PathBuf,
+    pub source: Arc<Source>,
+    pub file: File,
+    /// Where reading starts (decompressed bytes for a `.gz`).
+    pub offset: u64,
+    pub limits: Limits,
+}
+
 impl FileTail {
-    /// Wraps an open plain file; reading starts at `offset`.
-    #[allow(clippy::too_many_arguments)]
-    pub fn plain(
-        key: u64,
-        id: FileId,
-        fp: Fingerprint,
-        path: PathBuf,
-        source: Arc<Source>,
-        file: File,
-        offset: u64,
-        limits: Limits,
-    ) -> Self {
-        let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+    /// Wraps an open plain file; reading starts at `o.offset`.
+    pub fn plain(o: Opened) -> Self {
+        let size = o.file.metadata().map(|m| m.len()).unwrap_or(0);
+        let Opened { key, id, fp, path, source, file, offset, limits } = o;
         Self::new(key, id, fp, path, source, Body::Plain(file), offset, size, limits)
     }
 
-    /// Wraps a gzip-compressed rotated file, skipping `offset` bytes of decompressed data.
-    #[allow(clippy::too_many_arguments)]
-    pub fn gz(
-        key: u64,
-        id: FileId,
-        fp: Fingerprint,
-        path: PathBuf,
-        source: Arc<Source>,
-        file: File,
-        offset: u64,
-        limits: Limits,
-    ) -> io::Result<Self> {
+    /// Wraps a gzip-compressed rotated file, skipping `o.offset` bytes of decompressed data.
+    pub fn gz(o: Opened) -> io::Result<Self> {
+        let Opened { key, id, fp, path, source, file, offset, limits } = o;
         let mut dec = flate2::read::GzDecoder::new(io::BufReader::new(file));
         let skipped = io::copy(&mut (&mut dec).take(offset), &mut io::sink())?;
         if skipped < offset {

@@ -26,7 +26,7 @@ pub mod file;
 pub mod identity;
 
 use self::checkpoint::{Checkpoints, Entry};
-use self::file::{FileTail, Limits, Out, State};
+use self::file::{FileTail, Limits, Opened, Out, State};
 use self::identity::{FileId, Fingerprint, file_key};
 use super::config::{ContainersConfig, ReadFrom};
 use super::discover::{self, Found, Globs, Wake, Watcher};
@@ -778,7 +778,8 @@ impl Tailer {
             Tracked { path: f.path.display().to_string(), id, fp, base: offset, closed: None, visible: false },
         );
         tracing::debug!(path = %f.path.display(), offset, "tailing log file");
-        let mut t = FileTail::plain(key, id, fp, f.path.clone(), source, file, offset, self.s.limits);
+        let mut t =
+            FileTail::plain(Opened { key, id, fp, path: f.path.clone(), source, file, offset, limits: self.s.limits });
         t.state = state;
         t.order = self.take_order();
         self.files.push(t);
@@ -867,9 +868,28 @@ impl Tailer {
         if gz {
             let mut file = file;
             std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(0)).ok()?;
-            FileTail::gz(0, id, fp, family.to_path_buf(), source, file, 0, self.s.limits).ok()
+            FileTail::gz(Opened {
+                key: 0,
+                id,
+                fp,
+                path: family.to_path_buf(),
+                source,
+                file,
+                offset: 0,
+                limits: self.s.limits,
+            })
+            .ok()
         } else {
-            let mut t = FileTail::plain(0, id, fp, family.to_path_buf(), source, file, 0, self.s.limits);
+            let mut t = FileTail::plain(Opened {
+                key: 0,
+                id,
+                fp,
+                path: family.to_path_buf(),
+                source,
+                file,
+                offset: 0,
+                limits: self.s.limits,
+            });
             t.state = State::Moved { replaced: true };
             Some(t)
         }
@@ -903,7 +923,16 @@ impl Tailer {
             // The clone shares the descriptor's position: start over from the top.
             let mut file = file;
             std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(0)).ok()?;
-            match FileTail::gz(e.key, id, fp, family.to_path_buf(), source, file, e.offset, self.s.limits) {
+            match FileTail::gz(Opened {
+                key: e.key,
+                id,
+                fp,
+                path: family.to_path_buf(),
+                source,
+                file,
+                offset: e.offset,
+                limits: self.s.limits,
+            }) {
                 Ok(t) => Some(t),
                 Err(error) => {
                     tracing::warn!(path = %candidate.display(), %error, "cannot resume compressed rotated file");
@@ -918,16 +947,16 @@ impl Tailer {
                 return None;
             }
             let offset = e.offset.min(meta.len());
-            let mut t = FileTail::plain(
-                e.key,
+            let mut t = FileTail::plain(Opened {
+                key: e.key,
                 id,
-                Fingerprint::of_bytes(&head),
-                family.to_path_buf(),
+                fp: Fingerprint::of_bytes(&head),
+                path: family.to_path_buf(),
                 source,
                 file,
                 offset,
-                self.s.limits,
-            );
+                limits: self.s.limits,
+            });
             t.state = State::Moved { replaced: true };
             Some(t)
         }
