@@ -16,6 +16,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use vigil::logs::config::ContainersConfig;
 
 const CONTAINERS: usize = 3;
 const WAIT: Duration = Duration::from_secs(10);
@@ -340,58 +341,60 @@ async fn random_sequences_deliver_exactly_the_written_lines() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rotated_twice_while_stopped_every_line_is_read_in_order() {
+/// A fresh node root and checkpoint directory (removed when this is dropped), the config
+/// reading them, the model of its containers and what the test sink received.
+struct Fixture {
+    _dir: tempfile::TempDir,
+    cfg: ContainersConfig,
+    model: Model,
+    got: Got,
+}
+
+fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("node");
     let cfg = config(&root, &dir.path().join("cp"));
-    let mut model = Model::new(&root);
-    let got: Got = Arc::new(Mutex::new(Vec::new()));
-    let r = start(&cfg, got.clone()).await;
-    model.write(0, 10);
-    settle(&model, &got, "first lines").await;
+    let model = Model::new(&root);
+    Fixture { _dir: dir, cfg, model, got: Arc::new(Mutex::new(Vec::new())) }
+}
+
+/// Ten lines read, then while vigil is stopped: five more, and per entry of `rotations` a
+/// rotation (gzipped or not) followed by five lines; then a restart that must read them all.
+async fn rotate_while_stopped(f: &mut Fixture, rotations: &[bool]) {
+    let r = start(&f.cfg, f.got.clone()).await;
+    f.model.write(0, 10);
+    settle(&f.model, &f.got, "first lines").await;
     stop(r).await;
-    model.write(0, 5);
-    model.rotate(0, true);
-    model.write(0, 5);
-    model.rotate(0, false);
-    model.write(0, 5);
-    let r = start(&cfg, got.clone()).await;
-    settle(&model, &got, "restart").await;
+    f.model.write(0, 5);
+    for &compress in rotations {
+        f.model.rotate(0, compress);
+        f.model.write(0, 5);
+    }
+    let r = start(&f.cfg, f.got.clone()).await;
+    settle(&f.model, &f.got, "restart").await;
     stop(r).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotated_twice_while_stopped_every_line_is_read_in_order() {
+    let mut f = fixture();
+    rotate_while_stopped(&mut f, &[true, false]).await;
     // Order is kept across the three files, too.
-    let want: Vec<String> = model.expected.iter().map(|(_, m)| m.clone()).collect();
-    let have: Vec<String> = got.lock().unwrap().iter().map(|g| g.1.clone()).collect();
+    let want: Vec<String> = f.model.expected.iter().map(|(_, m)| m.clone()).collect();
+    let have: Vec<String> = f.got.lock().unwrap().iter().map(|g| g.1.clone()).collect();
     assert_eq!(have, want);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotated_and_gzipped_while_stopped_is_finished_after_restart() {
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("node");
-    let cfg = config(&root, &dir.path().join("cp"));
-    let mut model = Model::new(&root);
-    let got: Got = Arc::new(Mutex::new(Vec::new()));
-    let r = start(&cfg, got.clone()).await;
-    model.write(0, 10);
-    settle(&model, &got, "first lines").await;
-    stop(r).await;
-    model.write(0, 5);
-    model.rotate(0, true);
-    model.write(0, 5);
-    let r = start(&cfg, got.clone()).await;
-    settle(&model, &got, "restart").await;
-    stop(r).await;
-    assert_eq!(got.lock().unwrap().len(), 21);
+    let mut f = fixture();
+    rotate_while_stopped(&mut f, &[true]).await;
+    assert_eq!(f.got.lock().unwrap().len(), 21);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn truncated_file_is_not_read_again_after_restart() {
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("node");
-    let cfg = config(&root, &dir.path().join("cp"));
-    let mut model = Model::new(&root);
-    let got: Got = Arc::new(Mutex::new(Vec::new()));
+    let Fixture { _dir, cfg, mut model, got } = fixture();
     let r = start(&cfg, got.clone()).await;
     model.write(0, 1);
     settle(&model, &got, "first line").await;
