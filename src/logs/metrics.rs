@@ -2,6 +2,7 @@
 //! labels: cardinality stays fixed whatever runs on the node.
 
 use super::parse::ParseError;
+use prometheus::core::Collector;
 use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
 #[derive(Clone)]
@@ -27,21 +28,24 @@ pub struct LogMetrics {
 
 impl LogMetrics {
     pub fn register(r: &Registry) -> prometheus::Result<Self> {
-        fn c(r: &Registry, name: &str, help: &str) -> prometheus::Result<IntCounter> {
-            let m = IntCounter::new(name, help)?;
+        /// Registers `m` and hands it back (one place for every metric of the source).
+        fn reg<M: Collector + Clone + 'static>(r: &Registry, m: prometheus::Result<M>) -> prometheus::Result<M> {
+            let m = m?;
             r.register(Box::new(m.clone()))?;
             Ok(m)
         }
-        fn g(r: &Registry, name: &str, help: &str) -> prometheus::Result<IntGauge> {
-            let m = IntGauge::new(name, help)?;
-            r.register(Box::new(m.clone()))?;
-            Ok(m)
-        }
-        let parse_errors = IntCounterVec::new(
-            Opts::new("vigil_parse_errors_total", "Log lines that could not be parsed and were shipped raw, by kind."),
-            &["kind"],
+        let c = |r, name, help| reg(r, IntCounter::new(name, help));
+        let g = |r, name, help| reg(r, IntGauge::new(name, help));
+        let parse_errors = reg(
+            r,
+            IntCounterVec::new(
+                Opts::new(
+                    "vigil_parse_errors_total",
+                    "Log lines that could not be parsed and were shipped raw, by kind.",
+                ),
+                &["kind"],
+            ),
         )?;
-        r.register(Box::new(parse_errors.clone()))?;
         for k in ParseError::ALL {
             parse_errors.with_label_values(&[k.kind()]);
         }
