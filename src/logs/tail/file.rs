@@ -143,6 +143,16 @@ impl FileTail {
         Ok(t)
     }
 
+    /// Wraps a rotated file (renamed away, a new file at its path): gzip-compressed or plain.
+    pub fn rotated(o: Opened, gz: bool) -> io::Result<Self> {
+        if gz {
+            return Self::gz(o);
+        }
+        let mut t = Self::plain(o);
+        t.state = State::Moved { replaced: true };
+        Ok(t)
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn new(
         key: u64,

@@ -844,59 +844,25 @@ impl Tailer {
     /// A rotated file with no checkpoint: opened at 0, unless it is one vigil tracks or has a
     /// checkpoint entry for (by identity or fingerprint).
     fn open_unseen_rotated(&self, family: &Path, candidate: &Path, known: &[Fingerprint]) -> Option<FileTail> {
-        let file = File::open(candidate).ok()?;
+        let mut file = File::open(candidate).ok()?;
         let meta = file.metadata().ok()?;
         let id = FileId::of(&meta);
         if !meta.is_file() || self.files.iter().any(|t| t.id == id) {
             return None;
         }
-        let gz = candidate.extension().is_some_and(|x| x == "gz");
-        let mut head = Vec::new();
-        if gz {
-            let mut dec = flate2::read::GzDecoder::new(std::io::BufReader::new(file.try_clone().ok()?));
-            (&mut dec).take(identity::FINGERPRINT_BYTES as u64).read_to_end(&mut head).ok()?;
-        } else {
-            head = vec![0u8; identity::FINGERPRINT_BYTES];
-            let n = read_head(&file, &mut head);
-            head.truncate(n);
-        }
+        let gz = is_gz(candidate);
+        let head = rotated_head(&mut file, gz, identity::FINGERPRINT_BYTES)?;
         if head.is_empty() || known.iter().any(|fp| fp.len > 0 && fp.matches(&head)) {
             return None;
         }
         let fp = Fingerprint::of_bytes(&head);
         let source = self.source(family, None);
-        if gz {
-            let mut file = file;
-            std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(0)).ok()?;
-            FileTail::gz(Opened {
-                key: 0,
-                id,
-                fp,
-                path: family.to_path_buf(),
-                source,
-                file,
-                offset: 0,
-                limits: self.s.limits,
-            })
-            .ok()
-        } else {
-            let mut t = FileTail::plain(Opened {
-                key: 0,
-                id,
-                fp,
-                path: family.to_path_buf(),
-                source,
-                file,
-                offset: 0,
-                limits: self.s.limits,
-            });
-            t.state = State::Moved { replaced: true };
-            Some(t)
-        }
+        let o = Opened { key: 0, id, fp, path: family.to_path_buf(), source, file, offset: 0, limits: self.s.limits };
+        FileTail::rotated(o, gz).ok()
     }
 
     fn open_rotated(&self, e: &Entry, family: &Path, candidate: &Path) -> Option<FileTail> {
-        let file = File::open(candidate).ok()?;
+        let mut file = File::open(candidate).ok()?;
         let meta = file.metadata().ok()?;
         if !meta.is_file() {
             return None;
@@ -906,60 +872,55 @@ impl Tailer {
             return None;
         }
         let want = e.fingerprint();
-        let source = self.source(family, None);
-        if candidate.extension().is_some_and(|x| x == "gz") {
+        let gz = is_gz(candidate);
+        let (head, offset) = if gz {
             if want.len == 0 {
                 // An empty fingerprint matches anything: no way to tell which .gz it became.
                 return None;
             }
-            let mut head = Vec::new();
-            let mut dec = flate2::read::GzDecoder::new(std::io::BufReader::new(file.try_clone().ok()?));
-            (&mut dec).take(want.len as u64).read_to_end(&mut head).ok()?;
+            let head = rotated_head(&mut file, true, want.len as usize)?;
             if !want.matches(&head) {
                 return None;
             }
-            let fp = Fingerprint::of_bytes(&head);
-            drop(dec);
-            // The clone shares the descriptor's position: start over from the top.
-            let mut file = file;
-            std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(0)).ok()?;
-            match FileTail::gz(Opened {
-                key: e.key,
-                id,
-                fp,
-                path: family.to_path_buf(),
-                source,
-                file,
-                offset: e.offset,
-                limits: self.s.limits,
-            }) {
-                Ok(t) => Some(t),
-                Err(error) => {
-                    tracing::warn!(path = %candidate.display(), %error, "cannot resume compressed rotated file");
-                    None
-                }
-            }
+            (head, e.offset)
         } else {
-            let mut head = vec![0u8; identity::FINGERPRINT_BYTES];
-            let n = read_head(&file, &mut head);
-            head.truncate(n);
+            let head = rotated_head(&mut file, false, identity::FINGERPRINT_BYTES)?;
             if !want.matches(&head) || !(id == e.id() || want.complete()) {
                 return None;
             }
-            let offset = e.offset.min(meta.len());
-            let mut t = FileTail::plain(Opened {
-                key: e.key,
-                id,
-                fp: Fingerprint::of_bytes(&head),
-                path: family.to_path_buf(),
-                source,
-                file,
-                offset,
-                limits: self.s.limits,
-            });
-            t.state = State::Moved { replaced: true };
-            Some(t)
+            (head, e.offset.min(meta.len()))
+        };
+        let fp = Fingerprint::of_bytes(&head);
+        let source = self.source(family, None);
+        let o = Opened { key: e.key, id, fp, path: family.to_path_buf(), source, file, offset, limits: self.s.limits };
+        match FileTail::rotated(o, gz) {
+            Ok(t) => Some(t),
+            Err(error) => {
+                tracing::warn!(path = %candidate.display(), %error, "cannot resume compressed rotated file");
+                None
+            }
         }
+    }
+}
+
+fn is_gz(path: &Path) -> bool {
+    path.extension().is_some_and(|x| x == "gz")
+}
+
+/// The first `len` bytes of a rotated file (decompressed for a `.gz`), `file` left at its start.
+fn rotated_head(file: &mut File, gz: bool, len: usize) -> Option<Vec<u8>> {
+    if gz {
+        let mut head = Vec::new();
+        let mut dec = flate2::read::GzDecoder::new(std::io::BufReader::new(file.try_clone().ok()?));
+        (&mut dec).take(len as u64).read_to_end(&mut head).ok()?;
+        // The clone shares the descriptor's position: start over from the top.
+        std::io::Seek::seek(file, std::io::SeekFrom::Start(0)).ok()?;
+        Some(head)
+    } else {
+        let mut head = vec![0u8; len];
+        let n = read_head(file, &mut head);
+        head.truncate(n);
+        Some(head)
     }
 }
 
