@@ -2,6 +2,8 @@
 //! that decodes the real wire format (snappy block + protobuf `WriteRequest`) and answers like
 //! Prometheus does: 204, 400 with a body, 429 with `Retry-After`, 5xx, or not listening at all.
 
+mod support;
+
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -13,6 +15,7 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use support::series_value;
 use tokio::net::TcpListener;
 use vigil::metrics::ship::{MetricsSink, ShipMetrics, Shipper};
 use vigil::sinks::SinkContext;
@@ -140,6 +143,16 @@ fn sink(ctx: &SinkContext, yaml: &str) -> Arc<dyn MetricsSink> {
     RemoteWriteSink::build(&c, ctx).unwrap()
 }
 
+/// Sink `central` to `addr` with short retry backoffs (10ms..50ms), for tests that script failures.
+fn fast_retry_sink(ctx: &SinkContext, addr: SocketAddr) -> Arc<dyn MetricsSink> {
+    sink(
+        ctx,
+        &format!(
+            "{{name: central, endpoint: 'http://{addr}/api/v1/write', retry: {{initial_backoff: 10ms, max_backoff: 50ms}}}}"
+        ),
+    )
+}
+
 /// A registry with one counter `test_events_total` (value 7), the ship metrics and the sink
 /// metrics (through the sink context, as the app builds it).
 fn registry() -> (Registry, IntCounter, ShipMetrics, SinkContext) {
@@ -150,24 +163,6 @@ fn registry() -> (Registry, IntCounter, ShipMetrics, SinkContext) {
     let m = ShipMetrics::register(&r).unwrap();
     let ctx = SinkContext::new(r.clone(), "node-a".into()).unwrap();
     (r, c, m, ctx)
-}
-
-/// The value of a series in `registry`, by name and label pairs.
-fn value(registry: &Registry, name: &str, labels: &[(&str, &str)]) -> f64 {
-    for mf in registry.gather() {
-        if mf.name() != name {
-            continue;
-        }
-        for m in mf.get_metric() {
-            if labels.iter().all(|(k, v)| m.get_label().iter().any(|l| l.name() == *k && l.value() == *v)) {
-                return match mf.get_field_type() {
-                    prometheus::proto::MetricType::COUNTER => m.get_counter().get_value(),
-                    _ => m.get_gauge().get_value(),
-                };
-            }
-        }
-    }
-    panic!("no series {name}{labels:?}");
 }
 
 fn start(registry: &Registry, m: &ShipMetrics, interval: Duration, sinks: Vec<Arc<dyn MetricsSink>>) -> Shipper {
@@ -229,47 +224,35 @@ async fn fivexx_and_429_are_retried_until_accepted_and_400_is_dropped_and_counte
     rx.answer(429, Some("0"), "slow down");
     rx.answer(500, None, "oops");
     let (r, _c, m, ctx) = registry();
-    let s = sink(
-        &ctx,
-        &format!(
-            "{{name: central, endpoint: 'http://{}/api/v1/write', retry: {{initial_backoff: 10ms, max_backoff: 50ms}}}}",
-            rx.addr
-        ),
-    );
+    let s = fast_retry_sink(&ctx, rx.addr);
     let shipper = start(&r, &m, Duration::from_secs(3600), vec![s]);
     let got = rx.wait("a 2xx", |g| g.iter().any(|x| x.status == 204)).await;
     assert_eq!(got.iter().map(|x| x.status).collect::<Vec<_>>(), vec![503, 429, 500, 204]);
     // The same snapshot each time: a retry resends, it does not re-gather.
     assert!(got.iter().all(|x| x.req == got[0].req), "retries carry the same samples");
     let samples = got[3].req.timeseries.len() as f64;
-    assert_eq!(value(&r, "vigil_ship_samples_sent_total", &[("sink", "central")]), samples);
-    assert_eq!(value(&r, "vigil_ship_samples_dropped_total", &[("reason", "rejected")]), 0.0);
-    assert_eq!(value(&r, "vigil_ship_queue_samples", &[("sink", "central")]), 0.0);
+    assert_eq!(series_value(&r, "vigil_ship_samples_sent_total", &[("sink", "central")]), samples);
+    assert_eq!(series_value(&r, "vigil_ship_samples_dropped_total", &[("reason", "rejected")]), 0.0);
+    assert_eq!(series_value(&r, "vigil_ship_queue_samples", &[("sink", "central")]), 0.0);
     // The shared per-sink request metrics see every attempt.
-    let requests = |status| value(&r, "vigil_sink_requests_total", &[("sink", "central"), ("status", status)]);
+    let requests = |status| series_value(&r, "vigil_sink_requests_total", &[("sink", "central"), ("status", status)]);
     assert_eq!((requests("2xx"), requests("4xx"), requests("5xx")), (1.0, 1.0, 2.0));
-    assert_eq!(value(&r, "vigil_sink_retries_total", &[("sink", "central")]), 3.0);
-    assert_eq!(value(&r, "vigil_sink_healthy", &[("sink", "central")]), 1.0);
+    assert_eq!(series_value(&r, "vigil_sink_retries_total", &[("sink", "central")]), 3.0);
+    assert_eq!(series_value(&r, "vigil_sink_healthy", &[("sink", "central")]), 1.0);
     shipper.shutdown(tokio::time::Instant::now() + Duration::from_secs(5)).await;
 
     // A 400 is final: counted, not retried; the next snapshot goes through.
     let rx = Receiver::start().await;
     rx.answer(400, None, "out of order sample");
     let (r, _c, m, ctx) = registry();
-    let s = sink(
-        &ctx,
-        &format!(
-            "{{name: central, endpoint: 'http://{}/api/v1/write', retry: {{initial_backoff: 10ms, max_backoff: 50ms}}}}",
-            rx.addr
-        ),
-    );
+    let s = fast_retry_sink(&ctx, rx.addr);
     let shipper = start(&r, &m, Duration::from_secs(1), vec![s]);
     let got = rx.wait("a 2xx after the 400", |g| g.iter().any(|x| x.status == 204)).await;
     assert_eq!(got[0].status, 400);
     assert_eq!(got[1].status, 204);
     assert!(got[1].req.timeseries[0].samples[0].timestamp > got[0].req.timeseries[0].samples[0].timestamp);
     let rejected = got[0].req.timeseries.len() as f64;
-    assert_eq!(value(&r, "vigil_ship_samples_dropped_total", &[("reason", "rejected")]), rejected);
+    assert_eq!(series_value(&r, "vigil_ship_samples_dropped_total", &[("reason", "rejected")]), rejected);
     shipper.shutdown(tokio::time::Instant::now() + Duration::from_secs(5)).await;
 }
 
@@ -303,9 +286,9 @@ async fn an_outage_is_bridged_by_the_queue_in_order_and_overflow_drops_the_oldes
     let shipper = start(&r, &m, Duration::from_secs(1), vec![roomy, tight]);
     // Let about five snapshots pile up while nothing listens.
     tokio::time::sleep(Duration::from_millis(4500)).await;
-    assert!(value(&r, "vigil_ship_queue_samples", &[("sink", "roomy")]) >= (per_snapshot * 3) as f64);
-    assert_eq!(value(&r, "vigil_ship_samples_sent_total", &[("sink", "roomy")]), 0.0);
-    let dropped = value(&r, "vigil_ship_samples_dropped_total", &[("sink", "tight"), ("reason", "queue_full")]);
+    assert!(series_value(&r, "vigil_ship_queue_samples", &[("sink", "roomy")]) >= (per_snapshot * 3) as f64);
+    assert_eq!(series_value(&r, "vigil_ship_samples_sent_total", &[("sink", "roomy")]), 0.0);
+    let dropped = series_value(&r, "vigil_ship_samples_dropped_total", &[("sink", "tight"), ("reason", "queue_full")]);
     assert!(dropped >= per_snapshot as f64, "the tight queue dropped its oldest: {dropped}");
     let back = vigil::metrics::ship::now_ms();
 
@@ -329,7 +312,10 @@ async fn an_outage_is_bridged_by_the_queue_in_order_and_overflow_drops_the_oldes
     assert!(outage(&roomy) >= 3, "the outage window arrived: {roomy:?} (receiver back at {back})");
     assert!(outage(&tight) < outage(&roomy), "the tight queue kept only its newest: {tight:?} vs {roomy:?}");
     assert!(tight[0] > roomy[0], "the tight queue lost the oldest: {tight:?} vs {roomy:?}");
-    assert_eq!(value(&r, "vigil_ship_samples_dropped_total", &[("sink", "roomy"), ("reason", "queue_full")]), 0.0);
+    assert_eq!(
+        series_value(&r, "vigil_ship_samples_dropped_total", &[("sink", "roomy"), ("reason", "queue_full")]),
+        0.0
+    );
     shipper.shutdown(tokio::time::Instant::now() + Duration::from_secs(5)).await;
 }
 
@@ -360,9 +346,9 @@ async fn shutdown_ships_a_last_snapshot_and_gives_up_fast_on_a_dead_receiver() {
     let t0 = tokio::time::Instant::now();
     shipper.shutdown(t0 + Duration::from_secs(20)).await;
     assert!(t0.elapsed() < Duration::from_secs(10), "shutdown waited for the backoff: {:?}", t0.elapsed());
-    let dropped = value(&r, "vigil_ship_samples_dropped_total", &[("reason", "shutdown")]);
+    let dropped = series_value(&r, "vigil_ship_samples_dropped_total", &[("reason", "shutdown")]);
     assert!(dropped > 0.0, "undelivered samples are counted at shutdown");
-    assert_eq!(value(&r, "vigil_ship_queue_samples", &[("sink", "central")]), 0.0);
+    assert_eq!(series_value(&r, "vigil_ship_queue_samples", &[("sink", "central")]), 0.0);
 }
 
 #[tokio::test]
@@ -407,6 +393,6 @@ async fn a_request_hanging_at_shutdown_does_not_outlive_the_grace_deadline() {
     shipper.shutdown(t0 + Duration::from_secs(1)).await;
     let took = t0.elapsed();
     assert!(took < Duration::from_secs(5), "shutdown took {took:?} with a 1 s grace");
-    assert!(value(&r, "vigil_ship_samples_dropped_total", &[("reason", "shutdown")]) > 0.0);
+    assert!(series_value(&r, "vigil_ship_samples_dropped_total", &[("reason", "shutdown")]) > 0.0);
     held.abort();
 }

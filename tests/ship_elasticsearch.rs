@@ -9,6 +9,7 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use support::es::{EsServer, RequestAnswer};
+use support::series_value;
 use tokio::net::TcpListener;
 use vigil::metrics::ship::{MetricsSink, ShipMetrics, Shipper};
 use vigil::sinks::SinkContext;
@@ -41,23 +42,6 @@ fn sink(ctx: &SinkContext, url: &str, extra: &str) -> Arc<dyn MetricsSink> {
     c.validate("sink", &mut p);
     assert!(p.0.is_empty(), "{:?}", p.0);
     EsMetricsSink::build(&c, ctx).unwrap()
-}
-
-fn value(registry: &Registry, name: &str, labels: &[(&str, &str)]) -> f64 {
-    for mf in registry.gather() {
-        if mf.name() != name {
-            continue;
-        }
-        for m in mf.get_metric() {
-            if labels.iter().all(|(k, v)| m.get_label().iter().any(|l| l.name() == *k && l.value() == *v)) {
-                return match mf.get_field_type() {
-                    prometheus::proto::MetricType::COUNTER => m.get_counter().get_value(),
-                    _ => m.get_gauge().get_value(),
-                };
-            }
-        }
-    }
-    panic!("no series {name}{labels:?}");
 }
 
 /// Stored metric documents (every index starting with `metrics-test-`), in creation order.
@@ -97,7 +81,7 @@ async fn one_ecs_document_per_series_lands_in_the_dated_metrics_index() {
     let shipper = Shipper::start(Duration::from_secs(3600), r.clone(), "node-a".into(), vec![s], &m);
     let docs = eventually("the first snapshot", || {
         let d = stored(&es);
-        (!d.is_empty() && value(&r, "vigil_ship_queue_samples", &[("sink", "es")]) == 0.0).then_some(d)
+        (!d.is_empty() && series_value(&r, "vigil_ship_queue_samples", &[("sink", "es")]) == 0.0).then_some(d)
     })
     .await;
     stop(shipper).await;
@@ -130,7 +114,7 @@ async fn one_ecs_document_per_series_lands_in_the_dated_metrics_index() {
     let first_ts: BTreeSet<&str> = docs.iter().map(|d| d.2["@timestamp"].as_str().unwrap()).collect();
     assert!(first_ts.contains(ts.as_str()));
     // Shutdown shipped a last snapshot: everything counted as sent is stored, once.
-    let sent = value(&r, "vigil_ship_samples_sent_total", &[("sink", "es")]);
+    let sent = series_value(&r, "vigil_ship_samples_sent_total", &[("sink", "es")]);
     assert_eq!(sent as usize, stored(&es).len(), "every shipped document is stored once");
     // Through the shared _bulk machinery: create actions with ids, gzip by default.
     let reqs = es.state.lock().unwrap().requests.clone();
@@ -162,16 +146,16 @@ async fn failed_items_alone_are_retried_and_mapping_rejections_are_counted() {
     let shipper = Shipper::start(Duration::from_secs(3600), r.clone(), "node-a".into(), vec![s], &m);
     eventually("the counter document after its retries", || {
         (find(&stored(&es), "test_events_total").len() == 1
-            && value(&r, "vigil_ship_queue_samples", &[("sink", "es")]) == 0.0)
+            && series_value(&r, "vigil_ship_queue_samples", &[("sink", "es")]) == 0.0)
             .then_some(())
     })
     .await;
     let requests = es.state.lock().unwrap().requests.clone();
     let tried = *tries.lock().unwrap();
-    let sent = value(&r, "vigil_ship_samples_sent_total", &[("sink", "es")]);
-    let dropped = value(&r, "vigil_ship_samples_dropped_total", &[("sink", "es"), ("reason", "rejected")]);
+    let sent = series_value(&r, "vigil_ship_samples_sent_total", &[("sink", "es")]);
+    let dropped = series_value(&r, "vigil_ship_samples_dropped_total", &[("sink", "es"), ("reason", "rejected")]);
     let rejected =
-        value(&r, "vigil_sink_events_rejected_total", &[("sink", "es"), ("reason", "mapper_parsing_exception")]);
+        series_value(&r, "vigil_sink_events_rejected_total", &[("sink", "es"), ("reason", "mapper_parsing_exception")]);
     stop(shipper).await;
 
     assert_eq!(tried, 3, "the 429 item was sent three times");
@@ -210,7 +194,7 @@ async fn documents_from_an_outage_arrive_once_elasticsearch_is_back() {
     assert!(stamps.windows(2).all(|w| w[0] < w[1]), "oldest first, each once: {stamps:?}");
     let during = stamps.iter().filter(|t| **t < back).count();
     assert!(during >= 3, "documents collected during the outage arrived: {stamps:?}");
-    assert_eq!(value(&r, "vigil_ship_samples_dropped_total", &[("sink", "es"), ("reason", "queue_full")]), 0.0);
+    assert_eq!(series_value(&r, "vigil_ship_samples_dropped_total", &[("sink", "es"), ("reason", "queue_full")]), 0.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

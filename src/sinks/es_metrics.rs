@@ -84,6 +84,7 @@ impl MetricsSink for EsMetricsSink {
                 tracing::error!(sink = %self.name, "metric documents could not be unpacked; dropped");
                 return SendOutcome::Done { delivered: 0, rejected: batch.samples };
             };
+            let index: Arc<str> = index.into();
             let docs =
                 docs.into_iter().map(|d| BulkDoc { index: index.clone(), id: Some(d.id), source: d.source }).collect();
             // The bulk sender retries what is retryable itself, item by item, until each

@@ -212,10 +212,6 @@ impl SinkMetrics {
         }
     }
 
-    pub fn is_healthy(&self) -> bool {
-        self.healthy.get() == 1
-    }
-
     /// Counts `n` events rejected for `reason` and logs it, at most once per reason every 10 s,
     /// with one sample (the backend's error text, which the caller keeps short).
     pub fn rejected(&self, reason: &str, n: u64, sample: &str) {
@@ -241,11 +237,6 @@ impl SinkMetrics {
         } else {
             entry.1 += n;
         }
-    }
-
-    /// The count of events rejected for `reason` so far (tests and status reports).
-    pub fn rejected_count(&self, reason: &str) -> u64 {
-        self.rejected.with_label_values(&[&self.name, reason]).get()
     }
 }
 

@@ -211,6 +211,25 @@ pub fn metric(registry: &::prometheus::Registry, series: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// The value of the first counter or gauge series named `name` that carries every pair of
+/// `labels` (others may be present); panics when there is none.
+pub fn series_value(registry: &::prometheus::Registry, name: &str, labels: &[(&str, &str)]) -> f64 {
+    for mf in registry.gather() {
+        if mf.name() != name {
+            continue;
+        }
+        for m in mf.get_metric() {
+            if labels.iter().all(|(k, v)| m.get_label().iter().any(|l| l.name() == *k && l.value() == *v)) {
+                return match mf.get_field_type() {
+                    ::prometheus::proto::MetricType::COUNTER => m.get_counter().get_value(),
+                    _ => m.get_gauge().get_value(),
+                };
+            }
+        }
+    }
+    panic!("no series {name}{labels:?}");
+}
+
 /// Waits until `cond` holds, at most `secs` seconds.
 pub async fn eventually(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);

@@ -17,11 +17,13 @@ use bytes::Bytes;
 use reqwest::header::{CONTENT_ENCODING, CONTENT_TYPE, HeaderMap, HeaderValue};
 use serde::Deserialize;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// One document to `create`.
 #[derive(Debug, Clone)]
 pub struct BulkDoc {
-    pub index: String,
+    /// Target index; shared by the documents of a batch that go to the same one.
+    pub index: Arc<str>,
     /// Deterministic id (so a retry is idempotent); `None` lets Elasticsearch pick one.
     pub id: Option<String>,
     /// The document: one JSON object, no trailing newline.
@@ -317,10 +319,10 @@ fn dead_letter(index: &str, doc: &BulkDoc, error: &str) -> BulkDoc {
         "@timestamp": ts,
         "event": { "original": String::from_utf8_lossy(&doc.source) },
         "error": { "message": error },
-        "vigil": { "index": doc.index },
+        "vigil": { "index": &*doc.index },
     });
     BulkDoc {
-        index: index.to_string(),
+        index: index.into(),
         id: doc.id.clone(),
         source: serde_json::to_vec(&source).expect("JSON values serialize"),
     }

@@ -268,7 +268,7 @@ impl Granularity {
 
 enum Target {
     Pattern(IndexPattern),
-    DataStream(String),
+    DataStream(Arc<str>),
 }
 
 pub struct ElasticsearchSink {
@@ -296,7 +296,7 @@ impl ElasticsearchSink {
         let metrics = ctx.sink_metrics(&c.name);
         let sender = c.bulk_sender(metrics.clone()).map_err(err)?;
         let target = match &c.data_stream {
-            Some(ds) => Target::DataStream(ds.clone()),
+            Some(ds) => Target::DataStream(ds.as_str().into()),
             None => Target::Pattern(IndexPattern::new(c.index.as_deref().unwrap_or(DEFAULT_INDEX)).map_err(err)?),
         };
         let labels = (!c.labels.is_empty())
@@ -417,8 +417,9 @@ impl EsInner {
 
     fn documents(&self, batch: &Batch) -> Vec<BulkDoc> {
         let mut docs = Vec::with_capacity(batch.events);
-        // Most events of a batch share a day: render the index once per bucket.
-        let mut cached: Option<(i64, String)> = None;
+        // Most events of a batch share a day: render the index once per bucket, and share
+        // the name between documents rather than copying it per event.
+        let mut cached: Option<(i64, Arc<str>)> = None;
         let mut clock = Rfc3339Cache::default();
         for e in batch.events() {
             let index = match &self.target {
@@ -428,7 +429,7 @@ impl EsInner {
                     match &cached {
                         Some((b, name)) if *b == bucket => name.clone(),
                         _ => {
-                            let name = p.render(e.timestamp);
+                            let name: Arc<str> = p.render(e.timestamp).into();
                             cached = Some((bucket, name.clone()));
                             name
                         }
