@@ -41,7 +41,8 @@ impl LogMetrics {
             IntCounterVec::new(
                 Opts::new(
                     "vigil_parse_errors_total",
-                    "Log lines that could not be parsed and were shipped raw, by kind.",
+                    "Log lines that could not be parsed and were shipped raw (malformed), by kind; kind utf8: \
+                     lines shipped with bytes that were not UTF-8 replaced by U+FFFD.",
                 ),
                 &["kind"],
             ),

@@ -1,11 +1,12 @@
 //! CRI log records: `TIMESTAMP SP STREAM SP TAGS SP MESSAGE` (the line's `\n` already removed).
 //! Only the first `:`-separated tag has meaning: `P` (partial) or `F` (full / last piece).
 
-use super::{ParseError, Record, time::parse_rfc3339, utf8_prefix};
+use super::{ParseError, Record, time::parse_rfc3339};
 use crate::event::Stream;
 
 /// Parses one CRI record. The message keeps every byte after the third space (a `\r` that
-/// conmon keeps stays), cut at `max_message` bytes; the flag says whether it was cut.
+/// conmon keeps stays), cut at `max_message` bytes; the flag says whether it was cut. The
+/// bytes are not checked as UTF-8 here: containerd cuts `P` pieces at a byte count.
 pub fn parse(line: &[u8], max_message: usize) -> Result<(Record, bool), ParseError> {
     let sp1 = memchr::memchr(b' ', line).ok_or(ParseError::CriFormat)?;
     let timestamp = parse_rfc3339(&line[..sp1]).ok_or(ParseError::Timestamp)?;
@@ -27,12 +28,8 @@ pub fn parse(line: &[u8], max_message: usize) -> Result<(Record, bool), ParseErr
     };
     let msg = if tag_end < rest.len() { &rest[tag_end + 1..] } else { &[][..] };
     let cut = msg.len() > max_message;
-    let msg = if cut { utf8_prefix(msg, max_message) } else { msg };
-    let message = match std::str::from_utf8(msg) {
-        Ok(s) => s.to_owned(),
-        Err(_) => return Err(ParseError::Utf8),
-    };
-    Ok((Record { timestamp, stream, partial, message }, cut))
+    let msg = if cut { &msg[..max_message] } else { msg };
+    Ok((Record { timestamp, stream, partial, message: msg.to_vec() }, cut))
 }
 
 #[cfg(test)]
@@ -42,7 +39,7 @@ mod tests {
 
     fn ok(line: &str) -> (i64, Stream, bool, String) {
         let (r, _) = parse(line.as_bytes(), 1 << 20).unwrap();
-        (r.timestamp, r.stream, r.partial, r.message)
+        (r.timestamp, r.stream, r.partial, String::from_utf8(r.message).unwrap())
     }
 
     #[test]
@@ -76,7 +73,6 @@ mod tests {
             (b"2026-11-28T06:12:13Z stdout X x", ParseError::CriFormat),
             (b"2026-11-28T06:12:13Z stdout", ParseError::CriFormat),
             (b"2026-11-28 stdout F x", ParseError::Timestamp),
-            (b"2026-11-28T06:12:13Z stdout F \xff\xfe", ParseError::Utf8),
             (b"\x00\x01\x02 \x03", ParseError::Timestamp),
         ];
         for (line, want) in cases {
@@ -84,12 +80,24 @@ mod tests {
         }
     }
 
+    /// Regression: a well-formed record with bytes that are not UTF-8 was rejected as
+    /// malformed (raw header in the message, read time as timestamp). Its bytes now go to the
+    /// merge, which replaces them.
     #[test]
-    fn long_message_is_cut_at_a_char_boundary() {
+    fn invalid_utf8_is_not_a_parse_error() {
+        let (r, cut) = parse(b"2026-11-28T06:12:13Z stderr F a\xff\xfeb", 1 << 20).unwrap();
+        assert!(!cut);
+        assert_eq!((r.timestamp, r.stream, r.partial), (1_795_846_333_000_000_000, Stream::Stderr, false));
+        assert_eq!(r.message, b"a\xff\xfeb");
+    }
+
+    #[test]
+    fn long_message_is_cut_at_max_bytes() {
         let line = format!("2026-11-28T06:12:13Z stdout F {}", "é".repeat(10));
         let (r, cut) = parse(line.as_bytes(), 5).unwrap();
         assert!(cut);
-        assert_eq!(r.message, "éé");
+        // The merge drops the cut character's first byte.
+        assert_eq!(r.message, &"é".repeat(10).as_bytes()[..5]);
     }
 
     proptest! {
@@ -103,7 +111,7 @@ mod tests {
             prop_assert_eq!(r.timestamp, nanos);
             prop_assert_eq!(r.stream, if stderr { Stream::Stderr } else { Stream::Stdout });
             prop_assert_eq!(r.partial, partial);
-            prop_assert_eq!(r.message, msg);
+            prop_assert_eq!(r.message, msg.into_bytes());
         }
 
         #[test]

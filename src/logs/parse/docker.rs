@@ -6,8 +6,15 @@
 //! memchr over runs of plain bytes). Anything else that is still JSON (an `attrs` object,
 //! other key orders, whitespace) goes through serde_json, so correctness never depends on the
 //! fast path.
+//!
+//! The `log` string is decoded to bytes, not checked as UTF-8: the merge checks the whole line.
+//! moby's copier cuts at 16 KiB of bytes and its encoder writes every byte that is not UTF-8
+//! as `\ufffd` (`ffjsonWriteJSONBytesAsString`), so a character cut at a piece boundary is
+//! already one U+FFFD per byte in the file and cannot be restored; the merged line is exactly
+//! the pieces' text. Raw bytes that are not UTF-8 (a writer that does not escape them) are
+//! kept as bytes, so a character cut between two pieces is whole again after the merge.
 
-use super::{ParseError, Record, time::parse_rfc3339, utf8_prefix};
+use super::{ParseError, Record, time::parse_rfc3339};
 use crate::event::Stream;
 
 /// Parses one docker json-file record; see the module doc.
@@ -22,12 +29,8 @@ pub fn parse(line: &[u8], max_message: usize) -> Result<(Record, bool), ParseErr
         msg.pop();
     }
     let cut = msg.len() > max_message;
-    if cut {
-        let keep = utf8_prefix(&msg, max_message).len();
-        msg.truncate(keep);
-    }
-    let message = String::from_utf8(msg).map_err(|_| ParseError::Utf8)?;
-    Ok((Record { timestamp, stream, partial, message }, cut))
+    msg.truncate(max_message);
+    Ok((Record { timestamp, stream, partial, message: msg }, cut))
 }
 
 type Parts = (i64, Stream, Vec<u8>);
@@ -62,7 +65,7 @@ fn slow(line: &[u8]) -> Result<Parts, ParseError> {
     #[derive(serde::Deserialize)]
     struct Wire<'a> {
         #[serde(default)]
-        log: String,
+        log: LogBytes,
         #[serde(borrow)]
         stream: std::borrow::Cow<'a, str>,
         #[serde(borrow)]
@@ -75,7 +78,31 @@ fn slow(line: &[u8]) -> Result<Parts, ParseError> {
         _ => return Err(ParseError::Json),
     };
     let ts = parse_rfc3339(w.time.as_bytes()).ok_or(ParseError::Timestamp)?;
-    Ok((ts, stream, w.log.into_bytes()))
+    Ok((ts, stream, w.log.0))
+}
+
+/// The `log` string as bytes: escapes decoded, UTF-8 not checked (serde_json's
+/// `deserialize_bytes`; a lone `\u` surrogate becomes its WTF-8 bytes, replaced in the merge).
+#[derive(Default)]
+struct LogBytes(Vec<u8>);
+
+impl<'de> serde::Deserialize<'de> for LogBytes {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = LogBytes;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<LogBytes, E> {
+                Ok(LogBytes(v.to_vec()))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<LogBytes, E> {
+                Ok(LogBytes(v.as_bytes().to_vec()))
+            }
+        }
+        d.deserialize_bytes(V)
+    }
 }
 
 /// Decodes the body of a JSON string (after its opening quote) into `out`; returns the bytes
@@ -142,6 +169,10 @@ mod tests {
         parse(line.as_bytes(), 1 << 20).unwrap()
     }
 
+    fn text(r: &Record) -> &str {
+        std::str::from_utf8(&r.message).unwrap()
+    }
+
     #[test]
     fn table() {
         let (r, cut) = ok(r#"{"log":"hello\n","stream":"stdout","time":"2026-11-28T06:12:13.123456789Z"}"#);
@@ -151,7 +182,7 @@ mod tests {
                 timestamp: 1_795_846_333_123_456_789,
                 stream: Stream::Stdout,
                 partial: false,
-                message: "hello".into()
+                message: b"hello".to_vec()
             }
         );
         assert!(!cut);
@@ -163,17 +194,17 @@ mod tests {
         let (r, _) = ok(
             r#"{"log":"a\"b\\c\/d\te \u003cdb\u003e \ud83d\ude00 é\n","stream":"stdout","time":"2026-11-28T06:12:13Z"}"#,
         );
-        assert_eq!(r.message, "a\"b\\c/d\te <db> 😀 é");
+        assert_eq!(text(&r), "a\"b\\c/d\te <db> 😀 é");
         // attrs and other layouts go through serde_json.
         let (r, _) = ok(r#"{"log":"x\n","stream":"stdout","attrs":{"tag":"t"},"time":"2026-11-28T06:12:13Z"}"#);
-        assert_eq!(r.message, "x");
+        assert_eq!(text(&r), "x");
         let (r, _) = ok(r#"{ "time":"2026-11-28T06:12:13Z", "stream":"stderr", "log":"y\n" }"#);
-        assert_eq!((r.message.as_str(), r.stream), ("y", Stream::Stderr));
+        assert_eq!((text(&r), r.stream), ("y", Stream::Stderr));
         // An empty log is omitted by moby.
         let (r, _) = ok(r#"{"stream":"stdout","time":"2026-11-28T06:12:13Z"}"#);
-        assert_eq!((r.message.as_str(), r.partial), ("", true));
+        assert_eq!((text(&r), r.partial), ("", true));
         // Trailing CR kept, as docker does.
-        assert_eq!(ok(r#"{"log":"dos\r\n","stream":"stdout","time":"2026-11-28T06:12:13Z"}"#).0.message, "dos\r");
+        assert_eq!(ok(r#"{"log":"dos\r\n","stream":"stdout","time":"2026-11-28T06:12:13Z"}"#).0.message, b"dos\r");
     }
 
     #[test]
@@ -187,11 +218,27 @@ mod tests {
             (br#"{"log":"x\n","stream":"stdout","time":"yesterday"}"#, ParseError::Timestamp),
             (br#"{"log":"x\n","stream":"stdout"}"#, ParseError::Json),
             (br#"{"log":"\q","stream":"stdout","time":"2026-11-28T06:12:13Z"}"#, ParseError::Json),
-            (b"{\"log\":\"\xff\\n\",\"stream\":\"stdout\",\"time\":\"2026-11-28T06:12:13Z\"}", ParseError::Utf8),
         ];
         for (line, want) in cases {
             assert_eq!(parse(line, 1 << 20).unwrap_err(), *want, "{:?}", String::from_utf8_lossy(line));
         }
+    }
+
+    /// Regression: raw bytes that are not UTF-8 inside `log` made the record malformed; they
+    /// are the message's bytes (replaced after the merge), on the fast path and the slow one.
+    #[test]
+    fn invalid_utf8_in_log_is_kept_as_bytes() {
+        let fast = b"{\"log\":\"a\xe3\x81\\n\",\"stream\":\"stderr\",\"time\":\"2026-11-28T06:12:13Z\"}";
+        let slow = b"{\"log\":\"a\xe3\x81\\n\",\"stream\":\"stderr\",\"attrs\":{},\"time\":\"2026-11-28T06:12:13Z\"}";
+        for line in [&fast[..], &slow[..]] {
+            let (r, _) = parse(line, 1 << 20).unwrap();
+            assert_eq!(r.message, b"a\xe3\x81");
+            assert_eq!((r.stream, r.partial, r.timestamp), (Stream::Stderr, false, 1_795_846_333_000_000_000));
+        }
+        // A lone surrogate escape (moby never writes one) is bytes too, not an error.
+        let (r, _) =
+            parse(br#"{"log":"a\ud800b\n","stream":"stdout","time":"2026-11-28T06:12:13Z"}"#, 1 << 20).unwrap();
+        assert_eq!(String::from_utf8_lossy(&r.message), "a\u{fffd}\u{fffd}\u{fffd}b");
     }
 
     #[test]
@@ -199,7 +246,7 @@ mod tests {
         let (r, cut) = parse(br#"{"log":"0123456789\n","stream":"stdout","time":"2026-11-28T06:12:13Z"}"#, 4).unwrap();
         assert!(cut);
         assert!(!r.partial);
-        assert_eq!(r.message, "0123");
+        assert_eq!(r.message, b"0123");
     }
 
     proptest! {
@@ -212,7 +259,7 @@ mod tests {
                 if stderr { "stderr" } else { "stdout" }
             );
             let (r, _) = parse(line.as_bytes(), usize::MAX).unwrap();
-            prop_assert_eq!(r.message, msg);
+            prop_assert_eq!(r.message, msg.into_bytes());
             prop_assert_eq!(r.partial, !newline);
             prop_assert_eq!(r.timestamp, 1_795_846_333_500_000_000);
         }

@@ -3,11 +3,17 @@
 //! one file, so each stream has its own buffer. The merged line takes the first piece's
 //! timestamp (docker stamps every piece with it; for CRI it is when the line began).
 //!
+//! Pieces are joined as bytes and the whole line is decoded once: the runtimes cut pieces at a
+//! byte count, so a character split between two pieces is whole again here. Bytes that are
+//! still not UTF-8 are replaced with U+FFFD (`Line::invalid_utf8`); the line keeps its own
+//! timestamp and stream. A line longer than `max` keeps its first `max` bytes, less a
+//! character cut at the limit, so the text is valid UTF-8 and never longer than `max`.
+//!
 //! Pure: the caller supplies a monotonic "now" in milliseconds for the flush timeout, and the
 //! byte offsets of records, which the merge reports back so the tailer can keep the resume
 //! offset behind any pending piece.
 
-use super::{Record, truncate_utf8};
+use super::{Record, decode, trim_partial_utf8};
 use crate::event::Stream;
 
 /// A whole line out of the merge.
@@ -18,13 +24,19 @@ pub struct Line {
     pub message: String,
     /// Longer than the limit: the message holds its first `max` bytes.
     pub truncated: bool,
+    /// Some bytes were not UTF-8 and were replaced with U+FFFD.
+    pub invalid_utf8: bool,
     /// Byte offset of the line's first record in the file.
     pub start: u64,
 }
 
+/// A line still waiting for its last piece: its bytes so far (at most `max`).
 #[derive(Debug)]
 struct Pending {
-    line: Line,
+    timestamp: i64,
+    bytes: Vec<u8>,
+    truncated: bool,
+    start: u64,
     since_ms: u64,
 }
 
@@ -42,6 +54,8 @@ fn idx(s: Stream) -> usize {
     }
 }
 
+const STREAMS: [Stream; 2] = [Stream::Stdout, Stream::Stderr];
+
 impl Merger {
     /// `max`: the longest message kept (bytes); longer lines are cut and flagged.
     pub fn new(max: usize) -> Self {
@@ -51,34 +65,39 @@ impl Merger {
     /// Feeds one record that starts at byte `start`; returns the line it completes, if any.
     /// `cut`: the parser already cut this record's message.
     pub fn push(&mut self, rec: Record, cut: bool, start: u64, now_ms: u64) -> Option<Line> {
+        let max = self.max;
         let slot = &mut self.pending[idx(rec.stream)];
         match slot {
             Some(p) => {
-                let room = self.max.saturating_sub(p.line.message.len());
-                if p.line.truncated {
-                    // Already cut: the rest of the line is dropped, never appended.
-                } else if rec.message.len() > room {
-                    p.line.message.push_str(&rec.message[..floor_boundary(&rec.message, room)]);
-                    p.line.truncated = true;
-                } else {
-                    p.line.message.push_str(&rec.message);
+                if !p.truncated {
+                    let room = max.saturating_sub(p.bytes.len());
+                    if rec.message.len() > room {
+                        p.bytes.extend_from_slice(&rec.message[..room]);
+                        p.truncated = true;
+                    } else {
+                        p.bytes.extend_from_slice(&rec.message);
+                    }
                 }
-                p.line.truncated |= cut;
-                if rec.partial { None } else { slot.take().map(|p| p.line) }
+                // Once cut, the rest of the line is dropped, never appended.
+                p.truncated |= cut;
+                if rec.partial {
+                    return None;
+                }
+                let p = slot.take()?;
+                Some(finish(p.timestamp, rec.stream, p.bytes, p.truncated, p.start, max))
             }
             None => {
-                let mut message = rec.message;
+                let mut bytes = rec.message;
                 let mut truncated = cut;
-                if message.len() > self.max {
-                    truncate_utf8(&mut message, self.max);
+                if bytes.len() > max {
+                    bytes.truncate(max);
                     truncated = true;
                 }
-                let line = Line { timestamp: rec.timestamp, stream: rec.stream, message, truncated, start };
                 if rec.partial {
-                    *slot = Some(Pending { line, since_ms: now_ms });
+                    *slot = Some(Pending { timestamp: rec.timestamp, bytes, truncated, start, since_ms: now_ms });
                     None
                 } else {
-                    Some(line)
+                    Some(finish(rec.timestamp, rec.stream, bytes, truncated, start, max))
                 }
             }
         }
@@ -86,7 +105,7 @@ impl Merger {
 
     /// The smallest start offset of a pending piece: reading must resume there or earlier.
     pub fn pending_start(&self) -> Option<u64> {
-        self.pending.iter().flatten().map(|p| p.line.start).min()
+        self.pending.iter().flatten().map(|p| p.start).min()
     }
 
     pub fn has_pending(&self) -> bool {
@@ -97,9 +116,9 @@ impl Merger {
     /// writes a final partial and nothing more), oldest piece first.
     pub fn take_expired(&mut self, now_ms: u64, timeout_ms: u64) -> Vec<Line> {
         let mut out = Vec::new();
-        for slot in &mut self.pending {
+        for (slot, stream) in self.pending.iter_mut().zip(STREAMS) {
             if slot.as_ref().is_some_and(|p| now_ms.saturating_sub(p.since_ms) >= timeout_ms) {
-                out.extend(slot.take().map(|p| p.line));
+                out.extend(slot.take().map(|p| finish(p.timestamp, stream, p.bytes, p.truncated, p.start, self.max)));
             }
         }
         out.sort_by_key(|l| l.start);
@@ -112,14 +131,22 @@ impl Merger {
     }
 }
 
-fn floor_boundary(s: &str, mut i: usize) -> usize {
-    if i >= s.len() {
-        return s.len();
+/// Decodes a whole line's bytes (at most `max`). A line cut at the limit loses the character
+/// the cut split (its first bytes are not text); other bytes that are not UTF-8 become U+FFFD.
+fn finish(timestamp: i64, stream: Stream, mut bytes: Vec<u8>, truncated: bool, start: u64, max: usize) -> Line {
+    if truncated {
+        let keep = trim_partial_utf8(&bytes).len();
+        bytes.truncate(keep);
     }
-    while !s.is_char_boundary(i) {
-        i -= 1;
-    }
-    i
+    // The common case: valid UTF-8, checked once, no copy.
+    let (message, truncated, invalid_utf8) = match String::from_utf8(bytes) {
+        Ok(message) => (message, truncated, false),
+        Err(e) => {
+            let (message, truncated) = decode(e.as_bytes(), max, truncated);
+            (message, truncated, true)
+        }
+    };
+    Line { timestamp, stream, message, truncated, invalid_utf8, start }
 }
 
 #[cfg(test)]
@@ -127,8 +154,8 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn rec(stream: Stream, partial: bool, msg: &str, ts: i64) -> Record {
-        Record { timestamp: ts, stream, partial, message: msg.into() }
+    fn rec(stream: Stream, partial: bool, msg: impl AsRef<[u8]>, ts: i64) -> Record {
+        Record { timestamp: ts, stream, partial, message: msg.as_ref().to_vec() }
     }
 
     #[test]
@@ -158,6 +185,53 @@ mod tests {
         assert_eq!((l.message.as_str(), l.truncated), ("12345", true));
     }
 
+    /// Regression: pieces were checked as UTF-8 one by one, so a character cut between two
+    /// pieces made both malformed. Now the bytes are joined first.
+    #[test]
+    fn character_split_between_pieces_is_whole_again() {
+        let line = "日本語のテキスト".repeat(10);
+        let b = line.as_bytes();
+        let mut m = Merger::new(1 << 20);
+        assert_eq!(m.push(rec(Stream::Stderr, true, &b[..7], 11), false, 0, 0), None);
+        assert_eq!(m.push(rec(Stream::Stderr, true, &b[7..50], 12), false, 10, 0), None);
+        let l = m.push(rec(Stream::Stderr, false, &b[50..], 13), false, 20, 0).unwrap();
+        assert_eq!(
+            l,
+            Line {
+                timestamp: 11,
+                stream: Stream::Stderr,
+                message: line,
+                truncated: false,
+                invalid_utf8: false,
+                start: 0
+            }
+        );
+    }
+
+    #[test]
+    fn invalid_bytes_are_replaced_and_the_line_keeps_its_timestamp_and_stream() {
+        let mut m = Merger::new(1024);
+        let l = m.push(rec(Stream::Stderr, false, b"a\xffb\xe3\x81", 42), false, 7, 0).unwrap();
+        assert_eq!((l.message.as_str(), l.timestamp, l.stream, l.start), ("a\u{fffd}b\u{fffd}", 42, Stream::Stderr, 7));
+        assert!(l.invalid_utf8 && !l.truncated);
+        // A trailing partial that ends inside a character (the container exited mid-write).
+        m.push(rec(Stream::Stdout, true, &"x\u{e9}".as_bytes()[..2], 1), false, 9, 0);
+        let l = m.take_all().pop().unwrap();
+        assert_eq!((l.message.as_str(), l.invalid_utf8), ("x\u{fffd}", true));
+    }
+
+    /// A cut at `max` never leaves half a character, and replacements never grow the text past
+    /// `max` (each invalid byte becomes 3 bytes).
+    #[test]
+    fn truncation_is_valid_utf8_within_max() {
+        let mut m = Merger::new(10);
+        m.push(rec(Stream::Stdout, true, "ab日本", 0), false, 0, 0);
+        let l = m.push(rec(Stream::Stdout, false, "語", 0), false, 1, 0).unwrap();
+        assert_eq!((l.message.as_str(), l.truncated, l.invalid_utf8), ("ab日本", true, false));
+        let l = m.push(rec(Stream::Stdout, false, [0xffu8; 10], 0), false, 2, 0).unwrap();
+        assert_eq!((l.message.as_str(), l.truncated), ("\u{fffd}\u{fffd}\u{fffd}", true));
+    }
+
     #[test]
     fn trailing_partial_flushes_after_timeout() {
         let mut m = Merger::new(100);
@@ -170,16 +244,17 @@ mod tests {
     }
 
     proptest! {
-        /// Whatever the split, merging the pieces gives back the lines, per stream, in order.
+        /// Whatever the split (inside characters too), merging the pieces gives back the lines,
+        /// per stream, in order.
         #[test]
-        fn pieces_merge_back(lines in proptest::collection::vec(("[a-z]{0,30}", any::<bool>(), 1usize..5), 0..20)) {
+        fn pieces_merge_back(lines in proptest::collection::vec((".{0,30}", any::<bool>(), 1usize..5), 0..20)) {
             let mut m = Merger::new(usize::MAX);
             let mut out = Vec::new();
             let mut off = 0;
             for (line, stderr, pieces) in &lines {
                 let stream = if *stderr { Stream::Stderr } else { Stream::Stdout };
                 let step = line.len().div_ceil(*pieces).max(1);
-                let chunks: Vec<&str> = if line.is_empty() { vec![""] } else { line.as_bytes().chunks(step).map(|c| std::str::from_utf8(c).unwrap()).collect() };
+                let chunks: Vec<&[u8]> = if line.is_empty() { vec![b""] } else { line.as_bytes().chunks(step).collect() };
                 for (i, c) in chunks.iter().enumerate() {
                     off += 1;
                     out.extend(m.push(rec(stream, i + 1 < chunks.len(), c, 0), false, off, 0));

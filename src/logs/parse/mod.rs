@@ -8,6 +8,14 @@
 //! reordered keys go through serde_json). Rejected: serde_json for every docker line (about 3x
 //! slower on the hot path) and chrono for every timestamp (RFC 3339 here has one layout; a
 //! dozen integer operations parse it).
+//!
+//! Merge first, then decode: a record's message is bytes, and UTF-8 is checked once, on the
+//! whole merged line (`merge`). The runtimes split long lines at a byte count (containerd's
+//! 16 KiB, conmon's reads, docker's 16 KiB copier), so a piece can end inside a character;
+//! checking pieces would reject lines that are fine. Bytes that are not UTF-8 in a well-formed
+//! record are replaced with U+FFFD and the record keeps its timestamp and stream. Only a
+//! record whose framing is broken (no CRI header, not JSON, bad timestamp) is a `ParseError`
+//! and is shipped raw as `malformed`.
 
 pub mod cri;
 pub mod docker;
@@ -33,7 +41,9 @@ impl Format {
     }
 }
 
-/// Why a line could not be parsed; the label of `vigil_parse_errors_total{kind}`.
+/// Why a line could not be parsed (its framing is broken: it is shipped raw, `malformed`); the
+/// label of `vigil_parse_errors_total{kind}`. `Utf8` is the exception: a well-formed line whose
+/// invalid bytes were replaced with U+FFFD is counted under it but is not malformed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ParseError {
     /// Not `TIMESTAMP STREAM TAG MESSAGE`.
@@ -42,7 +52,8 @@ pub enum ParseError {
     Timestamp,
     /// Not a docker json-file object.
     Json,
-    /// The message is not valid UTF-8.
+    /// The merged message was not valid UTF-8; the bad bytes were replaced (never returned by
+    /// `parse`, only counted).
     Utf8,
 }
 
@@ -67,11 +78,13 @@ pub struct Record {
     pub stream: Stream,
     /// More pieces of the same line follow (CRI `P`, docker `log` without a trailing `\n`).
     pub partial: bool,
-    pub message: String,
+    /// The message's bytes, not yet checked as UTF-8: a piece can end inside a character, so
+    /// the check waits for the whole line (`merge`).
+    pub message: Vec<u8>,
 }
 
-/// Parses one raw line in `format`. `max_message` caps the message (in bytes, cut at a UTF-8
-/// boundary); the returned flag says whether it was cut.
+/// Parses one raw line in `format`. `max_message` caps the message (in bytes; the cut may split
+/// a character, which `merge` drops); the returned flag says whether it was cut.
 pub fn parse(format: Format, line: &[u8], max_message: usize) -> Result<(Record, bool), ParseError> {
     match format {
         Format::Cri => cri::parse(line, max_message),
@@ -79,16 +92,20 @@ pub fn parse(format: Format, line: &[u8], max_message: usize) -> Result<(Record,
     }
 }
 
-/// The raw text of a malformed line as a message: invalid UTF-8 replaced, cut at `max`.
+/// The raw text of a malformed line as a message: invalid UTF-8 replaced, cut at `max` bytes.
 pub fn raw_message(line: &[u8], max: usize) -> (String, bool) {
     let cut = line.len() > max;
-    let line = if cut { &line[..max] } else { line };
-    let mut s = String::from_utf8_lossy(line).into_owned();
-    // A cut can split a multi-byte sequence into a replacement character; that is fine for
-    // raw text, and the length stays bounded by max + 2.
-    if cut {
-        truncate_utf8(&mut s, max);
-    }
+    let line = if cut { trim_partial_utf8(&line[..max]) } else { line };
+    decode(line, max, cut)
+}
+
+/// A line's bytes as text: invalid UTF-8 replaced with U+FFFD, at most `max` bytes (a
+/// replacement is 3 bytes, so replacing can grow the text past `max`; it is then cut again).
+/// Returns the text and whether it was cut (`cut` passed in, or cut here).
+pub(crate) fn decode(bytes: &[u8], max: usize, cut: bool) -> (String, bool) {
+    let mut s = String::from_utf8_lossy(bytes).into_owned();
+    let cut = cut || s.len() > max;
+    truncate_utf8(&mut s, max);
     (s, cut)
 }
 
@@ -104,15 +121,20 @@ pub fn truncate_utf8(s: &mut String, max: usize) {
 }
 
 /// The longest prefix of `b` of at most `max` bytes that does not end inside a UTF-8 sequence
-/// (when `b` is valid UTF-8).
+/// (when `b` is valid UTF-8). Bytes that are not UTF-8 are cut at `max`: it backs up over at
+/// most 3 continuation bytes, never through a run of garbage.
 pub fn utf8_prefix(b: &[u8], max: usize) -> &[u8] {
     if b.len() <= max {
         return b;
     }
     let mut i = max;
     // Continuation bytes are 0b10xx_xxxx; back up to the start of the cut sequence.
-    while i > 0 && (b[i] & 0xC0) == 0x80 {
+    while i > 0 && max - i < 3 && (b[i] & 0xC0) == 0x80 {
         i -= 1;
+    }
+    if (b[i] & 0xC0) == 0x80 {
+        // More than 3 continuation bytes in a row: not a character that was cut.
+        i = max;
     }
     &b[..i]
 }
@@ -156,6 +178,27 @@ mod tests {
             assert!(cut - t.len() < 4);
         }
         assert_eq!(trim_partial_utf8(b"ab\xff"), b"ab\xff", "garbage is not a cut sequence");
+    }
+
+    /// Regression: a long line of continuation bytes (0x80) was cut to nothing at `max_raw`,
+    /// and the then empty line was skipped without a trace.
+    #[test]
+    fn utf8_prefix_of_continuation_garbage_keeps_max_bytes() {
+        let garbage = vec![0x80u8; 100];
+        assert_eq!(utf8_prefix(&garbage, 50).len(), 50);
+        let mut s = b"ab".to_vec();
+        s.extend_from_slice(&[0x80; 10]);
+        assert_eq!(utf8_prefix(&s, 8).len(), 8);
+    }
+
+    #[test]
+    fn raw_message_is_utf8_and_bounded() {
+        assert_eq!(raw_message(b"a\xffb", 10), ("a\u{fffd}b".to_string(), false));
+        // Cut inside a character: the stub is dropped, not replaced.
+        assert_eq!(raw_message("xé".as_bytes(), 2), ("x".to_string(), true));
+        // Replacements grow the text (1 byte -> 3); it still fits `max`.
+        let (s, cut) = raw_message(&[0xff; 10], 10);
+        assert!(cut && s.len() <= 10 && s.chars().all(|c| c == '\u{fffd}'), "{s:?}");
     }
 
     #[test]

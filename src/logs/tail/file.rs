@@ -64,6 +64,8 @@ pub struct Out {
     pub message_bytes: usize,
     pub lines: u64,
     pub truncated: u64,
+    /// Lines whose bytes that were not UTF-8 were replaced with U+FFFD.
+    pub invalid_utf8: u64,
 }
 
 pub struct FileTail {
@@ -103,6 +105,9 @@ pub struct FileTail {
     /// Malformed lines since the last warning about them, and when that was (rate limit).
     malformed_unlogged: u64,
     malformed_logged_at: Option<Instant>,
+    /// The same for lines with invalid UTF-8 (replaced, shipped as normal lines).
+    invalid_utf8_unlogged: u64,
+    invalid_utf8_logged_at: Option<Instant>,
 }
 
 /// At most one warning about malformed lines per file per this period.
@@ -189,6 +194,8 @@ impl FileTail {
             blocked: false,
             malformed_unlogged: 0,
             malformed_logged_at: None,
+            invalid_utf8_unlogged: 0,
+            invalid_utf8_logged_at: None,
         }
     }
 
@@ -323,8 +330,14 @@ impl FileTail {
                     self.malformed_logged_at = Some(Instant::now());
                 }
                 let (message, cut) = parse::raw_message(raw, self.limits.max_line);
-                let line =
-                    Line { timestamp: now_ns(), stream: Stream::Stdout, message, truncated: cut || raw_cut, start };
+                let line = Line {
+                    timestamp: now_ns(),
+                    stream: Stream::Stdout,
+                    message,
+                    truncated: cut || raw_cut,
+                    invalid_utf8: false,
+                    start,
+                };
                 self.emit(line, true, out);
             }
         }
@@ -333,6 +346,19 @@ impl FileTail {
     fn emit(&mut self, line: Line, malformed: bool, out: &mut Out) {
         out.lines += 1;
         out.truncated += line.truncated as u64;
+        if line.invalid_utf8 {
+            out.invalid_utf8 += 1;
+            self.invalid_utf8_unlogged += 1;
+            if self.invalid_utf8_logged_at.is_none_or(|t| t.elapsed() >= MALFORMED_LOG_EVERY) {
+                tracing::warn!(
+                    path = %self.path.display(), offset = line.start, error = "invalid UTF-8",
+                    lines = self.invalid_utf8_unlogged,
+                    "replaced bytes that are not UTF-8 with U+FFFD in log lines (at most one warning per file per minute)"
+                );
+                self.invalid_utf8_unlogged = 0;
+                self.invalid_utf8_logged_at = Some(Instant::now());
+            }
+        }
         out.message_bytes += line.message.len();
         let resume = self.resume();
         // One `Arc<Source>` per file *per batch*: the sink drops a batch's references on its

@@ -414,6 +414,7 @@ impl Tailer {
         let m = &self.shared.metrics;
         m.read_lines.inc_by(out.lines);
         m.lines_truncated.inc_by(out.truncated);
+        m.parse_errors.with_label_values(&[crate::logs::parse::ParseError::Utf8.kind()]).inc_by(out.invalid_utf8);
         let batch = SourceBatch { events: out.events, positions: out.positions };
         let (tx, stop, files, poll) = (&self.tx, &self.stop, &self.files, self.s.poll_interval);
         self.rt.block_on(async {
