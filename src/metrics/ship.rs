@@ -214,7 +214,8 @@ pub struct Batch {
 #[derive(Debug)]
 pub enum SendOutcome {
     /// Final for the whole batch: `delivered` samples arrived, `rejected` were refused for good
-    /// (a 4xx other than 429, a rejected Elasticsearch item) and are counted as dropped.
+    /// (a final 4xx per `retry::classify`, a rejected Elasticsearch item) and are counted as
+    /// dropped.
     Done { delivered: usize, rejected: usize },
     /// Worth retrying (connection error, timeout, 429, 5xx). `rest` is what is left to send
     /// (the whole batch, or the failed part of a partial success); `delivered` samples of the
@@ -264,7 +265,7 @@ impl ShipMetrics {
             Opts::new(
                 "vigil_ship_samples_dropped_total",
                 "Metric samples given up: reason = queue_full (oldest dropped while the receiver was down), \
-                 rejected (4xx other than 429), shutdown (not delivered within the grace period).",
+                 rejected (a final 4xx: not 401/403/404/407/408/429), shutdown (not delivered within the grace period).",
             ),
             &["sink", "reason"],
         )?;
