@@ -11,7 +11,8 @@
 //!
 //! Supervision: a log sink's task runs until its input closes at shutdown. One that ends before
 //! (returns or panics: a dead file-sink writer, a panicking delivery) can never ack again, so
-//! every checkpoint would freeze behind it while the pipeline's pending chunks grow.
+//! every checkpoint would freeze behind it while the pipeline's pending chunks grow; a metrics
+//! shipper task that ends would stop shipping silently.
 //! `App::sink_failed` resolves then; `main` shuts down at once, without waiting for the sinks
 //! (the final checkpoint holds only what every sink acked), and exits 70 so Kubernetes restarts
 //! vigil from that checkpoint, as for a tail or checkpoint thread panic. Rejected: restarting
@@ -50,13 +51,15 @@ pub struct App {
     grace: Duration,
 }
 
-/// A log sink's task ended while vigil was running. `main` exits 70 on it.
+/// A sink's task (a log sink, or a metrics sender) ended while vigil was running. `main` exits
+/// 70 on it.
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "sink '{sink}' stopped ({cause}); its lines can no longer be acknowledged, so vigil exits to be restarted from its last checkpoint"
+    "{task} stopped ({cause}); what it held can no longer be delivered, so vigil exits to be restarted from its last checkpoint"
 )]
 pub struct SinkFailed {
-    pub sink: String,
+    /// E.g. "sink 'es'" or "metrics sender of sink 'central'".
+    pub task: String,
     /// "panicked: <message>" or "ended".
     pub cause: String,
 }
@@ -119,30 +122,36 @@ impl App {
         })
     }
 
-    /// Resolves when a log sink's task ends (returns or panics) before shutdown; pending forever
-    /// otherwise. Call `shutdown` next: it then skips waiting for the sinks.
+    /// Resolves when a log sink's task, or a task of the metrics shipper, ends (returns or
+    /// panics) before shutdown; pending forever otherwise. Call `shutdown` next: it then skips
+    /// waiting for the sinks.
     pub async fn sink_failed(&mut self) -> SinkFailed {
-        let Some(done) = self.sinks.join_next_with_id().await else {
-            return std::future::pending().await;
+        let (sinks, names, shipper) = (&mut self.sinks, &self.sink_names, &mut self.shipper);
+        let log_sink = async {
+            let Some(done) = sinks.join_next_with_id().await else {
+                return std::future::pending().await;
+            };
+            let (id, cause) = match done {
+                Ok((id, ())) => (id, "ended".to_string()),
+                Err(e) => (e.id(), join_error_cause(e)),
+            };
+            SinkFailed { task: format!("sink '{}'", names.get(&id).map_or("?", String::as_str)), cause }
+        };
+        let metrics = async {
+            match shipper.as_mut() {
+                Some(s) => {
+                    let (task, cause) = s.task_failed().await;
+                    SinkFailed { task, cause }
+                }
+                None => std::future::pending().await,
+            }
+        };
+        let failed = tokio::select! {
+            f = log_sink => f,
+            f = metrics => f,
         };
         self.sink_died = true;
-        let (id, cause) = match done {
-            Ok((id, ())) => (id, "ended".to_string()),
-            Err(e) if e.is_panic() => {
-                let id = e.id();
-                let payload = e.into_panic();
-                let message = payload
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| payload.downcast_ref::<String>().cloned())
-                    .unwrap_or_default();
-                (id, format!("panicked: {message}"))
-            }
-            Err(e) => (e.id(), format!("cancelled: {e}")),
-        };
-        let sink = self.sink_names.get(&id).cloned().unwrap_or_default();
-        let failed = SinkFailed { sink, cause };
-        tracing::error!(sink = %failed.sink, error = %failed, "log sink stopped while vigil was running");
+        tracing::error!(task = %failed.task, error = %failed, "sink task stopped while vigil was running");
         failed
     }
 
@@ -180,6 +189,20 @@ impl App {
         tokio::join!(shipped, logs);
         self.server.stop().await;
     }
+}
+
+/// How a task ended abnormally, for a log line: "panicked: <message>" or "cancelled".
+pub(crate) fn join_error_cause(e: tokio::task::JoinError) -> String {
+    if !e.is_panic() {
+        return format!("cancelled: {e}");
+    }
+    let payload = e.into_panic();
+    let message = payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_default();
+    format!("panicked: {message}")
 }
 
 /// Starts pushing metrics to the sinks under `metrics.ship.sinks`, if any.
