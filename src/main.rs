@@ -56,7 +56,12 @@ fn main() -> ExitCode {
                 Err(e) => {
                     tracing::error!(error = format!("{e:#}"), "vigil stopped");
                     eprintln!("error: {e:#}");
-                    ExitCode::FAILURE
+                    // A dead sink is an internal failure like a tail thread panic: 70 (EX_SOFTWARE).
+                    if e.downcast_ref::<vigil::app::SinkFailed>().is_some() {
+                        ExitCode::from(70)
+                    } else {
+                        ExitCode::FAILURE
+                    }
                 }
             }
         }
@@ -82,12 +87,21 @@ fn run(cfg: Config) -> anyhow::Result<()> {
         .context("starting the async runtime")?;
     let result = rt.block_on(async {
         tracing::info!(version = env!("CARGO_PKG_VERSION"), node = %cfg.node_name, "vigil starting");
-        let app = vigil::app::App::start(cfg).await?;
-        wait_for_signal().await?;
+        let mut app = vigil::app::App::start(cfg).await?;
+        let failed = tokio::select! {
+            signal = wait_for_signal() => {
+                signal?;
+                None
+            }
+            failed = app.sink_failed() => Some(failed),
+        };
         tracing::info!("shutting down");
         app.shutdown().await;
         tracing::info!("stopped");
-        Ok(())
+        match failed {
+            Some(f) => Err(f.into()),
+            None => Ok(()),
+        }
     });
     // The grace period is spent: a sink still blocked (a hung request, a full disk) must not keep
     // the process alive; what it held is not checkpointed and is read again at the next start.

@@ -210,8 +210,8 @@ impl Pipeline {
                         for tx in &sinks {
                             // A sink whose task died can never ack: its chunks stay pending and
                             // nothing commits past them. That is the safe side (counting it as
-                            // acked would checkpoint undelivered lines); the lines are read again
-                            // after a restart.
+                            // acked would checkpoint undelivered lines); the app exits on it
+                            // (`App::sink_failed`) and the lines are read again after a restart.
                             let _ = send_while_acking(tx, chunk.clone(), &mut ack_rx, &mut tracker).await;
                         }
                     }

@@ -190,3 +190,38 @@ fn sigterm_with_a_hung_sink_exits_within_the_grace_period() {
     assert!(v.stderr().contains("did not flush within the grace period"), "{}", v.stderr());
     drop(held);
 }
+
+/// Regression: a log sink whose task died (here: the file sink's writer thread panics, through a
+/// hook that exists in debug builds only) left vigil running with every checkpoint frozen and
+/// the pipeline's pending chunks growing. Now vigil exits 70 at once (not after its grace
+/// period) with a log line naming the sink, and the checkpoint holds nothing the dead sink did
+/// not acknowledge, although the other sink (stdout) did.
+#[test]
+fn a_sink_whose_task_dies_makes_vigil_exit_70_without_checkpointing_its_lines() {
+    if !cfg!(debug_assertions) {
+        eprintln!("skipped: the writer panic hook exists in debug builds only");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let cfg = config(dir.path(), addr, "120s").replace("sinks:\n", "sinks:\n  - name: console\n    type: stdout\n");
+    std::fs::write(dir.path().join("logs/app.log"), "2026-11-28T06:12:13Z stdout F doomed\n").unwrap();
+    let mut v = Vigil::start_with_env(dir.path(), &cfg, addr, &[("VIGIL_TEST_FILE_SINK_WRITER_PANIC", "1")]);
+    // Well under the 120s grace period: vigil does not wait for sinks that cannot drain.
+    let status = v.wait_exit(Duration::from_secs(60)).expect("vigil exits when a sink dies");
+    let stderr = v.stderr();
+    assert_eq!(status.code(), Some(70), "stderr:\n{stderr}");
+    assert!(
+        stderr.contains("sink 'out' stopped (panicked: file sink writer: panic injected"),
+        "no clear log line naming the sink:\n{stderr}"
+    );
+    assert!(v.stdout().contains("\"message\":\"doomed\""), "the other sink got the line: {}", v.stdout());
+    let written = std::fs::read_to_string(dir.path().join("events.ndjson")).unwrap_or_default();
+    assert!(!written.contains("doomed"), "the dead sink wrote the line: {written}");
+    // Nothing past the unacknowledged line is checkpointed.
+    let text = std::fs::read_to_string(dir.path().join("ckpt/checkpoints.json")).expect("a final checkpoint");
+    let doc: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let files = doc["files"].as_array().unwrap();
+    assert_eq!(files.len(), 1, "{text}");
+    assert_eq!(files[0]["offset"], serde_json::json!(0), "checkpointed past an unacknowledged line: {text}");
+}

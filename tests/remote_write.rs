@@ -256,6 +256,36 @@ async fn fivexx_and_429_are_retried_until_accepted_and_400_is_dropped_and_counte
     shipper.shutdown(tokio::time::Instant::now() + Duration::from_secs(5)).await;
 }
 
+/// Regression: 401/403/404/407/408 were final, so the snapshot was dropped as `rejected`.
+/// Prometheus answers 404 on a wrong path; Mimir 401 "no org id" without a tenant; a proxy
+/// 403/407/408. They are retried like a 5xx: the same request arrives once accepted.
+#[tokio::test]
+async fn auth_and_address_answers_are_retried_and_the_snapshot_arrives() {
+    for (status, reason) in [
+        (401, "unauthorized"),
+        (403, "forbidden"),
+        (404, "not_found"),
+        (407, "proxy_auth_required"),
+        (408, "request_timeout"),
+    ] {
+        let rx = Receiver::start().await;
+        rx.answer(status, None, "no org id");
+        rx.answer(status, None, "no org id");
+        let (r, _c, m, ctx) = registry();
+        let s = fast_retry_sink(&ctx, rx.addr);
+        let shipper = start(&r, &m, Duration::from_secs(3600), vec![s]);
+        let got = rx.wait("a 2xx", |g| g.iter().any(|x| x.status == 204)).await;
+        assert_eq!(got.iter().map(|x| x.status).collect::<Vec<_>>(), vec![status, status, 204]);
+        assert!(got.iter().all(|x| x.req == got[0].req), "{status}: the refused snapshot itself arrives");
+        assert_eq!(series_value(&r, "vigil_ship_samples_dropped_total", &[("reason", "rejected")]), 0.0, "{status}");
+        let failures =
+            series_value(&r, "vigil_sink_request_failures_total", &[("sink", "central"), ("reason", reason)]);
+        assert_eq!(failures, 2.0, "{status}");
+        assert_eq!(series_value(&r, "vigil_sink_healthy", &[("sink", "central")]), 1.0, "{status}");
+        shipper.shutdown(tokio::time::Instant::now() + Duration::from_secs(5)).await;
+    }
+}
+
 #[tokio::test]
 async fn an_outage_is_bridged_by_the_queue_in_order_and_overflow_drops_the_oldest() {
     // Reserve a port, then close it: the receiver is down until it binds it again.

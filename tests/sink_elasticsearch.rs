@@ -255,10 +255,18 @@ async fn data_stream_with_api_key() {
     assert_eq!(st.requests[0].authorization.as_deref(), Some("ApiKey Zm9vOmJhcg=="));
 }
 
+/// A whole request refused for its content (Elasticsearch: 400 `illegal_argument_exception`)
+/// is final: its events are rejected, counted and acked; the backend answered, so it is healthy.
+/// (401/403/404/407/408 are retried instead: tests/sink_errors.rs.)
 #[tokio::test]
-async fn a_refused_request_401_rejects_its_events_and_acks() {
+async fn a_whole_request_400_rejects_its_events_and_acks() {
     let server = EsServer::scripted(
-        Box::new(|_| RequestAnswer::Refuse(Reply::json(401, &serde_json::json!({"error": "unauthorized"})))),
+        Box::new(|_| {
+            RequestAnswer::Refuse(Reply::json(
+                400,
+                &serde_json::json!({"error": {"type": "illegal_argument_exception", "reason": "bad"}, "status": 400}),
+            ))
+        }),
         Box::new(|_| None),
     )
     .await;
@@ -266,9 +274,9 @@ async fn a_refused_request_401_rejects_its_events_and_acks() {
     let mut run = Running::start(s, 1);
     run.send(events(4, "nope")).await;
     assert_eq!(run.finish().await, vec![0]);
-    assert_eq!(metric(&registry, "vigil_sink_events_rejected_total{reason=\"status_401\",sink=\"es\"}"), 4.0);
+    assert_eq!(metric(&registry, "vigil_sink_events_rejected_total{reason=\"status_400\",sink=\"es\"}"), 4.0);
     assert_eq!(metric(&registry, "vigil_sink_requests_total{sink=\"es\",status=\"4xx\"}"), 1.0);
-    assert_eq!(metric(&registry, "vigil_sink_healthy{sink=\"es\"}"), 0.0, "nothing gets through a 401");
+    assert_eq!(metric(&registry, "vigil_sink_healthy{sink=\"es\"}"), 1.0);
     assert_eq!(metric(&registry, "vigil_sink_last_success_timestamp_seconds{sink=\"es\"}"), 0.0);
 }
 

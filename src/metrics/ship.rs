@@ -214,7 +214,8 @@ pub struct Batch {
 #[derive(Debug)]
 pub enum SendOutcome {
     /// Final for the whole batch: `delivered` samples arrived, `rejected` were refused for good
-    /// (a 4xx other than 429, a rejected Elasticsearch item) and are counted as dropped.
+    /// (a final 4xx per `retry::classify`, a rejected Elasticsearch item) and are counted as
+    /// dropped.
     Done { delivered: usize, rejected: usize },
     /// Worth retrying (connection error, timeout, 429, 5xx). `rest` is what is left to send
     /// (the whole batch, or the failed part of a partial success); `delivered` samples of the
@@ -264,7 +265,7 @@ impl ShipMetrics {
             Opts::new(
                 "vigil_ship_samples_dropped_total",
                 "Metric samples given up: reason = queue_full (oldest dropped while the receiver was down), \
-                 rejected (4xx other than 429), shutdown (not delivered within the grace period).",
+                 rejected (a final 4xx: not 401/403/404/407/408/429), shutdown (not delivered within the grace period).",
             ),
             &["sink", "reason"],
         )?;
@@ -437,6 +438,8 @@ impl ShipQueue {
 pub struct Shipper {
     stop: watch::Sender<Option<Instant>>,
     tasks: JoinSet<()>,
+    /// Task → what it does, for `task_failed`.
+    task_names: std::collections::HashMap<tokio::task::Id, String>,
 }
 
 impl Shipper {
@@ -451,14 +454,31 @@ impl Shipper {
     ) -> Self {
         let (stop, stop_rx) = watch::channel(None);
         let mut tasks = JoinSet::new();
+        let mut task_names = std::collections::HashMap::new();
         let mut queues = Vec::new();
         for sink in sinks {
             let queue = Arc::new(ShipQueue::new(sink.queue_limits(), metrics.for_sink(sink.name())));
             queues.push((sink.clone(), queue.clone()));
-            tasks.spawn(send_loop(sink, queue, stop_rx.clone()));
+            let name = format!("metrics sender of sink '{}'", sink.name());
+            task_names.insert(tasks.spawn(send_loop(sink, queue, stop_rx.clone())).id(), name);
         }
-        tasks.spawn(collect_loop(interval, registry, node, queues, stop_rx));
-        Self { stop, tasks }
+        let collector = tasks.spawn(collect_loop(interval, registry, node, queues, stop_rx));
+        task_names.insert(collector.id(), "metrics collection".to_string());
+        Self { stop, tasks, task_names }
+    }
+
+    /// Resolves when one of the shipper's tasks ends (returns or panics) before `shutdown`, which
+    /// never happens by design: metrics would silently stop being shipped. Returns what the task
+    /// did and how it ended. Pending forever otherwise.
+    pub async fn task_failed(&mut self) -> (String, String) {
+        let Some(done) = self.tasks.join_next_with_id().await else {
+            return std::future::pending().await;
+        };
+        let (id, cause) = match done {
+            Ok((id, ())) => (id, "ended".to_string()),
+            Err(e) => (e.id(), crate::app::join_error_cause(e)),
+        };
+        (self.task_names.get(&id).cloned().unwrap_or_default(), cause)
     }
 
     /// Takes a last snapshot, makes one delivery pass over every queue, and returns by
@@ -666,6 +686,41 @@ mod tests {
         let _ = q.front().unwrap();
         q.finish_front(Some(batch(0, 3)));
         assert_eq!(q.samples(), 13);
+    }
+
+    struct Panicky;
+
+    impl MetricsSink for Panicky {
+        fn name(&self) -> &str {
+            "boom"
+        }
+        fn encode(&self, snapshot: &Snapshot) -> Vec<Batch> {
+            vec![Batch { body: Bytes::new(), samples: 1, timestamp_ms: snapshot.timestamp_ms }]
+        }
+        fn send<'a>(&'a self, _batch: &'a Batch) -> SendFuture<'a> {
+            Box::pin(async { panic!("a bug in a metrics sink") })
+        }
+        fn retry(&self) -> RetryConfig {
+            RetryConfig::default()
+        }
+        fn queue_limits(&self) -> QueueLimits {
+            QueueLimits { max_age: Duration::from_secs(60), max_samples: 10 }
+        }
+    }
+
+    /// A metrics sender that dies must not leave shipping stopped silently: the app learns of it
+    /// (and exits, see `app::App::sink_failed`).
+    #[tokio::test]
+    async fn a_sender_task_that_panics_is_reported() {
+        let registry = Registry::new();
+        let m = ShipMetrics::register(&registry).unwrap();
+        let mut shipper = Shipper::start(Duration::from_secs(3600), registry, "n".into(), vec![Arc::new(Panicky)], &m);
+        let (task, cause) = tokio::time::timeout(Duration::from_secs(20), shipper.task_failed())
+            .await
+            .expect("the dead sender is reported");
+        assert_eq!(task, "metrics sender of sink 'boom'");
+        assert_eq!(cause, "panicked: a bug in a metrics sink");
+        shipper.shutdown(Instant::now()).await;
     }
 
     #[test]

@@ -19,6 +19,12 @@
 //! of overshoot. When a lane has a batch ready that it cannot send, the driver stops reading
 //! its input; the bounded channel then stops the pipeline, which stops the tailers: the files
 //! are the buffer.
+//!
+//! A delivery task that panics (a bug) ends the whole driver with that panic: its chunks can
+//! never be acked, so going on would freeze the checkpoints while the pipeline's pending chunks
+//! grow. The app sees the sink task end and exits non-zero, and vigil restarts from the last
+//! checkpoint (`app::App::sink_failed`). Rejected: carrying on with the next batch (the old
+//! behaviour: a silent stall of every checkpoint behind the lost chunk).
 
 use crate::config::{ByteSize, HumanDuration, Problems};
 use crate::event::Event;
@@ -157,7 +163,6 @@ pub async fn run<D: Deliver>(deliver: Arc<D>, cfg: DriverConfig, mut input: mpsc
     // chunk id → events not yet final.
     let mut outstanding: HashMap<u64, usize> = HashMap::new();
     let mut tasks: JoinSet<(usize, Vec<(u64, usize)>)> = JoinSet::new();
-    // task id → lane, to free the lane's slot even when a task panics.
     let mut task_lanes: HashMap<tokio::task::Id, usize> = HashMap::new();
     let mut input_open = true;
     let limits = cfg.limits;
@@ -199,13 +204,14 @@ pub async fn run<D: Deliver>(deliver: Arc<D>, cfg: DriverConfig, mut input: mpsc
                     }
                 }
                 Some(Err(error)) => {
-                    // A delivery task panicked (a bug): its chunks stay unacked, so nothing past
-                    // them is checkpointed (the safe side) and they are read again at the next
-                    // start. The lane goes on with its next batch.
-                    tracing::error!(%error, "sink delivery task failed; its events are not acknowledged");
-                    if let Some(lane) = task_lanes.remove(&error.id()) {
-                        lanes[lane].in_flight -= 1;
+                    // A delivery task panicked (a bug): its chunks can never be acked. End the
+                    // sink with the same panic (see the module doc); nothing past those chunks
+                    // was checkpointed, so they are read again after the restart.
+                    tracing::error!(%error, "sink delivery task failed; its events are not acknowledged; stopping the sink");
+                    if error.is_panic() {
+                        std::panic::resume_unwind(error.into_panic());
                     }
+                    panic!("sink delivery task cancelled: {error}");
                 }
                 None => {}
             },
@@ -377,8 +383,10 @@ mod tests {
         }
     }
 
+    /// Regression: a panicking delivery left its chunk unacked while the lane went on, so the
+    /// sink looked alive while every checkpoint behind that chunk froze.
     #[tokio::test]
-    async fn a_panicking_delivery_leaves_its_chunk_unacked_and_the_lane_goes_on() {
+    async fn a_panicking_delivery_ends_the_sink_task_with_its_panic_and_acks_nothing_of_it() {
         let cfg = DriverConfig {
             limits: BatchLimits { max_events: 2, max_bytes: 1 << 20, timeout: Duration::from_millis(5) },
             lanes: 1,
@@ -388,15 +396,14 @@ mod tests {
         let (acker, mut acks) = Acker::channel();
         let task = tokio::spawn(run(Arc::new(Panicky), cfg, rx, acker));
         tx.send(chunk(0, 2)).await.unwrap();
-        tx.send(chunk(1, 2)).await.unwrap();
-        tx.send(chunk(2, 2)).await.unwrap();
-        drop(tx);
-        tokio::time::timeout(Duration::from_secs(5), task).await.expect("the sink does not wedge").unwrap();
-        let mut got = Vec::new();
-        while let Ok(id) = acks.try_recv() {
-            got.push(id);
-        }
-        assert_eq!(got, vec![1, 2], "chunk 0 was never delivered, so it is never acked");
+        let error = tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("the sink task ends instead of going on")
+            .expect_err("the sink task ends with the delivery's panic");
+        let payload = error.into_panic();
+        assert_eq!(payload.downcast_ref::<&str>(), Some(&"a bug in a delivery"));
+        assert!(acks.try_recv().is_err(), "chunk 0 was never delivered, so it is never acked");
+        assert!(tx.send(chunk(1, 2)).await.is_err(), "the sink's input is closed");
     }
 
     /// Delivers after a random short delay, recording (chunk, index) of every event.

@@ -9,6 +9,11 @@
 //!
 //! Rotation: when the file reaches `max_bytes`, `path` is renamed to `path.1` (older ones
 //! shift to `.2` …, the oldest beyond `max_files` is deleted) and a new `path` is opened.
+//!
+//! A writer thread that dies (a panic: a bug, since I/O errors are retried) ends the sink task
+//! at once with the same panic, even while no new chunk arrives: what it held can never be
+//! acked, so the app exits non-zero and vigil restarts from the last checkpoint instead of
+//! stalling every checkpoint silently.
 
 use super::metrics::SinkMetrics;
 use super::{RunFuture, Sink, SinkContext};
@@ -63,6 +68,8 @@ pub struct FileSink {
     max_files: u32,
     name: String,
     metrics: SinkMetrics,
+    /// Test hook: the writer thread panics on its first batch.
+    panic_in_writer: bool,
 }
 
 impl FileSink {
@@ -73,8 +80,15 @@ impl FileSink {
             max_files: c.max_files,
             name: c.name.clone(),
             metrics: ctx.sink_metrics(&c.name),
+            panic_in_writer: writer_panic_injected(),
         }))
     }
+}
+
+/// `VIGIL_TEST_FILE_SINK_WRITER_PANIC` set: the writer thread panics, so the end-to-end tests
+/// can check that a dead sink stops vigil. Debug builds only; a release build ignores it.
+fn writer_panic_injected() -> bool {
+    cfg!(debug_assertions) && std::env::var_os("VIGIL_TEST_FILE_SINK_WRITER_PANIC").is_some()
 }
 
 /// The open output file and its size.
@@ -171,9 +185,10 @@ impl Sink for FileSink {
             // allocator arena, and the hand-off queue of one coalesced batch bounds memory.
             let (to_writer, from_sink) = mpsc::channel::<Vec<Arc<Chunk>>>(1);
             let metrics = self.metrics.clone();
+            let inject = self.panic_in_writer;
             let writer = std::thread::Builder::new()
                 .name(format!("vigil-sink-{}", self.name))
-                .spawn(move || write_loop(out, from_sink, acker, &metrics));
+                .spawn(move || write_loop(out, from_sink, acker, &metrics, inject));
             let writer = match writer {
                 Ok(w) => w,
                 Err(error) => {
@@ -183,7 +198,15 @@ impl Sink for FileSink {
                     return;
                 }
             };
-            while let Some(first) = input.recv().await {
+            loop {
+                let first = tokio::select! {
+                    c = input.recv() => match c {
+                        Some(c) => c,
+                        None => break,
+                    },
+                    // The writer dropped its end: it died (it only returns once this side closes).
+                    _ = to_writer.closed() => break,
+                };
                 let mut est: usize = first.events.iter().map(|e| e.message.len() + 256).sum();
                 let mut chunks = vec![first];
                 while est < WRITE_BUF {
@@ -200,16 +223,29 @@ impl Sink for FileSink {
                 }
             }
             drop(to_writer);
-            let _ = tokio::task::spawn_blocking(move || writer.join()).await;
+            let joined = tokio::task::spawn_blocking(move || writer.join()).await;
+            if let Ok(Err(panic)) = joined {
+                tracing::error!(sink = %self.name, "file sink: its writer thread died; the lines it held are not acknowledged");
+                std::panic::resume_unwind(panic);
+            }
         })
     }
 }
 
 /// The writer thread: encode, append, sync, ack; a failed write is retried, never acked.
-fn write_loop(mut out: Output, mut input: mpsc::Receiver<Vec<Arc<Chunk>>>, acker: Acker, metrics: &SinkMetrics) {
+fn write_loop(
+    mut out: Output,
+    mut input: mpsc::Receiver<Vec<Arc<Chunk>>>,
+    acker: Acker,
+    metrics: &SinkMetrics,
+    inject_panic: bool,
+) {
     let name = metrics.name();
     let mut buf: Vec<u8> = Vec::with_capacity(WRITE_BUF + WRITE_BUF / 2);
     while let Some(chunks) = input.blocking_recv() {
+        if inject_panic {
+            panic!("file sink writer: panic injected by VIGIL_TEST_FILE_SINK_WRITER_PANIC");
+        }
         buf.clear();
         for c in &chunks {
             for e in &c.events {
@@ -300,6 +336,45 @@ mod tests {
         }
         drop(tx);
         task.await.unwrap();
+    }
+
+    /// Regression: a writer thread that died left the sink task waiting for input with the
+    /// chunks it held unacked forever: checkpoints froze and nothing said so.
+    #[tokio::test]
+    async fn a_dead_writer_thread_ends_the_sink_task_with_its_panic() {
+        use crate::event::{Event, K8sMeta, Origin, Source, Stream};
+        let d = tempfile::tempdir().unwrap();
+        let ctx = SinkContext::new(prometheus::Registry::new(), "n".into()).unwrap();
+        let sink = Box::new(FileSink {
+            path: d.path().join("e.ndjson"),
+            max_bytes: 0,
+            max_files: 1,
+            name: "f".into(),
+            metrics: ctx.sink_metrics("f"),
+            panic_in_writer: true,
+        });
+        let (acker, mut acks) = Acker::channel();
+        let (tx, rx) = mpsc::channel(4);
+        let task = tokio::spawn(sink.run(rx, acker));
+        let source = Arc::new(Source { file: "/f.log".into(), node: "n".into(), kubernetes: K8sMeta::default() });
+        let event = Event {
+            timestamp: 0,
+            stream: Stream::Stdout,
+            message: "x".into(),
+            malformed: false,
+            truncated: false,
+            source,
+            origin: Origin { file: 1, offset: 0, resume: 1 },
+        };
+        tx.send(Arc::new(Chunk { id: 0, events: vec![event] })).await.unwrap();
+        // No further input: the sink must notice the dead writer by itself.
+        let error = tokio::time::timeout(Duration::from_secs(20), task)
+            .await
+            .expect("the sink task ends while its input stays open")
+            .expect_err("with the writer's panic");
+        assert!(error.is_panic());
+        assert!(acks.try_recv().is_err(), "nothing was written, nothing may be acked");
+        drop(tx);
     }
 
     #[test]

@@ -8,7 +8,10 @@
 //! request so a token file can be re-read when it changes (projected service-account tokens
 //! rotate hourly): a `stat` per request, a read only when the file's mtime or size changed.
 //! Rejected: a file watcher (one more thread and inotify watch per sink for a file read once an
-//! hour) and reading the file every request.
+//! hour) and reading the file every request. A token file that cannot be read (not there yet,
+//! unreadable, empty) fails the try with `SendError::NoCredentials`, which sinks retry: a request
+//! is never sent without the credentials the config asks for (the backend would answer 401, or,
+//! worse, an open endpoint would take it as anonymous).
 //!
 //! Config: the fields are written flat in each sink's config (`endpoint`, `request_timeout`,
 //! `tls`, `auth`, `headers`) because serde cannot combine `flatten` with `deny_unknown_fields`;
@@ -147,6 +150,26 @@ fn header(name: &str, value: &str) -> Result<(HeaderName, HeaderValue), String> 
     Ok((n, v))
 }
 
+/// Why a try got no HTTP answer. Always worth a retry (`failure` says why, for the metrics).
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// Connect, TLS, timeout, connection dropped.
+    #[error(transparent)]
+    Transport(reqwest::Error),
+    /// `auth.bearer_token_file` could not be read: the request was not sent.
+    #[error("cannot read auth.bearer_token_file {path} ({error}); not sending the request without credentials")]
+    NoCredentials { path: String, error: std::io::Error },
+}
+
+impl SendError {
+    pub fn failure(&self) -> super::retry::Failure {
+        match self {
+            SendError::Transport(_) => super::retry::Failure::Transport,
+            SendError::NoCredentials { .. } => super::retry::Failure::NoCredentials,
+        }
+    }
+}
+
 /// An answer from the server.
 #[derive(Debug)]
 pub struct HttpResponse {
@@ -234,7 +257,7 @@ impl HttpClient {
         } else if let Some(path) = &a.bearer_token_file {
             let tf = TokenFile { path: path.clone(), state: Mutex::new(None) };
             if let Err(error) = tf.token() {
-                tracing::warn!(sink = metrics.name(), path = %path.display(), %error, "cannot read the bearer token file yet; requests go without a token until it appears");
+                tracing::warn!(sink = metrics.name(), path = %path.display(), %error, "cannot read the bearer token file yet; requests wait (retried) until it appears");
             }
             Auth::BearerFile(tf)
         } else if !a.api_key.expose().is_empty() {
@@ -254,19 +277,17 @@ impl HttpClient {
     }
 
     /// POSTs `body` and reads at most `max_body` bytes of the answer. Counts the request by
-    /// status class, its duration, bytes sent, and in-flight. An `Err` is a transport failure
-    /// (connect, TLS, timeout, connection dropped): always worth a retry.
+    /// status class, its duration, bytes sent, and in-flight. An `Err` is a failure without an
+    /// HTTP answer (transport, or credentials that cannot be read, in which case nothing was
+    /// sent): always worth a retry.
     pub async fn post(
         &self,
         url: &reqwest::Url,
         body: Bytes,
         headers: HeaderMap,
         max_body: usize,
-    ) -> Result<HttpResponse, reqwest::Error> {
-        let _in_flight = InFlight::enter(&self.metrics.in_flight);
-        let started = Instant::now();
-        let len = body.len() as u64;
-        let mut req = self.client.post(url.clone()).headers(headers).body(body);
+    ) -> Result<HttpResponse, SendError> {
+        let mut req = self.client.post(url.clone()).headers(headers);
         req = match &self.auth {
             Auth::None => req,
             Auth::Basic { user, password } => req.basic_auth(user, Some(password)),
@@ -274,12 +295,15 @@ impl HttpClient {
             Auth::BearerFile(f) => match f.token() {
                 Ok(t) => req.bearer_auth(t),
                 Err(error) => {
-                    tracing::warn!(sink = self.metrics.name(), path = %f.path.display(), %error, "cannot read the bearer token file; sending without a token");
-                    req
+                    return Err(SendError::NoCredentials { path: f.path.display().to_string(), error });
                 }
             },
             Auth::ApiKey(v) => req.header(reqwest::header::AUTHORIZATION, v.clone()),
         };
+        let _in_flight = InFlight::enter(&self.metrics.in_flight);
+        let started = Instant::now();
+        let len = body.len() as u64;
+        let req = req.body(body);
         let result = async {
             let mut resp = req.send().await?;
             let status = resp.status().as_u16();
@@ -302,7 +326,7 @@ impl HttpClient {
         self.metrics.duration.observe(started.elapsed().as_secs_f64());
         self.metrics.bytes_sent.inc_by(len);
         self.metrics.request(result.as_ref().ok().map(|r| r.status));
-        result
+        result.map_err(SendError::Transport)
     }
 }
 
@@ -329,6 +353,12 @@ impl TokenFile {
                     }
                 }
                 match std::fs::read_to_string(&self.path) {
+                    // Empty: being written (or emptied by mistake); a request with an empty token
+                    // would be anonymous.
+                    Ok(s) if s.trim().is_empty() => state
+                        .as_ref()
+                        .map(|s| s.2.clone())
+                        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, "the file is empty")),
                     Ok(s) => {
                         let tok = s.trim().to_string();
                         *state = Some((stamp.0, stamp.1, tok.clone()));
@@ -439,5 +469,19 @@ mod tests {
         // Gone mid-rotation: the last good token is kept.
         std::fs::remove_file(&path).unwrap();
         assert_eq!(tf.token().unwrap(), "second");
+    }
+
+    /// Regression: a token file that was missing at the first request made `post` send the
+    /// request without any `Authorization` header.
+    #[test]
+    fn a_missing_or_empty_token_file_is_an_error_not_an_anonymous_request() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        let tf = TokenFile { path: path.clone(), state: Mutex::new(None) };
+        assert!(tf.token().is_err());
+        std::fs::write(&path, "\n").unwrap();
+        assert_eq!(tf.token().unwrap_err().kind(), std::io::ErrorKind::InvalidData);
+        std::fs::write(&path, "tok\n").unwrap();
+        assert_eq!(tf.token().unwrap(), "tok");
     }
 }

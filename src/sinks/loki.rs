@@ -22,7 +22,7 @@
 use super::batch::{self, Batch, BatchConfig, BatchLimits, Deliver, DriverConfig};
 use super::http::{self, AuthConfig, Compression, HttpClient, HttpSettings, TlsConfig, error_chain, gzip};
 use super::metrics::SinkMetrics;
-use super::retry::{self, RetryConfig, Verdict};
+use super::retry::{self, Failure, RetryConfig, Verdict};
 use super::{RunFuture, Sink, SinkContext};
 use crate::config::{HumanDuration, Problems, Secret};
 use crate::event::{Event, Source, Stream};
@@ -565,12 +565,14 @@ impl LokiInner {
         let m = &self.metrics;
         let mut backoff = self.retry.backoff();
         loop {
-            let (retry_after, error) =
+            let (failure, retry_after, error) =
                 match self.client.post(&self.url, body.clone(), headers.clone(), MAX_ERROR_BODY).await {
                     // 260: Loki's default `block_ingestion_status_code`: 2xx, yet nothing stored.
-                    Ok(r) if r.status == 260 => {
-                        (r.retry_after, format!("HTTP 260 (ingestion blocked): {}", r.body_sample(512)))
-                    }
+                    Ok(r) if r.status == 260 => (
+                        Failure::IngestionBlocked,
+                        r.retry_after,
+                        format!("HTTP 260 (ingestion blocked): {}", r.body_sample(512)),
+                    ),
                     Ok(r) if r.status == 413 && events.len() > 1 => {
                         // Too large for something on the way (a proxy's body limit): halve, in
                         // order (first half delivered before the second), instead of rejecting.
@@ -601,12 +603,13 @@ impl LokiInner {
                             m.rejected_request(r.status);
                             return;
                         }
-                        Verdict::Retry => (r.retry_after, format!("HTTP {}: {}", r.status, r.body_sample(512))),
+                        Verdict::Retry(failure) => {
+                            (failure, r.retry_after, format!("HTTP {}: {}", r.status, r.body_sample(512)))
+                        }
                     },
-                    Err(e) => (None, error_chain(&e)),
+                    Err(e) => (e.failure(), None, error_chain(&e)),
                 };
-            m.failing();
-            m.retries.inc();
+            m.retrying(failure, &error);
             let delay = backoff.next_delay(retry_after);
             if backoff.attempts().is_power_of_two() {
                 tracing::warn!(sink = m.name(), attempt = backoff.attempts(), events = n, retry_in = ?delay, error, "loki push failed; retrying");
@@ -653,7 +656,6 @@ fn total_ignored(body: &str) -> Option<u64> {
 fn reject_reason(status: u16, body: &str) -> &'static str {
     let b = body.to_ascii_lowercase();
     match status {
-        401 | 403 => "unauthorized",
         413 => "too_large",
         400 if b.contains("too long") || b.contains("line_too_long") => "line_too_long",
         400 if b.contains("too old") || b.contains("greater_than_max_sample_age") => "too_old",
@@ -713,7 +715,6 @@ mod tests {
     fn reasons() {
         assert_eq!(reject_reason(400, "entry for stream '{a=\"b\"}' has timestamp too old"), "too_old");
         assert_eq!(reject_reason(400, "Max entry size '256' bytes exceeded ... line too long"), "line_too_long");
-        assert_eq!(reject_reason(401, "no org id"), "unauthorized");
         assert_eq!(reject_reason(400, "something else"), "bad_request");
     }
 

@@ -10,12 +10,19 @@
 //! request, 0 while a request is failing and being retried. `/readyz` does not follow it (see
 //! README "Sinks: health"): restarting the pod never fixes a remote backend, and a not-ready
 //! DaemonSet pod only blocks rollouts.
+//!
+//! Every failed try goes through `SinkMetrics::retrying`, which counts it by `retry::Failure`
+//! reason (`vigil_sink_request_failures_total`) and, for failures that need an operator (401,
+//! 403, 404, 407, unreadable credentials, a 2xx that is not the protocol's answer), logs at
+//! error what to check, at most once per reason every 10 s.
 
 use prometheus::{Gauge, GaugeVec, Registry};
 use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts};
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+use super::retry::Failure;
 
 /// The families, registered once per registry.
 #[derive(Clone, Debug)]
@@ -24,6 +31,7 @@ pub struct SinkMetricsFamilies {
     bytes_sent: IntCounterVec,
     requests: IntCounterVec,
     retries: IntCounterVec,
+    failures: IntCounterVec,
     rejected: IntCounterVec,
     dead_lettered: IntCounterVec,
     duration: HistogramVec,
@@ -60,8 +68,15 @@ impl SinkMetricsFamilies {
             )?,
             retries: counter(
                 "vigil_sink_retries_total",
-                "Requests sent again after a retryable failure (connection error, timeout, 429, 5xx).",
+                "Requests sent again after a retryable failure (connection error, timeout, 429, 5xx, 401/403/404/407/408, ...).",
                 &["sink"],
+            )?,
+            failures: counter(
+                "vigil_sink_request_failures_total",
+                "Failed tries by reason, each retried (none is final): transport, throttled, server_error, \
+                 unauthorized, forbidden, not_found, proxy_auth_required, request_timeout, no_credentials, \
+                 invalid_answer, ingestion_blocked, unexpected_status.",
+                &["sink", "reason"],
             )?,
             rejected: counter(
                 "vigil_sink_events_rejected_total",
@@ -137,6 +152,7 @@ impl SinkMetricsFamilies {
             req_5xx: self.requests.with_label_values(&[name, "5xx"]),
             req_error: self.requests.with_label_values(&[name, "error"]),
             retries: self.retries.with_label_values(&[name]),
+            failures: Failure::ALL.map(|f| self.failures.with_label_values(&[name, f.reason()])),
             rejected: self.rejected.clone(),
             dead_lettered: self.dead_lettered.with_label_values(&[name]),
             duration: self.duration.with_label_values(&[name]),
@@ -145,6 +161,7 @@ impl SinkMetricsFamilies {
             healthy,
             loki_overflow: self.loki_overflow.with_label_values(&[name]),
             reject_log: std::sync::Arc::new(Mutex::new(HashMap::new())),
+            retry_log: std::sync::Arc::new(Mutex::new(HashMap::new())),
         }
     }
 }
@@ -160,6 +177,8 @@ pub struct SinkMetrics {
     req_5xx: IntCounter,
     req_error: IntCounter,
     pub retries: IntCounter,
+    /// One counter per `Failure`, in `Failure::ALL` order.
+    failures: [IntCounter; Failure::ALL.len()],
     rejected: IntCounterVec,
     pub dead_lettered: IntCounter,
     pub duration: Histogram,
@@ -169,6 +188,8 @@ pub struct SinkMetrics {
     pub loki_overflow: IntCounter,
     /// reason → (last log time, rejections suppressed since).
     reject_log: std::sync::Arc<Mutex<HashMap<String, (Instant, u64)>>>,
+    /// failure → (last log time, tries failed since), for failures with a hint.
+    retry_log: std::sync::Arc<Mutex<HashMap<Failure, (Instant, u64)>>>,
 }
 
 /// How long a rejection reason stays quiet after it was logged.
@@ -202,14 +223,42 @@ impl SinkMetrics {
         self.healthy.set(0);
     }
 
-    /// A whole request was refused with a 4xx. Auth and addressing answers (401, 403, 404,
-    /// 407) mean nothing can get through until someone fixes the config: unhealthy. Others
-    /// (400 for bad entries, 413) are about the data; the backend itself works.
-    pub fn rejected_request(&self, status: u16) {
-        match status {
-            401 | 403 | 404 | 407 => self.healthy.set(0),
-            _ => self.healthy.set(1),
+    /// A try failed for `failure` and will be retried: unhealthy, `vigil_sink_retries_total`
+    /// and `vigil_sink_request_failures_total{reason}` move. A failure with a hint (the backend
+    /// refuses who or where we are) is logged at error with what to check, at most once per
+    /// reason every 10 s; `error` is the backend's answer or the local error, kept short by the
+    /// caller. Transient failures are left to the sink's own (sparser) retry log.
+    pub fn retrying(&self, failure: Failure, error: &str) {
+        self.healthy.set(0);
+        self.retries.inc();
+        let i = Failure::ALL.iter().position(|f| *f == failure).expect("ALL lists every failure");
+        self.failures[i].inc();
+        let Some(hint) = failure.hint() else { return };
+        let mut log = self.retry_log.lock().expect("retry log lock poisoned");
+        let now = Instant::now();
+        let entry = log.entry(failure).or_insert((now - REJECT_LOG_INTERVAL * 2, 0));
+        if now.duration_since(entry.0) >= REJECT_LOG_INTERVAL {
+            let suppressed = entry.1;
+            *entry = (now, 0);
+            drop(log);
+            tracing::error!(
+                sink = %self.name,
+                reason = failure.reason(),
+                failed_since_last_log = suppressed,
+                error,
+                "sink {}: {}: {hint}; retrying (nothing is dropped; intake waits)",
+                self.name,
+                failure.reason()
+            );
+        } else {
+            entry.1 += 1;
         }
+    }
+
+    /// A whole request was refused for its data (a final 4xx, see `retry::classify`): the
+    /// backend answered, so it is up; the events are counted by `rejected`.
+    pub fn rejected_request(&self, _status: u16) {
+        self.healthy.set(1);
     }
 
     /// Counts `n` events rejected for `reason` and logs it, at most once per reason every 10 s,

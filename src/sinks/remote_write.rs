@@ -22,7 +22,7 @@
 //! Delivery (queue, retries, drops) is `metrics::ship`'s; this module encodes and sends once.
 
 use super::http::{self, AuthConfig, HttpClient, HttpSettings, TlsConfig};
-use super::retry::{self, RetryConfig, Verdict};
+use super::retry::{self, Failure, RetryConfig, Verdict};
 use super::{Error, SinkContext};
 use crate::config::{HumanDuration, Problems, Secret};
 use crate::metrics::ship::{Batch, MetricsSink, QueueLimits, SendFuture, SendOutcome, Snapshot, for_each_sample};
@@ -378,16 +378,16 @@ impl MetricsSink for RemoteWriteSink {
     fn send<'a>(&'a self, batch: &'a Batch) -> SendFuture<'a> {
         Box::pin(async move {
             let m = self.client.metrics();
-            let retry = |retry_after| {
-                m.failing();
-                m.retries.inc();
+            let retry = |failure: Failure, error: &str, retry_after| {
+                m.retrying(failure, error);
                 SendOutcome::Retry { rest: batch.clone(), delivered: 0, retry_after }
             };
             let resp = match self.client.post(&self.endpoint, batch.body.clone(), self.headers.clone(), 4096).await {
                 Ok(r) => r,
                 Err(error) => {
-                    self.failed(format_args!("{}", http::error_chain(&error)));
-                    return retry(None);
+                    let text = http::error_chain(&error);
+                    self.failed(format_args!("{text}"));
+                    return retry(error.failure(), &text, None);
                 }
             };
             match retry::classify(resp.status) {
@@ -411,9 +411,10 @@ impl MetricsSink for RemoteWriteSink {
                     );
                     SendOutcome::Done { delivered: 0, rejected: batch.samples }
                 }
-                Verdict::Retry => {
-                    self.failed(format_args!("HTTP {}: {}", resp.status, resp.body_sample(512)));
-                    retry(resp.retry_after)
+                Verdict::Retry(failure) => {
+                    let text = format!("HTTP {}: {}", resp.status, resp.body_sample(512));
+                    self.failed(format_args!("{text}"));
+                    retry(failure, &text, resp.retry_after)
                 }
             }
         })

@@ -1,11 +1,19 @@
 //! Retries: exponential backoff with jitter, capped, honouring `Retry-After`; and which HTTP
-//! answers are worth retrying.
+//! answers are worth retrying (`classify`, the one place every HTTP sink takes that from).
 //!
 //! Key decision: retries never give up. A retryable failure (connection error, timeout, 429,
 //! 5xx) is retried until it succeeds or the process shuts down, because giving up would mean
 //! dropping lines; the files on disk are the buffer, and bounded queues turn a long outage into
 //! slower reading, not into loss. Rejected: a maximum retry count (Fluent Bit's `Retry_Limit`,
-//! which drops the chunk when reached). Permanent failures (other 4xx) are not retried at all.
+//! which drops the chunk when reached). Only answers about the data itself (400, 413, 422 …)
+//! are final: the same request would fail again, so its events are counted as rejected.
+//!
+//! Answers about access or address (401, 403, 404, 407) are retried too, never final: they say
+//! nothing about the data, and a rotated token, a missing tenant or a wrong path fixed by an
+//! operator (or a credential file that reappears) lets the same request through. Treating them
+//! as final would checkpoint lines that were never stored. 408 (the server timed out reading
+//! the request) is a timeout like any other. Such a sink is unhealthy and its logs say what to
+//! check (`Failure::hint`), while intake pauses and the files hold the lines.
 //!
 //! Jitter is "equal jitter" (half fixed, half random) so that the delay never collapses to
 //! near zero (full jitter can hammer a recovering backend) while a fleet of DaemonSet pods still
@@ -88,22 +96,114 @@ impl Backoff {
     }
 }
 
-/// What to do with an HTTP answer, by status alone.
+/// What to do with an HTTP answer, by status alone. Every HTTP sink takes its 4xx rules from
+/// here, so they all treat an answer alike.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
+    /// 2xx. A sink still checks the body where the protocol defines one (`_bulk` items).
     Success,
-    /// 429, 5xx (and odd answers: 1xx, 3xx, which a proxy may produce while the backend is away).
-    Retry,
-    /// Other 4xx: the request itself is wrong and would fail again.
+    /// Send the same request again after a backoff; never dropped.
+    Retry(Failure),
+    /// 4xx about the request's data (400, 413, 422 …): it would fail again, so its events are
+    /// counted as rejected and acknowledged.
     Reject,
+}
+
+/// Why a try failed and is retried: the `reason` of `vigil_sink_request_failures_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Failure {
+    /// No HTTP answer: connection refused or dropped, TLS, timeout.
+    Transport,
+    /// 429.
+    Throttled,
+    /// 5xx.
+    ServerError,
+    /// 401: credentials missing, wrong or expired (e.g. a rotated token).
+    Unauthorized,
+    /// 403: the credentials may not write there.
+    Forbidden,
+    /// 404: wrong endpoint or path.
+    NotFound,
+    /// 407: a forward proxy wants credentials.
+    ProxyAuthRequired,
+    /// 408: the server timed out reading the request.
+    RequestTimeout,
+    /// The credentials could not be read (`bearer_token_file` missing, unreadable or empty):
+    /// the request is not sent without them.
+    NoCredentials,
+    /// A 2xx whose body is not the answer the protocol defines (e.g. an auth proxy's HTML
+    /// sign-in page instead of a `_bulk` answer): nothing says the data was stored.
+    InvalidAnswer,
+    /// Loki's 260: a 2xx, but ingestion is blocked and nothing was stored.
+    IngestionBlocked,
+    /// 1xx or 3xx (redirects are not followed): a proxy answering while the backend is away.
+    UnexpectedStatus,
+}
+
+impl Failure {
+    /// Every value, for pre-created series and tests.
+    pub const ALL: [Failure; 12] = [
+        Failure::Transport,
+        Failure::Throttled,
+        Failure::ServerError,
+        Failure::Unauthorized,
+        Failure::Forbidden,
+        Failure::NotFound,
+        Failure::ProxyAuthRequired,
+        Failure::RequestTimeout,
+        Failure::NoCredentials,
+        Failure::InvalidAnswer,
+        Failure::IngestionBlocked,
+        Failure::UnexpectedStatus,
+    ];
+
+    /// The metric label value.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Failure::Transport => "transport",
+            Failure::Throttled => "throttled",
+            Failure::ServerError => "server_error",
+            Failure::Unauthorized => "unauthorized",
+            Failure::Forbidden => "forbidden",
+            Failure::NotFound => "not_found",
+            Failure::ProxyAuthRequired => "proxy_auth_required",
+            Failure::RequestTimeout => "request_timeout",
+            Failure::NoCredentials => "no_credentials",
+            Failure::InvalidAnswer => "invalid_answer",
+            Failure::IngestionBlocked => "ingestion_blocked",
+            Failure::UnexpectedStatus => "unexpected_status",
+        }
+    }
+
+    /// What an operator should check, for failures that do not go away by themselves (the
+    /// backend answers, but refuses who or where we are); `None` for transient ones.
+    pub fn hint(self) -> Option<&'static str> {
+        Some(match self {
+            Failure::Unauthorized => "check credentials (auth, a rotated or expired token, tenant_id)",
+            Failure::Forbidden => "check that the credentials may write to this endpoint, index or tenant",
+            Failure::NotFound => "check the endpoint URL and its path",
+            Failure::ProxyAuthRequired => "check the credentials of the proxy on the way",
+            Failure::NoCredentials => "check that auth.bearer_token_file exists, is readable and not empty",
+            Failure::InvalidAnswer => {
+                "check the endpoint: something else (an auth proxy's sign-in page?) answers instead of the backend"
+            }
+            _ => return None,
+        })
+    }
 }
 
 pub fn classify(status: u16) -> Verdict {
     match status {
         200..=299 => Verdict::Success,
-        429 => Verdict::Retry,
+        401 => Verdict::Retry(Failure::Unauthorized),
+        403 => Verdict::Retry(Failure::Forbidden),
+        404 => Verdict::Retry(Failure::NotFound),
+        407 => Verdict::Retry(Failure::ProxyAuthRequired),
+        408 => Verdict::Retry(Failure::RequestTimeout),
+        429 => Verdict::Retry(Failure::Throttled),
         400..=499 => Verdict::Reject,
-        _ => Verdict::Retry,
+        500..=599 => Verdict::Retry(Failure::ServerError),
+        _ => Verdict::Retry(Failure::UnexpectedStatus),
     }
 }
 
@@ -155,11 +255,31 @@ mod tests {
     #[test]
     fn verdicts() {
         assert_eq!(classify(204), Verdict::Success);
-        assert_eq!(classify(429), Verdict::Retry);
-        assert_eq!(classify(503), Verdict::Retry);
+        assert_eq!(classify(429), Verdict::Retry(Failure::Throttled));
+        assert_eq!(classify(503), Verdict::Retry(Failure::ServerError));
         assert_eq!(classify(400), Verdict::Reject);
         assert_eq!(classify(413), Verdict::Reject);
-        assert_eq!(classify(302), Verdict::Retry);
+        assert_eq!(classify(422), Verdict::Reject);
+        assert_eq!(classify(302), Verdict::Retry(Failure::UnexpectedStatus));
+    }
+
+    /// Regression: 401, 403, 404, 407 and 408 were final (`Reject`), so a rotated token or a
+    /// wrong path dropped the batch and checkpointed past it.
+    #[test]
+    fn auth_and_address_answers_are_retried_never_rejected() {
+        for (status, failure) in [
+            (401, Failure::Unauthorized),
+            (403, Failure::Forbidden),
+            (404, Failure::NotFound),
+            (407, Failure::ProxyAuthRequired),
+            (408, Failure::RequestTimeout),
+        ] {
+            assert_eq!(classify(status), Verdict::Retry(failure), "{status}");
+        }
+        let reasons: std::collections::HashSet<&str> = Failure::ALL.iter().map(|f| f.reason()).collect();
+        assert_eq!(reasons.len(), Failure::ALL.len(), "reasons are distinct label values");
+        assert!(Failure::Unauthorized.hint().unwrap().contains("credentials"));
+        assert_eq!(Failure::Transport.hint(), None);
     }
 
     #[test]

@@ -63,6 +63,11 @@ impl Vigil {
     /// Writes `config` (which must listen on `addr`) into `dir` and starts `vigil run`.
     /// stdout and stderr go to files in `dir` (vigil.stdout, vigil.stderr).
     pub fn start(dir: &Path, config: &str, addr: SocketAddr) -> Vigil {
+        Self::start_with_env(dir, config, addr, &[])
+    }
+
+    /// `start`, with extra environment variables for the child.
+    pub fn start_with_env(dir: &Path, config: &str, addr: SocketAddr, env: &[(&str, &str)]) -> Vigil {
         let path = dir.join("vigil.yaml");
         std::fs::write(&path, config).unwrap();
         let out = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("vigil.stdout")).unwrap();
@@ -71,6 +76,7 @@ impl Vigil {
             .args(["run", "--config"])
             .arg(&path)
             .env_remove("RUST_LOG")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)

@@ -4,15 +4,23 @@
 //! Key decision: a delivery is a set of pending documents that shrinks. Each attempt sends only
 //! the documents still pending; an item that succeeded (2xx) or already exists (409 on
 //! `create`: stored by an earlier attempt or an earlier run) leaves the set and is never sent
-//! again; 429 and 5xx items stay; other 4xx items are rejected (counted by error type, logged
-//! with one sample) or become dead-letter documents that go out with the next attempt. A whole
-//! request that fails (transport, 429, 5xx, unparsable answer) is retried as it was: with
-//! deterministic `_id`s a retry can only produce 409s, never duplicates. Rejected: resending
-//! the whole batch on a partial failure (duplicates without ids, wasted work with them) and
-//! dropping failed items after N tries (loses lines).
+//! again; items that `retry::classify` retries (429, 5xx, 403, 404 …) stay; other 4xx items
+//! are rejected (counted by error type, logged with one sample) or become dead-letter documents
+//! that go out with the next attempt. A whole
+//! request that fails (transport, 429, 5xx, 401/403/404/407/408: `retry::classify`) is retried
+//! as it was: with deterministic `_id`s a retry can only produce 409s, never duplicates.
+//! Rejected: resending the whole batch on a partial failure (duplicates without ids, wasted work
+//! with them) and dropping failed items after N tries (loses lines).
+//!
+//! A document counts as stored only when the answer's `items` say so, one item per document.
+//! A 2xx whose body is not a bulk answer (an auth proxy's HTML sign-in page, JSON without
+//! `items`, fewer items than documents) is retried with an error saying so, never taken as
+//! stored. The one exception is opt-in: `accept_empty_response` takes an empty 2xx body as
+//! "all stored", for ES-compatible endpoints known to answer that way. Rejected: trusting any
+//! 2xx (a proxy in front of Elasticsearch then silently swallows every line).
 
 use super::super::http::{Compression, HttpClient, error_chain, gzip};
-use super::super::retry::{self, RetryConfig, Verdict};
+use super::super::retry::{self, Failure, RetryConfig, Verdict};
 use bytes::Bytes;
 use reqwest::header::{CONTENT_ENCODING, CONTENT_TYPE, HeaderMap, HeaderValue};
 use serde::Deserialize;
@@ -66,17 +74,19 @@ pub struct BulkSender {
     pub retry: RetryConfig,
     /// Where rejected documents go instead of being dropped; `None`: dropped and counted.
     pub dead_letter_index: Option<String>,
+    /// Take an empty 2xx body as "every document stored" (endpoints known to answer so);
+    /// otherwise it is retried like any answer that is not a bulk answer.
+    pub accept_empty_response: bool,
 }
 
 /// Enough for the answer to a 10000-item request with every item failing.
 const MAX_RESPONSE_BODY: usize = 64 << 20;
 
+/// The parts of a `_bulk` answer that matter: one item per document, in request order
+/// (`errors` is only a summary of them, so it is not trusted on its own).
 #[derive(Deserialize)]
 struct Response {
-    #[serde(default)]
-    errors: bool,
-    #[serde(default)]
-    items: Vec<BTreeMap<String, ItemResult>>,
+    items: Option<Vec<BTreeMap<String, ItemResult>>>,
 }
 
 #[derive(Deserialize)]
@@ -114,10 +124,16 @@ impl BulkSender {
         let mut backoff = self.retry.backoff();
         while !pending.is_empty() {
             let (body, headers) = self.encode(&pending);
-            let (retry_after, error) = match self.client.post(&self.url, body, headers, MAX_RESPONSE_BODY).await {
-                Err(e) => (None, error_chain(&e)),
+            let (failure, retry_after, error) = match self
+                .client
+                .post(&self.url, body, headers, MAX_RESPONSE_BODY)
+                .await
+            {
+                Err(e) => (e.failure(), None, error_chain(&e)),
                 Ok(r) => match retry::classify(r.status) {
-                    Verdict::Retry => (r.retry_after, format!("HTTP {}: {}", r.status, r.body_sample(512))),
+                    Verdict::Retry(failure) => {
+                        (failure, r.retry_after, format!("HTTP {}: {}", r.status, r.body_sample(512)))
+                    }
                     Verdict::Reject if r.status == 413 && pending.len() > 1 => {
                         // Too large for something on the way (a proxy's body limit is often
                         // 1MB): halve until it fits, rather than reject lines for a size limit.
@@ -133,8 +149,8 @@ impl BulkSender {
                         return out;
                     }
                     Verdict::Reject => {
-                        // The request as a whole is refused (bad auth, too large, bad
-                        // endpoint): every pending document is rejected with that reason.
+                        // The request as a whole is refused for its content (400, 413 for a
+                        // single document): every pending document is rejected with that reason.
                         let reason = format!("status_{}", r.status);
                         let sample = format!("HTTP {}: {}", r.status, r.body_sample(512));
                         m.rejected(&reason, pending.len() as u64, &sample);
@@ -142,47 +158,64 @@ impl BulkSender {
                         m.rejected_request(r.status);
                         return out;
                     }
+                    Verdict::Success if r.body.trim_ascii().is_empty() && self.accept_empty_response => {
+                        self.all_stored(&mut pending, &mut out);
+                        m.success();
+                        return out;
+                    }
                     Verdict::Success => match serde_json::from_slice::<Response>(&r.body) {
-                        Ok(resp) if !resp.errors => {
-                            self.all_stored(&mut pending, &mut out);
-                            m.success();
-                            return out;
-                        }
-                        Ok(resp) if resp.items.len() == pending.len() => {
-                            let mut sample = String::new();
-                            pending = self.per_item(pending, resp.items, &mut out, &mut sample);
+                        Ok(Response { items: Some(items) }) if items.len() == pending.len() => {
+                            let mut first = None;
+                            pending = self.per_item(pending, items, &mut out, &mut first);
                             if pending.is_empty() {
                                 m.success();
                                 return out;
                             }
-                            if sample.is_empty() {
+                            match first {
                                 // Nothing failed retryably: what is left are new dead letters,
                                 // to send at once, without backoff.
-                                continue;
+                                None => continue,
+                                Some((failure, sample)) => (failure, r.retry_after, sample),
                             }
-                            (r.retry_after, sample)
                         }
-                        Ok(resp) => (
+                        Ok(Response { items: Some(items) }) => (
+                            Failure::InvalidAnswer,
                             None,
                             format!(
-                                "answer has {} items for {} documents (filter_path in the endpoint's query?)",
-                                resp.items.len(),
+                                "HTTP {}: answer has {} items for {} documents (filter_path in the endpoint's query?)",
+                                r.status,
+                                items.len(),
                                 pending.len()
                             ),
                         ),
-                        // A 2xx that is not a bulk answer: some ES-compatible endpoints answer
-                        // with an empty body. The server said it took the request; trust it.
-                        Err(error) => {
-                            tracing::debug!(sink = m.name(), %error, "bulk: 2xx answer is not a bulk response; taken as success");
-                            self.all_stored(&mut pending, &mut out);
-                            m.success();
-                            return out;
-                        }
+                        Ok(Response { items: None }) => (
+                            Failure::InvalidAnswer,
+                            None,
+                            format!(
+                                "HTTP {}: answer without items, so nothing says the documents were stored \
+                                 (filter_path in the endpoint's query?): {}",
+                                r.status,
+                                r.body_sample(512)
+                            ),
+                        ),
+                        Err(_) if r.body.trim_ascii().is_empty() => (
+                            Failure::InvalidAnswer,
+                            None,
+                            format!(
+                                "HTTP {}: empty answer instead of a bulk answer; if this endpoint is known to \
+                                 answer so, set accept_empty_response: true",
+                                r.status
+                            ),
+                        ),
+                        Err(error) => (
+                            Failure::InvalidAnswer,
+                            None,
+                            format!("HTTP {}: answer is not a bulk answer ({error}): {}", r.status, r.body_sample(512)),
+                        ),
                     },
                 },
             };
-            m.failing();
-            m.retries.inc();
+            m.retrying(failure, &error);
             let delay = backoff.next_delay(retry_after);
             if backoff.attempts().is_power_of_two() {
                 tracing::warn!(sink = m.name(), attempt = backoff.attempts(), documents = pending.len(), retry_in = ?delay, error, "elasticsearch bulk failed; retrying the failed documents");
@@ -203,22 +236,20 @@ impl BulkSender {
         }
     }
 
-    /// Sorts the items of an answer; returns what is still pending. `sample` gets the first
-    /// retryable error, for the retry log line.
+    /// Sorts the items of an answer; returns what is still pending. `first` gets the first
+    /// retryable failure and its error, for the metrics and the retry log line.
     fn per_item(
         &self,
         pending: Vec<Pending>,
         items: Vec<BTreeMap<String, ItemResult>>,
         out: &mut BulkOutcome,
-        sample: &mut String,
+        first: &mut Option<(Failure, String)>,
     ) -> Vec<Pending> {
         let m = self.client.metrics();
         let mut still = Vec::new();
         for (p, item) in pending.into_iter().zip(items) {
             let Some(res) = item.into_values().next() else {
-                if sample.is_empty() {
-                    *sample = "answer item without a result".into();
-                }
+                first.get_or_insert((Failure::InvalidAnswer, "answer item without a result".into()));
                 still.push(p);
                 continue;
             };
@@ -233,22 +264,25 @@ impl BulkSender {
                         out.created += 1;
                     }
                 }
-                s if retry::classify(s) == Verdict::Retry => {
-                    if sample.is_empty() {
-                        *sample = item_error_text(s, &res.error);
+                // The whole-request rules, item by item: 429, 5xx, and 403 (e.g. an index
+                // blocked read-only at the flood-stage disk watermark) or 404 (no index and
+                // auto-creation off) wait for the cluster or an operator; they are not final.
+                s => match retry::classify(s) {
+                    Verdict::Retry(failure) => {
+                        first.get_or_insert_with(|| (failure, item_error_text(s, &res.error)));
+                        still.push(p);
                     }
-                    still.push(p);
-                }
-                s => {
-                    let reason = res.error.as_ref().map(|e| e.kind.clone()).filter(|k| valid_reason(k));
-                    let reason = reason.unwrap_or_else(|| format!("status_{s}"));
-                    let text = item_error_text(s, &res.error);
-                    m.rejected(&reason, 1, &text);
-                    *out.rejected.entry(reason).or_default() += 1;
-                    if let (Some(dlq), false) = (&self.dead_letter_index, p.dead_letter) {
-                        still.push(Pending { doc: dead_letter(dlq, &p.doc, &text), dead_letter: true });
+                    _ => {
+                        let reason = res.error.as_ref().map(|e| e.kind.clone()).filter(|k| valid_reason(k));
+                        let reason = reason.unwrap_or_else(|| format!("status_{s}"));
+                        let text = item_error_text(s, &res.error);
+                        m.rejected(&reason, 1, &text);
+                        *out.rejected.entry(reason).or_default() += 1;
+                        if let (Some(dlq), false) = (&self.dead_letter_index, p.dead_letter) {
+                            still.push(Pending { doc: dead_letter(dlq, &p.doc, &text), dead_letter: true });
+                        }
                     }
-                }
+                },
             }
         }
         still

@@ -56,6 +56,11 @@ pub struct ElasticsearchConfig {
     /// counted and logged, then dropped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dead_letter_index: Option<String>,
+    /// Take a 2xx `_bulk` answer with an empty body as "every document stored". Only for an
+    /// ES-compatible endpoint known to answer so: with it, nothing checks that the lines were
+    /// stored. Default false: an empty (or any non-bulk) 2xx answer is retried with an error.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub accept_empty_response: bool,
     /// `gzip` or `none`. Default gzip: log text shrinks about tenfold, Elasticsearch accepts
     /// gzipped requests.
     #[serde(default = "default_compression")]
@@ -120,6 +125,7 @@ impl ElasticsearchConfig {
             compression: self.compression,
             retry: self.retry,
             dead_letter_index: self.dead_letter_index.clone(),
+            accept_empty_response: self.accept_empty_response,
         })
     }
 
