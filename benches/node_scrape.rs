@@ -19,6 +19,14 @@ use vigil::metrics::node::config::{DEFAULT_DISK_DEVICE_EXCLUDE, DEFAULT_MOUNT_PO
 
 const COLLECTORS: [&str; 10] =
     ["cpu", "diskstats", "filesystem", "loadavg", "meminfo", "netdev", "os", "stat", "time", "uname"];
+/// The hardware, scheduler and queue collectors on by default in both (processes is off).
+const HARDWARE_COLLECTORS: [&str; 9] =
+    ["arp", "cpufreq", "entropy", "hwmon", "powersupplyclass", "schedstat", "softnet", "thermal_zone", "udp_queues"];
+
+/// Samples in an exposition (lines that are not comments).
+fn series(text: &str) -> usize {
+    text.lines().filter(|l| !l.is_empty() && !l.starts_with('#')).count()
+}
 
 /// user + system CPU seconds of a process so far.
 fn cpu_seconds(pid: u32) -> f64 {
@@ -92,7 +100,7 @@ fn main() {
     let naddr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let mut cmd = Command::new("prometheus-node-exporter");
     cmd.arg(format!("--web.listen-address={naddr}")).arg("--collector.disable-defaults");
-    for c in COLLECTORS {
+    for c in COLLECTORS.iter().chain(&HARDWARE_COLLECTORS) {
         cmd.arg(format!("--collector.{c}"));
     }
     cmd.arg(format!("--collector.filesystem.mount-points-exclude={DEFAULT_MOUNT_POINTS_EXCLUDE}"))
@@ -127,7 +135,10 @@ fn main() {
     e.cpu = cpu_seconds(npid) - e0;
 
     let ms = |d: Duration| format!("{:.3} ms", d.as_secs_f64() * 1000.0);
-    println!("node metrics scrape, {n} scrapes each, alternating, collectors: {}", COLLECTORS.join(","));
+    let all: Vec<&str> = COLLECTORS.iter().chain(&HARDWARE_COLLECTORS).copied().collect();
+    println!("node metrics scrape, {n} scrapes each, alternating, collectors: {}", all.join(","));
+    let (vs, es) = (series(&http_get(vaddr, "/metrics").unwrap().1), series(&http_get(naddr, "/metrics").unwrap().1));
+    println!("series: vigil {vs}, prometheus-node-exporter {es} (each with its own process_*/go_* metrics)");
     println!("{:<26} {:>12} {:>12} {:>16} {:>10}", "", "p50", "p99", "CPU/scrape", "bytes");
     for (name, s) in [("vigil", &v), ("prometheus-node-exporter", &e)] {
         println!(
@@ -140,6 +151,7 @@ fn main() {
         );
     }
     let ratio = |a: Duration, b: Duration| b.as_secs_f64() / a.as_secs_f64().max(1e-9);
+    println!("vigil / node_exporter CPU per scrape: {:.2}x", 1.0 / ratio(v.cpu_per_scrape(), e.cpu_per_scrape()));
     println!(
         "node_exporter / vigil: p50 latency {:.1}x, p99 latency {:.1}x, CPU per scrape {:.1}x",
         ratio(v.pct(0.5), e.pct(0.5)),

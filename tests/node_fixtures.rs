@@ -234,7 +234,11 @@ fn copy_tree(from: &Path, to: &Path) {
     for entry in std::fs::read_dir(from).unwrap() {
         let entry = entry.unwrap();
         let dest = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
+        let kind = entry.file_type().unwrap();
+        if kind.is_symlink() {
+            // sysfs' class/ links (hwmon): kept as links, as relative ones still resolve.
+            std::os::unix::fs::symlink(std::fs::read_link(entry.path()).unwrap(), &dest).unwrap();
+        } else if kind.is_dir() {
             std::fs::create_dir_all(&dest).unwrap();
             copy_tree(&entry.path(), &dest);
         } else {
@@ -461,7 +465,7 @@ fn cpu_counters_never_go_backwards_except_after_hotplug() {
     // A CPU that goes offline is no longer reported.
     std::fs::write(&stat, base.lines().filter(|l| !l.starts_with("cpu1 ")).collect::<Vec<_>>().join("\n")).unwrap();
     let t = scrape(&registry);
-    assert!(!t.contains(r#"cpu="1""#));
+    assert!(!t.contains(r#"node_cpu_seconds_total{cpu="1""#));
 }
 
 #[test]
@@ -470,7 +474,28 @@ fn disabled_collectors_are_not_run() {
     let mut cfg = config(&root);
     cfg.collectors = serde_yaml_ng::from_str("{filesystem: false, meminfo: false}").unwrap();
     let c = NodeCollector::new(&cfg).unwrap();
-    assert_eq!(c.names(), ["cpu", "diskstats", "loadavg", "netdev", "os", "stat", "time", "uname"]);
+    assert_eq!(
+        c.names(),
+        [
+            "cpu",
+            "diskstats",
+            "loadavg",
+            "netdev",
+            "os",
+            "stat",
+            "time",
+            "uname",
+            "arp",
+            "cpufreq",
+            "entropy",
+            "hwmon",
+            "powersupplyclass",
+            "schedstat",
+            "softnet",
+            "thermal_zone",
+            "udp_queues",
+        ]
+    );
     let (_, t) = render(c);
     assert!(!t.contains("node_filesystem_") && !t.contains("node_memory_"));
     assert!(!t.contains(r#"collector="filesystem""#));
@@ -523,4 +548,169 @@ mod garbage {
             }
         }
     }
+}
+
+/// Hand-worked figures for the hardware, scheduler and queue collectors (entropy, softnet,
+/// schedstat, cpufreq, hwmon, thermal_zone, udp_queues, arp, powersupplyclass), from the
+/// fixture files and node_exporter's rules, so a wrong rule cannot hide in the golden file.
+#[test]
+fn hardware_and_queue_figures_follow_node_exporter_rules() {
+    let root = fixture_root();
+    let (_, t) = render(NodeCollector::with_statfs(&config(&root), fixture_statfs(&root)).unwrap());
+    let v = |s: &str| value(&t, s).unwrap_or_else(|| panic!("no series {s} in:\n{t}"));
+    let has_type = |name: &str, kind: &str| t.contains(&format!("# TYPE {name} {kind}\n"));
+    // entropy
+    assert_eq!((v("node_entropy_available_bits"), v("node_entropy_pool_size_bits")), (3776.0, 4096.0));
+    // softnet: hex columns; cpu from column 12 when present (row 2 is CPU 2, not 1).
+    assert_eq!(v(r#"node_softnet_processed_total{cpu="0"}"#), 0x15c73 as f64);
+    assert_eq!(v(r#"node_softnet_dropped_total{cpu="0"}"#), 0x20e76 as f64);
+    assert_eq!(v(r#"node_softnet_times_squeezed_total{cpu="0"}"#), 0xf000_0769u32 as f64);
+    assert_eq!(v(r#"node_softnet_processed_total{cpu="2"}"#), 0x1663fb2 as f64);
+    assert_eq!(v(r#"node_softnet_cpu_collision_total{cpu="2"}"#), 10.0);
+    assert_eq!(v(r#"node_softnet_received_rps_total{cpu="2"}"#), 11.0);
+    assert_eq!(v(r#"node_softnet_flow_limit_count_total{cpu="2"}"#), 12.0);
+    assert_eq!(v(r#"node_softnet_backlog_len{cpu="2"}"#), 7.0);
+    assert!(value(&t, r#"node_softnet_processed_total{cpu="1"}"#).is_none());
+    assert!(has_type("node_softnet_processed_total", "counter") && has_type("node_softnet_backlog_len", "gauge"));
+    // schedstat: fields 7 and 8 in ns → s; 9 raw; domain lines ignored.
+    assert_eq!(v(r#"node_schedstat_running_seconds_total{cpu="1"}"#), 1.052_133_95);
+    assert_eq!(v(r#"node_schedstat_waiting_seconds_total{cpu="1"}"#), 2.406_301_017);
+    assert_eq!(v(r#"node_schedstat_timeslices_total{cpu="0"}"#), 4_767_485_306.0);
+    assert!(has_type("node_schedstat_running_seconds_total", "counter"));
+    // cpufreq: kHz × 1000; offline cpu2 skipped; root-only cpuinfo_cur_freq absent for cpu1.
+    assert_eq!(v(r#"node_cpu_frequency_hertz{cpu="0"}"#), 1.8e9);
+    assert!(value(&t, r#"node_cpu_frequency_hertz{cpu="1"}"#).is_none());
+    assert_eq!(v(r#"node_cpu_scaling_frequency_hertz{cpu="0"}"#), 1_799_998_000.0);
+    assert_eq!(v(r#"node_cpu_frequency_min_hertz{cpu="1"}"#), 8e8);
+    assert_eq!(v(r#"node_cpu_scaling_frequency_max_hertz{cpu="1"}"#), 2.4e9);
+    assert_eq!(v(r#"node_cpu_scaling_governor{cpu="0",governor="powersave"}"#), 1.0);
+    assert_eq!(v(r#"node_cpu_scaling_governor{cpu="0",governor="performance"}"#), 0.0);
+    assert_eq!(v(r#"node_cpu_scaling_governor{cpu="1",governor="performance"}"#), 1.0);
+    assert!(!t.contains(r#"cpu="2""#.replace("2", "2\",governor").as_str()) && !t.contains(r#"hertz{cpu="2"}"#));
+    // hwmon: chip from the device path, else the name file, else hwmonX; units per type.
+    assert_eq!(v(r#"node_hwmon_temp_celsius{chip="platform_coretemp_0",sensor="temp1"}"#), 55.0);
+    assert_eq!(v(r#"node_hwmon_temp_max_celsius{chip="platform_coretemp_0",sensor="temp1"}"#), 84.0);
+    assert_eq!(v(r#"node_hwmon_temp_crit_alarm_celsius{chip="platform_coretemp_0",sensor="temp1"}"#), 0.0);
+    assert_eq!(v(r#"node_hwmon_temp_type{chip="platform_coretemp_0",sensor="temp2"}"#), 3.0);
+    assert_eq!(v(r#"node_hwmon_chip_names{chip="platform_coretemp_0",chip_name="coretemp"}"#), 1.0);
+    assert_eq!(v(r#"node_hwmon_sensor_label{chip="platform_coretemp_0",label="Package id 0",sensor="temp1"}"#), 1.0);
+    assert_eq!(v(r#"node_hwmon_temp_celsius{chip="hwmon2",sensor="temp1"}"#), 30.0);
+    assert_eq!(v(r#"node_hwmon_fan_rpm{chip="nct6775",sensor="fan1"}"#), 1200.0);
+    assert_eq!(v(r#"node_hwmon_fan_min_rpm{chip="nct6775",sensor="fan1"}"#), 300.0);
+    assert_eq!(v(r#"node_hwmon_fan_alarm{chip="nct6775",sensor="fan1"}"#), 0.0);
+    assert_eq!(v(r#"node_hwmon_fan_beep_enabled{chip="nct6775",sensor="fan1"}"#), 1.0);
+    assert_eq!(v(r#"node_hwmon_in_volts{chip="nct6775",sensor="in0"}"#), 1.016);
+    assert_eq!(v(r#"node_hwmon_curr_amps{chip="nct6775",sensor="curr1"}"#), 2.5);
+    assert_eq!(v(r#"node_hwmon_power_watt{chip="nct6775",sensor="power1"}"#), 12.345678);
+    assert_eq!(v(r#"node_hwmon_power_accuracy{chip="nct6775",sensor="power1"}"#), 0.0025);
+    assert_eq!(v(r#"node_hwmon_power_average_interval_seconds{chip="nct6775",sensor="power1"}"#), 1.0);
+    assert_eq!(v(r#"node_hwmon_energy_joule_total{chip="nct6775",sensor="energy1"}"#), 123_456.789);
+    assert!(has_type("node_hwmon_energy_joule_total", "counter") && has_type("node_hwmon_temp_celsius", "gauge"));
+    assert_eq!(v(r#"node_hwmon_humidity{chip="nct6775",sensor="humidity1"}"#), 45.5);
+    assert_eq!(v(r#"node_hwmon_pwm{chip="nct6775",sensor="pwm1"}"#), 153.0);
+    assert_eq!(v(r#"node_hwmon_beep_enabled{chip="nct6775",sensor="beep_enable0"}"#), 1.0);
+    assert_eq!(v(r#"node_hwmon_update_interval_seconds{chip="nct6775",sensor="update_interval0"}"#), 2.0);
+    assert_eq!(v(r#"node_hwmon_voltage_regulator_version{chip="nct6775",sensor="vrm0"}"#), 10.0);
+    assert_eq!(v(r#"node_hwmon_freq_freq_mhz{chip="nct6775",sensor="sclk"}"#), 1500.0);
+    // Unparsable temp1_input skipped; unlabelled freq2 not exported; uevent not read.
+    assert!(value(&t, r#"node_hwmon_temp_celsius{chip="nct6775",sensor="temp1"}"#).is_none());
+    assert!(!t.contains(r#"sensor="freq2""#) && !t.contains("uevent"));
+    // thermal_zone: millidegrees → °C; a cooling device without states skipped.
+    assert_eq!(v(r#"node_thermal_zone_temp{type="x86_pkg_temp",zone="0"}"#), 48.0);
+    assert_eq!(v(r#"node_thermal_zone_temp{type="acpitz",zone="1"}"#), -2.5);
+    assert_eq!(v(r#"node_cooling_device_max_state{name="1",type="intel_powerclamp"}"#), 50.0);
+    assert_eq!(v(r#"node_cooling_device_cur_state{name="1",type="intel_powerclamp"}"#), -1.0);
+    assert!(!t.contains(r#"type="TCC""#));
+    // udp_queues: hex tx:rx summed; v4 from the net/udp fallback, v6 from 1/net/udp6.
+    assert_eq!(v(r#"node_udp_queues{ip="v4",queue="tx"}"#), 16.0);
+    assert_eq!(v(r#"node_udp_queues{ip="v4",queue="rx"}"#), 2560.0);
+    assert_eq!(v(r#"node_udp_queues{ip="v6",queue="tx"}"#), 4.0);
+    assert_eq!(v(r#"node_udp_queues{ip="v6",queue="rx"}"#), 2.0);
+    // arp: rows per device.
+    assert_eq!(v(r#"node_arp_entries{device="eth0"}"#), 2.0);
+    assert_eq!(v(r#"node_arp_entries{device="cni0"}"#), 1.0);
+    // powersupplyclass: µ-units ÷ 1e6, temp ÷ 10, info labels only for non-empty values.
+    assert_eq!(v(r#"node_power_supply_energy_watthour{power_supply="BAT0"}"#), 36.58);
+    assert_eq!(v(r#"node_power_supply_power_watt{power_supply="BAT0"}"#), 5.002);
+    assert_eq!(v(r#"node_power_supply_voltage_volt{power_supply="BAT0"}"#), 12.229);
+    assert_eq!(v(r#"node_power_supply_temp_celsius{power_supply="BAT0"}"#), 25.1);
+    assert_eq!(v(r#"node_power_supply_capacity{power_supply="BAT0"}"#), 81.0);
+    assert_eq!(v(r#"node_power_supply_cyclecount{power_supply="BAT0"}"#), 0.0);
+    assert_eq!(v(r#"node_power_supply_online{power_supply="AC"}"#), 1.0);
+    assert_eq!(v(r#"node_power_supply_info{power_supply="AC",type="Mains"}"#), 1.0);
+    assert!(t.contains(r#"node_power_supply_info{capacity_level="Normal",manufacturer="LGC",model_name="LNV-45N1",power_supply="BAT0",serial_number="38109",status="Discharging",technology="Li-ion",type="Battery"} 1"#));
+    assert!(
+        t.contains("# HELP node_power_supply_capacity capacity value of /sys/class/power_supply/<power_supply>.\n")
+    );
+    for c in
+        ["arp", "cpufreq", "entropy", "hwmon", "powersupplyclass", "schedstat", "softnet", "thermal_zone", "udp_queues"]
+    {
+        assert_eq!(v(&format!(r#"node_scrape_collector_success{{collector="{c}"}}"#)), 1.0, "{c}");
+    }
+    // processes is off by default, as upstream.
+    assert!(!t.contains("node_processes_") && !t.contains(r#"collector="processes""#));
+}
+
+/// processes (when switched on): per-process states, per-task thread states (the main thread
+/// with its process' state), num_threads summed, the kernel limits; a comm with spaces and ')'.
+#[test]
+fn processes_counts_processes_and_threads_by_state() {
+    let root = fixture_root();
+    let mut cfg = config(&root);
+    cfg.collectors = serde_yaml_ng::from_str("{processes: true}").unwrap();
+    let (_, t) = render(NodeCollector::with_statfs(&cfg, fixture_statfs(&root)).unwrap());
+    let v = |s: &str| value(&t, s).unwrap_or_else(|| panic!("no series {s} in:\n{t}"));
+    assert_eq!(v(r#"node_scrape_collector_success{collector="processes"}"#), 1.0);
+    assert_eq!(v("node_processes_pids"), 3.0);
+    assert_eq!(v("node_processes_threads"), 4.0);
+    assert_eq!(v("node_processes_max_threads"), 63404.0);
+    assert_eq!(v("node_processes_max_processes"), 4_194_304.0);
+    assert_eq!(v(r#"node_processes_state{state="S"}"#), 1.0);
+    assert_eq!(v(r#"node_processes_state{state="I"}"#), 1.0);
+    assert_eq!(v(r#"node_processes_state{state="R"}"#), 1.0);
+    assert_eq!(v(r#"node_processes_threads_state{thread_state="S"}"#), 1.0);
+    assert_eq!(v(r#"node_processes_threads_state{thread_state="D"}"#), 1.0);
+    assert_eq!(v(r#"node_processes_threads_state{thread_state="I"}"#), 1.0);
+    // pid 77 has no task/ directory here: counted as a process, no thread state.
+    assert!(value(&t, r#"node_processes_threads_state{thread_state="R"}"#).is_none());
+}
+
+/// A node without hwmon, power supplies or schedstats (a VM): those collectors report "no
+/// data" (success 0) as node_exporter's ErrNoData, without an error in the log; thermal_zone
+/// and cpufreq report nothing and succeed, as upstream on such a node; the rest are intact.
+#[test]
+fn a_node_without_hardware_trees_reports_no_data_as_node_exporter() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_tree(&fixture_root(), dir.path());
+    for d in ["sys/class", "sys/devices/system/cpu"] {
+        std::fs::remove_dir_all(dir.path().join(d)).unwrap();
+    }
+    std::fs::remove_file(dir.path().join("proc/schedstat")).unwrap();
+    let (_, t) = render(NodeCollector::with_statfs(&config(dir.path()), fixture_statfs(dir.path())).unwrap());
+    let success = |c: &str| value(&t, &format!(r#"node_scrape_collector_success{{collector="{c}"}}"#));
+    for c in ["hwmon", "powersupplyclass", "schedstat"] {
+        assert_eq!(success(c), Some(0.0), "{c}");
+    }
+    for c in ["thermal_zone", "cpufreq", "entropy", "softnet", "cpu", "meminfo"] {
+        assert_eq!(success(c), Some(1.0), "{c}");
+    }
+    assert!(!t.contains("node_hwmon_") && !t.contains("node_power_supply_") && !t.contains("node_schedstat_"));
+    assert!(!t.contains("node_thermal_zone_temp{") && !t.contains("node_cpu_frequency"));
+}
+
+#[test]
+fn garbage_in_hardware_and_queue_files_fails_only_its_collector() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_tree(&fixture_root(), dir.path());
+    for f in ["proc/net/softnet_stat", "proc/schedstat", "proc/net/udp", "proc/sys/kernel/random/entropy_avail"] {
+        std::fs::write(dir.path().join(f), "cpu0 zz 1 2\nnot:hex zz:yy a b c d e\n").unwrap();
+    }
+    std::fs::write(dir.path().join("sys/class/thermal/cooling_device0/max_state"), "lots\n").unwrap();
+    let (_, t) = render(NodeCollector::with_statfs(&config(dir.path()), fixture_statfs(dir.path())).unwrap());
+    let success = |c: &str| value(&t, &format!(r#"node_scrape_collector_success{{collector="{c}"}}"#));
+    for c in ["softnet", "schedstat", "udp_queues", "entropy", "thermal_zone"] {
+        assert_eq!(success(c), Some(0.0), "{c}");
+    }
+    assert_eq!(success("hwmon"), Some(1.0));
+    assert!(!t.contains("node_udp_queues{") && !t.contains("node_softnet_"));
 }

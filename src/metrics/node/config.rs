@@ -49,8 +49,8 @@ pub struct NodeMetricsConfig {
     pub netdev: NetdevConfig,
 }
 
-/// One switch per collector, named as node_exporter's `--collector.<name>`. Each defaults to
-/// true: node_exporter enables all of these by default.
+/// One switch per collector, named as node_exporter's `--collector.<name>`, each on or off by
+/// default as in node_exporter (`processes` is off there and here; the rest are on).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Collectors {
@@ -85,6 +85,37 @@ pub struct Collectors {
     /// `node_os_info`, `node_os_version` from `<rootfs>/etc/os-release`.
     #[serde(default = "yes")]
     pub os: bool,
+    /// `node_arp_entries{device}` from `<procfs>/1/net/arp`.
+    #[serde(default = "yes")]
+    pub arp: bool,
+    /// `node_cpu_frequency_*_hertz`, `node_cpu_scaling_*` from `<sysfs>/devices/system/cpu`.
+    #[serde(default = "yes")]
+    pub cpufreq: bool,
+    /// `node_entropy_available_bits`, `node_entropy_pool_size_bits`.
+    #[serde(default = "yes")]
+    pub entropy: bool,
+    /// `node_hwmon_*` sensors from `<sysfs>/class/hwmon`.
+    #[serde(default = "yes")]
+    pub hwmon: bool,
+    /// `node_power_supply_*` from `<sysfs>/class/power_supply`.
+    #[serde(default = "yes")]
+    pub powersupplyclass: bool,
+    /// `node_processes_*` from every `<procfs>/<pid>/stat` and task. Default false, as
+    /// node_exporter: it reads one file per thread on the node each scrape.
+    #[serde(default)]
+    pub processes: bool,
+    /// `node_schedstat_*` from `<procfs>/schedstat`.
+    #[serde(default = "yes")]
+    pub schedstat: bool,
+    /// `node_softnet_*` from `<procfs>/net/softnet_stat`.
+    #[serde(default = "yes")]
+    pub softnet: bool,
+    /// `node_thermal_zone_temp`, `node_cooling_device_*` from `<sysfs>/class/thermal`.
+    #[serde(default = "yes")]
+    pub thermal_zone: bool,
+    /// `node_udp_queues{ip,queue}` from `<procfs>/1/net/udp{,6}`.
+    #[serde(default = "yes")]
+    pub udp_queues: bool,
 }
 
 impl Default for Collectors {
@@ -100,6 +131,16 @@ impl Default for Collectors {
             time: true,
             uname: true,
             os: true,
+            arp: true,
+            cpufreq: true,
+            entropy: true,
+            hwmon: true,
+            powersupplyclass: true,
+            processes: false,
+            schedstat: true,
+            softnet: true,
+            thermal_zone: true,
+            udp_queues: true,
         }
     }
 }

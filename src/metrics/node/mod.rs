@@ -28,6 +28,17 @@ mod os;
 mod stat;
 mod time;
 mod uname;
+// node_exporter's hardware, scheduler and network-queue collectors.
+mod arp;
+mod cpufreq;
+mod entropy;
+mod hwmon;
+mod powersupplyclass;
+mod processes;
+mod schedstat;
+mod softnet;
+mod thermal_zone;
+mod udp_queues;
 
 pub use filesystem::{FsStat, StatfsFn};
 
@@ -51,6 +62,10 @@ pub enum Error {
     Other(String),
     #[error("invalid node metrics config: {0}")]
     Config(String),
+    /// The node has nothing for this collector (no /sys/class/hwmon on a VM): success 0, as
+    /// node_exporter's ErrNoData, but logged at debug, not as a failure.
+    #[error("no data: {0}")]
+    NoData(String),
 }
 
 /// Where the node's files are, as node_exporter's `--path.*` flags.
@@ -176,6 +191,36 @@ impl NodeCollector {
         if on.uname {
             collectors.push(Box::new(uname::UnameCollector));
         }
+        if on.arp {
+            collectors.push(Box::new(arp::ArpCollector::new(&paths)));
+        }
+        if on.cpufreq {
+            collectors.push(Box::new(cpufreq::CpufreqCollector::new(&paths)));
+        }
+        if on.entropy {
+            collectors.push(Box::new(entropy::EntropyCollector::new(&paths)));
+        }
+        if on.hwmon {
+            collectors.push(Box::new(hwmon::HwmonCollector::new(&paths)));
+        }
+        if on.powersupplyclass {
+            collectors.push(Box::new(powersupplyclass::PowerSupplyClassCollector::new(&paths)));
+        }
+        if on.processes {
+            collectors.push(Box::new(processes::ProcessesCollector::new(&paths)));
+        }
+        if on.schedstat {
+            collectors.push(Box::new(schedstat::SchedstatCollector::new(&paths)));
+        }
+        if on.softnet {
+            collectors.push(Box::new(softnet::SoftnetCollector::new(&paths)));
+        }
+        if on.thermal_zone {
+            collectors.push(Box::new(thermal_zone::ThermalZoneCollector::new(&paths)));
+        }
+        if on.udp_queues {
+            collectors.push(Box::new(udp_queues::UdpQueuesCollector::new(&paths)));
+        }
         let errors = IntCounterVec::new(
             Opts::new(
                 "vigil_node_collector_errors_total",
@@ -239,7 +284,9 @@ impl Collector for NodeCollector {
                 match err {
                     Some(error) => {
                         self.errors.with_label_values(&[c.name()]).inc();
-                        if !failing[i] {
+                        if matches!(error, Error::NoData(_)) {
+                            tracing::debug!(collector = c.name(), %error, "node collector has no data");
+                        } else if !failing[i] {
                             tracing::warn!(collector = c.name(), %error, "node collector failed; node_scrape_collector_success is 0 until it recovers");
                         } else {
                             tracing::debug!(collector = c.name(), %error, "node collector still failing");
@@ -318,6 +365,10 @@ impl Family {
 
     pub fn finish(self) -> MetricFamily {
         self.mf
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.mf.get_metric().is_empty()
     }
 
     /// Appends the family to `out` unless it has no samples.

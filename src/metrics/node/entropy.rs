@@ -1,0 +1,44 @@
+//! `entropy`: `node_entropy_available_bits` and `node_entropy_pool_size_bits` from
+//! `<procfs>/sys/kernel/random/{entropy_avail,poolsize}`, as node_exporter's entropy collector.
+//! Either file missing fails the collector (upstream treats it as a real error, not "no data").
+
+use super::{Buf, Collect, Error, Family, Paths, Scrape, parse_err};
+use prometheus::proto::MetricFamily;
+use std::path::PathBuf;
+
+pub(super) struct EntropyCollector {
+    avail: PathBuf,
+    pool: PathBuf,
+    buf: Buf,
+}
+
+impl EntropyCollector {
+    pub fn new(paths: &Paths) -> Self {
+        Self {
+            avail: paths.proc("sys/kernel/random/entropy_avail"),
+            pool: paths.proc("sys/kernel/random/poolsize"),
+            buf: Buf::new(),
+        }
+    }
+}
+
+impl Collect for EntropyCollector {
+    fn name(&self) -> &'static str {
+        "entropy"
+    }
+
+    fn collect(&self, _scrape: &Scrape<'_>, out: &mut Vec<MetricFamily>) -> Result<(), Error> {
+        for (path, name, help) in [
+            (&self.avail, "node_entropy_available_bits", "Bits of available entropy."),
+            (&self.pool, "node_entropy_pool_size_bits", "Bits of entropy pool."),
+        ] {
+            let text = self.buf.read(path)?;
+            let v: u64 =
+                text.trim().parse().map_err(|_| parse_err(path, format!("'{}' is not a number", text.trim())))?;
+            let mut f = Family::gauge(name, help);
+            f.push(&[], v as f64);
+            out.push(f.finish());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,76 @@
+//! `udp_queues`: `node_udp_queues{ip,queue}`, the bytes waiting in every UDP socket's send and
+//! receive queues summed, from the `tx_queue:rx_queue` column (hex) of `<procfs>/net/udp` and
+//! `udp6`, as node_exporter's udp_queues collector. A missing file drops its `ip` series; both
+//! missing is "no data".
+//!
+//! The files are read from `<procfs>/1/net/` (fallback `<procfs>/net/`), the node's network
+//! namespace, for the reason given in `netdev`.
+
+use super::{Buf, Collect, Error, Family, Paths, Scrape, parse_err};
+use prometheus::proto::MetricFamily;
+use std::path::{Path, PathBuf};
+
+pub(super) struct UdpQueuesCollector {
+    files: [(&'static str, PathBuf, PathBuf); 2],
+    buf: Buf,
+}
+
+impl UdpQueuesCollector {
+    pub fn new(paths: &Paths) -> Self {
+        Self {
+            files: [
+                ("v4", paths.proc("1/net/udp"), paths.proc("net/udp")),
+                ("v6", paths.proc("1/net/udp6"), paths.proc("net/udp6")),
+            ],
+            buf: Buf::new(),
+        }
+    }
+}
+
+/// (tx, rx) bytes summed over the sockets of one /proc/net/udp{,6} table.
+fn sum_queues(path: &Path, text: &str) -> Result<(u64, u64), Error> {
+    let (mut tx, mut rx) = (0u64, 0u64);
+    // `sl local_address rem_address st tx_queue:rx_queue ...`, after one header line.
+    for line in text.lines().skip(1).filter(|l| !l.trim().is_empty()) {
+        let queues = line
+            .split_ascii_whitespace()
+            .nth(4)
+            .ok_or_else(|| parse_err(path, format!("fewer than 5 columns in '{line}'")))?;
+        let (t, r) = queues
+            .split_once(':')
+            .and_then(|(t, r)| Some((u64::from_str_radix(t, 16).ok()?, u64::from_str_radix(r, 16).ok()?)))
+            .ok_or_else(|| parse_err(path, format!("'{queues}' is not tx_queue:rx_queue in hex")))?;
+        tx += t;
+        rx += r;
+    }
+    Ok((tx, rx))
+}
+
+impl Collect for UdpQueuesCollector {
+    fn name(&self) -> &'static str {
+        "udp_queues"
+    }
+
+    fn collect(&self, _scrape: &Scrape<'_>, out: &mut Vec<MetricFamily>) -> Result<(), Error> {
+        let mut f =
+            Family::gauge("node_udp_queues", "Number of allocated memory in the kernel for UDP datagrams in bytes.");
+        for (ip, path, fallback) in &self.files {
+            let (text, path) = match self.buf.read(path) {
+                Ok(t) => (t, path),
+                Err(_) => match self.buf.read(fallback) {
+                    Ok(t) => (t, fallback),
+                    Err(Error::Read { error, .. }) if error.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(e),
+                },
+            };
+            let (tx, rx) = sum_queues(path, &text)?;
+            f.push(&[("ip", ip), ("queue", "rx")], rx as f64);
+            f.push(&[("ip", ip), ("queue", "tx")], tx as f64);
+        }
+        if f.is_empty() {
+            return Err(Error::NoData("neither net/udp nor net/udp6 exists".into()));
+        }
+        f.finish_into(out);
+        Ok(())
+    }
+}
