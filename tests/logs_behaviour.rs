@@ -460,3 +460,45 @@ async fn rotated_and_pruned_files_are_read_after_a_sink_outage() {
     assert_eq!(g.len(), total);
     assert_eq!(dropped, 0.0);
 }
+
+/// The offset the checkpoint file records for `file`'s entry, if any.
+fn checkpointed(cp: &Path, file: &Path) -> Option<u64> {
+    let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(cp.join("checkpoints.json")).ok()?).ok()?;
+    doc["files"].as_array()?.iter().find(|e| e["path"] == file.display().to_string())?["offset"].as_u64()
+}
+
+/// Issue 15: the checkpoint follows acks (written within `checkpoint_interval` of a commit,
+/// commits coalesced) instead of being rewritten every interval whether or not anything changed.
+/// Regression: the old writer rewrote an unchanged checkpoint every interval.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_checkpoint_follows_acks_and_is_not_rewritten_while_idle() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path().join("node");
+    let cp = d.path().join("cp");
+    let f = pod_file(&root, "ns", "p", "c");
+    append(&f, cri("stdout", "F", "first").as_bytes());
+    let mut cfg = config(&root, &cp);
+    cfg.checkpoint_interval = HumanDuration::millis(50);
+    let got = new_got();
+    let r = start(&cfg, got.clone()).await;
+    assert!(wait_for(WAIT, || got.lock().unwrap().len() == 1).await);
+    let size = std::fs::metadata(&f).unwrap().len();
+    assert!(wait_for(WAIT, || checkpointed(&cp, &f) == Some(size)).await, "the ack never reached the checkpoint");
+
+    // Idle: several rescans (200 ms apart, four checkpoint intervals each) and no write.
+    let reg = r.registry.clone();
+    let writes = metric(&reg, "vigil_checkpoint_writes_total");
+    let rescans = metric(&reg, "vigil_discovery_rescans_total");
+    assert!(wait_for(WAIT, || metric(&reg, "vigil_discovery_rescans_total") >= rescans + 3.0).await);
+    assert_eq!(metric(&reg, "vigil_checkpoint_writes_total"), writes, "an unchanged checkpoint was written again");
+
+    // The next ack is written again.
+    append(&f, cri("stdout", "F", "second").as_bytes());
+    assert!(wait_for(WAIT, || got.lock().unwrap().len() == 2).await);
+    let size = std::fs::metadata(&f).unwrap().len();
+    assert!(
+        wait_for(WAIT, || checkpointed(&cp, &f) == Some(size)).await,
+        "the second ack never reached the checkpoint"
+    );
+    stop(r).await;
+}

@@ -77,8 +77,12 @@ pub struct ContainersConfig {
     /// memory under backpressure (see ARCHITECTURE.md).
     #[serde(default = "default_batch_max_bytes")]
     pub batch_max_bytes: ByteSize,
-    /// How often committed offsets are written to `checkpoint_dir`. Default 1s; also at
-    /// shutdown. Lines shipped twice after a crash are at most those read but not committed.
+    /// Longest delay between an ack and the checkpoint write that records it (in
+    /// `checkpoint_dir`): every interval the committed offsets are written if they changed, so
+    /// the commits of one interval share one write and an idle node writes nothing. Also at
+    /// shutdown. Default 100ms: after a crash, the lines shipped twice are those in flight plus
+    /// at most this long of acked lines (~350 at 3,500 lines/s), for at most 10 small writes a
+    /// second under load.
     #[serde(default = "default_checkpoint_interval")]
     pub checkpoint_interval: HumanDuration,
 }
@@ -147,7 +151,7 @@ fn default_batch_max_bytes() -> ByteSize {
     ByteSize::kib(256)
 }
 fn default_checkpoint_interval() -> HumanDuration {
-    HumanDuration::secs(1)
+    HumanDuration::millis(100)
 }
 
 impl ContainersConfig {

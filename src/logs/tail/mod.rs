@@ -88,6 +88,9 @@ pub struct Shared {
     pub committed: Arc<Committed>,
     pub checkpoints: Checkpoints,
     pub metrics: LogMetrics,
+    /// What the last successful write stored (sorted by key): an unchanged state is not
+    /// written again.
+    pub last_written: Mutex<Option<Vec<Entry>>>,
 }
 
 impl Shared {
@@ -95,8 +98,8 @@ impl Shared {
         self.registry.lock().expect("tail registry lock poisoned")
     }
 
-    /// Writes the committed offsets of every tracked file; forgets closed files whose last
-    /// line is committed.
+    /// Writes the committed offsets of every tracked file, unless they are what the last write
+    /// stored; forgets closed files whose last line is committed.
     pub fn write_checkpoint(&self) {
         let committed = self.committed.snapshot();
         let mut done = Vec::new();
@@ -125,12 +128,22 @@ impl Shared {
             let known: HashSet<u64> = entries.iter().map(|e| e.key).collect();
             entries.extend(old.iter().filter(|e| !known.contains(&e.key)).cloned());
         }
-        match self.checkpoints.store(entries) {
-            Ok(()) => {
+        entries.sort_unstable_by_key(|e| e.key);
+        let mut last = self.last_written.lock().expect("last checkpoint lock poisoned");
+        let stored = if last.as_ref() == Some(&entries) {
+            Ok(())
+        } else {
+            self.checkpoints.store(entries.clone()).inspect(|()| {
+                *last = Some(entries);
                 self.metrics.checkpoint_writes.inc();
                 self.metrics.checkpoint_last_write.set(
                     SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0),
                 );
+            })
+        };
+        drop(last);
+        match stored {
+            Ok(()) => {
                 let mut reg = self.registry();
                 for key in done {
                     if reg.get(&key).is_some_and(|t| t.closed.is_some()) {
@@ -147,8 +160,8 @@ impl Shared {
             }
             Err(error) => {
                 self.metrics.checkpoint_failures.inc();
-                // Once a minute at the default interval, not every second.
-                if self.metrics.checkpoint_failures.get() % 60 == 1 {
+                // About once a minute when every interval tries (default 100ms), not each time.
+                if self.metrics.checkpoint_failures.get() % 600 == 1 {
                     tracing::warn!(
                         path = %self.checkpoints.path().display(), %error, failures = self.metrics.checkpoint_failures.get(),
                         "checkpoint write failed; retrying (offsets are kept in memory meanwhile)"
@@ -1159,6 +1172,7 @@ mod tests {
             committed: Arc::new(Committed::default()),
             checkpoints: Checkpoints::open(&root.join("cp")).unwrap(),
             metrics: LogMetrics::register(&prometheus::Registry::new()).unwrap(),
+            last_written: Mutex::new(None),
         });
         let globs = Globs::new(&config.include, &config.exclude).unwrap();
         let (wake, wake_rx) = std::sync::mpsc::sync_channel(1024);
