@@ -23,6 +23,17 @@ fn append(path: &Path, data: &[u8]) {
     std::fs::OpenOptions::new().create(true).append(true).open(path).unwrap().write_all(data).unwrap();
 }
 
+/// Waits until vigil has walked the include globs `n` more times (a positive sign that its loop
+/// went on: whatever a walk would open has been opened).
+async fn wait_rescans(r: &Running, n: u32) {
+    let reg = r.registry.clone();
+    let start = metric(&reg, "vigil_discovery_rescans_total");
+    assert!(
+        wait_for(WAIT, || metric(&reg, "vigil_discovery_rescans_total") >= start + f64::from(n)).await,
+        "vigil stopped rescanning"
+    );
+}
+
 fn new_got() -> Got {
     Arc::new(Mutex::new(Vec::new()))
 }
@@ -45,7 +56,8 @@ async fn symlinked_file_is_read_once_under_its_real_path() {
     let got = new_got();
     let r = start(&cfg, got.clone()).await;
     assert!(wait_for(WAIT, || !got.lock().unwrap().is_empty()).await);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Two more walks that list the link: a second read would have started by then.
+    wait_rescans(&r, 2).await;
     stop(r).await;
     assert_eq!(messages(&got), vec!["once"]);
     assert_eq!(got.lock().unwrap()[0].0, f.display().to_string(), "reported under the real path");
@@ -182,7 +194,8 @@ async fn deleted_file_far_behind_is_closed_and_counted() {
     std::fs::remove_file(&f).unwrap();
     let reg = r.registry.clone();
     assert!(wait_for(WAIT, || metric(&reg, "vigil_deleted_files_dropped_total") == 1.0).await);
-    assert!(metric(&reg, "vigil_deleted_bytes_dropped_total") > 1_000_000.0);
+    assert_eq!(metric(&reg, "vigil_deleted_files_dropped_total{cause=\"max_unread\"}"), 1.0);
+    assert!(metric(&reg, "vigil_deleted_bytes_dropped_total{cause=\"max_unread\"}") > 1_000_000.0);
     // The descriptor is closed: the disk space is free.
     let held = std::fs::read_dir("/proc/self/fd")
         .unwrap()
@@ -191,6 +204,41 @@ async fn deleted_file_far_behind_is_closed_and_counted() {
     assert!(!held, "deleted file still open");
     stop(r).await;
     assert!(got.lock().unwrap().len() < 20_000);
+}
+
+/// Issue 15: what a bound drops is counted exactly, by cause. A deleted file held past
+/// `deleted_file_max_hold` while the sink is down: the bytes shipped plus the bytes counted as
+/// dropped are the whole file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_file_held_too_long_is_dropped_and_counted_exactly() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path().join("node");
+    let f = pod_file(&root, "ns", "p", "c");
+    let line = cri("stdout", "F", &"h".repeat(200));
+    append(&f, line.repeat(5_000).as_bytes());
+    let size = std::fs::metadata(&f).unwrap().len() as f64;
+    let mut cfg = config(&root, &d.path().join("cp"));
+    cfg.deleted_file_max_hold = HumanDuration::millis(300);
+    cfg.batch_max_bytes = ByteSize::kib(8);
+    let got = new_got();
+    let (gate, gate_rx) = tokio::sync::watch::channel(false);
+    let r = start_gated(&cfg, got.clone(), Duration::ZERO, gate_rx).await;
+    let reg = r.registry.clone();
+    assert!(wait_for(WAIT, || metric(&reg, "vigil_lag_bytes") > 500_000.0).await);
+    std::fs::remove_file(&f).unwrap();
+    assert!(wait_for(WAIT, || metric(&reg, "vigil_deleted_files_dropped_total{cause=\"max_hold\"}") == 1.0).await);
+    assert_eq!(metric(&reg, "vigil_deleted_files_dropped_total{cause=\"max_unread\"}"), 0.0);
+    assert_eq!(metric(&reg, "vigil_held_files"), 0.0);
+    gate.send_replace(true);
+    let dropped = metric(&reg, "vigil_deleted_bytes_dropped_total{cause=\"max_hold\"}");
+    assert!(dropped > 500_000.0);
+    let shipped = || got.lock().unwrap().len() as f64 * line.len() as f64;
+    assert!(
+        wait_for(WAIT, || shipped() + dropped == size).await,
+        "shipped {} + dropped {dropped} bytes of {size}",
+        shipped()
+    );
+    stop(r).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -204,16 +252,18 @@ async fn a_stalled_sink_stops_reading() {
     cfg.batch_max_bytes = ByteSize::kib(64);
     let got = new_got();
     let r = start_slow(&cfg, got.clone(), Duration::from_secs(3600)).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let read = metric(&r.registry, "vigil_read_bytes_total");
-    // Queues: 4 source batches + 4 sink chunks + one in the sink + one being built, 64 KiB of
-    // messages each, plus one read slice.
-    assert!(read < 2_000_000.0, "read {read} bytes with a stalled sink");
-    assert!(read > 0.0);
-    // The lag gauges stay live while the tailer waits on the full queue.
+    // The tailer read something and then fell behind: the lag gauges show it (they stay live
+    // while the tailer waits on the full queue).
     let reg = r.registry.clone();
     let size = std::fs::metadata(&f).unwrap().len() as f64;
     assert!(wait_for(WAIT, || metric(&reg, "vigil_lag_bytes") >= size - 2_000_000.0).await);
+    assert!(metric(&reg, "vigil_read_bytes_total") > 0.0);
+    // And it stays behind while its loop keeps going (rescans go on under backpressure).
+    wait_rescans(&r, 3).await;
+    let read = metric(&reg, "vigil_read_bytes_total");
+    // Queues: 4 source batches + 4 sink chunks + one in the sink + one being built, 64 KiB of
+    // messages each, plus one read slice.
+    assert!(read < 2_000_000.0, "read {read} bytes with a stalled sink");
     assert_eq!(metric(&reg, "vigil_lag_max_bytes"), metric(&reg, "vigil_lag_bytes"));
     // Stop does not hang on the stalled sink.
     let mut source = r.source;
@@ -277,7 +327,8 @@ async fn ignore_older_skips_stale_files() {
     let got = new_got();
     let r = start(&cfg, got.clone()).await;
     assert!(wait_for(WAIT, || !got.lock().unwrap().is_empty()).await);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Two more walks that list the stale file: it would have been opened by then.
+    wait_rescans(&r, 2).await;
     stop(r).await;
     assert_eq!(messages(&got), vec!["fresh"]);
 }
@@ -334,7 +385,7 @@ async fn rotated_names_matched_by_the_globs_are_not_read_twice() {
     append(&f, cri("stdout", "F", "two").as_bytes());
     assert!(wait_for(WAIT, || got.lock().unwrap().len() == 4).await);
     // Several rescans and checkpoint writes later, still nothing read twice.
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    wait_rescans(&r, 5).await;
     stop(r).await;
     assert_eq!(messages(&got), vec!["one", "one", "one", "two"]);
 }
@@ -443,6 +494,16 @@ async fn rotated_and_pruned_files_are_read_after_a_sink_outage() {
     for (i, f) in files.iter().enumerate() {
         append(f, lines(i, 5, &mut want).as_bytes());
     }
+    // What waits is shown: at least each container's first file (rotated, compressed: deleted)
+    // is held with its unread bytes.
+    assert!(
+        wait_for(WAIT, || metric(&reg, "vigil_held_files") >= CONTAINERS as f64
+            && metric(&reg, "vigil_held_bytes") > 100_000.0)
+        .await,
+        "held: {} files, {} bytes",
+        metric(&reg, "vigil_held_files"),
+        metric(&reg, "vigil_held_bytes")
+    );
 
     // The backend is back: everything written during the outage arrives, in order.
     gate.send_replace(true);
@@ -459,6 +520,7 @@ async fn rotated_and_pruned_files_are_read_after_a_sink_outage() {
     }
     assert_eq!(g.len(), total);
     assert_eq!(dropped, 0.0);
+    drop(g);
 }
 
 /// The offset the checkpoint file records for `file`'s entry, if any.

@@ -544,7 +544,6 @@ impl Tailer {
         // (index, why its rest is dropped: None when it is done)
         let mut close: Vec<(usize, Option<DropCause>)> = Vec::new();
         let (mut lag, mut lag_max) = (0u64, 0u64);
-        let (mut held_files, mut held_bytes) = (0i64, 0u64);
         for (i, f) in self.files.iter_mut().enumerate() {
             let m = &self.shared.metrics;
             match f.stat() {
@@ -581,10 +580,6 @@ impl Tailer {
             let unread = f.size.saturating_sub(f.offset);
             lag += unread;
             lag_max = lag_max.max(unread);
-            if !matches!(f.state, State::Live) {
-                held_files += 1;
-                held_bytes += unread;
-            }
             let drained = f.at_eof && unread == 0 && !f.blocked;
             match f.state {
                 State::Live => {}
@@ -609,8 +604,6 @@ impl Tailer {
         let m = &self.shared.metrics;
         m.lag_bytes.set(lag as i64);
         m.lag_max_bytes.set(lag_max as i64);
-        m.held_files.set(held_files);
-        m.held_bytes.set(held_bytes as i64);
         for &(i, cause) in close.iter().rev() {
             let mut f = self.files.swap_remove(i);
             let m = &self.shared.metrics;
@@ -647,7 +640,12 @@ impl Tailer {
         if !close.is_empty() {
             self.reindex();
         }
-        self.shared.metrics.files_tailed.set(self.files.len() as i64);
+        let m = &self.shared.metrics;
+        m.files_tailed.set(self.files.len() as i64);
+        let held = self.files.iter().filter(|f| !matches!(f.state, State::Live));
+        let (files, bytes) = held.fold((0, 0), |(n, b), f| (n + 1, b + f.size.saturating_sub(f.offset)));
+        m.held_files.set(files);
+        m.held_bytes.set(bytes as i64);
     }
 
     fn reindex(&mut self) {
