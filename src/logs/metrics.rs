@@ -2,6 +2,7 @@
 //! labels: cardinality stays fixed whatever runs on the node.
 
 use super::parse::ParseError;
+use super::tail::DropCause;
 use prometheus::core::Collector;
 use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
@@ -14,8 +15,11 @@ pub struct LogMetrics {
     pub lines_truncated: IntCounter,
     pub rotations: IntCounter,
     pub truncations: IntCounter,
-    pub deleted_files_dropped: IntCounter,
-    pub deleted_bytes_dropped: IntCounter,
+    /// By `cause` (`tail::DropCause`).
+    pub deleted_files_dropped: IntCounterVec,
+    pub deleted_bytes_dropped: IntCounterVec,
+    pub held_files: IntGauge,
+    pub held_bytes: IntGauge,
     pub lag_bytes: IntGauge,
     pub lag_max_bytes: IntGauge,
     pub checkpoint_writes: IntCounter,
@@ -50,6 +54,13 @@ impl LogMetrics {
         for k in ParseError::ALL {
             parse_errors.with_label_values(&[k.kind()]);
         }
+        let by_cause = |name: &str, help: &str| -> prometheus::Result<IntCounterVec> {
+            let v = reg(r, IntCounterVec::new(Opts::new(name, help), &["cause"]))?;
+            for c in DropCause::ALL {
+                v.with_label_values(&[c.label()]);
+            }
+            Ok(v)
+        };
         Ok(Self {
             files_tailed: g(r, "vigil_files_tailed", "Log files open and being tailed.")?,
             read_bytes: c(r, "vigil_read_bytes_total", "Bytes read from log files.")?,
@@ -58,16 +69,20 @@ impl LogMetrics {
             lines_truncated: c(r, "vigil_lines_truncated_total", "Lines longer than max_line_bytes, cut.")?,
             rotations: c(r, "vigil_rotations_total", "Log files seen rotated (renamed away and replaced).")?,
             truncations: c(r, "vigil_truncations_total", "Log files truncated in place (copytruncate).")?,
-            deleted_files_dropped: c(
-                r,
+            deleted_files_dropped: by_cause(
                 "vigil_deleted_files_dropped_total",
-                "Deleted log files closed before they were fully read (deleted_file_max_hold/max_unread).",
+                "Deleted log files closed before they were fully read, by the bound that closed them (cause: max_hold, max_unread).",
             )?,
-            deleted_bytes_dropped: c(
-                r,
+            deleted_bytes_dropped: by_cause(
                 "vigil_deleted_bytes_dropped_total",
-                "Unread bytes of deleted log files given up on.",
+                "Unread bytes of deleted log files given up on, by the bound that dropped them.",
             )?,
+            held_files: g(
+                r,
+                "vigil_held_files",
+                "Log files kept open after leaving their path (rotated or deleted) until they are read to their end.",
+            )?,
+            held_bytes: g(r, "vigil_held_bytes", "Unread bytes of the held files (vigil_held_files).")?,
             lag_bytes: g(r, "vigil_lag_bytes", "Bytes written to tailed files and not yet read, total.")?,
             lag_max_bytes: g(r, "vigil_lag_max_bytes", "Bytes not yet read of the most-behind file.")?,
             checkpoint_writes: c(r, "vigil_checkpoint_writes_total", "Checkpoint files written.")?,

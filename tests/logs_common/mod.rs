@@ -42,6 +42,18 @@ pub async fn start(cfg: &ContainersConfig, got: Got) -> Running {
 
 /// Like `start`, with a sink that takes `delay` per chunk (backpressure).
 pub async fn start_slow(cfg: &ContainersConfig, got: Got, delay: Duration) -> Running {
+    let (_open, gate) = tokio::sync::watch::channel(true);
+    start_gated(cfg, got, delay, gate).await
+}
+
+/// Like `start_slow`, with a sink that delivers nothing while `gate` is false (a backend that
+/// is down: the chunk it holds and everything behind it wait).
+pub async fn start_gated(
+    cfg: &ContainersConfig,
+    got: Got,
+    delay: Duration,
+    mut gate: tokio::sync::watch::Receiver<bool>,
+) -> Running {
     let registry = prometheus::Registry::new();
     let (acker, ack_rx) = Acker::channel();
     let (sink_tx, mut sink_rx) = mpsc::channel::<Arc<Chunk>>(4);
@@ -50,6 +62,8 @@ pub async fn start_slow(cfg: &ContainersConfig, got: Got, delay: Duration) -> Ru
             if !delay.is_zero() {
                 tokio::time::sleep(delay).await;
             }
+            // Closed sender: the gate stays as it is.
+            let _ = gate.wait_for(|open| *open).await;
             {
                 let mut g = got.lock().unwrap();
                 for e in &c.events {

@@ -6,7 +6,8 @@
 //! Each entry records the path, `(dev, ino)`, the fingerprint (length + hash), the stable key,
 //! and the offset, which is enough to find the file again under its rotated (or gzipped) name.
 //! Rejected: an embedded database (a dependency and a format for a few KB of state) and
-//! append-only logs (need compaction; the rewrite is ~100 bytes per file, once a second).
+//! append-only logs (need compaction; the rewrite is ~100 bytes per file, at most once per
+//! `checkpoint_interval` and only when an offset changed).
 //!
 //! A checkpoint that cannot be parsed is renamed to `checkpoints.json.corrupt-<unix seconds>`
 //! with an error log, and vigil starts per `read_from`.

@@ -21,6 +21,8 @@ use crate::event::{Event, Origin, Source, Stream};
 use crate::logs::metrics::LogMetrics;
 use crate::logs::parse::merge::{Line, Merger};
 use crate::logs::parse::{self, Format, utf8_prefix};
+use crate::pipeline::SourceBatch;
+use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::unix::fs::{FileExt, MetadataExt};
@@ -53,8 +55,11 @@ pub struct Limits {
     pub max_raw: usize,
 }
 
-/// Where a slice's output goes: the batch being built, and per-batch counters flushed to the
-/// metrics once per batch (not per line).
+/// Where a slice's output goes: the batch being built, the batches already full (`ready`, in
+/// order), and counters flushed to the metrics once per hand-off (not per line).
+///
+/// A batch is sealed the moment it reaches `max_events` or `max_bytes`, in the middle of a
+/// read if need be: checking only between reads let one slice overshoot both limits.
 #[derive(Default)]
 pub struct Out {
     /// Which batch this is (see `FileTail::emit`).
@@ -66,6 +71,34 @@ pub struct Out {
     pub truncated: u64,
     /// Lines whose bytes that were not UTF-8 were replaced with U+FFFD.
     pub invalid_utf8: u64,
+    /// Sealed batches, oldest first, waiting for room in the pipeline.
+    pub ready: VecDeque<SourceBatch>,
+    /// Limits of one batch (0: unlimited).
+    pub max_events: usize,
+    pub max_bytes: usize,
+}
+
+impl Out {
+    pub fn new(max_events: usize, max_bytes: usize) -> Self {
+        Self { max_events, max_bytes, ..Self::default() }
+    }
+
+    pub fn full(&self) -> bool {
+        self.max_events > 0 && self.events.len() >= self.max_events
+            || self.max_bytes > 0 && self.message_bytes >= self.max_bytes
+    }
+
+    /// Moves the batch being built (if it holds anything) to `ready`.
+    pub fn seal(&mut self) {
+        if self.events.is_empty() && self.positions.is_empty() {
+            return;
+        }
+        let events = std::mem::take(&mut self.events);
+        let positions = std::mem::take(&mut self.positions);
+        self.ready.push_back(SourceBatch { events, positions });
+        self.message_bytes = 0;
+        self.generation += 1;
+    }
 }
 
 pub struct FileTail {
@@ -209,6 +242,7 @@ impl FileTail {
     }
 
     /// Reads up to `budget` bytes (in `buf`-sized reads), turning complete lines into events.
+    /// Stops early once a batch was sealed (so at most one read's worth waits in `out.ready`).
     /// Returns the bytes read; sets `at_eof` when the end of the file was reached.
     pub fn read_slice(
         &mut self,
@@ -233,6 +267,9 @@ impl FileTail {
             self.process(&buf[..n], now_ms, out, m);
             self.offset += n as u64;
             total += n;
+            if !out.ready.is_empty() {
+                break;
+            }
         }
         if total > 0 {
             self.last_data = Instant::now();
@@ -314,6 +351,7 @@ impl FileTail {
                 // cut CRI record keeps its header and is flagged.
                 if let Some(line) = self.merger.push(rec, cut || raw_cut, start, now_ms) {
                     self.emit(line, false, out);
+                    self.seal_if_full(out);
                 }
             }
             Err(e) => {
@@ -339,6 +377,7 @@ impl FileTail {
                     start,
                 };
                 self.emit(line, true, out);
+                self.seal_if_full(out);
             }
         }
     }
@@ -382,6 +421,17 @@ impl FileTail {
             source,
             origin: Origin { file: self.key, offset: line.start, resume },
         });
+    }
+
+    /// Seals a full batch after a line from `process` (one line emitted at a time, so every
+    /// line before `resume()` is in the batch or still pending: safe to commit with it). The
+    /// flush paths (`finish`, `flush_expired`, `drop_rest`) emit up to one line per stream and
+    /// their position after the last; the tailer seals after them.
+    fn seal_if_full(&mut self, out: &mut Out) {
+        if out.full() {
+            self.push_position(out);
+            out.seal();
+        }
     }
 
     /// Ships pending partial lines older than `timeout_ms`.

@@ -9,10 +9,16 @@
 //! - Fairness: each turn gives a file at most `read_budget` bytes; a file that had more stays
 //!   "hot" and is read again next round without waiting for the poll, so a busy container
 //!   delays a quiet one by at most one slice and one batch.
-//! - Backpressure: a full batch is sent with an async `send` on the bounded source channel,
-//!   driven by a tiny current-thread runtime; while it waits, nothing is read. The wait also
-//!   listens for stop, so shutdown never hangs on a stuck sink (the unsent batch was never
-//!   committed and is read again next start).
+//! - Backpressure: a batch is sealed as soon as it is full (`file::Out`) and handed to the
+//!   bounded source channel without waiting. While the channel is full nothing is read, but
+//!   the loop goes on: rescans open new files, rotations and deletions are noticed, files that
+//!   left their path stay open ("held") until read, and the deleted-file bounds are checked.
+//!   Rejected: waiting inside the send (the old design), which froze discovery for the whole
+//!   outage, so files created and rotated away meanwhile were never opened and their lines
+//!   lost. The wait for room (a tiny current-thread runtime) also listens for stop, so
+//!   shutdown never hangs on a stuck sink (unsent batches were never committed and are read
+//!   again next start), and wakes for the next rescan or poll, and every 50 ms for inotify
+//!   hints (they come on a std channel).
 //! - Rotation: the renamed file keeps its descriptor and is read to its end (its `State` turns
 //!   `Moved`); the new file at the same path waits until then, so one container's lines stay in
 //!   order across a rotation. After a restart, a checkpointed file that is no longer at its
@@ -82,6 +88,9 @@ pub struct Shared {
     pub committed: Arc<Committed>,
     pub checkpoints: Checkpoints,
     pub metrics: LogMetrics,
+    /// What the last successful write stored (sorted by key): an unchanged state is not
+    /// written again.
+    pub last_written: Mutex<Option<Vec<Entry>>>,
 }
 
 impl Shared {
@@ -89,8 +98,8 @@ impl Shared {
         self.registry.lock().expect("tail registry lock poisoned")
     }
 
-    /// Writes the committed offsets of every tracked file; forgets closed files whose last
-    /// line is committed.
+    /// Writes the committed offsets of every tracked file, unless they are what the last write
+    /// stored; forgets closed files whose last line is committed.
     pub fn write_checkpoint(&self) {
         let committed = self.committed.snapshot();
         let mut done = Vec::new();
@@ -119,12 +128,22 @@ impl Shared {
             let known: HashSet<u64> = entries.iter().map(|e| e.key).collect();
             entries.extend(old.iter().filter(|e| !known.contains(&e.key)).cloned());
         }
-        match self.checkpoints.store(entries) {
-            Ok(()) => {
+        entries.sort_unstable_by_key(|e| e.key);
+        let mut last = self.last_written.lock().expect("last checkpoint lock poisoned");
+        let stored = if last.as_ref() == Some(&entries) {
+            Ok(())
+        } else {
+            self.checkpoints.store(entries.clone()).inspect(|()| {
+                *last = Some(entries);
                 self.metrics.checkpoint_writes.inc();
                 self.metrics.checkpoint_last_write.set(
                     SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0),
                 );
+            })
+        };
+        drop(last);
+        match stored {
+            Ok(()) => {
                 let mut reg = self.registry();
                 for key in done {
                     if reg.get(&key).is_some_and(|t| t.closed.is_some()) {
@@ -141,8 +160,8 @@ impl Shared {
             }
             Err(error) => {
                 self.metrics.checkpoint_failures.inc();
-                // Once a minute at the default interval, not every second.
-                if self.metrics.checkpoint_failures.get() % 60 == 1 {
+                // About once a minute when every interval tries (default 100ms), not each time.
+                if self.metrics.checkpoint_failures.get() % 600 == 1 {
                     tracing::warn!(
                         path = %self.checkpoints.path().display(), %error, failures = self.metrics.checkpoint_failures.get(),
                         "checkpoint write failed; retrying (offsets are kept in memory meanwhile)"
@@ -206,6 +225,33 @@ impl Settings {
     }
 }
 
+/// Which bound made vigil give up on the rest of a held file (the `cause` label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropCause {
+    /// `deleted_file_max_hold`: deleted and not read to its end in time.
+    MaxHold,
+    /// `deleted_file_max_unread`: deleted with more than this unread.
+    MaxUnread,
+}
+
+impl DropCause {
+    pub const ALL: [DropCause; 2] = [DropCause::MaxHold, DropCause::MaxUnread];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            DropCause::MaxHold => "max_hold",
+            DropCause::MaxUnread => "max_unread",
+        }
+    }
+
+    fn reason(self) -> &'static str {
+        match self {
+            DropCause::MaxHold => "deleted file held longer than deleted_file_max_hold",
+            DropCause::MaxUnread => "deleted file with more than deleted_file_max_unread unread",
+        }
+    }
+}
+
 pub struct Tailer {
     s: Settings,
     shared: Arc<Shared>,
@@ -251,6 +297,7 @@ impl Tailer {
         let rt = tokio::runtime::Builder::new_current_thread().enable_time().build()?;
         let now = Instant::now();
         shared.metrics.inotify_fallback.set(watcher.failed as i64);
+        let out = Out::new(BATCH_MAX_EVENTS, s.batch_max_bytes);
         Ok(Self {
             s,
             shared,
@@ -266,7 +313,7 @@ impl Tailer {
             }),
             first_scan: true,
             buf: vec![0; READ_BUF],
-            out: Out::default(),
+            out,
             tx,
             rt,
             stop,
@@ -287,6 +334,10 @@ impl Tailer {
     }
 
     /// Runs until stopped. Dropping `self` closes the source channel.
+    ///
+    /// While the pipeline is full, nothing is read, but the loop goes on: rescans open new
+    /// files, rotations and deletions are noticed and descriptors are held (see `held`), so a
+    /// file created and rotated away during a sink outage is still read once the sinks are back.
     pub fn run(mut self) {
         loop {
             if self.stop.is_set() {
@@ -312,30 +363,41 @@ impl Tailer {
                 }
             }
             full |= Instant::now() >= self.next_poll;
-            let Some(progressed) = self.round(full) else { break };
+            let Some(backlog) = self.push() else { break };
+            // Pushed back: read nothing more until the pipeline takes what is sealed.
+            let progressed = !backlog && self.round(full);
             if full {
-                if !self.maintain() {
-                    break;
-                }
+                self.maintain();
                 self.next_poll = Instant::now() + self.s.poll_interval;
             }
-            let hot = self.files.iter().any(|f| !f.at_eof && !f.blocked);
-            if (!hot || self.last_send.elapsed() >= BATCH_LINGER) && !self.send() {
-                break;
+            let hot = !backlog && self.files.iter().any(|f| !f.at_eof && !f.blocked);
+            if !hot || self.last_send.elapsed() >= BATCH_LINGER {
+                self.last_send = Instant::now();
+                self.out.seal();
             }
-            if !progressed && !hot {
+            let Some(backlog) = self.push() else { break };
+            if backlog {
+                if !self.wait_for_room() {
+                    break;
+                }
+            } else if !progressed && !hot {
                 self.wait();
             }
         }
         tracing::debug!("log tailer stopped");
     }
 
-    fn wait(&mut self) {
+    /// When the next rescan or poll is due.
+    fn next_due(&self) -> Instant {
         let mut until = self.next_poll.min(self.next_rescan);
         if self.rescan_wanted {
             until = until.min(self.last_rescan + MIN_RESCAN_GAP);
         }
-        let timeout = until.saturating_duration_since(Instant::now());
+        until
+    }
+
+    fn wait(&mut self) {
+        let timeout = self.next_due().saturating_duration_since(Instant::now());
         if timeout.is_zero() {
             return;
         }
@@ -350,11 +412,12 @@ impl Tailer {
     }
 
     /// One round-robin pass. `full`: every file, else only files not known to be at EOF.
-    /// `None` when stopped.
-    fn round(&mut self, full: bool) -> Option<bool> {
+    /// Returns whether anything was read. Ends early once a batch is sealed and the pipeline
+    /// has no room for it.
+    fn round(&mut self, full: bool) -> bool {
         let n = self.files.len();
         if n == 0 {
-            return Some(false);
+            return false;
         }
         // Per path, the oldest file that is no longer live: it is read to its end first.
         let mut oldest_gone: HashMap<PathBuf, u64> = HashMap::new();
@@ -393,52 +456,96 @@ impl Tailer {
                     f.state = State::Moved { replaced: true };
                 }
             }
-            if (self.out.message_bytes >= self.s.batch_max_bytes || self.out.events.len() >= BATCH_MAX_EVENTS)
-                && !self.send()
-            {
-                return None;
+            if !self.out.ready.is_empty() && self.push() != Some(false) {
+                // The files after this one keep their turn: the next round starts after it.
+                self.cursor = i + 1;
+                break;
             }
         }
-        Some(progressed)
+        progressed
     }
 
-    /// Hands the current batch to the pipeline, waiting while the channel is full. False when
-    /// stopped meanwhile.
-    fn send(&mut self) -> bool {
-        self.last_send = Instant::now();
-        if self.out.events.is_empty() && self.out.positions.is_empty() {
-            return true;
+    /// Hands sealed batches to the pipeline, oldest first, without waiting. `Some(true)` while
+    /// some still wait for room, `None` when the pipeline is gone.
+    fn push(&mut self) -> Option<bool> {
+        if !self.out.ready.is_empty() {
+            // Before a sink can see them (tests read the counters once lines arrived).
+            self.count_sent();
         }
-        let generation = self.out.generation + 1;
-        let out = std::mem::replace(&mut self.out, Out { generation, ..Out::default() });
-        let m = &self.shared.metrics;
-        m.read_lines.inc_by(out.lines);
-        m.lines_truncated.inc_by(out.truncated);
-        m.parse_errors.with_label_values(&[crate::logs::parse::ParseError::Utf8.kind()]).inc_by(out.invalid_utf8);
-        let batch = SourceBatch { events: out.events, positions: out.positions };
-        let (tx, stop, files, poll) = (&self.tx, &self.stop, &self.files, self.s.poll_interval);
-        self.rt.block_on(async {
-            let send = tx.send(batch);
-            tokio::pin!(send);
-            loop {
-                tokio::select! {
-                    biased;
-                    r = &mut send => return r.is_ok(),
-                    _ = stop.notify.notified() => {
-                        stop.notify.notify_one();
-                        return false;
-                    }
-                    // Blocked by slow sinks: the lag gauges are what shows it, keep them live.
-                    _ = tokio::time::sleep(poll.max(Duration::from_millis(250))) => update_lag(files, m),
+        while let Some(batch) = self.out.ready.pop_front() {
+            let permit = match self.tx.try_reserve() {
+                Ok(permit) => permit,
+                Err(mpsc::error::TrySendError::Full(())) => {
+                    self.out.ready.push_front(batch);
+                    return Some(true);
                 }
-            }
-        })
+                Err(mpsc::error::TrySendError::Closed(())) => return None,
+            };
+            permit.send(batch);
+        }
+        Some(false)
     }
 
-    /// Per-poll upkeep: truncation, deletion and rotation endings, partial-line timeouts, lag.
-    fn maintain(&mut self) -> bool {
+    /// Flushes the counters of what was read to the metrics.
+    fn count_sent(&mut self) {
+        let m = &self.shared.metrics;
+        m.read_lines.inc_by(std::mem::take(&mut self.out.lines));
+        m.lines_truncated.inc_by(std::mem::take(&mut self.out.truncated));
+        m.parse_errors
+            .with_label_values(&[crate::logs::parse::ParseError::Utf8.kind()])
+            .inc_by(std::mem::take(&mut self.out.invalid_utf8));
+    }
+
+    /// Waits until the pipeline has room for the oldest sealed batch (and hands it over), a
+    /// rescan or poll is due, or an inotify hint may be waiting (checked every
+    /// `MIN_RESCAN_GAP`, as the hints come on a std channel). False when stopped.
+    fn wait_for_room(&mut self) -> bool {
+        let until = self.next_due().min(Instant::now() + MIN_RESCAN_GAP);
+        let timeout = until.saturating_duration_since(Instant::now());
+        let Self { tx, stop, rt, out, .. } = self;
+        let stopped = rt.block_on(async {
+            tokio::select! {
+                biased;
+                _ = stop.notify.notified() => {
+                    // Keep the wake-up for whoever waits next.
+                    stop.notify.notify_one();
+                    true
+                }
+                r = tx.reserve() => match r {
+                    Ok(permit) => {
+                        permit.send(out.ready.pop_front().expect("waiting with a batch sealed"));
+                        false
+                    }
+                    Err(_) => true,
+                },
+                _ = tokio::time::sleep(timeout) => false,
+            }
+        });
+        !stopped
+    }
+
+    /// Seals the batch being built and hands every sealed batch to the pipeline, waiting for
+    /// room. False when stopped or the pipeline is gone.
+    #[cfg(test)]
+    fn send(&mut self) -> bool {
+        self.out.seal();
+        loop {
+            match self.push() {
+                None => return false,
+                Some(false) => return true,
+                Some(true) if !self.wait_for_room() => return false,
+                Some(true) => {}
+            }
+        }
+    }
+
+    /// Per-poll upkeep: truncation, deletion and rotation endings, partial-line timeouts, lag,
+    /// held files. Runs while the pipeline pushes back, too: a held file's bounds are checked
+    /// whether or not it can be read.
+    fn maintain(&mut self) {
         let now_ms = self.now_ms();
-        let mut close = Vec::new();
+        // (index, why its rest is dropped: None when it is done)
+        let mut close: Vec<(usize, Option<DropCause>)> = Vec::new();
         let (mut lag, mut lag_max) = (0u64, 0u64);
         for (i, f) in self.files.iter_mut().enumerate() {
             let m = &self.shared.metrics;
@@ -461,7 +568,7 @@ impl Tailer {
                 }
                 Some(Err(error)) => {
                     tracing::warn!(path = %f.path.display(), %error, "fstat failed; closing the file");
-                    close.push((i, false));
+                    close.push((i, None));
                     continue;
                 }
                 None => {}
@@ -470,6 +577,9 @@ impl Tailer {
                 update_fp(&self.shared, f);
             }
             f.flush_expired(now_ms, self.s.partial_timeout_ms, &mut self.out);
+            if self.out.full() {
+                self.out.seal();
+            }
             let unread = f.size.saturating_sub(f.offset);
             lag += unread;
             lag_max = lag_max.max(unread);
@@ -480,33 +590,43 @@ impl Tailer {
                     if !f.blocked && f.is_gz() && f.at_eof
                         || drained && (replaced || f.last_data.elapsed() >= self.s.rotate_wait)
                     {
-                        close.push((i, false));
+                        close.push((i, None));
                     }
                 }
                 State::Deleted { since } => {
                     if drained {
-                        close.push((i, false));
-                    } else if unread > self.s.deleted_max_unread || since.elapsed() >= self.s.deleted_max_hold {
-                        close.push((i, true));
+                        close.push((i, None));
+                    } else if unread > self.s.deleted_max_unread {
+                        close.push((i, Some(DropCause::MaxUnread)));
+                    } else if since.elapsed() >= self.s.deleted_max_hold {
+                        close.push((i, Some(DropCause::MaxHold)));
                     }
                 }
             }
         }
-        self.shared.metrics.lag_bytes.set(lag as i64);
-        self.shared.metrics.lag_max_bytes.set(lag_max as i64);
-        for &(i, give_up) in close.iter().rev() {
+        let m = &self.shared.metrics;
+        m.lag_bytes.set(lag as i64);
+        m.lag_max_bytes.set(lag_max as i64);
+        for &(i, cause) in close.iter().rev() {
             let mut f = self.files.swap_remove(i);
             let m = &self.shared.metrics;
-            if give_up {
+            if let Some(cause) = cause {
+                // The size now, not at the last poll: the count is exact.
+                if let Some(Ok((size, _))) = f.stat() {
+                    f.size = f.size.max(size);
+                }
                 let bytes = f.drop_rest(&mut self.out);
-                m.deleted_files_dropped.inc();
-                m.deleted_bytes_dropped.inc_by(bytes);
+                m.deleted_files_dropped.with_label_values(&[cause.label()]).inc();
+                m.deleted_bytes_dropped.with_label_values(&[cause.label()]).inc_by(bytes);
                 tracing::warn!(
-                    path = %f.path.display(), bytes,
-                    "deleted file held too long or too far behind (deleted_file_max_hold / deleted_file_max_unread); closed it, its unread bytes are dropped"
+                    path = %f.path.display(), bytes, cause = cause.label(),
+                    "{}; closed it, its unread bytes are dropped", cause.reason()
                 );
             } else {
                 f.finish(now_ms, &mut self.out, m);
+            }
+            if self.out.full() {
+                self.out.seal();
             }
             let mut reg = self.shared.registry();
             if matches!(f.state, State::Deleted { .. }) {
@@ -523,8 +643,12 @@ impl Tailer {
         if !close.is_empty() {
             self.reindex();
         }
-        self.shared.metrics.files_tailed.set(self.files.len() as i64);
-        true
+        let m = &self.shared.metrics;
+        m.files_tailed.set(self.files.len() as i64);
+        let held = self.files.iter().filter(|f| !matches!(f.state, State::Live));
+        let (files, bytes) = held.fold((0, 0), |(n, b), f| (n + 1, b + f.size.saturating_sub(f.offset)));
+        m.held_files.set(files);
+        m.held_bytes.set(bytes as i64);
     }
 
     fn reindex(&mut self) {
@@ -941,22 +1065,6 @@ fn index_files(
     }
 }
 
-/// Sets `vigil_lag_bytes` / `vigil_lag_max_bytes` from a fresh `fstat` of every open file.
-fn update_lag(files: &[FileTail], m: &LogMetrics) {
-    let (mut lag, mut lag_max) = (0u64, 0u64);
-    for f in files {
-        let size = match f.stat() {
-            Some(Ok((size, _))) => size,
-            _ => f.size,
-        };
-        let unread = size.saturating_sub(f.offset);
-        lag += unread;
-        lag_max = lag_max.max(unread);
-    }
-    m.lag_bytes.set(lag as i64);
-    m.lag_max_bytes.set(lag_max as i64);
-}
-
 /// The rotated names of `family` in its directory (`<name>.<suffix>`, `.tmp` excluded), with
 /// their suffix (without `.gz`).
 fn rotated_siblings(family: &Path) -> Vec<(PathBuf, String)> {
@@ -1048,18 +1156,24 @@ mod tests {
     /// A tailer over `<root>/pods/*/*/*.log` with a fresh checkpoint directory, and the
     /// receiving end of its batches.
     fn tailer(root: &Path, read_from: ReadFrom) -> (Tailer, mpsc::Receiver<SourceBatch>) {
-        let config = ContainersConfig {
+        tailer_with(root, |c| c.read_from = read_from)
+    }
+
+    /// `tailer`, with the config changed by `f`.
+    fn tailer_with(root: &Path, f: impl FnOnce(&mut ContainersConfig)) -> (Tailer, mpsc::Receiver<SourceBatch>) {
+        let mut config = ContainersConfig {
             include: vec![format!("{}/pods/*/*/*.log", root.display())],
             checkpoint_dir: root.join("cp").display().to_string(),
-            read_from,
             ..Default::default()
         };
+        f(&mut config);
         let shared = Arc::new(Shared {
             registry: Mutex::new(HashMap::new()),
             unresolved: Mutex::new(Some(Vec::new())),
             committed: Arc::new(Committed::default()),
             checkpoints: Checkpoints::open(&root.join("cp")).unwrap(),
             metrics: LogMetrics::register(&prometheus::Registry::new()).unwrap(),
+            last_written: Mutex::new(None),
         });
         let globs = Globs::new(&config.include, &config.exclude).unwrap();
         let (wake, wake_rx) = std::sync::mpsc::sync_channel(1024);
@@ -1084,8 +1198,8 @@ mod tests {
     fn drain(t: &mut Tailer, rx: &mut mpsc::Receiver<SourceBatch>) -> Vec<String> {
         let mut got = Vec::new();
         for _ in 0..5 {
-            t.round(true).unwrap();
-            assert!(t.maintain());
+            t.round(true);
+            t.maintain();
             assert!(t.send());
             while let Ok(b) = rx.try_recv() {
                 got.extend(b.events.into_iter().map(|e| e.message));
@@ -1152,6 +1266,44 @@ mod tests {
             };
             assert_eq!(got, want, "read_from {read_from:?}");
             assert_eq!(t.shared.metrics.rotations.get(), 1);
+        }
+    }
+
+    /// Regression (issue 15): the batch limits were checked only between files, so one read
+    /// slice (`read_budget`, 256 KiB) of short lines made a batch of thousands of events, and
+    /// one of long lines overshot `batch_max_bytes` by up to a slice.
+    #[test]
+    fn batch_limits_hold_inside_one_read_slice() {
+        for (msg_len, lines) in [(4, 5000), (100, 2000)] {
+            let d = tempfile::tempdir().unwrap();
+            let dir = d.path().join("pods/ns_p_uid/c");
+            std::fs::create_dir_all(&dir).unwrap();
+            let data: String = (0..lines).map(|n| cri(&format!("{n:0msg_len$}"))).collect();
+            std::fs::write(dir.join("0.log"), &data).unwrap();
+            let max_bytes = 16 * 1024;
+            let (mut t, mut rx) = tailer_with(d.path(), |c| {
+                c.batch_max_bytes = crate::config::ByteSize::kib(16);
+                c.read_budget = crate::config::ByteSize::mib(1);
+            });
+            t.rescan();
+            let (mut events, mut batches) = (0, 0);
+            for _ in 0..50 {
+                t.round(true);
+                assert!(t.send());
+                while let Ok(b) = rx.try_recv() {
+                    batches += 1;
+                    events += b.events.len();
+                    let bytes: usize = b.events.iter().map(|e| e.message.len()).sum();
+                    let last = b.events.last().map_or(0, |e| e.message.len());
+                    assert!(b.events.len() <= BATCH_MAX_EVENTS, "{} events in one batch", b.events.len());
+                    assert!(bytes - last < max_bytes, "{bytes} message bytes in one batch (limit {max_bytes})");
+                    // Each batch commits exactly up to its last line.
+                    let end = b.events.last().unwrap().origin.resume;
+                    assert_eq!(b.positions.last().map(|p| p.1), Some(end));
+                }
+            }
+            assert_eq!(events, lines, "{msg_len}-byte messages");
+            assert!(batches > 1);
         }
     }
 
