@@ -50,6 +50,9 @@ pub struct Entry {
     /// Absent in checkpoints written before it existed (0): their `key` is kept as it is.
     #[serde(default)]
     pub generation: u64,
+    /// A copy made by copytruncate, being finished (no rotation follows it).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub copy: bool,
 }
 
 impl Entry {
@@ -162,6 +165,7 @@ mod tests {
             key: u64::MAX,
             offset: off,
             generation: 1_795_847_533_123_456_789,
+            copy: false,
         }
     }
 

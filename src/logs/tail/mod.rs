@@ -73,6 +73,8 @@ pub struct Tracked {
     /// Closed, but the last walk of the include globs still found it (globs that also match
     /// rotated names): kept, so it is not read again when found.
     pub visible: bool,
+    /// The copy a copytruncate made (`truncation`): no rotation follows it.
+    pub copy: bool,
 }
 
 /// State shared by the tailer thread, the checkpoint writer and `LogSource`.
@@ -114,6 +116,7 @@ impl Shared {
                         key,
                         offset,
                         generation: t.generation,
+                        copy: t.copy,
                     })
                 })
                 .collect()
@@ -659,6 +662,7 @@ impl Tailer {
                     m.truncation_copies_found.inc();
                     if let Some(t) = shared.registry().get_mut(&old_key) {
                         t.id = id;
+                        t.copy = true;
                     }
                     let fp = Fingerprint::of_file(&live).unwrap_or_default();
                     let family = f.path.clone();
@@ -705,6 +709,7 @@ impl Tailer {
                 base: 0,
                 closed: None,
                 visible: false,
+                copy: false,
             },
         );
     }
@@ -822,6 +827,7 @@ impl Tailer {
                 key,
                 offset: t.closed.unwrap_or(0),
                 generation: t.generation,
+                copy: t.copy,
             })
         });
         let (key, generation, offset) = match matched {
@@ -868,6 +874,7 @@ impl Tailer {
                 base: offset,
                 closed: None,
                 visible: false,
+                copy: false,
             },
         );
         tracing::debug!(path = %f.path.display(), offset, "tailing log file");
@@ -889,10 +896,19 @@ impl Tailer {
         for e in &entries {
             let family = PathBuf::from(&e.path);
             let mut restored = None;
-            for (c, _) in rotated_siblings(&family) {
+            // A copytruncate's copy may be named `<name>-YYYYMMDD`, too.
+            let candidates: Vec<PathBuf> = if e.copy {
+                copy_candidates(&family).into_iter().map(|(_, c)| c).collect()
+            } else {
+                rotated_siblings(&family).into_iter().map(|(c, _)| c).collect()
+            };
+            for c in candidates {
                 if let Some(mut t) = self.open_rotated(e, &family, &c) {
                     tracing::info!(path = %c.display(), offset = e.offset, "finishing a file rotated while vigil was stopped");
                     self.register(e.key, e.generation, &e.path, &t, e.offset);
+                    if let Some(r) = self.shared.registry().get_mut(&e.key) {
+                        r.copy = e.copy;
+                    }
                     t.order = self.take_order();
                     self.files.push(t);
                     restored = Some(c);
@@ -900,6 +916,8 @@ impl Tailer {
                 }
             }
             match restored {
+                // Files rotated after a copy are not its successors: the live file is.
+                Some(_) if e.copy => {}
                 Some(c) => {
                     let suffix = rotation_suffix(&family, &c).unwrap_or_default();
                     found_rotated.push((family, suffix));
@@ -931,7 +949,16 @@ impl Tailer {
     fn register(&self, key: u64, generation: u64, family: &str, t: &FileTail, base: u64) {
         self.shared.registry().insert(
             key,
-            Tracked { path: family.to_string(), id: t.id, fp: t.fp, generation, base, closed: None, visible: false },
+            Tracked {
+                path: family.to_string(),
+                id: t.id,
+                fp: t.fp,
+                generation,
+                base,
+                closed: None,
+                visible: false,
+                copy: false,
+            },
         );
     }
 
@@ -1031,22 +1058,7 @@ fn find_copy(t: &FileTail, open: &[FileTail]) -> Option<(PathBuf, File, FileId, 
     }
     // A symlink (`/var/log/containers`) names the file; its copies sit next to the target.
     let real = std::fs::canonicalize(&t.path).unwrap_or_else(|_| t.path.clone());
-    let name = real.file_name()?.to_str()?.to_string();
-    let dir = real.parent()?;
-    let mut candidates: Vec<(bool, PathBuf)> = std::fs::read_dir(dir)
-        .ok()?
-        .flatten()
-        .filter_map(|d| {
-            let n = d.file_name().into_string().ok()?;
-            let rest = n.strip_prefix(&name)?;
-            if !(rest.starts_with('.') || rest.starts_with('-')) || rest.len() < 2 || n.ends_with(".tmp") {
-                return None;
-            }
-            Some((n.ends_with(".gz"), dir.join(n)))
-        })
-        .collect();
-    candidates.sort();
-    candidates.into_iter().find_map(|(gz, path)| {
+    copy_candidates(&real).into_iter().find_map(|(gz, path)| {
         let mut file = File::open(&path).ok()?;
         let meta = file.metadata().ok()?;
         let id = FileId::of(&meta);
@@ -1056,6 +1068,30 @@ fn find_copy(t: &FileTail, open: &[FileTail]) -> Option<(PathBuf, File, FileId, 
         let head = rotated_head(&mut file, gz, t.fp.len as usize)?;
         t.fp.matches(&head).then_some((path, file, id, gz))
     })
+}
+
+/// The names a copy of `family` may have (`<name>.<suffix>`, `<name>-<suffix>`, `.tmp`
+/// excluded), plain ones first, with whether they are gzip-compressed.
+fn copy_candidates(family: &Path) -> Vec<(bool, PathBuf)> {
+    let (Some(name), Some(dir)) = (family.file_name().and_then(|n| n.to_str()), family.parent()) else {
+        return Vec::new();
+    };
+    let Ok(rd) = std::fs::read_dir(if dir.as_os_str().is_empty() { Path::new(".") } else { dir }) else {
+        return Vec::new();
+    };
+    let mut out: Vec<(bool, PathBuf)> = rd
+        .flatten()
+        .filter_map(|d| {
+            let n = d.file_name().into_string().ok()?;
+            let rest = n.strip_prefix(name)?;
+            if !(rest.starts_with('.') || rest.starts_with('-')) || rest.len() < 2 || n.ends_with(".tmp") {
+                return None;
+            }
+            Some((is_gz(Path::new(&n)), dir.join(n)))
+        })
+        .collect();
+    out.sort();
+    out
 }
 
 /// Adds `files[from..]` to the indexes of `Tailer::apply_walk` (plain files by identity, as the
