@@ -51,8 +51,9 @@ pub struct Source {
 /// Where an event came from in its file: the basis of acknowledgements and deterministic ids.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Origin {
-    /// Opaque identity of the file (device, inode and content fingerprint), stable across
-    /// restarts and renames. Assigned by the tailer.
+    /// Opaque key of the file's content (device, inode and a generation given when vigil first
+    /// saw the content: a truncated file's new content gets a new one), stable across restarts
+    /// and renames. Assigned by the tailer.
     pub file: u64,
     /// Byte offset of the first record of this event in the file.
     pub offset: u64,

@@ -15,6 +15,8 @@ pub struct LogMetrics {
     pub lines_truncated: IntCounter,
     pub rotations: IntCounter,
     pub truncations: IntCounter,
+    pub truncation_copies_found: IntCounter,
+    pub truncation_copies_missing: IntCounter,
     /// By `cause` (`tail::DropCause`).
     pub deleted_files_dropped: IntCounterVec,
     pub deleted_bytes_dropped: IntCounterVec,
@@ -69,6 +71,16 @@ impl LogMetrics {
             lines_truncated: c(r, "vigil_lines_truncated_total", "Lines longer than max_line_bytes, cut.")?,
             rotations: c(r, "vigil_rotations_total", "Log files seen rotated (renamed away and replaced).")?,
             truncations: c(r, "vigil_truncations_total", "Log files truncated in place (copytruncate).")?,
+            truncation_copies_found: c(
+                r,
+                "vigil_truncation_copies_found_total",
+                "Truncations whose copy (copytruncate) was found; the old content was finished from it.",
+            )?,
+            truncation_copies_missing: c(
+                r,
+                "vigil_truncation_copies_missing_total",
+                "Truncations without a copy found; lines written before the truncation and not yet read are lost.",
+            )?,
             deleted_files_dropped: by_cause(
                 "vigil_deleted_files_dropped_total",
                 "Deleted log files closed before they were fully read, by the bound that closed them (cause: max_hold, max_unread).",

@@ -4,7 +4,7 @@
 //! Key decision: one small JSON document rewritten atomically (write `.tmp`, fsync, rename over,
 //! fsync the directory), so a crash leaves either the old or the new file, never a torn one.
 //! Each entry records the path, `(dev, ino)`, the fingerprint (length + hash), the stable key,
-//! and the offset, which is enough to find the file again under its rotated (or gzipped) name.
+//! its generation, and the offset, which is enough to find the file again under its rotated (or gzipped) name.
 //! Rejected: an embedded database (a dependency and a format for a few KB of state) and
 //! append-only logs (need compaction; the rewrite is ~100 bytes per file, at most once per
 //! `checkpoint_interval` and only when an offset changed).
@@ -47,6 +47,13 @@ pub struct Entry {
     pub key: u64,
     /// Reading resumes here.
     pub offset: u64,
+    /// When vigil first saw this content (`identity::Generations`): `key` is derived from it.
+    /// Absent in checkpoints written before it existed (0): their `key` is kept as it is.
+    #[serde(default)]
+    pub generation: u64,
+    /// A copy made by copytruncate, being finished (no rotation follows it).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub copy: bool,
 }
 
 impl Entry {
@@ -158,6 +165,8 @@ mod tests {
             fingerprint: 0xdead_beef,
             key: u64::MAX,
             offset: off,
+            generation: 1_795_847_533_123_456_789,
+            copy: false,
         }
     }
 
@@ -170,6 +179,19 @@ mod tests {
         cp.store(vec![entry(20)]).unwrap();
         assert_eq!(cp.load().unwrap(), vec![entry(20)]);
         assert!(!dir.path().join("sub").join("checkpoints.json.tmp").exists());
+    }
+
+    /// A checkpoint written before entries had a generation still loads, keys unchanged.
+    #[test]
+    fn checkpoint_without_generations_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        let cp = Checkpoints::open(dir.path()).unwrap();
+        std::fs::write(
+            cp.path(),
+            br#"{"version":1,"files":[{"path":"/var/log/pods/a_b_c/d/0.log","dev":1,"ino":2,"fingerprint_len":256,"fingerprint":"00000000deadbeef","key":"ffffffffffffffff","offset":10}]}"#,
+        )
+        .unwrap();
+        assert_eq!(cp.load().unwrap(), vec![Entry { generation: 0, ..entry(10) }]);
     }
 
     #[test]

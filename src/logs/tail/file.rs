@@ -5,7 +5,9 @@
 //!            rename seen / path gone                 EOF and (replaced or idle rotate_wait)
 //!   Live ───────────────────────────────→ Moved ─────────────────────────────────────→ Done
 //!    │  ↑ path points at it again ───────┘                                             ↑
-//!    │  size < offset: Truncated (count, read again from 0, stay Live)                 │
+//!    │  truncated (size < offset, or head changed): the old content goes on in the     │
+//!    │  copy as Moved (copytruncate); the new content is a new Live FileTail with a    │
+//!    │  new key (generation). No copy: shipped partials, read again from 0, new key.   │
 //!    └─ nlink == 0 ──→ Deleted ── EOF, or held > deleted_file_max_hold, ───────────────┘
 //!                               or unread > deleted_file_max_unread (drop, count)
 //! ```
@@ -14,7 +16,9 @@
 //! never loses the tail of the old file; bytes of an unfinished last line are carried between
 //! reads in a buffer capped at `max_raw` (an overlong line keeps its head and skips the rest,
 //! so memory never grows with line length); `resume()` never passes the start of a pending
-//! partial of either stream nor an unfinished line.
+//! partial of either stream nor an unfinished line. A truncation is looked for before every
+//! read (size, then the fingerprinted head), not only at polls, because a file written again
+//! past the old offset before the next poll would otherwise be read on from the wrong place.
 
 use super::identity::{FileId, Fingerprint};
 use crate::event::{Event, Origin, Source, Stream};
@@ -484,27 +488,95 @@ impl FileTail {
         }
     }
 
-    /// The file was truncated in place: partial state is shipped, reading restarts at 0.
-    pub fn truncated(&mut self, now_ms: u64, out: &mut Out, m: &LogMetrics) {
+    /// Whether the plain file was truncated since it was last read: it is shorter than the
+    /// read offset, or (truncated and written again past the offset before this look) its
+    /// first bytes are no longer those fingerprinted. One `fstat` and one read of at most
+    /// `FINGERPRINT_BYTES`.
+    pub fn truncation_seen(&self) -> bool {
+        let Body::Plain(f) = &self.body else { return false };
+        if matches!(self.state, State::Deleted { .. }) || self.offset == 0 {
+            return false;
+        }
+        match f.metadata() {
+            Ok(md) if md.len() < self.offset => true,
+            Ok(_) if self.fp.len > 0 => {
+                let mut head = [0u8; super::identity::FINGERPRINT_BYTES];
+                let want = &mut head[..self.fp.len as usize];
+                f.read_exact_at(want, 0).is_err() || !self.fp.matches(want)
+            }
+            _ => false,
+        }
+    }
+
+    /// The file was truncated in place and its old content is gone: partial state is
+    /// shipped, and reading restarts at 0 under `key` (a new generation: the old key's
+    /// offsets named other lines).
+    pub fn truncated(&mut self, key: u64, now_ms: u64, out: &mut Out, m: &LogMetrics) {
         self.finish(now_ms, out, m);
+        self.key = key;
+        self.batch_source = None;
         self.offset = 0;
         self.consumed = 0;
         self.carry.clear();
         self.carry_cut = false;
         self.format = None;
+        self.merger = Merger::new(self.limits.max_line);
         self.last_position = u64::MAX;
+        self.size = 0;
         self.push_position(out);
+        self.fp = Fingerprint::default();
+        self.refresh_fingerprint();
     }
 
-    /// Refreshes the fingerprint while the file is shorter than the fingerprint length.
+    /// The file was truncated after a copy of it was made (copytruncate): this content goes
+    /// on in `copy` (`id`; gzip-compressed when `gz`) at the same offset, with the unfinished
+    /// line and pending partials kept, and is finished there as a file rotated away. Returns
+    /// the descriptor of the truncated file, which now holds new content.
+    pub fn continue_in_copy(&mut self, copy: File, id: FileId, gz: bool) -> io::Result<File> {
+        let body = if gz {
+            let mut dec = flate2::read::GzDecoder::new(io::BufReader::new(copy));
+            let skipped = io::copy(&mut (&mut dec).take(self.offset), &mut io::sink())?;
+            if skipped < self.offset {
+                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the copy is shorter than the read offset"));
+            }
+            self.size = 0;
+            Body::Gz(Box::new(dec))
+        } else {
+            let len = copy.metadata()?.len();
+            if len < self.offset {
+                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the copy is shorter than the read offset"));
+            }
+            self.size = len;
+            Body::Plain(copy)
+        };
+        let Body::Plain(live) = std::mem::replace(&mut self.body, body) else {
+            unreachable!("only a plain file is truncated")
+        };
+        self.id = id;
+        self.state = State::Moved { replaced: true };
+        self.at_eof = false;
+        Ok(live)
+    }
+
+    /// Refreshes the fingerprint while the file is shorter than the fingerprint length. Only
+    /// a longer head that starts with the fingerprinted bytes counts: a different head is a
+    /// truncation (`truncation_seen`), not growth.
     pub fn refresh_fingerprint(&mut self) -> bool {
         if let Body::Plain(f) = &self.body
             && !self.fp.complete()
-            && let Ok(fp) = Fingerprint::of_file(f)
-            && fp.len > self.fp.len
         {
-            self.fp = fp;
-            return true;
+            let mut head = [0u8; super::identity::FINGERPRINT_BYTES];
+            let mut n = 0;
+            while n < head.len() {
+                match f.read_at(&mut head[n..], n as u64) {
+                    Ok(0) | Err(_) => break,
+                    Ok(k) => n += k,
+                }
+            }
+            if n > self.fp.len as usize && self.fp.matches(&head[..n]) {
+                self.fp = Fingerprint::of_bytes(&head[..n]);
+                return true;
+            }
         }
         false
     }

@@ -82,15 +82,47 @@ pub fn fnv1a(b: &[u8]) -> u64 {
     h
 }
 
-/// The `Origin.file` key of a file: derived from its identity when it is first seen, then
-/// persisted in the checkpoint, so it stays the same across restarts and renames.
-pub fn file_key(id: FileId, fp: Fingerprint) -> u64 {
-    let mut b = [0u8; 26];
+/// The `Origin.file` key of one *instance* of a file's content: its identity and the
+/// generation it got when vigil first saw that content (see `Generations`). Persisted in the
+/// checkpoint, so it stays the same across restarts and renames; a truncation or a new file
+/// at a reused inode gets a new generation, hence a new key, so `(key, offset)` never names
+/// two different lines.
+pub fn file_key(id: FileId, generation: u64) -> u64 {
+    let mut b = [0u8; 24];
     b[..8].copy_from_slice(&id.dev.to_le_bytes());
     b[8..16].copy_from_slice(&id.ino.to_le_bytes());
-    b[16..24].copy_from_slice(&fp.hash.to_le_bytes());
-    b[24..26].copy_from_slice(&fp.len.to_le_bytes());
+    b[16..24].copy_from_slice(&generation.to_le_bytes());
     fnv1a(&b)
+}
+
+/// Hands out generations: unique per file content seen on this node, strictly increasing.
+///
+/// A generation is the wall clock in nanoseconds when vigil first saw the content (a new file,
+/// a reused inode, or a file refilled after a truncation), raised above every generation
+/// handed out before, including those in the loaded checkpoint, so neither a restart nor a
+/// clock stepping back repeats one. Rejected: the fingerprint as the only tell (an inode
+/// reused while the new file is still empty has the same empty fingerprint as the old one,
+/// and a truncated file may start with the same bytes again) and a plain counter (a crash
+/// before the checkpoint that recorded it hands the same number out again).
+#[derive(Debug, Default)]
+pub struct Generations {
+    last: u64,
+}
+
+impl Generations {
+    /// Continues after `seen` (the generations of the loaded checkpoint).
+    pub fn after(seen: impl IntoIterator<Item = u64>) -> Self {
+        Self { last: seen.into_iter().max().unwrap_or(0) }
+    }
+
+    pub fn take(&mut self) -> u64 {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        self.last = now.max(self.last + 1);
+        self.last
+    }
 }
 
 #[cfg(test)]
@@ -110,5 +142,16 @@ mod tests {
         assert!(fp.matches(&long));
         // Known FNV-1a vector.
         assert_eq!(fnv1a(b"a"), 0xaf63_dc4c_8601_ec8c);
+    }
+
+    #[test]
+    fn generations_increase_past_the_checkpoint_and_give_distinct_keys() {
+        let far = u64::MAX / 2;
+        let mut g = Generations::after([3, far, 7]);
+        let (a, b) = (g.take(), g.take());
+        assert!(a > far && b > a);
+        let id = FileId { dev: 1, ino: 2 };
+        assert_ne!(file_key(id, a), file_key(id, b));
+        assert_ne!(file_key(id, a), file_key(FileId { dev: 1, ino: 3 }, a));
     }
 }
