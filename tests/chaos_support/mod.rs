@@ -367,6 +367,25 @@ impl Receivers {
         (loki, es)
     }
 
+    /// Up to `n` lines stored under more than one `_id`, with their `_id`s and file paths (for
+    /// failure messages).
+    pub fn es_duplicates(&self, n: usize) -> Vec<String> {
+        let s = self.es.state.lock().unwrap();
+        let mut by_line: BTreeMap<(String, u64), Vec<String>> = BTreeMap::new();
+        for (k, doc) in &s.stored {
+            if let Some((name, seq)) = doc["message"].as_str().and_then(parse_key) {
+                let file = doc["log"]["file"]["path"].as_str().unwrap_or_default();
+                by_line.entry((name.to_string(), seq)).or_default().push(format!("{} ({file})", k.1));
+            }
+        }
+        by_line
+            .into_iter()
+            .filter(|(_, ids)| ids.len() > 1)
+            .take(n)
+            .map(|((name, seq), ids)| format!("{name} {seq}: {}", ids.join(", ")))
+            .collect()
+    }
+
     pub fn bad_requests(&self) -> usize {
         self.loki.state.lock().unwrap().bad_requests.len() + self.es.state.lock().unwrap().bad_requests.len()
     }
@@ -472,10 +491,18 @@ pub fn metric_sum(text: &str, name: &str) -> f64 {
         .sum()
 }
 
-/// The last 40 lines of a log, for failure messages.
+/// The last 40 lines of a log, for failure messages, without terminal colour codes.
 pub fn tail(s: &str) -> String {
     let lines: Vec<&str> = s.lines().collect();
-    lines[lines.len().saturating_sub(40)..].join("\n")
+    let text = lines[lines.len().saturating_sub(40)..].join("\n");
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text.as_str();
+    while let Some(i) = rest.find("\x1b[") {
+        out.push_str(&rest[..i]);
+        rest = rest[i..].split_once('m').map_or("", |(_, r)| r);
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Waits until both sinks hold every line written, or nothing new arrived for `stall` (what
@@ -557,6 +584,9 @@ pub fn report(rows: &[Row]) {
     eprintln!("{TABLE_HEADER}\n{text}");
     if let Some(p) = std::env::var_os("VIGIL_CHAOS_TABLE") {
         let mut f = std::fs::OpenOptions::new().create(true).append(true).open(p).unwrap();
+        if f.metadata().unwrap().len() == 0 {
+            writeln!(f, "{TABLE_HEADER}").unwrap();
+        }
         f.write_all(text.as_bytes()).unwrap();
     }
 }
