@@ -51,12 +51,18 @@ pub fn cri_line(name: &str, seq: u64, line_len: usize) -> String {
     format!("2026-11-29T{h:02}:{m:02}:{s:02}.{micros:06}000Z stdout F {}\n", message(name, seq, line_len))
 }
 
+/// `<name> <seq>` of a message (the whole message when it has no second space).
+fn key_prefix(msg: &str) -> &str {
+    match msg.match_indices(' ').nth(1) {
+        Some((i, _)) => &msg[..i],
+        None => msg,
+    }
+}
+
 /// (container, seq) of a delivered message, if it is one of ours.
 pub fn parse_key(msg: &str) -> Option<(&str, u64)> {
-    let mut it = msg.splitn(3, ' ');
-    let name = it.next()?;
-    let seq = it.next()?.parse().ok()?;
-    Some((name, seq))
+    let (name, seq) = key_prefix(msg).split_once(' ')?;
+    Some((name, seq.parse().ok()?))
 }
 
 /// How a container's log file is rotated.
@@ -308,6 +314,8 @@ pub struct Receivers {
     pub es: EsServer,
     /// Every entry Loki accepted, in arrival order (duplicates included).
     loki_lines: Arc<Mutex<Vec<String>>>,
+    /// How many of the stored documents (in creation order) `trim` has slimmed.
+    es_slimmed: Mutex<usize>,
     /// Runs the servers; dropping it (last) aborts their tasks and closes the listeners.
     _rt: tokio::runtime::Runtime,
 }
@@ -321,15 +329,16 @@ impl Receivers {
             // Recorded here rather than in the server's store, whose de-duplication (like
             // Loki's) would hide what was sent twice, and is quadratic per stream. Answered
             // 204 like Loki's push endpoint on success.
+            // Only "<name> <seq>" is kept: a soak records millions of entries.
             let mut r = rec.lock().unwrap();
             for s in &push.streams {
-                r.extend(s.entries.iter().map(|e| e.line.clone()));
+                r.extend(s.entries.iter().map(|e| key_prefix(&e.line).to_string()));
             }
             Answer::Refuse(Reply::status(204, ""))
         })));
         let es =
             rt.block_on(EsServer::scripted(Box::new(|_| RequestAnswer::Process(Duration::ZERO)), Box::new(|_| None)));
-        Receivers { loki, es, loki_lines, _rt: rt }
+        Receivers { loki, es, loki_lines, es_slimmed: Mutex::new(0), _rt: rt }
     }
 
     /// Both backends down (every connection dropped) or back.
@@ -338,10 +347,22 @@ impl Receivers {
         self.es.server.set_down(down);
     }
 
-    /// Frees what the servers keep per request (the soak would grow without bound).
+    /// Frees what the servers keep per request and slims the stored documents to what the
+    /// checker reads (a soak stores millions).
     pub fn trim(&self) {
         self.loki.state.lock().unwrap().pushes.clear();
-        self.es.state.lock().unwrap().requests.clear();
+        let mut s = self.es.state.lock().unwrap();
+        s.requests.clear();
+        let mut slimmed = self.es_slimmed.lock().unwrap();
+        let st = &mut *s;
+        for k in &st.order[*slimmed..] {
+            let doc = st.stored.get_mut(k).expect("stored in order");
+            *doc = serde_json::json!({
+                "message": doc["message"].as_str().map(key_prefix),
+                "log": {"file": {"path": doc["log"]["file"]["path"]}},
+            });
+        }
+        *slimmed = st.order.len();
     }
 
     pub fn tally_loki(&self, w: &Written) -> Tally {
