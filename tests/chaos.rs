@@ -50,13 +50,14 @@ fn assert_sane(name: &str, rx: &Receivers, l: &Tally, e: &Tally) {
     assert_eq!((l.unknown, e.unknown), (0, 0), "{name}: lines that were never written arrived");
 }
 
-fn assert_no_loss(name: &str, node: &Node, l: &Tally, e: &Tally) {
+fn assert_no_loss(name: &str, rx: &Receivers, node: &Node, w: &Written, l: &Tally, e: &Tally) {
     assert!(
         l.lost == 0 && e.lost == 0,
-        "{name}: lost {} lines at Loki and {} at Elasticsearch of {}; vigil:\n{}",
+        "{name}: lost {} lines at Loki and {} at Elasticsearch of {}:{}\nvigil:\n{}",
         l.lost,
         e.lost,
         l.written,
+        rx.lost_ranges(w),
         tail(&node.stderr())
     );
 }
@@ -86,7 +87,7 @@ fn sigkill_loop(scenario: &str, secs: u64, kills: u32, rate: f64) {
     let (l, e) = finish(&rx, &mut node, &w);
     report(&rows(scenario, l, e, 0, t0));
     assert_sane(scenario, &rx, &l, &e);
-    assert_no_loss(scenario, &node, &l, &e);
+    assert_no_loss(scenario, &rx, &node, &w, &l, &e);
     assert!(
         l.duplicated <= DUPLICATES_PER_KILL * kills as u64,
         "{scenario}: {} lines sent twice to Loki after {kills} SIGKILLs (at most {DUPLICATES_PER_KILL} per kill)",
@@ -139,7 +140,7 @@ fn outage(scenario: &str, outage: Duration, rot: u64, extra: &str) {
     node.stop();
     report(&rows(scenario, l, e, dropped, t0));
     assert_sane(scenario, &rx, &l, &e);
-    assert_no_loss(scenario, &node, &l, &e);
+    assert_no_loss(scenario, &rx, &node, &w, &l, &e);
     assert_eq!(l.reordered, 0, "{scenario}: lines of a container reached Loki out of order");
 }
 
@@ -197,7 +198,7 @@ fn copytruncate(scenario: &str, secs: u64) {
     let (l, e) = finish(&rx, &mut node, &w);
     report(&rows(scenario, l, e, 0, t0));
     assert_sane(scenario, &rx, &l, &e);
-    assert_no_loss(scenario, &node, &l, &e);
+    assert_no_loss(scenario, &rx, &node, &w, &l, &e);
     assert_eq!(
         e.duplicated,
         0,
@@ -245,7 +246,7 @@ fn thousand_files(scenario: &str, secs: u64) {
     let (l, e) = finish(&rx, &mut node, &w);
     report(&rows(scenario, l, e, 0, t0));
     assert_sane(scenario, &rx, &l, &e);
-    assert_no_loss(scenario, &node, &l, &e);
+    assert_no_loss(scenario, &rx, &node, &w, &l, &e);
     assert_eq!(l.reordered, 0, "{scenario}: lines of a container reached Loki out of order");
 }
 
@@ -337,7 +338,7 @@ fn checkpoint_dir(scenario: &str, secs: u64) {
     report(&rows(scenario, l, e, 0, t0));
     assert_sane(scenario, &rx, &l, &e);
     assert!(problems.is_empty(), "{scenario}: {problems:?}; vigil:\n{}", tail(&node.stderr()));
-    assert_no_loss(scenario, &node, &l, &e);
+    assert_no_loss(scenario, &rx, &node, &w, &l, &e);
     // Without checkpoints, a kill sends again what was written since the last one that was
     // written, plus what was in flight.
     let bound = at_risk + 2 * DUPLICATES_PER_KILL;

@@ -388,6 +388,31 @@ impl Receivers {
         (loki, es)
     }
 
+    /// The lost lines per container at each sink as seq ranges, e.g. `c0001 120..388` (for
+    /// failure messages: a range that starts at a rotation points at the file that was missed).
+    pub fn lost_ranges(&self, w: &Written) -> String {
+        let mut out = String::new();
+        for (name, &n) in w {
+            let (loki, es) = self.lost_seqs(name, n);
+            for (sink, lost) in [("loki", loki), ("es", es)] {
+                if lost.is_empty() {
+                    continue;
+                }
+                let mut ranges = Vec::new();
+                let mut start = lost[0];
+                for pair in lost.windows(2) {
+                    if pair[1] != pair[0] + 1 {
+                        ranges.push(format!("{start}..={}", pair[0]));
+                        start = pair[1];
+                    }
+                }
+                ranges.push(format!("{start}..={}", lost[lost.len() - 1]));
+                out.push_str(&format!("\n  {sink} {name} (of {n}): {}", ranges.join(", ")));
+            }
+        }
+        out
+    }
+
     /// Up to `n` lines stored under more than one `_id`, with their `_id`s and file paths (for
     /// failure messages).
     pub fn es_duplicates(&self, n: usize) -> Vec<String> {
