@@ -413,6 +413,29 @@ impl Receivers {
         out
     }
 
+    /// Lines sent twice per container (Loki) and stored twice (Elasticsearch), for failure
+    /// messages: e.g. whether the duplicates come from copytruncated or kubelet-rotated files.
+    pub fn duplicates_by_container(&self, w: &Written) -> String {
+        let count = |msgs: &mut dyn Iterator<Item = &str>| {
+            let mut per: BTreeMap<String, BTreeMap<u64, u32>> = BTreeMap::new();
+            for (name, seq) in msgs.filter_map(parse_key) {
+                *per.entry(name.to_string()).or_default().entry(seq).or_default() += 1;
+            }
+            per.into_iter()
+                .map(|(k, v)| (k, v.values().map(|&c| c as u64 - 1).sum::<u64>()))
+                .collect::<BTreeMap<String, u64>>()
+        };
+        let l = self.loki_lines.lock().unwrap();
+        let loki = count(&mut l.iter().map(String::as_str));
+        drop(l);
+        let s = self.es.state.lock().unwrap();
+        let es = count(&mut s.order.iter().filter_map(|k| s.stored[k]["message"].as_str()));
+        w.keys()
+            .map(|k| format!("{k}: {}/{}", loki.get(k).unwrap_or(&0), es.get(k).unwrap_or(&0)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
     /// Up to `n` lines stored under more than one `_id`, with their `_id`s and file paths (for
     /// failure messages).
     pub fn es_duplicates(&self, n: usize) -> Vec<String> {
