@@ -513,8 +513,25 @@ log:
         Node { dir, root, checkpoint_dir, addr, config, vigil: None, kills: 0 }
     }
 
+    /// Starts `vigil run` (the binary in `$VIGIL_BIN` when set, e.g. a release build, else
+    /// cargo's) and waits until it is ready. stdout and stderr are appended to files in the
+    /// temp directory across restarts.
     pub fn start(&mut self) {
-        let mut v = Vigil::start(self.dir.path(), &self.config, self.addr);
+        let dir = self.dir.path();
+        let config = dir.join("vigil.yaml");
+        std::fs::write(&config, &self.config).unwrap();
+        let log = |name: &str| std::fs::OpenOptions::new().create(true).append(true).open(dir.join(name)).unwrap();
+        let bin = std::env::var_os("VIGIL_BIN").unwrap_or_else(|| crate::support::vigil_bin().into());
+        let child = std::process::Command::new(bin)
+            .args(["run", "--config"])
+            .arg(&config)
+            .env_remove("RUST_LOG")
+            .stdin(std::process::Stdio::null())
+            .stdout(log("vigil.stdout"))
+            .stderr(log("vigil.stderr"))
+            .spawn()
+            .expect("vigil starts");
+        let mut v = Vigil { child, addr: self.addr, config };
         v.wait_ready(Duration::from_secs(60));
         self.vigil = Some(v);
     }
