@@ -81,7 +81,10 @@ fn sigkill_loop(scenario: &str, secs: u64, kills: u32, rate: f64) {
     let t0 = Instant::now();
     let rx = Receivers::start();
     let mut node = Node::new(&rx, "");
-    let rot = if soak() { 256 << 10 } else { 64 << 10 };
+    // About 6 rotations of each file per minute at the soak's rate (~88 KB/s per file), ~2 s
+    // per rotation at the bounded rate: files rotate between and across kills, while the 2
+    // rotated files kept cover more than vigil's restart time.
+    let rot = if soak() { 1 << 20 } else { 64 << 10 };
     let mut cs = kubelet(&node.root, (0..6).map(|i| format!("k{i:04}")), rot);
     cs.extend((0..2).map(|i| {
         Container::create(&node.root, &format!("t{i:04}"), LINE_LEN, Rotation::CopyTruncate { max_bytes: rot })
