@@ -345,7 +345,7 @@ impl Tailer {
     /// Runs until stopped. Dropping `self` closes the source channel.
     ///
     /// While the pipeline is full, nothing is read, but the loop goes on: rescans open new
-    /// files, rotations and deletions are noticed and descriptors are held (see `held`), so a
+    /// files, rotations and deletions are noticed and descriptors are held, so a
     /// file created and rotated away during a sink outage is still read once the sinks are back.
     pub fn run(mut self) {
         loop {
