@@ -896,10 +896,7 @@ impl Tailer {
         for e in &entries {
             let family = PathBuf::from(&e.path);
             let mut restored = None;
-            // Its inode is still the file at the path, with other content: truncated in place
-            // while vigil was stopped, so its rest is in a copy (copytruncate), not in a
-            // rotated file.
-            let copy = e.copy || self.files.iter().any(|t| t.id == e.id() && matches!(t.state, State::Live));
+            let copy = e.copy;
             // A copytruncate's copy may be named `<name>-YYYYMMDD`, too.
             let candidates: Vec<PathBuf> = if copy {
                 copy_candidates(&family).into_iter().map(|(_, c)| c).collect()
@@ -1164,12 +1161,12 @@ fn rotation_suffix(family: &Path, rotated: &Path) -> Option<String> {
 }
 
 /// Whether the file with rotation suffix `a` was rotated after the one with `b`. docker
-/// (`<id>-json.log.N`) numbers rotated files from the newest (`.1`); the kubelet appends a
-/// sortable timestamp (`0.log.20241128-061213`).
-fn rotated_after(family: &Path, a: &str, b: &str) -> bool {
-    let docker = family.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.ends_with("-json.log"));
-    match (docker, a.parse::<u64>(), b.parse::<u64>()) {
-        (true, Ok(x), Ok(y)) => x < y,
+/// (`<id>-json.log.N`) and logrotate (`<name>.N`, also copytruncate's copies) number rotated
+/// files from the newest (`.1`); the kubelet appends a sortable timestamp
+/// (`0.log.20241128-061213`).
+fn rotated_after(_family: &Path, a: &str, b: &str) -> bool {
+    match (a.parse::<u64>(), b.parse::<u64>()) {
+        (Ok(x), Ok(y)) => x < y,
         _ => a > b,
     }
 }
@@ -1383,8 +1380,8 @@ mod tests {
     }
 
     /// Regression: truncated (copytruncate) while vigil was stopped, with older copies next to
-    /// it: the copy was found, but then the older copies (`.2`, `.3`: sorted "after" `.1`)
-    /// were taken for files rotated after it and read again whole. Now: the unread rest from
+    /// it: the copy was found, but then the older copies (`.2`, `.3`: compared as text,
+    /// "after" `.1`) were taken for files rotated after it and read again whole. Now: the unread rest from
     /// the copy, nothing older, then the file from 0.
     #[test]
     fn copytruncate_while_stopped_reads_the_rest_from_the_copy_and_nothing_older() {
