@@ -81,7 +81,7 @@ async fn every_line_is_stored_across_copytruncates() {
         want.extend(text.lines().map(|l| l.splitn(4, ' ').nth(3).unwrap().to_string()));
     };
     for round in 0..3 {
-        let before = format!("before{round}");
+        let before = format!("old{round}");
         write(&before, 0..400, &mut want);
         assert!(
             wait_for(WAIT, || es.messages().len() >= want.len()).await,
@@ -95,9 +95,14 @@ async fn every_line_is_stored_across_copytruncates() {
         std::fs::copy(&live, &copy).unwrap();
         std::fs::OpenOptions::new().write(true).open(&live).unwrap().set_len(0).unwrap();
         // And written again right away, past the old offset, racing vigil's next look.
-        write(&format!("after{round}"), 0..600, &mut want);
+        write(&format!("new{round}"), 0..600, &mut want);
         // logrotate's next turn moves the copy on.
-        assert!(wait_for(WAIT, || es.messages().len() >= want.len()).await, "round {round}");
+        assert!(
+            wait_for(WAIT, || es.messages().len() >= want.len()).await,
+            "round {round}: {} of {} lines stored",
+            es.messages().len(),
+            want.len()
+        );
         std::fs::rename(&copy, pod.join(format!("0.log.{}", round + 2))).unwrap();
     }
     stop(r).await;

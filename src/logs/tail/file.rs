@@ -18,7 +18,9 @@
 //! so memory never grows with line length); `resume()` never passes the start of a pending
 //! partial of either stream nor an unfinished line. A truncation is looked for before every
 //! read (size, then the fingerprinted head), not only at polls, because a file written again
-//! past the old offset before the next poll would otherwise be read on from the wrong place.
+//! past the old offset before the next poll would otherwise be read on from the wrong place;
+//! and the head is checked again after each `pread`, before its bytes are used, which closes
+//! the window between that look and the read.
 
 use super::identity::{FileId, Fingerprint};
 use crate::event::{Event, Origin, Source, Stream};
@@ -261,7 +263,17 @@ impl FileTail {
         while total < budget {
             let want = buf.len().min(budget - total);
             let n = match &mut self.body {
-                Body::Plain(f) => f.read_at(&mut buf[..want], self.offset)?,
+                Body::Plain(f) => {
+                    let n = f.read_at(&mut buf[..want], self.offset)?;
+                    // Truncated (and written again) since the look before this read: these
+                    // bytes may be new content at the old offset. Left unread; the caller's
+                    // next look (`truncation_seen`) handles the truncation. A truncation after
+                    // this check came after the read, so the bytes read are the old content.
+                    if n > 0 && !matches!(self.state, State::Deleted { .. }) && !head_matches(f, self.fp) {
+                        break;
+                    }
+                    n
+                }
                 Body::Gz(d) => d.read(&mut buf[..want])?,
             };
             if n == 0 {
@@ -494,17 +506,13 @@ impl FileTail {
     /// `FINGERPRINT_BYTES`.
     pub fn truncation_seen(&self) -> bool {
         let Body::Plain(f) = &self.body else { return false };
-        if matches!(self.state, State::Deleted { .. }) || self.offset == 0 {
+        if matches!(self.state, State::Deleted { .. }) {
             return false;
         }
         match f.metadata() {
             Ok(md) if md.len() < self.offset => true,
-            Ok(_) if self.fp.len > 0 => {
-                let mut head = [0u8; super::identity::FINGERPRINT_BYTES];
-                let want = &mut head[..self.fp.len as usize];
-                f.read_exact_at(want, 0).is_err() || !self.fp.matches(want)
-            }
-            _ => false,
+            Ok(_) => !head_matches(f, self.fp),
+            Err(_) => false,
         }
     }
 
@@ -580,6 +588,13 @@ impl FileTail {
         }
         false
     }
+}
+
+/// Whether `f` still starts with the bytes `fp` was taken over (true for an empty `fp`).
+fn head_matches(f: &File, fp: Fingerprint) -> bool {
+    let mut head = [0u8; super::identity::FINGERPRINT_BYTES];
+    let want = &mut head[..fp.len as usize];
+    f.read_exact_at(want, 0).is_ok() && fp.matches(want)
 }
 
 /// The wall clock in UTC nanoseconds (for malformed lines, which carry no timestamp).

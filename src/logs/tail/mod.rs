@@ -1021,8 +1021,9 @@ impl Tailer {
         for e in &entries {
             let family = PathBuf::from(&e.path);
             let mut restored = None;
+            let copy = e.copy;
             // A copytruncate's copy may be named `<name>-YYYYMMDD`, too.
-            let candidates: Vec<PathBuf> = if e.copy {
+            let candidates: Vec<PathBuf> = if copy {
                 copy_candidates(&family).into_iter().map(|(_, c)| c).collect()
             } else {
                 rotated_siblings(&family).into_iter().map(|(c, _)| c).collect()
@@ -1032,7 +1033,7 @@ impl Tailer {
                     tracing::info!(path = %c.display(), offset = e.offset, "finishing a file rotated while vigil was stopped");
                     self.register(e.key, e.generation, &e.path, &t, e.offset);
                     if let Some(r) = self.shared.registry().get_mut(&e.key) {
-                        r.copy = e.copy;
+                        r.copy = copy;
                     }
                     t.order = self.take_order();
                     self.files.push(t);
@@ -1042,7 +1043,7 @@ impl Tailer {
             }
             match restored {
                 // Files rotated after a copy are not its successors: the live file is.
-                Some(_) if e.copy => {}
+                Some(_) if copy => {}
                 Some(c) => {
                     let suffix = rotation_suffix(&family, &c).unwrap_or_default();
                     found_rotated.push((family, suffix));
@@ -1269,12 +1270,12 @@ fn rotation_suffix(family: &Path, rotated: &Path) -> Option<String> {
 }
 
 /// Whether the file with rotation suffix `a` was rotated after the one with `b`. docker
-/// (`<id>-json.log.N`) numbers rotated files from the newest (`.1`); the kubelet appends a
-/// sortable timestamp (`0.log.20241128-061213`).
-fn rotated_after(family: &Path, a: &str, b: &str) -> bool {
-    let docker = family.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.ends_with("-json.log"));
-    match (docker, a.parse::<u64>(), b.parse::<u64>()) {
-        (true, Ok(x), Ok(y)) => x < y,
+/// (`<id>-json.log.N`) and logrotate (`<name>.N`, also copytruncate's copies) number rotated
+/// files from the newest (`.1`); the kubelet appends a sortable timestamp
+/// (`0.log.20241128-061213`).
+fn rotated_after(_family: &Path, a: &str, b: &str) -> bool {
+    match (a.parse::<u64>(), b.parse::<u64>()) {
+        (Ok(x), Ok(y)) => x < y,
         _ => a > b,
     }
 }
@@ -1491,6 +1492,40 @@ mod tests {
         let again: Vec<(String, String)> = again.iter().map(|e| (e.message.clone(), es_id(e))).collect();
         let want: Vec<(String, String)> = first.iter().map(|e| (e.message.clone(), es_id(e))).collect();
         assert_eq!(again, want);
+    }
+
+    /// Regression: truncated (copytruncate) while vigil was stopped, with older copies next to
+    /// it: the copy was found, but then the older copies (`.2`, `.3`: compared as text,
+    /// "after" `.1`) were taken for files rotated after it and read again whole. Now: the unread rest from
+    /// the copy, nothing older, then the file from 0.
+    #[test]
+    fn copytruncate_while_stopped_reads_the_rest_from_the_copy_and_nothing_older() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("pods/ns_p_uid/c");
+        std::fs::create_dir_all(&dir).unwrap();
+        let live = dir.join("0.log");
+        let mut w = std::fs::OpenOptions::new().create(true).append(true).open(&live).unwrap();
+        w.write_all(lines("old", 0..8).as_bytes()).unwrap();
+        let (mut t, mut rx) = tailer(d.path(), ReadFrom::Beginning);
+        t.rescan();
+        assert_eq!(drain(&mut t, &mut rx), names("old", 0..8));
+        // Everything read counts as delivered for the checkpoint.
+        for f in &t.files {
+            t.shared.registry().get_mut(&f.key).unwrap().base = f.resume();
+        }
+        t.shared.write_checkpoint();
+        drop((t, rx));
+        w.write_all(lines("old", 8..10).as_bytes()).unwrap();
+        for (k, name) in ["0.log.3", "0.log.2"].iter().enumerate() {
+            std::fs::write(dir.join(name), lines(&format!("older{k}"), 0..10)).unwrap();
+        }
+        copytruncate(&live, Some(&dir.join("0.log.1")));
+        w.write_all(lines("new", 0..3).as_bytes()).unwrap();
+        let (mut t, mut rx) = tailer(d.path(), ReadFrom::Beginning);
+        t.rescan();
+        let mut want = names("old", 8..10);
+        want.extend(names("new", 0..3));
+        assert_eq!(drain(&mut t, &mut rx), want);
     }
 
     /// Regression (issue 15): a file created at a reused inode and first seen empty got the
