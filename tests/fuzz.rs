@@ -576,3 +576,17 @@ fn overlong_line_of_continuation_bytes_is_shipped_malformed() {
         assert_eq!(resume, data.len() as u64);
     }
 }
+
+/// Deep nesting is where recursive parsers overflow the stack (an abort, not a panic): both
+/// loaders must refuse it with an error.
+#[test]
+fn deeply_nested_config_and_checkpoint_are_errors() {
+    for deep in ["[".repeat(1_000), "{a: ".repeat(1_000), "- ".repeat(1_000)] {
+        assert!(vigil::config::Config::from_yaml(&format!("sinks: {deep}"), &env).is_err());
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cp = Checkpoints::open(dir.path()).unwrap();
+    std::fs::write(cp.path(), format!("{{\"version\":1,\"files\":{}", "[".repeat(1_000))).unwrap();
+    assert!(cp.load().unwrap().is_empty());
+    assert!(!cp.path().exists(), "set aside");
+}
