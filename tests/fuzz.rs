@@ -475,3 +475,118 @@ proptest! {
         let _ = vigil::config::Config::load(Some(&path), &env);
     }
 }
+
+/// What one file yields, read through the real `FileTail` with reads of `buf_len` bytes:
+/// (message, stream, malformed, truncated, offset) per event, and the final resume offset.
+type Yield = (Vec<(String, Stream, bool, bool, u64)>, u64);
+
+fn tail_file(data: &[u8], buf_len: usize, max_line: usize, max_raw: usize) -> Yield {
+    use vigil::logs::tail::file::{FileTail, Limits, Opened, Out};
+    use vigil::logs::tail::identity::{FileId, Fingerprint};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("0.log");
+    std::fs::write(&path, data).unwrap();
+    let file = std::fs::File::open(&path).unwrap();
+    let source = std::sync::Arc::new(vigil::event::Source {
+        file: path.display().to_string(),
+        node: "n".into(),
+        kubernetes: Default::default(),
+    });
+    let opened = Opened {
+        key: 1,
+        id: FileId { dev: 1, ino: 1 },
+        fp: Fingerprint::of_bytes(data),
+        path: path.clone(),
+        source,
+        file,
+        offset: 0,
+        limits: Limits { max_line, max_raw },
+    };
+    let metrics = vigil::logs::metrics::LogMetrics::register(&prometheus::Registry::new()).unwrap();
+    let mut t = FileTail::plain(opened);
+    let mut out = Out::default();
+    let mut buf = vec![0u8; buf_len];
+    while t.read_slice(&mut buf, buf_len, 0, &mut out, &metrics).unwrap() > 0 {}
+    t.finish(0, &mut out, &metrics);
+    let events =
+        out.events.iter().map(|e| (e.message.clone(), e.stream, e.malformed, e.truncated, e.origin.offset)).collect();
+    (events, t.resume())
+}
+
+proptest! {
+    #![proptest_config(cases(300))]
+
+    /// The tailer's line splitting, raw cut, parse and merge: whatever the read size, a file
+    /// yields the same events (cuts of over-long lines included), each within `max_line`,
+    /// and the resume offset ends at the end of the file.
+    #[test]
+    fn file_tail_output_does_not_depend_on_read_size(
+        records in proptest::collection::vec((proptest::collection::vec(any::<u8>(), 0..40), 0u8..4, any::<bool>()), 0..12),
+        buf_len in 1usize..50,
+        max_line in 1usize..40,
+        raw_extra in 0usize..40,
+    ) {
+        // Mostly CRI records (P or F, either stream, any message bytes), some raw garbage.
+        let mut data = Vec::new();
+        for (msg, kind, stderr) in &records {
+            let msg: Vec<u8> = msg.iter().map(|&b| if b == b'\n' { b'.' } else { b }).collect();
+            match kind {
+                0 => data.extend_from_slice(&msg),
+                1 => data.extend(cri_line(stream_name(*stderr), "P", &msg)),
+                _ => data.extend(cri_line(stream_name(*stderr), "F", &msg)),
+            }
+            data.push(b'\n');
+        }
+        let max_raw = max_line + raw_extra;
+        let whole = tail_file(&data, 64 * 1024, max_line, max_raw);
+        let small = tail_file(&data, buf_len, max_line, max_raw);
+        prop_assert_eq!(&small, &whole);
+        prop_assert_eq!(whole.1, data.len() as u64);
+        for (m, ..) in &whole.0 {
+            prop_assert!(m.len() <= max_line, "{} > {max_line}", m.len());
+        }
+    }
+}
+
+/// Found by `file_tail_output_does_not_depend_on_read_size`: a line longer than `max_raw`
+/// was cut at a character boundary when it arrived in one read (backing up over a stray
+/// continuation byte and the byte before it) but at `max_raw` bytes when it arrived across
+/// reads, so the same file gave different messages depending on read sizes.
+#[test]
+fn raw_cut_of_an_overlong_line_does_not_depend_on_read_size() {
+    let data = [cri_line("stdout", "P", b"\0\x80"), b"\n".to_vec()].concat();
+    let (max_line, max_raw) = (29, 41);
+    let whole = tail_file(&data, 64 * 1024, max_line, max_raw);
+    assert_eq!(tail_file(&data, 1, max_line, max_raw), whole);
+    assert_eq!(whole.0, vec![("\0".to_string(), Stream::Stdout, false, true, 0)]);
+}
+
+/// An over-long line of continuation bytes (0x80) was cut to nothing at `max_raw` (the cut
+/// backed up to the start of a "character" that never started) and the then empty line was
+/// skipped without an event or a count. It is a malformed line like any other.
+#[test]
+fn overlong_line_of_continuation_bytes_is_shipped_malformed() {
+    let mut data = vec![0x80u8; 100];
+    data.push(b'\n');
+    for buf_len in [7, 64 * 1024] {
+        let (events, resume) = tail_file(&data, buf_len, 20, 40);
+        assert_eq!(events.len(), 1, "read size {buf_len}: {events:?}");
+        let (m, _, malformed, truncated, _) = &events[0];
+        assert!(*malformed && *truncated && m.len() <= 20 && m.chars().all(|c| c == '\u{fffd}'), "{events:?}");
+        assert_eq!(resume, data.len() as u64);
+    }
+}
+
+/// Deep nesting is where recursive parsers overflow the stack (an abort, not a panic): both
+/// loaders must refuse it with an error.
+#[test]
+fn deeply_nested_config_and_checkpoint_are_errors() {
+    for deep in ["[".repeat(1_000), "{a: ".repeat(1_000), "- ".repeat(1_000)] {
+        assert!(vigil::config::Config::from_yaml(&format!("sinks: {deep}"), &env).is_err());
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cp = Checkpoints::open(dir.path()).unwrap();
+    std::fs::write(cp.path(), format!("{{\"version\":1,\"files\":{}", "[".repeat(1_000))).unwrap();
+    assert!(cp.load().unwrap().is_empty());
+    assert!(!cp.path().exists(), "set aside");
+}

@@ -120,25 +120,6 @@ pub fn truncate_utf8(s: &mut String, max: usize) {
     }
 }
 
-/// The longest prefix of `b` of at most `max` bytes that does not end inside a UTF-8 sequence
-/// (when `b` is valid UTF-8). Bytes that are not UTF-8 are cut at `max`: it backs up over at
-/// most 3 continuation bytes, never through a run of garbage.
-pub fn utf8_prefix(b: &[u8], max: usize) -> &[u8] {
-    if b.len() <= max {
-        return b;
-    }
-    let mut i = max;
-    // Continuation bytes are 0b10xx_xxxx; back up to the start of the cut sequence.
-    while i > 0 && max - i < 3 && (b[i] & 0xC0) == 0x80 {
-        i -= 1;
-    }
-    if (b[i] & 0xC0) == 0x80 {
-        // More than 3 continuation bytes in a row: not a character that was cut.
-        i = max;
-    }
-    &b[..i]
-}
-
 /// `b` without a trailing incomplete UTF-8 sequence (left by cutting bytes at a fixed size).
 pub fn trim_partial_utf8(b: &[u8]) -> &[u8] {
     let n = b.len();
@@ -180,17 +161,6 @@ mod tests {
         assert_eq!(trim_partial_utf8(b"ab\xff"), b"ab\xff", "garbage is not a cut sequence");
     }
 
-    /// Regression: a long line of continuation bytes (0x80) was cut to nothing at `max_raw`,
-    /// and the then empty line was skipped without a trace.
-    #[test]
-    fn utf8_prefix_of_continuation_garbage_keeps_max_bytes() {
-        let garbage = vec![0x80u8; 100];
-        assert_eq!(utf8_prefix(&garbage, 50).len(), 50);
-        let mut s = b"ab".to_vec();
-        s.extend_from_slice(&[0x80; 10]);
-        assert_eq!(utf8_prefix(&s, 8).len(), 8);
-    }
-
     #[test]
     fn raw_message_is_utf8_and_bounded() {
         assert_eq!(raw_message(b"a\xffb", 10), ("a\u{fffd}b".to_string(), false));
@@ -199,15 +169,5 @@ mod tests {
         // Replacements grow the text (1 byte -> 3); it still fits `max`.
         let (s, cut) = raw_message(&[0xff; 10], 10);
         assert!(cut && s.len() <= 10 && s.chars().all(|c| c == '\u{fffd}'), "{s:?}");
-    }
-
-    #[test]
-    fn utf8_prefix_never_splits_a_char() {
-        let s = "aé€😀";
-        for max in 0..=s.len() {
-            let p = utf8_prefix(s.as_bytes(), max);
-            assert!(std::str::from_utf8(p).is_ok(), "max {max}");
-            assert!(p.len() <= max);
-        }
     }
 }

@@ -26,7 +26,7 @@ use super::identity::{FileId, Fingerprint};
 use crate::event::{Event, Origin, Source, Stream};
 use crate::logs::metrics::LogMetrics;
 use crate::logs::parse::merge::{Line, Merger};
-use crate::logs::parse::{self, Format, utf8_prefix};
+use crate::logs::parse::{self, Format};
 use crate::pipeline::SourceBatch;
 use std::collections::VecDeque;
 use std::fs::File;
@@ -312,11 +312,10 @@ impl FileTail {
             let end_off = base + end as u64 + 1;
             if self.carry.is_empty() && !self.carry_cut {
                 let line = &data[pos..end];
-                let (line, cut) = if line.len() > self.limits.max_raw {
-                    (utf8_prefix(line, self.limits.max_raw), true)
-                } else {
-                    (line, false)
-                };
+                // Cut at exactly `max_raw` bytes, as `append_carry` does, so the result does not
+                // depend on read sizes; `line` drops a character the cut split.
+                let (line, cut) =
+                    if line.len() > self.limits.max_raw { (&line[..self.limits.max_raw], true) } else { (line, false) };
                 let start = base + pos as u64;
                 self.line(line, cut, start, end_off, now_ms, out, m);
             } else {
