@@ -60,7 +60,7 @@ pub struct App {
 pub struct SinkFailed {
     /// E.g. "sink 'es'" or "metrics sender of sink 'central'".
     pub task: String,
-    /// "panicked: <message>" or "ended".
+    /// `panicked: <message>` or `ended`.
     pub cause: String,
 }
 

@@ -145,3 +145,94 @@ async fn node_tree_to_loki_and_elasticsearch_at_once() {
     loki.server.stop().await;
     es.server.stop().await;
 }
+
+/// Regression (issue "Lose nothing"): a rotated token made Elasticsearch answer 401 and vigil
+/// dropped the batches, acked them, and checkpointed past them. With the real binary: while
+/// the token is refused nothing is checkpointed, the log says what to check and the counter
+/// moves; once the token file holds the new token every line arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_token_pauses_delivery_and_once_rotated_every_line_arrives() {
+    use support::es::RequestAnswer;
+    // Elasticsearch with security on accepts only the new key; anything else is its 401.
+    let es = EsServer::scripted(
+        Box::new(|req| {
+            if req.authorization.as_deref() == Some("Bearer new-token") {
+                RequestAnswer::Process(Duration::ZERO)
+            } else {
+                RequestAnswer::Refuse(support::server::Reply::json(
+                    401,
+                    &serde_json::json!({"error": {"type": "security_exception",
+                        "reason": "unable to authenticate with provided credentials"}, "status": 401}),
+                ))
+            }
+        }),
+        Box::new(|_| None),
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("node");
+    let token = dir.path().join("token");
+    std::fs::write(&token, "old-token\n").unwrap();
+    write_lines(&root, 0, 50);
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let cfg = format!(
+        r#"
+node_name: node-e2e
+sources:
+  containers:
+    include: ["{root}/pods/*/*/*.log"]
+    checkpoint_dir: {cp}
+    poll_interval: 50ms
+    checkpoint_interval: 100ms
+sinks:
+  - name: es
+    type: elasticsearch
+    endpoint: {es}
+    auth: {{bearer_token_file: {token}}}
+    batch: {{timeout: 100ms}}
+    retry: {{initial_backoff: 50ms, max_backoff: 200ms}}
+metrics:
+  listen: {addr}
+log:
+  level: warn
+"#,
+        root = root.display(),
+        cp = dir.path().join("cp").display(),
+        es = es.url(),
+        token = token.display(),
+    );
+    let mut vigil = Vigil::start(dir.path(), &cfg, addr);
+    tokio::task::block_in_place(|| vigil.wait_ready(Duration::from_secs(20)));
+    let failures = "vigil_sink_request_failures_total{reason=\"unauthorized\",sink=\"es\"}";
+    let scrape = || tokio::task::block_in_place(|| metrics(addr));
+    eventually(30, "401s counted on /metrics", || {
+        scrape().lines().any(|l| l.strip_prefix(failures).is_some_and(|v| v.trim().parse::<f64>().unwrap() >= 3.0))
+    })
+    .await;
+    assert!(scrape().contains("vigil_sink_healthy{sink=\"es\"} 0"));
+    let checkpoint = || -> Option<serde_json::Value> {
+        let text = std::fs::read_to_string(dir.path().join("cp/checkpoints.json")).ok()?;
+        serde_json::from_str(&text).ok()
+    };
+    let mut cp = serde_json::Value::Null;
+    eventually(30, "a checkpoint of the three files written while refused", || {
+        cp = checkpoint().unwrap_or_default();
+        cp["files"].as_array().is_some_and(|f| f.len() == 3)
+    })
+    .await;
+    for f in cp["files"].as_array().unwrap() {
+        assert_eq!(f["offset"], serde_json::json!(0), "checkpointed past lines Elasticsearch refused: {cp}");
+    }
+    let stderr = vigil.stderr();
+    assert!(stderr.contains("sink es: unauthorized: check credentials"), "no clear log line:\n{stderr}");
+    assert!(es.messages().is_empty());
+
+    std::fs::write(dir.path().join("token.new"), "new-token\n").unwrap();
+    std::fs::rename(dir.path().join("token.new"), &token).unwrap();
+    eventually(30, "every line once the token is rotated", || es.messages().len() == 3 * 50).await;
+    assert!(scrape().contains("vigil_sink_healthy{sink=\"es\"} 1"));
+    vigil.signal(libc::SIGTERM);
+    let status = tokio::task::block_in_place(|| vigil.wait_exit(Duration::from_secs(20))).expect("vigil exits");
+    assert!(status.success(), "{status:?}");
+    es.server.stop().await;
+}

@@ -250,3 +250,45 @@ metrics:
     let status = tokio::task::block_in_place(|| vigil.wait_exit(Duration::from_secs(10)));
     assert!(status.is_some_and(|s| s.success()), "{}", vigil.stderr());
 }
+
+/// Regression: a whole `_bulk` request refused with 401 (Elasticsearch with security on and a
+/// rotated key: `security_exception`, "unable to authenticate user") dropped the snapshot's
+/// documents as `rejected`. Metric documents follow the log sinks' rules: retried, then stored.
+#[tokio::test]
+async fn a_401_window_delays_metric_documents_without_dropping_them() {
+    let refused = Arc::new(Mutex::new(0usize));
+    let n = refused.clone();
+    let es = EsServer::scripted(
+        Box::new(move |_| {
+            let mut n = n.lock().unwrap();
+            *n += 1;
+            if *n <= 2 {
+                RequestAnswer::Refuse(support::server::Reply::json(
+                    401,
+                    &json!({"error": {"type": "security_exception",
+                        "reason": "unable to authenticate user [vigil] for REST request [/_bulk]"}, "status": 401}),
+                ))
+            } else {
+                RequestAnswer::Process(Duration::ZERO)
+            }
+        }),
+        Box::new(|_| None),
+    )
+    .await;
+    let (r, m, ctx) = registry();
+    let s = sink(&ctx, &es.url(), "");
+    let shipper = Shipper::start(Duration::from_secs(3600), r.clone(), "node-a".into(), vec![s], &m);
+    let docs = eventually("the first snapshot stored", || {
+        let docs = stored(&es);
+        (!find(&docs, "test_events_total").is_empty()).then_some(docs)
+    })
+    .await;
+    assert_eq!(*refused.lock().unwrap(), 3, "two refusals, then the same documents accepted");
+    stop(shipper).await;
+    assert_eq!(find(&docs, "test_events_total")[0]["metric"]["value"], json!(7.0));
+    assert_eq!(series_value(&r, "vigil_ship_samples_dropped_total", &[("sink", "es"), ("reason", "rejected")]), 0.0);
+    assert_eq!(
+        series_value(&r, "vigil_sink_request_failures_total", &[("sink", "es"), ("reason", "unauthorized")]),
+        2.0
+    );
+}
