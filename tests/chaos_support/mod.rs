@@ -388,29 +388,51 @@ impl Receivers {
         (loki, es)
     }
 
-    /// The lost lines per container at each sink as seq ranges, e.g. `c0001 120..388` (for
+    /// The lost lines per container at each sink as seq ranges, e.g. `c0001 120..=388` (for
     /// failure messages: a range that starts at a rotation points at the file that was missed).
+    /// At most 20 containers per sink.
     pub fn lost_ranges(&self, w: &Written) -> String {
-        let mut out = String::new();
-        for (name, &n) in w {
-            let (loki, es) = self.lost_seqs(name, n);
-            for (sink, lost) in [("loki", loki), ("es", es)] {
-                if lost.is_empty() {
-                    continue;
+        let ranges = |msgs: &mut dyn Iterator<Item = &str>| {
+            let mut got: BTreeMap<&str, Vec<bool>> =
+                w.iter().map(|(k, &n)| (k.as_str(), vec![false; n as usize])).collect();
+            for (name, seq) in msgs.filter_map(parse_key) {
+                if let Some(slot) = got.get_mut(name).and_then(|g| g.get_mut(seq as usize)) {
+                    *slot = true;
                 }
-                let mut ranges = Vec::new();
-                let mut start = lost[0];
-                for pair in lost.windows(2) {
-                    if pair[1] != pair[0] + 1 {
-                        ranges.push(format!("{start}..={}", pair[0]));
-                        start = pair[1];
+            }
+            let mut out = Vec::new();
+            for (name, g) in got {
+                let mut rs = Vec::new();
+                let mut start = None;
+                for (seq, &ok) in g.iter().chain([&true]).enumerate() {
+                    match (ok, start) {
+                        (false, None) => start = Some(seq),
+                        (true, Some(s)) => {
+                            rs.push(format!("{s}..={}", seq - 1));
+                            start = None;
+                        }
+                        _ => {}
                     }
                 }
-                ranges.push(format!("{start}..={}", lost[lost.len() - 1]));
-                out.push_str(&format!("\n  {sink} {name} (of {n}): {}", ranges.join(", ")));
+                if !rs.is_empty() {
+                    out.push(format!("{name} (of {}): {}", g.len(), rs.join(", ")));
+                }
+            }
+            out.truncate(20);
+            out
+        };
+        let l = self.loki_lines.lock().unwrap();
+        let loki = ranges(&mut l.iter().map(String::as_str));
+        drop(l);
+        let s = self.es.state.lock().unwrap();
+        let es = ranges(&mut s.order.iter().filter_map(|k| s.stored[k]["message"].as_str()));
+        let mut text = String::new();
+        for (sink, lines) in [("loki", loki), ("es", es)] {
+            for line in lines {
+                text.push_str(&format!("\n  {sink} {line}"));
             }
         }
-        out
+        text
     }
 
     /// Lines sent twice per container (Loki) and stored twice (Elasticsearch), for failure
