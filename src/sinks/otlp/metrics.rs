@@ -41,6 +41,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+/// `service.name` of the metrics resource: backends that convert OTLP to Prometheus series make
+/// it the `job` label, so it is what a scrape through the ServiceMonitor would set.
+pub const SERVICE_NAME: &str = "vigil";
 /// Data points per request: a snapshot of a busy node (a few thousand series) goes in one or
 /// two requests of a few hundred KiB, well under every receiver's limit.
 const POINTS_PER_REQUEST: usize = 5000;
@@ -79,7 +82,7 @@ impl OtlpMetricsSink {
         let mut attributes = vec![
             string_kv("host.name", node),
             string_kv("k8s.node.name", node),
-            string_kv("service.name", "vigil"),
+            string_kv("service.name", SERVICE_NAME),
             string_kv("service.instance.id", node),
         ];
         attributes.extend(self.extra.iter().cloned());
