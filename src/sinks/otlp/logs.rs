@@ -428,6 +428,68 @@ mod tests {
         assert_eq!(rb.severity_text, "");
     }
 
+    /// (field number, wire type) of each top-level field of a protobuf message, read by hand.
+    fn fields(mut buf: &[u8]) -> Vec<(u32, prost::encoding::WireType, Vec<u8>)> {
+        use prost::encoding::{WireType, decode_key, decode_varint};
+        let mut out = Vec::new();
+        while !buf.is_empty() {
+            let (tag, wt) = decode_key(&mut buf).unwrap();
+            let len = match wt {
+                WireType::Varint => {
+                    let v = decode_varint(&mut buf).unwrap();
+                    out.push((tag, wt, v.to_le_bytes().to_vec()));
+                    continue;
+                }
+                WireType::SixtyFourBit => 8,
+                WireType::ThirtyTwoBit => 4,
+                WireType::LengthDelimited => decode_varint(&mut buf).unwrap() as usize,
+                other => panic!("unexpected wire type {other:?}"),
+            };
+            out.push((tag, wt, buf[..len].to_vec()));
+            buf = &buf[len..];
+        }
+        out
+    }
+
+    #[test]
+    fn the_wire_format_has_the_field_numbers_of_the_otlp_spec() {
+        // Independent of the generated structs: field numbers and wire types as
+        // opentelemetry-proto's logs.proto defines them (REFERENCE §9).
+        use prost::encoding::WireType::{LengthDelimited, SixtyFourBit, Varint};
+        let s = sink("{name: o, endpoint: 'http://x', severity_from_stream: true}");
+        let src = source("a", "/f.log", Some(3));
+        let evs = [event(&src, 0x0102_0304_0506_0708, Stream::Stderr, "hello")];
+        let refs: Vec<&Event> = evs.iter().collect();
+        let bytes = s.inner.request(&refs, 0x1111_2222_3333_4444).encode_to_vec();
+        let resource_logs = fields(&bytes);
+        assert_eq!((resource_logs[0].0, resource_logs[0].1), (1, LengthDelimited), "resource_logs = 1");
+        let rl = fields(&resource_logs[0].2);
+        assert_eq!(rl.iter().map(|f| f.0).collect::<Vec<_>>(), [1, 2], "resource = 1, scope_logs = 2");
+        let scope_logs = fields(&rl[1].2);
+        assert_eq!(scope_logs.iter().map(|f| f.0).collect::<Vec<_>>(), [1, 2], "scope = 1, log_records = 2");
+        let record = fields(&scope_logs[1].2);
+        let by_tag = |t: u32| record.iter().find(|f| f.0 == t).unwrap_or_else(|| panic!("no field {t}"));
+        assert_eq!(by_tag(1).1, SixtyFourBit, "time_unix_nano is fixed64 = 1");
+        assert_eq!(by_tag(1).2, 0x0102_0304_0506_0708u64.to_le_bytes());
+        assert_eq!(by_tag(11).1, SixtyFourBit, "observed_time_unix_nano is fixed64 = 11");
+        assert_eq!(by_tag(11).2, 0x1111_2222_3333_4444u64.to_le_bytes());
+        assert_eq!((by_tag(2).1, by_tag(2).2[0]), (Varint, 13), "severity_number = 2, WARN = 13");
+        assert_eq!(by_tag(3).2, b"WARN", "severity_text = 3");
+        // body = 5: AnyValue with string_value = 1.
+        assert_eq!(fields(&by_tag(5).2), [(1, LengthDelimited, b"hello".to_vec())]);
+        // attributes = 6: KeyValue{key = 1, value = 2}.
+        let kv = fields(&by_tag(6).2);
+        assert_eq!(kv[0], (1, LengthDelimited, b"log.iostream".to_vec()));
+        // The restart count is an int attribute: AnyValue int_value = 3.
+        let res = fields(&rl[0].2);
+        let restart = res
+            .iter()
+            .map(|f| fields(&f.2))
+            .find(|kv| kv[0].2 == b"k8s.container.restart_count")
+            .expect("restart count attribute");
+        assert_eq!(fields(&restart[1].2)[0].0, 3, "int_value = 3");
+    }
+
     #[test]
     fn severity_from_stream_makes_stderr_warn_and_leaves_stdout_unspecified() {
         let s = sink("{name: o, endpoint: 'http://x', severity_from_stream: true}");
