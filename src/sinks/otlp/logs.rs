@@ -10,10 +10,12 @@
 //! each rotation) and one per node with everything on the records (nothing to index by).
 //!
 //! Records: `time_unix_nano` is the line's own timestamp; `observed_time_unix_nano` is when this
-//! sink took the batch (events reach it within `batch.timeout` of being read, plus the few
-//! bounded queues in between, and it stays the same across retries); severity comes from the
-//! stream only when `severity_from_stream` is set (stderr → WARN), else UNSPECIFIED; the body
-//! is the message as a string.
+//! sink first sends the batch, the same across its retries. Events carry no read time (that
+//! would be a field of `Event` or `Chunk`, shared by every sink), and this is the closest the
+//! sink sees: normally within `batch.timeout` of the read (the queues in between hold a few
+//! batches); a batch that waited behind a failing request of its lane gets the time its turn
+//! came. Severity comes from the stream only when `severity_from_stream` is set (stderr →
+//! WARN), else UNSPECIFIED; the body is the message as a string.
 //!
 //! Routing: events go to lanes by container, one request per lane at a time (as Loki's
 //! shards), so a container's records arrive in read order and a retried lane holds back only
