@@ -157,6 +157,42 @@ async fn throttling_and_gateway_errors_are_retried_honouring_retry_after() {
 }
 
 #[tokio::test]
+async fn observed_time_is_when_the_line_arrived_not_when_a_throttled_lane_finally_sent_it() {
+    // The first request is throttled for 2 s; a line arriving meanwhile waits behind it in the
+    // same lane and must keep the time it arrived as its observed time.
+    let server = OtlpServer::scripted(scripted(vec![Answer::Refuse(
+        Reply::status(429, "slow down").with_header("Retry-After", "2"),
+    )]))
+    .await;
+    let (s, _registry) = sink(&config(&server.url(), "max_in_flight: 1"));
+    let mut run = Running::start(s, 4);
+    let src = source("ns", "p", "c");
+    run.send(vec![event(&src, 1, 0, TS, Stream::Stdout, "first")]).await;
+    eventually(10, "the first request throttled", || server.requests().len() == 1).await;
+    let before = support::otlp::unix_nanos();
+    run.send(vec![event(&src, 1, 10, TS, Stream::Stdout, "second")]).await;
+    assert_eq!(run.finish().await, vec![0, 1]);
+    let reqs = server.requests();
+    let (req, rec) = reqs
+        .iter()
+        .find_map(|r| {
+            let rec = r.logs().resource_logs[0].scope_logs[0].log_records.iter().find(|rec| {
+                matches!(rec.body.as_ref().and_then(|b| b.value.as_ref()),
+                    Some(vigil::sinks::otlp::proto::common::v1::any_value::Value::StringValue(s)) if s == "second")
+            })?;
+            Some((r, rec.clone()))
+        })
+        .expect("the second line was sent");
+    assert!(rec.observed_time_unix_nano >= before, "observed before the line existed");
+    assert!(
+        rec.observed_time_unix_nano + 1_000_000_000 < req.at_unix_nanos,
+        "observed time {} is the send time ({}), not the arrival",
+        rec.observed_time_unix_nano,
+        req.at_unix_nanos
+    );
+}
+
+#[tokio::test]
 async fn a_400_is_rejected_counted_and_acked() {
     let server = OtlpServer::scripted(scripted(vec![Answer::Refuse(Reply::status(400, "invalid resource"))])).await;
     let (s, registry) = sink(&config(&server.url(), "max_in_flight: 1"));

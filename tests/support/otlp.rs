@@ -36,6 +36,8 @@ pub struct Received {
     pub export: Export,
     /// When it arrived.
     pub at: std::time::Instant,
+    /// When it arrived, Unix nanoseconds.
+    pub at_unix_nanos: u64,
 }
 
 impl Received {
@@ -163,6 +165,7 @@ fn handle(req: Request, state: &Mutex<OtlpState>, script: &Mutex<Script>) -> Rep
         headers: req.headers.clone(),
         export,
         at: std::time::Instant::now(),
+        at_unix_nanos: unix_nanos(),
     };
     let answer = (script.lock().unwrap())(&received);
     let mut st = state.lock().unwrap();
@@ -242,4 +245,8 @@ pub fn attrs(kvs: &[KeyValue]) -> Vec<(String, String)> {
 /// The value of attribute `key`, if present.
 pub fn attr(kvs: &[KeyValue], key: &str) -> Option<String> {
     attrs(kvs).into_iter().find(|(k, _)| k == key).map(|(_, v)| v)
+}
+
+pub fn unix_nanos() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
 }

@@ -9,12 +9,12 @@
 //! resource must be as stable as a container; rejected: one resource per file (a new stream at
 //! each rotation) and one per node with everything on the records (nothing to index by).
 //!
-//! Records: `time_unix_nano` is the line's own timestamp; `observed_time_unix_nano` is when this
-//! sink first sends the batch, the same across its retries. Events carry no read time (that
-//! would be a field of `Event` or `Chunk`, shared by every sink), and this is the closest the
-//! sink sees: normally within `batch.timeout` of the read (the queues in between hold a few
-//! batches); a batch that waited behind a failing request of its lane gets the time its turn
-//! came. Severity comes from the stream only when `severity_from_stream` is set (stderr →
+//! Records: `time_unix_nano` is the line's own timestamp; `observed_time_unix_nano` is when the
+//! sink took the line's chunk from the pipeline (`Deliver::arrived`). Events carry no read time
+//! (that would be a field of `Event` or `Chunk`, shared by every sink); the arrival is the
+//! closest the sink sees: the tailer stops reading while the few bounded queues in between are
+//! full, so a chunk arrives soon after it was read, however long its batch then waits behind a
+//! failing request. Severity comes from the stream only when `severity_from_stream` is set (stderr →
 //! WARN), else UNSPECIFIED; the body is the message as a string.
 //!
 //! Routing: events go to lanes by container, one request per lane at a time (as Loki's
@@ -38,8 +38,8 @@ use prost::Message;
 use reqwest::header::{CONTENT_ENCODING, CONTENT_TYPE, HeaderMap, HeaderValue};
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
 
@@ -62,6 +62,10 @@ pub struct OtlpLogs {
     retry: RetryConfig,
     lanes: usize,
     metrics: SinkMetrics,
+    /// Chunk id → (Unix ns when the chunk arrived, its events not yet delivered): the observed
+    /// time of its records. An entry goes when its last event is delivered (a delivery that
+    /// panics leaves its entries: a bug, and a few bytes).
+    arrivals: Mutex<HashMap<u64, (u64, usize)>>,
     /// Unix seconds of the last logged partial-success warning (they may come with every
     /// request; one line a minute is enough).
     last_warning: AtomicU64,
@@ -87,6 +91,7 @@ impl OtlpSink {
             retry: c.retry,
             lanes,
             metrics,
+            arrivals: Mutex::new(HashMap::new()),
             last_warning: AtomicU64::new(0),
         };
         let driver = DriverConfig { limits: c.batch.resolve(DEFAULT_LIMITS), lanes, lane_concurrency: 1 };
@@ -188,13 +193,13 @@ impl OtlpLogs {
         }
     }
 
-    /// The request for `events` (read order): one `ResourceLogs` per container, in the order
-    /// of each container's first event, its records in read order.
-    pub fn request(&self, events: &[&Event], observed: u64) -> ExportLogsServiceRequest {
+    /// The request for `events` (read order, each with its observed time): one `ResourceLogs`
+    /// per container, in the order of each container's first event, its records in read order.
+    pub fn request(&self, events: &[(&Event, u64)]) -> ExportLogsServiceRequest {
         let mut index: HashMap<ResourceKey<'_>, usize> = HashMap::new();
         let mut resources: Vec<ResourceLogs> = Vec::new();
         let mut last: Option<(&Arc<Source>, usize)> = None;
-        for &e in events {
+        for &(e, observed) in events {
             // Consecutive events of one file share a resource: skip the lookup.
             let i = match last {
                 Some((src, i)) if Arc::ptr_eq(src, &e.source) => i,
@@ -218,8 +223,8 @@ impl OtlpLogs {
     }
 
     /// The request body and its headers.
-    fn encode(&self, events: &[&Event], observed: u64) -> (Bytes, HeaderMap) {
-        let raw = self.request(events, observed).encode_to_vec();
+    fn encode(&self, events: &[(&Event, u64)]) -> (Bytes, HeaderMap) {
+        let raw = self.request(events).encode_to_vec();
         let mut headers = HeaderMap::new();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/x-protobuf"));
         let body = match self.compression {
@@ -234,8 +239,8 @@ impl OtlpLogs {
 
     /// Sends `events` (read order), retrying until the receiver takes them or refuses them
     /// for good.
-    async fn push(&self, events: &[&Event], observed: u64) {
-        let (body, headers) = self.encode(events, observed);
+    async fn push(&self, events: &[(&Event, u64)]) {
+        let (body, headers) = self.encode(events);
         let n = events.len() as u64;
         let m = &self.metrics;
         let mut backoff = self.retry.backoff();
@@ -251,8 +256,8 @@ impl OtlpLogs {
                             "otlp: request too large (413); splitting it in two; lower batch.max_bytes"
                         );
                         let (a, b) = events.split_at(events.len() / 2);
-                        Box::pin(self.push(a, observed)).await;
-                        Box::pin(self.push(b, observed)).await;
+                        Box::pin(self.push(a)).await;
+                        Box::pin(self.push(b)).await;
                         return;
                     }
                     Ok(r) => match retry::classify(r.status) {
@@ -325,9 +330,34 @@ impl Deliver for OtlpLogs {
         e.message.len() + e.source.file.len() + 64
     }
 
+    fn arrived(&self, chunk: &Chunk) {
+        let mut a = self.arrivals.lock().expect("arrivals lock poisoned");
+        a.insert(chunk.id, (now_unix_nanos(), chunk.events.len()));
+    }
+
     async fn deliver(self: Arc<Self>, batch: Batch) {
-        let events: Vec<&Event> = batch.events().collect();
-        self.push(&events, now_unix_nanos()).await;
+        let events: Vec<(&Event, u64)> = {
+            let a = self.arrivals.lock().expect("arrivals lock poisoned");
+            let now = now_unix_nanos();
+            batch
+                .pieces
+                .iter()
+                .flat_map(|p| {
+                    let at = a.get(&p.chunk.id).map_or(now, |x| x.0);
+                    p.indices.iter().map(move |&i| (&p.chunk.events[i as usize], at))
+                })
+                .collect()
+        };
+        self.push(&events).await;
+        let mut a = self.arrivals.lock().expect("arrivals lock poisoned");
+        for p in &batch.pieces {
+            if let Some(entry) = a.get_mut(&p.chunk.id) {
+                entry.1 = entry.1.saturating_sub(p.indices.len());
+                if entry.1 == 0 {
+                    a.remove(&p.chunk.id);
+                }
+            }
+        }
     }
 }
 
@@ -394,8 +424,8 @@ mod tests {
             event(&b, 2, Stream::Stderr, "b1"),
             event(&a0, 3, Stream::Stdout, "a2"),
         ];
-        let refs: Vec<&Event> = evs.iter().collect();
-        let req = s.inner.request(&refs, 99);
+        let refs: Vec<(&Event, u64)> = evs.iter().map(|e| (e, 99)).collect();
+        let req = s.inner.request(&refs);
         assert_eq!(req.resource_logs.len(), 2);
         let ra = &req.resource_logs[0];
         assert_eq!(
@@ -461,8 +491,8 @@ mod tests {
         let s = sink("{name: o, endpoint: 'http://x', severity_from_stream: true}");
         let src = source("a", "/f.log", Some(3));
         let evs = [event(&src, 0x0102_0304_0506_0708, Stream::Stderr, "hello")];
-        let refs: Vec<&Event> = evs.iter().collect();
-        let bytes = s.inner.request(&refs, 0x1111_2222_3333_4444).encode_to_vec();
+        let refs: Vec<(&Event, u64)> = evs.iter().map(|e| (e, 0x1111_2222_3333_4444)).collect();
+        let bytes = s.inner.request(&refs).encode_to_vec();
         let resource_logs = fields(&bytes);
         assert_eq!((resource_logs[0].0, resource_logs[0].1), (1, LengthDelimited), "resource_logs = 1");
         let rl = fields(&resource_logs[0].2);
@@ -497,8 +527,8 @@ mod tests {
         let s = sink("{name: o, endpoint: 'http://x', severity_from_stream: true}");
         let src = source("a", "/f", None);
         let evs = [event(&src, 1, Stream::Stderr, "e"), event(&src, -5, Stream::Stdout, "o")];
-        let refs: Vec<&Event> = evs.iter().collect();
-        let req = s.inner.request(&refs, 7);
+        let refs: Vec<(&Event, u64)> = evs.iter().map(|e| (e, 7)).collect();
+        let req = s.inner.request(&refs);
         let r = &req.resource_logs[0].scope_logs[0].log_records;
         assert_eq!((r[0].severity_number, r[0].severity_text.as_str()), (SeverityNumber::Warn as i32, "WARN"));
         assert_eq!((r[1].severity_number, r[1].severity_text.as_str()), (0, ""));
