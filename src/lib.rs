@@ -2,7 +2,7 @@
 //! - logs: `logs` (discover → tail → parse → enrich) → `pipeline` (fan-out, acks, commits)
 //!   → `sinks` → acknowledgements → `logs` checkpoints;
 //! - metrics: `metrics::node` collectors and pipeline counters → `server` `/metrics`, and
-//!   `metrics::ship` pushes the same registry to metrics sinks (remote write, Elasticsearch).
+//!   `metrics::ship` pushes the same registry to metrics sinks (remote write, Elasticsearch, OTLP).
 //!
 //! `app` wires both from a `config::Config`; `main.rs` is the CLI.
 

@@ -303,9 +303,9 @@ fn dashboards_parse_and_are_well_formed() {
 }
 
 // ------------------------------------------------------------------------------------------
-// Fake Loki, Elasticsearch and remote write receiver: just enough HTTP to make vigil's sinks
-// deliver, retry and have events rejected, so every sink and shipping metric the dashboards
-// use has series.
+// Fake Loki, Elasticsearch, remote write and OTLP receivers: just enough HTTP to make vigil's
+// sinks deliver, retry and have events rejected, so every sink and shipping metric the
+// dashboards use has series.
 
 struct Request {
     headers: BTreeMap<String, String>,
@@ -479,6 +479,20 @@ fn fake_remote_write(accepted: Arc<AtomicUsize>) -> FakeServer {
     }))
 }
 
+/// OTLP/HTTP receiver: 200 with an empty body (an empty `Export*ServiceResponse` encodes to no
+/// bytes: full success) for a protobuf request, 415 otherwise; `accepted` counts the 200s.
+fn fake_otlp(accepted: Arc<AtomicUsize>) -> FakeServer {
+    fake_server(Arc::new(move |_n, req| {
+        if req.headers.get("content-type").map(String::as_str) == Some("application/x-protobuf") && !req.body.is_empty()
+        {
+            accepted.fetch_add(1, Ordering::AcqRel);
+            Response { status: 200, headers: vec![("content-type", "application/x-protobuf".into())], body: vec![] }
+        } else {
+            Response { status: 415, headers: vec![], body: b"expected application/x-protobuf".to_vec() }
+        }
+    }))
+}
+
 /// A small node log tree: CRI lines (one partial pair, one garbage line) and docker json lines.
 fn write_node_tree(root: &Path) {
     let pod = root.join("var/log/pods/default_web-0_0c6a1b4e-1111-2222-3333-444455556666/web");
@@ -516,6 +530,17 @@ fn exposition(text: &str) -> BTreeMap<String, BTreeSet<String>> {
     }
     out
 }
+
+/// Series of the OTLP sink (named `otel`) that the Sinks and Metrics shipping rows must show.
+const OTLP_SERIES: &[&str] = &[
+    "vigil_sink_events_sent_total{sink=\"otel\"}",
+    "vigil_sink_bytes_sent_total{sink=\"otel\"}",
+    "vigil_sink_requests_total{sink=\"otel\",status=\"2xx\"}",
+    "vigil_sink_request_duration_seconds_count{sink=\"otel\"}",
+    "vigil_sink_last_success_timestamp_seconds{sink=\"otel\"}",
+    "vigil_sink_healthy{sink=\"otel\"}",
+    "vigil_ship_samples_sent_total{sink=\"otel\"}",
+];
 
 #[test]
 fn every_metric_and_label_in_the_dashboards_is_exported_by_a_running_vigil() {
@@ -555,6 +580,8 @@ fn every_metric_and_label_in_the_dashboards_is_exported_by_a_running_vigil() {
     let (loki, es) = (fake_loki(), fake_elasticsearch());
     let pushes = Arc::new(AtomicUsize::new(0));
     let rw = fake_remote_write(pushes.clone());
+    let otlp_accepted = Arc::new(AtomicUsize::new(0));
+    let otlp = fake_otlp(otlp_accepted.clone());
     // /healthz, not /readyz: a sink answering 429 may keep vigil unready, and readiness is not
     // what this test is about.
     let vigil = start_vigil(&t, "/healthz", &|listen| {
@@ -582,6 +609,9 @@ sinks:
     type: prometheus_remote_write
     endpoint: http://{rw}/api/v1/write
     external_labels: {{job: vigil}}
+  - name: otel
+    type: otlp
+    endpoint: http://{otlp}
 metrics:
   listen: {listen}
   node:
@@ -589,7 +619,7 @@ metrics:
     rootfs: /
   ship:
     interval: 1s
-    sinks: [remote]
+    sinks: [remote, otel]
 log:
   level: warn
 shutdown:
@@ -599,6 +629,7 @@ shutdown:
             loki = loki.addr,
             es = es.addr,
             rw = rw.addr,
+            otlp = otlp.addr,
         )
     });
 
@@ -622,6 +653,13 @@ shutdown:
                 missing.push(format!("by ({label}) over {metrics:?}"));
             }
         }
+        // The per-sink panels follow the `sink` label: the OTLP sink's logs and metrics
+        // shipping must show up in them like the others'.
+        for series in OTLP_SERIES {
+            if !body.lines().any(|l| l.starts_with(series) && !l.ends_with(" 0")) {
+                missing.push(format!("{series}… (non-zero)"));
+            }
+        }
         if (missing.is_empty() && pushes.load(Ordering::Acquire) > 0) || Instant::now() > deadline {
             break missing;
         }
@@ -629,13 +667,15 @@ shutdown:
     };
     assert!(
         missing.is_empty() && pushes.load(Ordering::Acquire) > 0,
-        "{} dashboard metrics/labels are not exported by vigil (after {} Loki, {} Elasticsearch and {} remote write \
-         requests, {} accepted):\n  {}\nvigil's log:\n{}",
+        "{} dashboard metrics/labels are not exported by vigil (after {} Loki, {} Elasticsearch, {} remote write \
+         ({} accepted) and {} OTLP ({} accepted) requests):\n  {}\nvigil's log:\n{}",
         missing.len(),
         loki.requests.load(Ordering::Acquire),
         es.requests.load(Ordering::Acquire),
         rw.requests.load(Ordering::Acquire),
         pushes.load(Ordering::Acquire),
+        otlp.requests.load(Ordering::Acquire),
+        otlp_accepted.load(Ordering::Acquire),
         missing.join("\n  "),
         vigil.stderr()
     );
@@ -706,5 +746,14 @@ fn the_fake_backends_answer_as_the_test_expects() {
                       x-prometheus-remote-write-version: 0.1.0\r\n";
     assert_eq!(post(&mut s, b"\x0a\x00", rw_headers).0, 204);
     assert_eq!(post(&mut s, b"\x0a\x00", "content-type: application/x-protobuf\r\n").0, 400, "no snappy");
+    assert_eq!(accepted.load(Ordering::Acquire), 1);
+
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let otlp = fake_otlp(accepted.clone());
+    let mut s = TcpStream::connect(otlp.addr).expect("connect");
+    let (status, text) = post(&mut s, b"\x0a\x00", "content-type: application/x-protobuf\r\n");
+    assert_eq!(status, 200);
+    assert!(text.ends_with("\r\n"), "an empty body: {text:?}");
+    assert_eq!(post(&mut s, b"{}", "content-type: application/json\r\n").0, 415);
     assert_eq!(accepted.load(Ordering::Acquire), 1);
 }

@@ -212,6 +212,7 @@ fn the_configmap_configs_pass_vigil_validate_and_overlays_differ_only_in_sinks()
         ("manifests", vec!["stdout"]),
         ("manifests-overlays-elasticsearch", vec!["elasticsearch"]),
         ("manifests-overlays-loki", vec!["loki"]),
+        ("manifests-overlays-otlp", vec!["otlp"]),
         ("manifests-overlays-remote-write", vec!["stdout", "prometheus_remote_write"]),
     ]);
     let sink_types: BTreeMap<&str, Vec<String>> = all
@@ -260,6 +261,11 @@ fn the_configmap_configs_pass_vigil_validate_and_overlays_differ_only_in_sinks()
             assert_eq!(str_at(s, &["external_labels", "job"]), scrape_job, "{n}: {name}'s external_labels.job");
             let endpoint = str_at(s, &["endpoint"]);
             assert!(endpoint.starts_with("http") && endpoint.contains("/api/v1/"), "{n}: {name} endpoint {endpoint}");
+        }
+        // OTLP metrics carry `service.name`, from which Prometheus-style backends derive `job`:
+        // it must be the scrape job too.
+        if sinks.iter().any(|s| s["type"] == "otlp" && shipped.as_array().expect("ship.sinks").contains(&s["name"])) {
+            assert_eq!(vigil::sinks::otlp::metrics::SERVICE_NAME, scrape_job, "{n}: OTLP service.name vs scrape job");
         }
     }
 }

@@ -65,9 +65,9 @@ fn a_sink_that_cannot_carry_metrics_is_an_error_that_says_so() {
         e,
         vec![
             "metrics.ship.sinks[1]: sink 'loki' is of type loki, which cannot carry metrics; use a sink of type \
-             prometheus_remote_write or elasticsearch",
+             prometheus_remote_write, elasticsearch or otlp",
             "metrics.ship.sinks[2]: sink 'out' is of type file, which cannot carry metrics; use a sink of type \
-             prometheus_remote_write or elasticsearch",
+             prometheus_remote_write, elasticsearch or otlp",
         ]
     );
 }

@@ -42,8 +42,8 @@ pub struct ShipConfig {
     /// so `rate()` windows and dashboards made for scraping fit.
     #[serde(default = "default_interval")]
     pub interval: HumanDuration,
-    /// Names of sinks (from `sinks:`) that receive the metrics: `prometheus_remote_write` or
-    /// `elasticsearch` sinks. Default empty: nothing is pushed, `/metrics` is scraped as usual.
+    /// Names of sinks (from `sinks:`) that receive the metrics: `prometheus_remote_write`,
+    /// `elasticsearch` or `otlp` sinks. Default empty: nothing is pushed, `/metrics` is scraped as usual.
     #[serde(default)]
     pub sinks: Vec<String>,
 }
@@ -79,8 +79,8 @@ impl ShipConfig {
                 None => {
                     let known: Vec<&str> = sinks.iter().filter(|s| s.2).map(|s| s.0).collect();
                     let expected = if known.is_empty() {
-                        "no sink under sinks: can carry metrics; add one of type prometheus_remote_write or \
-                         elasticsearch"
+                        "no sink under sinks: can carry metrics; add one of type prometheus_remote_write, \
+                         elasticsearch or otlp"
                             .to_string()
                     } else {
                         format!("expected one of: {}", known.join(", "))
@@ -91,7 +91,7 @@ impl ShipConfig {
                     at,
                     format!(
                         "sink '{name}' is of type {kind}, which cannot carry metrics; use a sink of type \
-                         prometheus_remote_write or elasticsearch"
+                         prometheus_remote_write, elasticsearch or otlp"
                     ),
                 ),
                 Some(_) => {}

@@ -133,6 +133,9 @@ pub trait Deliver: Send + Sync + 'static {
     /// Delivers a batch, retrying as long as needed; returns once every event in it is
     /// delivered or permanently rejected (and counted).
     fn deliver(self: Arc<Self>, batch: Batch) -> impl Future<Output = ()> + Send + 'static;
+    /// Called once per non-empty chunk when the driver takes it from the input, before its
+    /// events are batched (the OTLP sink notes the time). Default: nothing.
+    fn arrived(&self, _chunk: &Chunk) {}
 }
 
 /// How the driver schedules requests.
@@ -230,6 +233,7 @@ pub async fn run<D: Deliver>(deliver: Arc<D>, cfg: DriverConfig, mut input: mpsc
                         continue;
                     }
                     outstanding.insert(chunk.id, chunk.events.len());
+                    deliver.arrived(&chunk);
                     for (idx, event) in chunk.events.iter().enumerate() {
                         let lane = &mut lanes[deliver.lane(event) % lanes_n];
                         let size = deliver.size(event);

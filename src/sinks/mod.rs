@@ -13,6 +13,7 @@ pub mod file;
 pub mod http;
 pub mod loki;
 pub mod metrics;
+pub mod otlp;
 pub mod remote_write;
 pub mod retry;
 pub mod stdout;
@@ -37,6 +38,8 @@ pub enum SinkConfig {
     Elasticsearch(Box<elasticsearch::ElasticsearchConfig>),
     /// Metrics only: Remote-Write 1.0 to Prometheus, Mimir, Thanos, VictoriaMetrics.
     PrometheusRemoteWrite(Box<remote_write::RemoteWriteConfig>),
+    /// Logs and metrics over OTLP/HTTP to any OpenTelemetry backend.
+    Otlp(Box<otlp::OtlpConfig>),
 }
 
 impl SinkConfig {
@@ -47,6 +50,7 @@ impl SinkConfig {
             SinkConfig::Loki(c) => &c.name,
             SinkConfig::Elasticsearch(c) => &c.name,
             SinkConfig::PrometheusRemoteWrite(c) => &c.name,
+            SinkConfig::Otlp(c) => &c.name,
         }
     }
 
@@ -58,17 +62,22 @@ impl SinkConfig {
             SinkConfig::Loki(_) => "loki",
             SinkConfig::Elasticsearch(_) => "elasticsearch",
             SinkConfig::PrometheusRemoteWrite(_) => "prometheus_remote_write",
+            SinkConfig::Otlp(_) => "otlp",
         }
     }
 
     /// Whether the sink takes log events (joins the log pipeline and its acknowledgements).
     pub fn carries_logs(&self) -> bool {
-        !matches!(self, SinkConfig::PrometheusRemoteWrite(_))
+        match self {
+            SinkConfig::PrometheusRemoteWrite(_) => false,
+            SinkConfig::Otlp(c) => c.logs,
+            _ => true,
+        }
     }
 
     /// Whether the sink can be named under `metrics.ship.sinks`.
     pub fn carries_metrics(&self) -> bool {
-        matches!(self, SinkConfig::PrometheusRemoteWrite(_) | SinkConfig::Elasticsearch(_))
+        matches!(self, SinkConfig::PrometheusRemoteWrite(_) | SinkConfig::Elasticsearch(_) | SinkConfig::Otlp(_))
     }
 
     pub fn validate(&self, path: &str, p: &mut Problems) {
@@ -78,6 +87,7 @@ impl SinkConfig {
             SinkConfig::Loki(c) => c.validate(path, p),
             SinkConfig::Elasticsearch(c) => c.validate(path, p),
             SinkConfig::PrometheusRemoteWrite(c) => c.validate(path, p),
+            SinkConfig::Otlp(c) => c.validate(path, p),
         }
     }
 }
@@ -125,6 +135,7 @@ pub fn build(config: &SinkConfig, ctx: &SinkContext) -> Result<Box<dyn Sink>, Er
         SinkConfig::File(c) => file::FileSink::build(c, ctx),
         SinkConfig::Loki(c) => loki::LokiSink::build(c, ctx),
         SinkConfig::Elasticsearch(c) => elasticsearch::ElasticsearchSink::build(c, ctx),
+        SinkConfig::Otlp(c) => otlp::logs::OtlpSink::build(c, ctx),
         SinkConfig::PrometheusRemoteWrite(c) => Err(Error::Build {
             name: c.name.clone(),
             message: "carries metrics only; list it under metrics.ship.sinks".into(),
@@ -138,6 +149,7 @@ pub fn build_metrics(config: &SinkConfig, ctx: &SinkContext) -> Result<Arc<dyn M
     match config {
         SinkConfig::PrometheusRemoteWrite(c) => remote_write::RemoteWriteSink::build(c, ctx),
         SinkConfig::Elasticsearch(c) => es_metrics::EsMetricsSink::build(c, ctx),
+        SinkConfig::Otlp(c) => otlp::metrics::OtlpMetricsSink::build(c, ctx),
         other => Err(Error::Build {
             name: other.name().to_string(),
             message: format!("a {} sink cannot carry metrics", other.kind()),

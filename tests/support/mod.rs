@@ -1,12 +1,13 @@
 //! Shared test support: free ports, a tiny HTTP/1.0 GET client, the real vigil binary as a
-//! child process, and a real Prometheus server; for the sink tests, in-process Loki and
-//! Elasticsearch servers that decode the real wire formats (`loki`, `es`, on `server`) and
-//! helpers to build events and run a sink. Every server binds 127.0.0.1 and is stopped on
+//! child process, and a real Prometheus server; for the sink tests, in-process Loki,
+//! Elasticsearch and OTLP servers that decode the real wire formats (`loki`, `es`, `otlp`, on
+//! `server`) and helpers to build events and run a sink. Every server binds 127.0.0.1 and is stopped on
 //! drop; every wait is bounded. Each test binary uses a different subset.
 #![allow(dead_code)]
 
 pub mod es;
 pub mod loki;
+pub mod otlp;
 pub mod prometheus;
 pub mod server;
 

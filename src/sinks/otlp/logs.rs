@@ -1,0 +1,540 @@
+//! OTLP logs: container log events as `ExportLogsServiceRequest`s on `<endpoint>/v1/logs`.
+//!
+//! Key decision: one `ResourceLogs` per container, whose resource carries the Kubernetes
+//! semantic conventions (`k8s.namespace.name`, `k8s.pod.name`, `k8s.pod.uid`,
+//! `k8s.container.name`, `k8s.container.restart_count`, `k8s.node.name`, `container.id`, plus
+//! `resource_attributes`), and per-record facts stay on the record: `log.iostream` (the
+//! stream) and `log.file.path` (the file, which changes with rotation while the container does
+//! not). Backends index by resource (Loki's index labels, VictoriaLogs' stream fields), so a
+//! resource must be as stable as a container; rejected: one resource per file (a new stream at
+//! each rotation) and one per node with everything on the records (nothing to index by).
+//!
+//! Records: `time_unix_nano` is the line's own timestamp; `observed_time_unix_nano` is when the
+//! sink took the line's chunk from the pipeline (`Deliver::arrived`). Events carry no read time
+//! (that would be a field of `Event` or `Chunk`, shared by every sink); the arrival is the
+//! closest the sink sees: the tailer stops reading while the few bounded queues in between are
+//! full, so a chunk arrives soon after it was read, however long its batch then waits behind a
+//! failing request. Severity comes from the stream only when `severity_from_stream` is set (stderr →
+//! WARN), else UNSPECIFIED; the body is the message as a string.
+//!
+//! Routing: events go to lanes by container, one request per lane at a time (as Loki's
+//! shards), so a container's records arrive in read order and a retried lane holds back only
+//! its own containers.
+
+use super::proto::collector::logs::v1::{ExportLogsServiceRequest, ExportLogsServiceResponse};
+use super::proto::common::v1::{AnyValue, KeyValue, any_value};
+use super::proto::logs::v1::{LogRecord, ResourceLogs, ScopeLogs, SeverityNumber};
+use super::proto::resource::v1::Resource;
+use super::{MAX_ANSWER_BODY, OtlpConfig, int_kv, now_unix_nanos, reject_reason, scope, string_kv};
+use crate::event::{Event, Source, Stream};
+use crate::pipeline::{Acker, Chunk};
+use crate::sinks::batch::{self, Batch, BatchLimits, Deliver, DriverConfig};
+use crate::sinks::http::{self, Compression, HttpClient, error_chain, gzip};
+use crate::sinks::metrics::SinkMetrics;
+use crate::sinks::retry::{self, RetryConfig, Verdict};
+use crate::sinks::{RunFuture, Sink, SinkContext};
+use bytes::Bytes;
+use prost::Message;
+use reqwest::header::{CONTENT_ENCODING, CONTENT_TYPE, HeaderMap, HeaderValue};
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+const DEFAULT_LIMITS: BatchLimits =
+    BatchLimits { max_events: 10_000, max_bytes: 1 << 20, timeout: Duration::from_secs(1) };
+
+/// The logs side of an `otlp` sink.
+pub struct OtlpSink {
+    inner: Arc<OtlpLogs>,
+    driver: DriverConfig,
+}
+
+/// Encoding and delivery of log batches (the driver's `Deliver`).
+pub struct OtlpLogs {
+    url: reqwest::Url,
+    client: HttpClient,
+    compression: Compression,
+    severity_from_stream: bool,
+    extra: Vec<KeyValue>,
+    retry: RetryConfig,
+    lanes: usize,
+    metrics: SinkMetrics,
+    /// Chunk id → (Unix ns when the chunk arrived, its events not yet delivered): the observed
+    /// time of its records. An entry goes when its last event is delivered (a delivery that
+    /// panics leaves its entries: a bug, and a few bytes).
+    arrivals: Mutex<HashMap<u64, (u64, usize)>>,
+    /// Unix seconds of the last logged partial-success warning (they may come with every
+    /// request; one line a minute is enough).
+    last_warning: AtomicU64,
+}
+
+impl OtlpSink {
+    pub fn build(c: &OtlpConfig, ctx: &SinkContext) -> Result<Box<dyn Sink>, crate::sinks::Error> {
+        Ok(Box::new(Self::new(c, ctx)?))
+    }
+
+    pub fn new(c: &OtlpConfig, ctx: &SinkContext) -> Result<Self, crate::sinks::Error> {
+        let err = |message: String| crate::sinks::Error::Build { name: c.name.clone(), message };
+        let metrics = ctx.sink_metrics(&c.name);
+        let url = http::endpoint_with_path(&c.endpoint, "/v1/logs").map_err(err)?;
+        let client = HttpClient::new(&c.http(), metrics.clone()).map_err(|e| err(e.to_string()))?;
+        let lanes = c.max_in_flight.max(1);
+        let inner = OtlpLogs {
+            url,
+            client,
+            compression: c.compression,
+            severity_from_stream: c.severity_from_stream,
+            extra: c.extra_attributes(),
+            retry: c.retry,
+            lanes,
+            metrics,
+            arrivals: Mutex::new(HashMap::new()),
+            last_warning: AtomicU64::new(0),
+        };
+        let driver = DriverConfig { limits: c.batch.resolve(DEFAULT_LIMITS), lanes, lane_concurrency: 1 };
+        Ok(Self { inner: Arc::new(inner), driver })
+    }
+}
+
+impl Sink for OtlpSink {
+    fn run(self: Box<Self>, input: mpsc::Receiver<Arc<Chunk>>, acker: Acker) -> RunFuture {
+        Box::pin(batch::run(self.inner, self.driver, input, acker))
+    }
+}
+
+/// What makes two events' resources the same: the container (every fact the resource carries),
+/// not the file.
+#[derive(PartialEq, Eq, Hash)]
+struct ResourceKey<'a> {
+    namespace: &'a str,
+    pod: &'a str,
+    pod_uid: &'a str,
+    container: &'a str,
+    restart_count: Option<u32>,
+    container_id: Option<&'a str>,
+    node: &'a str,
+}
+
+impl<'a> ResourceKey<'a> {
+    fn of(s: &'a Source) -> Self {
+        let k = &s.kubernetes;
+        Self {
+            namespace: &k.namespace,
+            pod: &k.pod,
+            pod_uid: &k.pod_uid,
+            container: &k.container,
+            restart_count: k.restart_count,
+            container_id: k.container_id.as_deref(),
+            node: &s.node,
+        }
+    }
+}
+
+impl OtlpLogs {
+    /// The resource attributes of a container, in the order of the semantic conventions' table;
+    /// empty values are left out (a path without that fact).
+    fn resource(&self, s: &Source) -> Resource {
+        let k = &s.kubernetes;
+        let mut attributes = Vec::with_capacity(7 + self.extra.len());
+        for (key, value) in [
+            ("k8s.namespace.name", k.namespace.as_str()),
+            ("k8s.pod.name", &k.pod),
+            ("k8s.pod.uid", &k.pod_uid),
+            ("k8s.container.name", &k.container),
+        ] {
+            if !value.is_empty() {
+                attributes.push(string_kv(key, value));
+            }
+        }
+        if let Some(n) = k.restart_count {
+            attributes.push(int_kv("k8s.container.restart_count", i64::from(n)));
+        }
+        if !s.node.is_empty() {
+            attributes.push(string_kv("k8s.node.name", &s.node));
+        }
+        if let Some(id) = k.container_id.as_deref().filter(|id| !id.is_empty()) {
+            attributes.push(string_kv("container.id", id));
+        }
+        // Hook for the Kubernetes metadata issue: pod labels as `k8s.pod.label.<key>` and the
+        // owner as `k8s.deployment.name` (and so on) go here, once `K8sMeta` carries them.
+        attributes.extend(self.extra.iter().cloned());
+        Resource { attributes, dropped_attributes_count: 0, entity_refs: Vec::new() }
+    }
+
+    /// The severity of a record. Hook for processing: a parsed `level` will take precedence
+    /// over the stream once events carry one.
+    fn severity(&self, e: &Event) -> (SeverityNumber, &'static str) {
+        if self.severity_from_stream && e.stream == Stream::Stderr {
+            (SeverityNumber::Warn, "WARN")
+        } else {
+            (SeverityNumber::Unspecified, "")
+        }
+    }
+
+    fn record(&self, e: &Event, observed: u64) -> LogRecord {
+        let (severity, severity_text) = self.severity(e);
+        LogRecord {
+            // A timestamp before 1970 cannot be written; 0 means "unknown" and receivers then
+            // use the observed time.
+            time_unix_nano: u64::try_from(e.timestamp).unwrap_or(0),
+            observed_time_unix_nano: observed,
+            severity_number: severity as i32,
+            severity_text: severity_text.into(),
+            body: Some(AnyValue { value: Some(any_value::Value::StringValue(e.message.clone())) }),
+            attributes: vec![string_kv("log.iostream", e.stream.as_str()), string_kv("log.file.path", &e.source.file)],
+            dropped_attributes_count: 0,
+            flags: 0,
+            trace_id: Vec::new(),
+            span_id: Vec::new(),
+            event_name: String::new(),
+        }
+    }
+
+    /// The request for `events` (read order, each with its observed time): one `ResourceLogs`
+    /// per container, in the order of each container's first event, its records in read order.
+    pub fn request(&self, events: &[(&Event, u64)]) -> ExportLogsServiceRequest {
+        let mut index: HashMap<ResourceKey<'_>, usize> = HashMap::new();
+        let mut resources: Vec<ResourceLogs> = Vec::new();
+        let mut last: Option<(&Arc<Source>, usize)> = None;
+        for &(e, observed) in events {
+            // Consecutive events of one file share a resource: skip the lookup.
+            let i = match last {
+                Some((src, i)) if Arc::ptr_eq(src, &e.source) => i,
+                _ => *index.entry(ResourceKey::of(&e.source)).or_insert_with(|| {
+                    resources.push(ResourceLogs {
+                        resource: Some(self.resource(&e.source)),
+                        scope_logs: vec![ScopeLogs {
+                            scope: Some(scope()),
+                            log_records: Vec::new(),
+                            schema_url: String::new(),
+                        }],
+                        schema_url: String::new(),
+                    });
+                    resources.len() - 1
+                }),
+            };
+            last = Some((&e.source, i));
+            resources[i].scope_logs[0].log_records.push(self.record(e, observed));
+        }
+        ExportLogsServiceRequest { resource_logs: resources }
+    }
+
+    /// The request body and its headers.
+    fn encode(&self, events: &[(&Event, u64)]) -> (Bytes, HeaderMap) {
+        let raw = self.request(events).encode_to_vec();
+        let mut headers = HeaderMap::new();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/x-protobuf"));
+        let body = match self.compression {
+            Compression::None => raw,
+            Compression::Gzip => {
+                headers.insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+                gzip(&raw)
+            }
+        };
+        (Bytes::from(body), headers)
+    }
+
+    /// Sends `events` (read order), retrying until the receiver takes them or refuses them
+    /// for good.
+    async fn push(&self, events: &[(&Event, u64)]) {
+        let (body, headers) = self.encode(events);
+        let n = events.len() as u64;
+        let m = &self.metrics;
+        let mut backoff = self.retry.backoff();
+        loop {
+            let (retry_after, error) =
+                match self.client.post(&self.url, body.clone(), headers.clone(), MAX_ANSWER_BODY).await {
+                    Ok(r) if r.status == 413 && events.len() > 1 => {
+                        // Too large for the receiver or a proxy on the way: halve, in order,
+                        // instead of rejecting.
+                        tracing::warn!(
+                            sink = m.name(),
+                            events = n,
+                            "otlp: request too large (413); splitting it in two; lower batch.max_bytes"
+                        );
+                        let (a, b) = events.split_at(events.len() / 2);
+                        Box::pin(self.push(a)).await;
+                        Box::pin(self.push(b)).await;
+                        return;
+                    }
+                    Ok(r) => match retry::classify(r.status) {
+                        Verdict::Success => {
+                            let rejected = self.partial_success(&r.body, n);
+                            m.events_sent.inc_by(n - rejected);
+                            m.success();
+                            return;
+                        }
+                        Verdict::Reject => {
+                            let sample = format!("HTTP {}: {}", r.status, r.body_sample(512));
+                            m.rejected(reject_reason(r.status), n, &sample);
+                            m.rejected_request(r.status);
+                            return;
+                        }
+                        Verdict::Retry => (r.retry_after, format!("HTTP {}: {}", r.status, r.body_sample(512))),
+                    },
+                    Err(e) => (None, error_chain(&e)),
+                };
+            m.failing();
+            m.retries.inc();
+            let delay = backoff.next_delay(retry_after);
+            if backoff.attempts().is_power_of_two() {
+                tracing::warn!(sink = m.name(), attempt = backoff.attempts(), events = n, retry_in = ?delay, error, "otlp logs export failed; retrying");
+            }
+            tokio::time::sleep(delay).await;
+        }
+    }
+
+    /// Reads a 2xx answer: the records its `partial_success` rejects are counted (OTLP forbids
+    /// retrying them) and returned. An empty body (Loki's 204) or one that is not an
+    /// `ExportLogsServiceResponse` means everything was taken.
+    fn partial_success(&self, body: &[u8], n: u64) -> u64 {
+        if body.is_empty() {
+            return 0;
+        }
+        let Ok(resp) = ExportLogsServiceResponse::decode(body) else {
+            tracing::debug!(
+                sink = self.metrics.name(),
+                "otlp: a 2xx answer is not an ExportLogsServiceResponse; taken as full success"
+            );
+            return 0;
+        };
+        let Some(p) = resp.partial_success else { return 0 };
+        let rejected = u64::try_from(p.rejected_log_records).unwrap_or(0).min(n);
+        if rejected > 0 {
+            let sample = format!("partial success, {rejected} of {n} records rejected: {}", p.error_message);
+            self.metrics.rejected("partial_success", rejected, &sample);
+        } else if !p.error_message.is_empty() {
+            // A warning from the receiver; nothing was dropped.
+            let now = now_unix_nanos() / 1_000_000_000;
+            if now.saturating_sub(self.last_warning.swap(now, Ordering::Relaxed)) >= 60 {
+                tracing::warn!(sink = self.metrics.name(), error = %p.error_message, "otlp: the receiver took every record but warned");
+            }
+        }
+        rejected
+    }
+}
+
+impl Deliver for OtlpLogs {
+    fn lane(&self, e: &Event) -> usize {
+        // By container, so a container's records keep their order.
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        ResourceKey::of(&e.source).hash(&mut h);
+        (h.finish() % self.lanes as u64) as usize
+    }
+
+    fn size(&self, e: &Event) -> usize {
+        // Message, the two record attributes, timestamps and framing; the resource is shared.
+        e.message.len() + e.source.file.len() + 64
+    }
+
+    fn arrived(&self, chunk: &Chunk) {
+        let mut a = self.arrivals.lock().expect("arrivals lock poisoned");
+        a.insert(chunk.id, (now_unix_nanos(), chunk.events.len()));
+    }
+
+    async fn deliver(self: Arc<Self>, batch: Batch) {
+        let events: Vec<(&Event, u64)> = {
+            let a = self.arrivals.lock().expect("arrivals lock poisoned");
+            let now = now_unix_nanos();
+            batch
+                .pieces
+                .iter()
+                .flat_map(|p| {
+                    let at = a.get(&p.chunk.id).map_or(now, |x| x.0);
+                    p.indices.iter().map(move |&i| (&p.chunk.events[i as usize], at))
+                })
+                .collect()
+        };
+        self.push(&events).await;
+        let mut a = self.arrivals.lock().expect("arrivals lock poisoned");
+        for p in &batch.pieces {
+            if let Some(entry) = a.get_mut(&p.chunk.id) {
+                entry.1 = entry.1.saturating_sub(p.indices.len());
+                if entry.1 == 0 {
+                    a.remove(&p.chunk.id);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{K8sMeta, Origin};
+
+    fn sink(yaml: &str) -> OtlpSink {
+        let c: OtlpConfig = serde_yaml_ng::from_str(yaml).unwrap();
+        let ctx = SinkContext::new(prometheus::Registry::new(), "node-a".into()).unwrap();
+        OtlpSink::new(&c, &ctx).unwrap()
+    }
+
+    fn source(pod: &str, file: &str, restart: Option<u32>) -> Arc<Source> {
+        Arc::new(Source {
+            file: file.into(),
+            node: "node-a".into(),
+            kubernetes: K8sMeta {
+                namespace: "shop".into(),
+                pod: pod.into(),
+                pod_uid: format!("uid-{pod}"),
+                container: "app".into(),
+                container_id: None,
+                restart_count: restart,
+            },
+        })
+    }
+
+    fn event(src: &Arc<Source>, ts: i64, stream: Stream, msg: &str) -> Event {
+        Event {
+            timestamp: ts,
+            stream,
+            message: msg.into(),
+            malformed: false,
+            truncated: false,
+            source: src.clone(),
+            origin: Origin { file: 1, offset: 0, resume: 1 },
+        }
+    }
+
+    fn attrs(kvs: &[KeyValue]) -> Vec<(String, String)> {
+        kvs.iter()
+            .map(|kv| {
+                let v = match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
+                    Some(any_value::Value::StringValue(s)) => s.clone(),
+                    Some(any_value::Value::IntValue(i)) => format!("int:{i}"),
+                    other => format!("{other:?}"),
+                };
+                (kv.key.clone(), v)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn one_resource_per_container_even_across_rotated_files() {
+        let s = sink("{name: o, endpoint: 'http://x', resource_attributes: {k8s.cluster.name: prod}}");
+        let a0 = source("a", "/var/log/pods/shop_a_uid-a/app/0.log", Some(0));
+        // The same container's file after rotation: another `Source`, the same resource.
+        let a0_rotated = source("a", "/var/log/pods/shop_a_uid-a/app/0.log.20261129-101500", Some(0));
+        let b = source("b", "/var/log/pods/shop_b_uid-b/app/2.log", Some(2));
+        let evs = [
+            event(&a0_rotated, 1, Stream::Stdout, "a1"),
+            event(&b, 2, Stream::Stderr, "b1"),
+            event(&a0, 3, Stream::Stdout, "a2"),
+        ];
+        let refs: Vec<(&Event, u64)> = evs.iter().map(|e| (e, 99)).collect();
+        let req = s.inner.request(&refs);
+        assert_eq!(req.resource_logs.len(), 2);
+        let ra = &req.resource_logs[0];
+        assert_eq!(
+            attrs(&ra.resource.as_ref().unwrap().attributes),
+            vec![
+                ("k8s.namespace.name".into(), "shop".into()),
+                ("k8s.pod.name".into(), "a".into()),
+                ("k8s.pod.uid".into(), "uid-a".into()),
+                ("k8s.container.name".into(), "app".into()),
+                ("k8s.container.restart_count".into(), "int:0".into()),
+                ("k8s.node.name".into(), "node-a".into()),
+                ("k8s.cluster.name".into(), "prod".into()),
+            ]
+        );
+        let records = &ra.scope_logs[0].log_records;
+        let bodies: Vec<_> = records.iter().map(|r| r.body.clone().unwrap().value.unwrap()).collect();
+        assert_eq!(
+            bodies,
+            vec![any_value::Value::StringValue("a1".into()), any_value::Value::StringValue("a2".into())]
+        );
+        assert_eq!(
+            attrs(&records[1].attributes),
+            vec![
+                ("log.iostream".into(), "stdout".into()),
+                ("log.file.path".into(), "/var/log/pods/shop_a_uid-a/app/0.log".into())
+            ]
+        );
+        assert_eq!((records[0].time_unix_nano, records[0].observed_time_unix_nano), (1, 99));
+        assert_eq!(ra.scope_logs[0].scope.as_ref().unwrap().name, "vigil");
+        let rb = &req.resource_logs[1].scope_logs[0].log_records[0];
+        assert_eq!(rb.severity_number, SeverityNumber::Unspecified as i32, "stderr is not WARN unless configured");
+        assert_eq!(rb.severity_text, "");
+    }
+
+    /// (field number, wire type) of each top-level field of a protobuf message, read by hand.
+    fn fields(mut buf: &[u8]) -> Vec<(u32, prost::encoding::WireType, Vec<u8>)> {
+        use prost::encoding::{WireType, decode_key, decode_varint};
+        let mut out = Vec::new();
+        while !buf.is_empty() {
+            let (tag, wt) = decode_key(&mut buf).unwrap();
+            let len = match wt {
+                WireType::Varint => {
+                    let v = decode_varint(&mut buf).unwrap();
+                    out.push((tag, wt, v.to_le_bytes().to_vec()));
+                    continue;
+                }
+                WireType::SixtyFourBit => 8,
+                WireType::ThirtyTwoBit => 4,
+                WireType::LengthDelimited => decode_varint(&mut buf).unwrap() as usize,
+                other => panic!("unexpected wire type {other:?}"),
+            };
+            out.push((tag, wt, buf[..len].to_vec()));
+            buf = &buf[len..];
+        }
+        out
+    }
+
+    #[test]
+    fn the_wire_format_has_the_field_numbers_of_the_otlp_spec() {
+        // Independent of the generated structs: field numbers and wire types as
+        // opentelemetry-proto's logs.proto defines them (REFERENCE §9).
+        use prost::encoding::WireType::{LengthDelimited, SixtyFourBit, Varint};
+        let s = sink("{name: o, endpoint: 'http://x', severity_from_stream: true}");
+        let src = source("a", "/f.log", Some(3));
+        let evs = [event(&src, 0x0102_0304_0506_0708, Stream::Stderr, "hello")];
+        let refs: Vec<(&Event, u64)> = evs.iter().map(|e| (e, 0x1111_2222_3333_4444)).collect();
+        let bytes = s.inner.request(&refs).encode_to_vec();
+        let resource_logs = fields(&bytes);
+        assert_eq!((resource_logs[0].0, resource_logs[0].1), (1, LengthDelimited), "resource_logs = 1");
+        let rl = fields(&resource_logs[0].2);
+        assert_eq!(rl.iter().map(|f| f.0).collect::<Vec<_>>(), [1, 2], "resource = 1, scope_logs = 2");
+        let scope_logs = fields(&rl[1].2);
+        assert_eq!(scope_logs.iter().map(|f| f.0).collect::<Vec<_>>(), [1, 2], "scope = 1, log_records = 2");
+        let record = fields(&scope_logs[1].2);
+        let by_tag = |t: u32| record.iter().find(|f| f.0 == t).unwrap_or_else(|| panic!("no field {t}"));
+        assert_eq!(by_tag(1).1, SixtyFourBit, "time_unix_nano is fixed64 = 1");
+        assert_eq!(by_tag(1).2, 0x0102_0304_0506_0708u64.to_le_bytes());
+        assert_eq!(by_tag(11).1, SixtyFourBit, "observed_time_unix_nano is fixed64 = 11");
+        assert_eq!(by_tag(11).2, 0x1111_2222_3333_4444u64.to_le_bytes());
+        assert_eq!((by_tag(2).1, by_tag(2).2[0]), (Varint, 13), "severity_number = 2, WARN = 13");
+        assert_eq!(by_tag(3).2, b"WARN", "severity_text = 3");
+        // body = 5: AnyValue with string_value = 1.
+        assert_eq!(fields(&by_tag(5).2), [(1, LengthDelimited, b"hello".to_vec())]);
+        // attributes = 6: KeyValue{key = 1, value = 2}.
+        let kv = fields(&by_tag(6).2);
+        assert_eq!(kv[0], (1, LengthDelimited, b"log.iostream".to_vec()));
+        // The restart count is an int attribute: AnyValue int_value = 3.
+        let res = fields(&rl[0].2);
+        let restart = res
+            .iter()
+            .map(|f| fields(&f.2))
+            .find(|kv| kv[0].2 == b"k8s.container.restart_count")
+            .expect("restart count attribute");
+        assert_eq!(fields(&restart[1].2)[0].0, 3, "int_value = 3");
+    }
+
+    #[test]
+    fn severity_from_stream_makes_stderr_warn_and_leaves_stdout_unspecified() {
+        let s = sink("{name: o, endpoint: 'http://x', severity_from_stream: true}");
+        let src = source("a", "/f", None);
+        let evs = [event(&src, 1, Stream::Stderr, "e"), event(&src, -5, Stream::Stdout, "o")];
+        let refs: Vec<(&Event, u64)> = evs.iter().map(|e| (e, 7)).collect();
+        let req = s.inner.request(&refs);
+        let r = &req.resource_logs[0].scope_logs[0].log_records;
+        assert_eq!((r[0].severity_number, r[0].severity_text.as_str()), (SeverityNumber::Warn as i32, "WARN"));
+        assert_eq!((r[1].severity_number, r[1].severity_text.as_str()), (0, ""));
+        assert_eq!(r[1].time_unix_nano, 0, "a pre-1970 timestamp is sent as unknown");
+        let keys: Vec<String> =
+            req.resource_logs[0].resource.as_ref().unwrap().attributes.iter().map(|kv| kv.key.clone()).collect();
+        assert!(!keys.contains(&"k8s.container.restart_count".to_string()), "unknown restart count left out: {keys:?}");
+    }
+}
