@@ -245,7 +245,7 @@ impl OtlpLogs {
         let m = &self.metrics;
         let mut backoff = self.retry.backoff();
         loop {
-            let (retry_after, error) =
+            let (failure, retry_after, error) =
                 match self.client.post(&self.url, body.clone(), headers.clone(), MAX_ANSWER_BODY).await {
                     Ok(r) if r.status == 413 && events.len() > 1 => {
                         // Too large for the receiver or a proxy on the way: halve, in order,
@@ -273,12 +273,13 @@ impl OtlpLogs {
                             m.rejected_request(r.status);
                             return;
                         }
-                        Verdict::Retry => (r.retry_after, format!("HTTP {}: {}", r.status, r.body_sample(512))),
+                        Verdict::Retry(failure) => {
+                            (failure, r.retry_after, format!("HTTP {}: {}", r.status, r.body_sample(512)))
+                        }
                     },
-                    Err(e) => (None, error_chain(&e)),
+                    Err(e) => (e.failure(), None, error_chain(&e)),
                 };
-            m.failing();
-            m.retries.inc();
+            m.retrying(failure, &error);
             let delay = backoff.next_delay(retry_after);
             if backoff.attempts().is_power_of_two() {
                 tracing::warn!(sink = m.name(), attempt = backoff.attempts(), events = n, retry_in = ?delay, error, "otlp logs export failed; retrying");

@@ -31,7 +31,7 @@ use super::proto::resource::v1::Resource;
 use super::{MAX_ANSWER_BODY, OtlpConfig, reject_reason, scope, string_kv};
 use crate::metrics::ship::{Batch, MetricsSink, QueueLimits, SendFuture, SendOutcome, Snapshot};
 use crate::sinks::http::{self, Compression, HttpClient, gzip};
-use crate::sinks::retry::{self, RetryConfig, Verdict};
+use crate::sinks::retry::{self, Failure, RetryConfig, Verdict};
 use crate::sinks::{Error, SinkContext};
 use bytes::Bytes;
 use prometheus::proto::{MetricFamily, MetricType};
@@ -326,16 +326,16 @@ impl MetricsSink for OtlpMetricsSink {
     fn send<'a>(&'a self, batch: &'a Batch) -> SendFuture<'a> {
         Box::pin(async move {
             let m = self.client.metrics();
-            let retry = |retry_after| {
-                m.failing();
-                m.retries.inc();
+            let retry = |failure: Failure, error: &str, retry_after| {
+                m.retrying(failure, error);
                 SendOutcome::Retry { rest: batch.clone(), delivered: 0, retry_after }
             };
             let r = match self.client.post(&self.url, batch.body.clone(), self.headers(), MAX_ANSWER_BODY).await {
                 Ok(r) => r,
                 Err(error) => {
-                    self.failed(format_args!("{}", http::error_chain(&error)));
-                    return retry(None);
+                    let text = http::error_chain(&error);
+                    self.failed(format_args!("{text}"));
+                    return retry(error.failure(), &text, None);
                 }
             };
             match retry::classify(r.status) {
@@ -375,9 +375,10 @@ impl MetricsSink for OtlpMetricsSink {
                     );
                     SendOutcome::Done { delivered: 0, rejected: batch.samples }
                 }
-                Verdict::Retry => {
-                    self.failed(format_args!("HTTP {}: {}", r.status, r.body_sample(512)));
-                    retry(r.retry_after)
+                Verdict::Retry(failure) => {
+                    let text = format!("HTTP {}: {}", r.status, r.body_sample(512));
+                    self.failed(format_args!("{text}"));
+                    retry(failure, &text, r.retry_after)
                 }
             }
         })
