@@ -281,6 +281,13 @@ async fn auth_and_address_answers_are_retried_and_the_snapshot_arrives() {
         let failures =
             series_value(&r, "vigil_sink_request_failures_total", &[("sink", "central"), ("reason", reason)]);
         assert_eq!(failures, 2.0, "{status}");
+        // The receiver records its 204 before vigil has read it: wait for the health to follow.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while series_value(&r, "vigil_sink_healthy", &[("sink", "central")]) != 1.0
+            && std::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         assert_eq!(series_value(&r, "vigil_sink_healthy", &[("sink", "central")]), 1.0, "{status}");
         shipper.shutdown(tokio::time::Instant::now() + Duration::from_secs(5)).await;
     }
