@@ -1538,11 +1538,14 @@ mod tests {
         assert_eq!(drain(&mut t, &mut rx), want);
     }
 
-    /// logrotate `copytruncate` + `compress` + `delaycompress`: `<name>.1` is gzipped to
-    /// `<name>.2.gz` (and removed), then `copytruncate` to `<name>.1`.
-    fn logrotate(live: &Path) {
+    /// logrotate `copytruncate` with `rotate 2`: `<name>.1` is moved on to `<name>.2` (with
+    /// `compress` and `delaycompress`: gzipped to `<name>.2.gz` and removed), then
+    /// `copytruncate` to `<name>.1`.
+    fn logrotate(live: &Path, compress: bool) {
         let one = PathBuf::from(format!("{}.1", live.display()));
-        if one.exists() {
+        if one.exists() && !compress {
+            std::fs::rename(&one, format!("{}.2", live.display())).unwrap();
+        } else if one.exists() {
             let gz = File::create(format!("{}.2.gz", live.display())).unwrap();
             let mut enc = flate2::write::GzEncoder::new(gz, flate2::Compression::fast());
             enc.write_all(&std::fs::read(&one).unwrap()).unwrap();
@@ -1559,8 +1562,8 @@ mod tests {
     /// no data read) and holds each copy open, so every generation is read once there is room.
     #[test]
     fn two_copytruncates_while_stalled_lose_nothing() {
-        for empty_at_first_look in [false, true] {
-            let what = format!("live file empty when the poll first sees the truncation: {empty_at_first_look}");
+        for (empty_at_first_look, compress) in [(false, true), (true, true), (false, false)] {
+            let what = format!("live file empty at the first look: {empty_at_first_look}, compress: {compress}");
             let d = tempfile::tempdir().unwrap();
             let dir = d.path().join("pods/ns_p_uid/c");
             std::fs::create_dir_all(&dir).unwrap();
@@ -1572,20 +1575,20 @@ mod tests {
             let mut got = drain(&mut t, &mut rx);
             w.write_all(lines("a", 10..12).as_bytes()).unwrap();
             // Stalled from here: no `round`, only the polls (`maintain`) and rescans go on.
-            logrotate(&live);
+            logrotate(&live, compress);
             if empty_at_first_look {
                 t.maintain();
             }
             w.write_all(lines("b", 0..10).as_bytes()).unwrap();
             t.maintain();
             t.rescan();
-            logrotate(&live);
+            logrotate(&live, compress);
             w.write_all(lines("c", 0..10).as_bytes()).unwrap();
             t.maintain();
             t.rescan();
-            // logrotate moves the copies on again: the one for `b` is only in `.2.gz` now,
-            // and `a`'s only in the descriptor held since the first truncation.
-            logrotate(&live);
+            // logrotate moves the copies on again: `b` is only in `.2[.gz]` now, and `a`
+            // only in the descriptor held since the first truncation.
+            logrotate(&live, compress);
             w.write_all(lines("d", 0..3).as_bytes()).unwrap();
             got.extend(drain(&mut t, &mut rx));
             let mut want = names("a", 0..12);
