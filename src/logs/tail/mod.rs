@@ -559,13 +559,23 @@ impl Tailer {
     /// whether or not it can be read.
     fn maintain(&mut self) {
         let now_ms = self.now_ms();
+        // Truncation is looked for here too, not only before a read: while the pipeline has
+        // no room nothing is read, and a file copytruncated twice before the next read would
+        // have its middle generation only in a copy that logrotate then moves on (`.1` →
+        // `.2.gz`). Looking costs no data read; the copy found is held open from now on.
+        // Files added by `truncation` (at the end) are new content, not looked at again.
+        for i in 0..self.files.len() {
+            if self.files[i].truncation_seen() {
+                self.truncation(i, now_ms);
+            }
+        }
         // (index, why its rest is dropped: None when it is done)
         let mut close: Vec<(usize, Option<DropCause>)> = Vec::new();
         let (mut lag, mut lag_max) = (0u64, 0u64);
         for (i, f) in self.files.iter_mut().enumerate() {
             match f.stat() {
                 Some(Ok((size, nlink))) => {
-                    // Truncation is handled before each read (`round`, `truncation`).
+                    // Truncation is handled above and before each read (`round`).
                     f.size = size;
                     if nlink == 0 && !matches!(f.state, State::Deleted { .. }) {
                         f.state = State::Deleted { since: Instant::now() };
@@ -1526,6 +1536,68 @@ mod tests {
         let mut want = names("old", 8..10);
         want.extend(names("new", 0..3));
         assert_eq!(drain(&mut t, &mut rx), want);
+    }
+
+    /// logrotate `copytruncate` with `rotate 2`: `<name>.1` is moved on to `<name>.2` (with
+    /// `compress` and `delaycompress`: gzipped to `<name>.2.gz` and removed), then
+    /// `copytruncate` to `<name>.1`.
+    fn logrotate(live: &Path, compress: bool) {
+        let one = PathBuf::from(format!("{}.1", live.display()));
+        if one.exists() && !compress {
+            std::fs::rename(&one, format!("{}.2", live.display())).unwrap();
+        } else if one.exists() {
+            let gz = File::create(format!("{}.2.gz", live.display())).unwrap();
+            let mut enc = flate2::write::GzEncoder::new(gz, flate2::Compression::fast());
+            enc.write_all(&std::fs::read(&one).unwrap()).unwrap();
+            enc.finish().unwrap();
+            std::fs::remove_file(&one).unwrap();
+        }
+        copytruncate(live, Some(&one));
+    }
+
+    /// Regression (issue 15, chaos `copytruncate_loses_nothing`): while the pipeline had no
+    /// room, truncation was looked for only before a read, so nothing noticed it; a file
+    /// copytruncated twice during a stall (`.1` gzipped to `.2.gz`, a new `.1`) had its middle
+    /// generation, only in the newer copy, never read. Now each poll looks (head and size,
+    /// no data read) and holds each copy open, so every generation is read once there is room.
+    #[test]
+    fn two_copytruncates_while_stalled_lose_nothing() {
+        for (empty_at_first_look, compress) in [(false, true), (true, true), (false, false)] {
+            let what = format!("live file empty at the first look: {empty_at_first_look}, compress: {compress}");
+            let d = tempfile::tempdir().unwrap();
+            let dir = d.path().join("pods/ns_p_uid/c");
+            std::fs::create_dir_all(&dir).unwrap();
+            let live = dir.join("0.log");
+            let mut w = std::fs::OpenOptions::new().create(true).append(true).open(&live).unwrap();
+            w.write_all(lines("a", 0..10).as_bytes()).unwrap();
+            let (mut t, mut rx) = tailer(d.path(), ReadFrom::Beginning);
+            t.rescan();
+            let mut got = drain(&mut t, &mut rx);
+            w.write_all(lines("a", 10..12).as_bytes()).unwrap();
+            // Stalled from here: no `round`, only the polls (`maintain`) and rescans go on.
+            logrotate(&live, compress);
+            if empty_at_first_look {
+                t.maintain();
+            }
+            w.write_all(lines("b", 0..10).as_bytes()).unwrap();
+            t.maintain();
+            t.rescan();
+            logrotate(&live, compress);
+            w.write_all(lines("c", 0..10).as_bytes()).unwrap();
+            t.maintain();
+            t.rescan();
+            // logrotate moves the copies on again: `b` is only in `.2[.gz]` now, and `a`
+            // only in the descriptor held since the first truncation.
+            logrotate(&live, compress);
+            w.write_all(lines("d", 0..3).as_bytes()).unwrap();
+            got.extend(drain(&mut t, &mut rx));
+            let mut want = names("a", 0..12);
+            want.extend(names("b", 0..10));
+            want.extend(names("c", 0..10));
+            want.extend(names("d", 0..3));
+            assert_eq!(got, want, "{what}");
+            assert_eq!(t.shared.metrics.truncation_copies_found.get(), 3, "{what}");
+        }
     }
 
     /// Regression (issue 15): a file created at a reused inode and first seen empty got the
