@@ -153,11 +153,15 @@ fn listing(dir: &Path) -> Vec<(String, PathBuf, (u64, u64))> {
 
 /// Messages in the output file (torn last line ignored). The messages hold no `"` or `\`, so
 /// the field is cut out of each line as is (parsing every line as JSON took seconds in a debug
-/// build, and this runs at every kill and every 100 ms at the end).
+/// build, and this runs at every kill and every 100 ms at the end). A record torn by a kill
+/// and followed, on the same line, by the next run's first record counts as the latter only:
+/// the torn one was not delivered (and was not counted as delivered at the kill).
 fn output(out: &Path) -> Vec<String> {
     const FIELD: &str = "\"message\":\"";
+    const START: &str = "{\"timestamp\":";
     let Ok(text) = std::fs::read_to_string(out) else { return Vec::new() };
     text.lines()
+        .map(|l| &l[l.rfind(START).unwrap_or(0)..])
         .filter(|l| l.starts_with('{') && l.ends_with('}'))
         .filter_map(|l| {
             let rest = &l[l.find(FIELD)? + FIELD.len()..];
