@@ -1028,6 +1028,7 @@ impl Tailer {
         let entries: Vec<Entry> = self.restore.drain().flat_map(|(_, v)| v).collect();
         let all_fps: Vec<Fingerprint> = entries.iter().map(Entry::fingerprint).collect();
         let mut found_rotated: Vec<(PathBuf, String)> = Vec::new();
+        let mut families: Vec<PathBuf> = Vec::new();
         for e in &entries {
             let family = PathBuf::from(&e.path);
             let mut restored = None;
@@ -1047,6 +1048,9 @@ impl Tailer {
                     }
                     t.order = self.take_order();
                     self.files.push(t);
+                    if !families.contains(&family) {
+                        families.push(family.clone());
+                    }
                     restored = Some(c);
                     break;
                 }
@@ -1079,6 +1083,41 @@ impl Tailer {
                     self.files.push(t);
                 }
             }
+        }
+        for family in families {
+            self.order_by_rotation(&family);
+        }
+    }
+
+    /// Puts the rotated files of `family` that are open (restored from the checkpoint, or
+    /// followed by the first walk: `open_rotated_since_walk`) in the order they were rotated,
+    /// oldest first. They were opened in the order they were found: the files the walk
+    /// followed first, then the checkpointed ones in no particular order. A newer file read
+    /// first was finished and forgotten (its checkpoint entry dropped) while an older one was
+    /// still unfinished, and the next restart, finding that older one, took the newer file for
+    /// one rotated while vigil was stopped and read it again whole.
+    fn order_by_rotation(&mut self, family: &Path) {
+        let real = std::fs::canonicalize(family).unwrap_or_else(|_| family.to_path_buf());
+        let suffixes: HashMap<FileId, String> = rotated_siblings(&real)
+            .into_iter()
+            .filter_map(|(c, suffix)| Some((FileId::of(&std::fs::metadata(&c).ok()?), suffix)))
+            .collect();
+        let mut rotated: Vec<(usize, String)> = self
+            .files
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| t.path == family && !matches!(t.state, State::Live))
+            .filter_map(|(i, t)| Some((i, suffixes.get(&t.id)?.clone())))
+            .collect();
+        let mut orders: Vec<u64> = rotated.iter().map(|&(i, _)| self.files[i].order).collect();
+        orders.sort_unstable();
+        rotated.sort_by(|a, b| match (rotated_after(&real, &a.1, &b.1), rotated_after(&real, &b.1, &a.1)) {
+            (true, _) => std::cmp::Ordering::Greater,
+            (_, true) => std::cmp::Ordering::Less,
+            _ => std::cmp::Ordering::Equal,
+        });
+        for ((i, _), order) in rotated.into_iter().zip(orders) {
+            self.files[i].order = order;
         }
     }
 
@@ -1693,6 +1732,100 @@ mod tests {
             assert_eq!(got, want, "read_from {read_from:?}");
             assert_eq!(t.shared.metrics.rotations.get(), 1);
         }
+    }
+
+    /// A tailer "killed" after `run`: every file's checkpoint offset is set by `offset(id,
+    /// resume)` as if that much were acknowledged, the checkpoint is written, and the tailer is
+    /// dropped without a final checkpoint.
+    fn kill(t: Tailer, rx: mpsc::Receiver<SourceBatch>, offset: impl Fn(FileId, u64) -> u64) {
+        let resumes: Vec<(u64, FileId, u64)> = t.files.iter().map(|f| (f.key, f.id, f.resume())).collect();
+        for (key, id, resume) in resumes {
+            t.shared.registry().get_mut(&key).unwrap().base = offset(id, resume);
+        }
+        for r in t.shared.registry().values_mut() {
+            if let Some(end) = r.closed {
+                r.base = offset(r.id, end);
+            }
+        }
+        t.shared.write_checkpoint();
+        drop((t, rx));
+    }
+
+    fn id_of(p: &Path) -> FileId {
+        FileId::of(&std::fs::metadata(p).unwrap())
+    }
+
+    /// Regression (issue 15, e2e_logs: 15,310 duplicates for 10,226 lines in flight): at a
+    /// restart, the rotated files restored from the checkpoint were read in the order the
+    /// checkpoint's entries came out of a hash map, not oldest first. A newer rotated file read
+    /// before an older unfinished one was finished and forgotten, and the next restart, finding
+    /// the older one, took the newer one for a file rotated while vigil was stopped and read
+    /// it again whole, although the checkpoint had covered it.
+    #[test]
+    fn rotated_files_restored_at_a_restart_are_read_oldest_first_and_never_again() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("pods/ns_p_uid/c");
+        std::fs::create_dir_all(&dir).unwrap();
+        let live = dir.join("0.log");
+        let (r1, r2) = (dir.join("0.log.20261128-061201"), dir.join("0.log.20261128-061202"));
+        // Run 1 sees three files of the path: two rotated, one live.
+        std::fs::write(&live, lines("a", 0..6)).unwrap();
+        let (mut t, mut rx) = tailer(d.path(), ReadFrom::Beginning);
+        t.rescan();
+        std::fs::rename(&live, &r1).unwrap();
+        std::fs::write(&live, lines("b", 0..6)).unwrap();
+        t.rescan();
+        std::fs::rename(&live, &r2).unwrap();
+        std::fs::write(&live, lines("c", 0..6)).unwrap();
+        t.rescan();
+        let mut want = names("a", 0..6);
+        want.extend(names("b", 0..6));
+        want.extend(names("c", 0..6));
+        assert_eq!(drain(&mut t, &mut rx), want);
+        // Killed with only `a 0`, `a 1` acknowledged.
+        let line = cri("a 0").len() as u64;
+        let a = id_of(&r1);
+        kill(t, rx, |id, _| if id == a { 2 * line } else { 0 });
+
+        // Each restart (a new hash map order each time) reads the rest, oldest file first.
+        let mut want = names("a", 2..6);
+        want.extend(names("b", 0..6));
+        want.extend(names("c", 0..6));
+        for _ in 0..8 {
+            let (mut t, mut rx) = tailer(d.path(), ReadFrom::Beginning);
+            t.rescan();
+            assert_eq!(drain(&mut t, &mut rx), want);
+            drop((t, rx));
+        }
+
+        // A restart whose first walk follows the live file, rotated between the walk and the
+        // open, under its rotated name: the older checkpointed files still come first.
+        let (mut t, mut rx) = tailer(d.path(), ReadFrom::Beginning);
+        let found = t.globs.walk();
+        let r3 = dir.join("0.log.20261128-061203");
+        std::fs::rename(&live, &r3).unwrap();
+        std::fs::write(&live, lines("d", 0..6)).unwrap();
+        t.apply_walk(&found, Instant::now());
+        want.extend(names("d", 0..6));
+        assert_eq!(drain(&mut t, &mut rx), want);
+        // Killed when the lines up to `c 1` are acknowledged (in the order read), after a walk
+        // that let the finished files be forgotten: nothing they covered is read again.
+        let (b, c) = (id_of(&r2), id_of(&r3));
+        t.rescan();
+        kill(t, rx, |id, end| {
+            if id == a || id == b {
+                end
+            } else if id == c {
+                2 * line
+            } else {
+                0
+            }
+        });
+        let (mut t, mut rx) = tailer(d.path(), ReadFrom::Beginning);
+        t.rescan();
+        let mut want = names("c", 2..6);
+        want.extend(names("d", 0..6));
+        assert_eq!(drain(&mut t, &mut rx), want);
     }
 
     /// Regression (issue 15): the batch limits were checked only between files, so one read
