@@ -47,6 +47,41 @@ pub struct NodeMetricsConfig {
     pub diskstats: DiskstatsConfig,
     #[serde(default)]
     pub netdev: NetdevConfig,
+    #[serde(default)]
+    pub systemd: SystemdConfig,
+}
+
+/// node_exporter's default `--collector.systemd.unit-exclude`.
+pub const DEFAULT_SYSTEMD_UNIT_EXCLUDE: &str = r".+\.(automount|device|mount|scope|slice)";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SystemdConfig {
+    /// The node's D-Bus system bus socket. Default `<rootfs>/run/dbus/system_bus_socket`: in a
+    /// pod, mount the node's /run/dbus there. When it is missing the collector is switched off
+    /// at start with an error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bus_socket: Option<String>,
+    /// Regex (anchored) of units to report. Default `.+`, as node_exporter.
+    #[serde(default = "default_unit_include")]
+    pub unit_include: String,
+    /// Regex (anchored) of units not to report. Default node_exporter's: automount, device,
+    /// mount, scope and slice units.
+    #[serde(default = "default_unit_exclude")]
+    pub unit_exclude: String,
+}
+
+impl Default for SystemdConfig {
+    fn default() -> Self {
+        Self { bus_socket: None, unit_include: default_unit_include(), unit_exclude: default_unit_exclude() }
+    }
+}
+
+fn default_unit_include() -> String {
+    ".+".into()
+}
+fn default_unit_exclude() -> String {
+    DEFAULT_SYSTEMD_UNIT_EXCLUDE.into()
 }
 
 /// One switch per collector, named as node_exporter's `--collector.<name>`, each on or off by
@@ -116,6 +151,10 @@ pub struct Collectors {
     /// `node_udp_queues{ip,queue}` from `<procfs>/1/net/udp{,6}`.
     #[serde(default = "yes")]
     pub udp_queues: bool,
+    /// `node_systemd_*` from systemd over the node's D-Bus system bus (see `systemd`). Default
+    /// false, as node_exporter.
+    #[serde(default)]
+    pub systemd: bool,
 }
 
 impl Default for Collectors {
@@ -141,6 +180,7 @@ impl Default for Collectors {
             softnet: true,
             thermal_zone: true,
             udp_queues: true,
+            systemd: false,
         }
     }
 }
@@ -232,6 +272,7 @@ impl Default for NodeMetricsConfig {
             filesystem: FilesystemConfig::default(),
             diskstats: DiskstatsConfig::default(),
             netdev: NetdevConfig::default(),
+            systemd: SystemdConfig::default(),
         }
     }
 }
@@ -257,6 +298,8 @@ impl NodeMetricsConfig {
             ("filesystem.fs_types_exclude", &self.filesystem.fs_types_exclude),
             ("diskstats.device_exclude", &self.diskstats.device_exclude),
             ("netdev.device_exclude", &self.netdev.device_exclude),
+            ("systemd.unit_include", &self.systemd.unit_include),
+            ("systemd.unit_exclude", &self.systemd.unit_exclude),
         ] {
             if let Err(e) = regex::Regex::new(re) {
                 p.push(

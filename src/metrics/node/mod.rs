@@ -37,6 +37,7 @@ mod powersupplyclass;
 mod processes;
 mod schedstat;
 mod softnet;
+mod systemd;
 mod thermal_zone;
 mod udp_queues;
 
@@ -220,6 +221,13 @@ impl NodeCollector {
         }
         if on.udp_queues {
             collectors.push(Box::new(udp_queues::UdpQueuesCollector::new(&paths)));
+        }
+        if on.systemd {
+            // No bus socket (not mounted): off, said once at start, rather than a failure per scrape.
+            match systemd::SystemdCollector::new(&paths, &config.systemd) {
+                Ok(c) => collectors.push(Box::new(c)),
+                Err(error) => tracing::error!(collector = "systemd", %error, "node collector switched off"),
+            }
         }
         let errors = IntCounterVec::new(
             Opts::new(
