@@ -7,6 +7,7 @@
 
 use prometheus::Registry;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 use vigil::metrics::node::NodeCollector;
 use vigil::metrics::node::config::NodeMetricsConfig;
 
@@ -102,6 +103,214 @@ fn proc_collectors_follow_node_exporter_rules() {
     assert!(t.contains("# HELP node_sockstat_UDP_inuse Number of UDP sockets in state inuse.\n"));
 }
 
+#[test]
+fn sys_collectors_follow_node_exporter_rules() {
+    let (_, t) = render(&only(&fixture_root(), &["netclass", "mdadm", "bonding"]));
+    for c in ["netclass", "mdadm", "bonding"] {
+        assert_eq!(success(&t, c), 1.0, "{c}");
+    }
+    // netclass: every interface (lo too); up from operstate; adminstate from flags & IFF_UP.
+    assert_eq!(v(&t, r#"node_network_up{device="eth0"}"#), 1.0);
+    assert_eq!(v(&t, r#"node_network_up{device="lo"}"#), 0.0);
+    assert_eq!(
+        v(
+            &t,
+            r#"node_network_info{address="02:fc:00:00:00:02",adminstate="down",broadcast="ff:ff:ff:ff:ff:ff",device="eth1",duplex="unknown",ifalias="",operstate="down"}"#
+        ),
+        1.0
+    );
+    assert!(t.contains(r#"node_network_info{address="02:fc:00:00:00:01",adminstate="up",broadcast="ff:ff:ff:ff:ff:ff",device="eth0",duplex="full",ifalias="uplink",operstate="up"} 1"#));
+    assert_eq!(v(&t, r#"node_network_speed_bytes{device="eth0"}"#), 10_000.0 * 125_000.0);
+    assert_eq!(v(&t, r#"node_network_speed_bytes{device="eth1"}"#), -125_000.0);
+    assert!(value(&t, r#"node_network_speed_bytes{device="lo"}"#).is_none(), "no speed file, no series");
+    assert_eq!(v(&t, r#"node_network_flags{device="eth0"}"#), 0x1003 as f64);
+    assert_eq!(v(&t, r#"node_network_carrier_down_changes_total{device="eth1"}"#), 3.0);
+    assert_eq!(v(&t, r#"node_network_iface_id{device="bond0"}"#), 4.0);
+    assert_eq!(v(&t, r#"node_network_protocol_type{device="lo"}"#), 772.0);
+    assert!(t.contains("# TYPE node_network_carrier_changes_total counter\n"));
+    assert!(t.contains("# HELP node_network_mtu_bytes Network device property: mtu_bytes\n"));
+    assert!(!t.contains(r#"device="bonding_masters""#));
+    // bonding: lower_<slave> and the older slave_<slave> layout both count.
+    assert_eq!(v(&t, r#"node_bonding_slaves{master="bond0"}"#), 2.0);
+    assert_eq!(v(&t, r#"node_bonding_active{master="bond0"}"#), 1.0);
+    // mdadm from mdstat.
+    let state = |d: &str, s: &str| v(&t, &format!(r#"node_md_state{{device="{d}",state="{s}"}}"#));
+    assert_eq!((state("md0", "active"), state("md1", "recovering"), state("md3", "inactive")), (1.0, 1.0, 1.0));
+    assert_eq!(state("md1", "active"), 0.0);
+    let disks = |d: &str, s: &str| v(&t, &format!(r#"node_md_disks{{device="{d}",state="{s}"}}"#));
+    assert_eq!((disks("md1", "active"), disks("md1", "failed"), disks("md1", "spare")), (2.0, 1.0, 1.0));
+    assert_eq!((disks("md2", "active"), disks("md3", "spare")), (2.0, 1.0));
+    assert_eq!(v(&t, r#"node_md_disks_required{device="md1"}"#), 3.0);
+    assert_eq!(v(&t, r#"node_md_blocks{device="md1"}"#), 1_953_520_640.0);
+    assert_eq!(v(&t, r#"node_md_blocks_synced{device="md1"}"#), 83_184_640.0);
+    assert_eq!(v(&t, r#"node_md_blocks_synced{device="md0"}"#), 248_896.0);
+    // ... and from sysfs.
+    assert_eq!(v(&t, r#"node_md_raid_disks{device="md1"}"#), 3.0);
+    assert_eq!(v(&t, r#"node_md_degraded{device="md1"}"#), 1.0);
+    assert_eq!(v(&t, r#"node_md_degraded{device="md2"}"#), 0.0, "raid0 has no degraded file: 0");
+}
+
+/// A node without md, bonding, conntrack or PSI: node_exporter's "no data" (success 0), which is
+/// not a failure of vigil (no error counted) and does not touch the other collectors.
+#[test]
+fn missing_subsystems_are_no_data_not_failures() {
+    let empty = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(empty.path().join("proc/sys/fs")).unwrap();
+    std::fs::write(empty.path().join("proc/sys/fs/file-nr"), "5\t0\t10\n").unwrap();
+    let on = ["mdadm", "bonding", "conntrack", "pressure", "netclass", "filefd"];
+    let (_, t) = render(&only(empty.path(), &on));
+    for c in ["mdadm", "bonding", "conntrack", "pressure", "netclass"] {
+        assert_eq!(success(&t, c), 0.0, "{c}");
+        assert!(value(&t, &format!(r#"vigil_node_collector_errors_total{{collector="{c}"}}"#)).is_none(), "{c}: {t}");
+    }
+    assert_eq!(success(&t, "filefd"), 1.0);
+    assert_eq!(v(&t, "node_filefd_maximum"), 10.0);
+    assert!(!t.contains("node_md_") && !t.contains("node_bonding_") && !t.contains("node_nf_conntrack"));
+}
+
+#[test]
+fn garbage_fails_only_its_collector() {
+    let dir = tempfile::tempdir().unwrap();
+    for (file, text) in [
+        ("proc/vmstat", "pgfault notanumber\n"),
+        ("proc/sys/fs/file-nr", "12\n"),
+        ("proc/net/netstat", "TcpExt: A B\nTcpExt: 1\n"),
+        ("proc/net/snmp", ""),
+        ("proc/net/sockstat", "TCP: inuse\n"),
+        ("proc/mdstat", "md0 : active raid1 sda1[0]\n      xx blocks\n"),
+    ] {
+        let p = dir.path().join(file);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    }
+    let on = ["vmstat", "filefd", "netstat", "sockstat", "mdadm", "timex"];
+    let (_, t) = render(&only(dir.path(), &on));
+    for c in ["vmstat", "filefd", "netstat", "sockstat", "mdadm"] {
+        assert_eq!(success(&t, c), 0.0, "{c}");
+        assert_eq!(v(&t, &format!(r#"vigil_node_collector_errors_total{{collector="{c}"}}"#)), 1.0, "{c}");
+    }
+    assert!(!t.contains("node_vmstat_") && !t.contains("node_filefd_") && !t.contains("node_sockstat_"));
+    // timex reads the kernel, not files: unaffected.
+    assert_eq!(success(&t, "timex"), 1.0);
+    assert!(t.contains("# TYPE node_timex_pps_error_total counter\n"));
+}
+
+fn write_prom(dir: &Path, name: &str, text: &str, mtime_secs: u64) {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    let f = std::fs::File::options().write(true).open(&p).unwrap();
+    f.set_modified(SystemTime::UNIX_EPOCH + Duration::from_millis(mtime_secs * 1000 + 750)).unwrap();
+}
+
+#[test]
+fn textfile_exports_good_files_and_flags_bad_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write_prom(
+        d,
+        "backup.prom",
+        "# HELP backup_last_success_timestamp_seconds Last good backup.\n\
+         # TYPE backup_last_success_timestamp_seconds gauge\n\
+         backup_last_success_timestamp_seconds{job=\"db\"} 1.7e9\n\
+         # TYPE backup_runs_total counter\n\
+         backup_runs_total 12\n\
+         # TYPE backup_duration_seconds histogram\n\
+         backup_duration_seconds_bucket{le=\"60\"} 3\n\
+         backup_duration_seconds_bucket{le=\"+Inf\"} 5\n\
+         backup_duration_seconds_sum 420\n\
+         backup_duration_seconds_count 5\n\
+         plain_value{path=\"a \\\"q\\\" b\"} 1\n",
+        1_700_000_000,
+    );
+    // Another file adds a label to the same family: the sets are unioned, "" where missing.
+    write_prom(
+        d,
+        "more.prom",
+        "# TYPE backup_last_success_timestamp_seconds gauge\nbackup_last_success_timestamp_seconds{job=\"web\",site=\"x\"} 1.6e9\n",
+        1_700_000_100,
+    );
+    // Rejected: a timestamp; a parse error; and not *.prom at all.
+    write_prom(d, "stamped.prom", "stamped_metric 1 1700000000000\n", 1);
+    write_prom(d, "broken.prom", "broken_metric{a=\"x\" 1\n", 1);
+    write_prom(d, "notes.txt", "ignored_metric 1\n", 1);
+    let mut cfg = only(d, &["textfile"]);
+    cfg.textfile_directory = Some(d.display().to_string());
+    let (registry, t) = render(&cfg);
+    assert_eq!(success(&t, "textfile"), 1.0);
+    assert_eq!(v(&t, "node_textfile_scrape_error"), 1.0);
+    assert_eq!(v(&t, r#"backup_last_success_timestamp_seconds{job="db",site=""}"#), 1.7e9);
+    assert_eq!(v(&t, r#"backup_last_success_timestamp_seconds{job="web",site="x"}"#), 1.6e9);
+    assert!(t.contains("# HELP backup_last_success_timestamp_seconds Last good backup.\n"));
+    assert!(t.contains("# TYPE backup_runs_total counter\nbackup_runs_total 12\n"));
+    let backup = d.join("backup.prom").display().to_string();
+    assert!(t.contains(&format!("# HELP backup_runs_total Metric read from {backup}\n")), "{t}");
+    assert!(t.contains("# TYPE backup_duration_seconds histogram\n"));
+    assert_eq!(v(&t, r#"backup_duration_seconds_bucket{le="60"}"#), 3.0);
+    assert_eq!(v(&t, r#"backup_duration_seconds_bucket{le="+Inf"}"#), 5.0);
+    assert_eq!(v(&t, "backup_duration_seconds_count"), 5.0);
+    assert!(t.contains("# TYPE plain_value untyped\nplain_value{path=\"a \\\"q\\\" b\"} 1\n"), "{t}");
+    // mtime in whole seconds, only for the files read.
+    assert_eq!(v(&t, &format!(r#"node_textfile_mtime_seconds{{file="{backup}"}}"#)), 1_700_000_000.0);
+    assert!(!t.contains("stamped_metric") && !t.contains("broken_metric") && !t.contains("ignored_metric"));
+    assert!(!t.contains("stamped.prom") && !t.contains("broken.prom"));
+
+    // Fixed: the error clears on the next scrape.
+    std::fs::remove_file(d.join("stamped.prom")).unwrap();
+    std::fs::remove_file(d.join("broken.prom")).unwrap();
+    let t = String::from_utf8(vigil::server::render(&registry)).unwrap();
+    assert_eq!(v(&t, "node_textfile_scrape_error"), 0.0);
+}
+
+#[test]
+fn textfile_help_conflict_drops_the_later_family() {
+    let dir = tempfile::tempdir().unwrap();
+    write_prom(dir.path(), "a.prom", "# HELP m One.\nm{f=\"a\"} 1\n", 10);
+    write_prom(dir.path(), "b.prom", "# HELP m Two.\nm{f=\"b\"} 2\nother 3\n", 20);
+    let mut cfg = only(dir.path(), &["textfile"]);
+    cfg.textfile_directory = Some(dir.path().display().to_string());
+    let (_, t) = render(&cfg);
+    assert_eq!(v(&t, "node_textfile_scrape_error"), 1.0);
+    assert_eq!(v(&t, r#"m{f="a"}"#), 1.0);
+    assert!(value(&t, r#"m{f="b"}"#).is_none());
+    assert_eq!(v(&t, "other"), 3.0, "the rest of the file is kept");
+}
+
+#[test]
+fn textfile_without_a_directory_is_no_error_and_a_missing_one_is() {
+    let (_, t) = render(&only(&fixture_root(), &["textfile"]));
+    assert_eq!(v(&t, "node_textfile_scrape_error"), 0.0);
+    let mut cfg = only(&fixture_root(), &["textfile"]);
+    cfg.textfile_directory = Some("/nonexistent/textfile_collector".into());
+    let (_, t) = render(&cfg);
+    assert_eq!(v(&t, "node_textfile_scrape_error"), 1.0);
+    assert_eq!(success(&t, "textfile"), 1.0);
+}
+
+#[test]
+fn each_collector_can_be_switched_off() {
+    let all = [
+        "filefd",
+        "conntrack",
+        "timex",
+        "vmstat",
+        "textfile",
+        "netclass",
+        "mdadm",
+        "bonding",
+        "pressure",
+        "netstat",
+        "sockstat",
+    ];
+    for off in all {
+        let on: Vec<&str> = all.iter().copied().filter(|c| *c != off).collect();
+        let (_, t) = render(&only(&fixture_root(), &on));
+        assert!(value(&t, &format!(r#"node_scrape_collector_success{{collector="{off}"}}"#)).is_none(), "{off}");
+        for c in &on {
+            assert!(value(&t, &format!(r#"node_scrape_collector_success{{collector="{c}"}}"#)).is_some(), "{c}");
+        }
+    }
+}
+
 mod config {
     use vigil::config::{Config, Error};
     use vigil::metrics::node::config::{DEFAULT_NETSTAT_FIELDS, DEFAULT_VMSTAT_FIELDS};
@@ -114,7 +323,8 @@ mod config {
     fn new_collectors_default_on_as_node_exporter_and_parse() {
         let c = load("    rootfs: /\n").unwrap().metrics.node;
         let on = &c.collectors;
-        assert!(on.filefd && on.conntrack && on.timex && on.vmstat && on.pressure && on.netstat && on.sockstat);
+        assert!(on.filefd && on.conntrack && on.timex && on.vmstat && on.textfile && on.netclass);
+        assert!(on.mdadm && on.bonding && on.pressure && on.netstat && on.sockstat);
         assert_eq!(
             (c.vmstat.fields.as_str(), c.netstat.fields.as_str()),
             (DEFAULT_VMSTAT_FIELDS, DEFAULT_NETSTAT_FIELDS)

@@ -29,11 +29,15 @@ mod stat;
 mod time;
 mod uname;
 // Collectors added for issue 12 (first half).
+mod bonding;
 mod conntrack;
 mod filefd;
+mod mdadm;
+mod netclass;
 mod netstat;
 mod pressure;
 mod sockstat;
+mod textfile;
 mod timex;
 mod vmstat;
 
@@ -197,11 +201,20 @@ impl NodeCollector {
         if on.uname {
             collectors.push(Box::new(uname::UnameCollector));
         }
+        if on.bonding {
+            collectors.push(Box::new(bonding::BondingCollector::new(&paths)));
+        }
         if on.conntrack {
             collectors.push(Box::new(conntrack::ConntrackCollector::new(&paths)));
         }
         if on.filefd {
             collectors.push(Box::new(filefd::FilefdCollector::new(&paths)));
+        }
+        if on.mdadm {
+            collectors.push(Box::new(mdadm::MdadmCollector::new(&paths)));
+        }
+        if on.netclass {
+            collectors.push(Box::new(netclass::NetclassCollector::new(&paths)));
         }
         if on.netstat {
             collectors.push(Box::new(netstat::NetstatCollector::new(&paths, &config.netstat)?));
@@ -211,6 +224,9 @@ impl NodeCollector {
         }
         if on.sockstat {
             collectors.push(Box::new(sockstat::SockstatCollector::new(&paths)));
+        }
+        if on.textfile {
+            collectors.push(Box::new(textfile::TextfileCollector::new(config.textfile_directory.as_deref())));
         }
         if on.timex {
             collectors.push(Box::new(timex::TimexCollector::new(&paths)));
