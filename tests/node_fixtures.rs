@@ -72,10 +72,12 @@ fn scrape(registry: &Registry) -> String {
     String::from_utf8(vigil::server::render(registry)).unwrap()
 }
 
-/// Drops what legitimately differs between runs: collector durations.
+/// Drops what legitimately differs between runs: collector durations (and vigil's version).
 fn stable(text: &str) -> String {
     text.lines()
         .filter(|l| !l.starts_with("node_scrape_collector_duration_seconds{"))
+        // Carries vigil's version; pinned in node_fixtures_kernel.rs.
+        .filter(|l| !l.starts_with("node_exporter_build_info{"))
         .map(|l| format!("{l}\n"))
         .collect()
 }

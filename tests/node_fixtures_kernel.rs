@@ -365,3 +365,28 @@ mod config {
         );
     }
 }
+
+/// The node mixin's "USE Method / Node" dashboard lists instances with
+/// `label_values(node_exporter_build_info, instance)`: vigil answers it, saying it is vigil.
+#[test]
+fn node_exporter_build_info_names_vigil_and_its_version() {
+    let (_, t) = render(&only(&fixture_root(), &["filefd"]));
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    };
+    let version = env!("CARGO_PKG_VERSION");
+    assert_eq!(
+        v(
+            &t,
+            &format!(
+                r#"node_exporter_build_info{{goarch="{arch}",goos="linux",tags="vigil",version="{version}",vigil_version="{version}"}}"#
+            )
+        ),
+        1.0
+    );
+    assert!(t.contains("# TYPE node_exporter_build_info gauge\n"));
+    // With metrics.node.enabled false it is gone with every node_* series
+    // (node_compat.rs: the_binary_honours_enabled_and_rootfs).
+}

@@ -17,6 +17,7 @@
 //! The only call that can block for long, statfs(2) on a dead network mount, runs on a helper
 //! thread with a timeout (see `filesystem`).
 
+mod build_info;
 pub mod config;
 mod cpu;
 mod diskstats;
@@ -320,6 +321,7 @@ impl Collector for NodeCollector {
         }
         out.push(duration.finish());
         out.push(success.finish());
+        out.push(build_info::family());
         out.extend(self.errors.collect());
         out
     }
