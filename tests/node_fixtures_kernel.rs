@@ -390,3 +390,69 @@ fn node_exporter_build_info_names_vigil_and_its_version() {
     // With metrics.node.enabled false it is gone with every node_* series
     // (node_compat.rs: the_binary_honours_enabled_and_rootfs).
 }
+
+/// node_exporter's current release exports a fixed list of /proc/meminfo fields (REFERENCE.md
+/// §8, "meminfo naming rule"): every one of them is here, named by the rule. vigil exports every
+/// line (a superset: KReclaimable, Hugetlb... too, as node_exporter up to 1.8 did).
+#[test]
+fn meminfo_has_every_field_of_node_exporters_list() {
+    let (_, t) = render(&only(&fixture_root(), &["meminfo"]));
+    let kb = [
+        "MemTotal",
+        "MemFree",
+        "MemAvailable",
+        "Buffers",
+        "Cached",
+        "SwapCached",
+        "Active",
+        "Inactive",
+        "Active_anon",
+        "Inactive_anon",
+        "Active_file",
+        "Inactive_file",
+        "Unevictable",
+        "Mlocked",
+        "SwapTotal",
+        "SwapFree",
+        "Zswap",
+        "Zswapped",
+        "Dirty",
+        "Writeback",
+        "WritebackTmp",
+        "AnonPages",
+        "Mapped",
+        "Shmem",
+        "ShmemHugePages",
+        "ShmemPmdMapped",
+        "Slab",
+        "SReclaimable",
+        "SUnreclaim",
+        "KernelStack",
+        "PageTables",
+        "NFS_Unstable",
+        "Bounce",
+        "CommitLimit",
+        "Committed_AS",
+        "VmallocTotal",
+        "VmallocUsed",
+        "VmallocChunk",
+        "Percpu",
+        "HardwareCorrupted",
+        "AnonHugePages",
+        "CmaTotal",
+        "CmaFree",
+        "Hugepagesize",
+        "DirectMap4k",
+        "DirectMap2M",
+        "DirectMap1G",
+    ];
+    for f in kb {
+        assert!(t.contains(&format!("# TYPE node_memory_{f}_bytes gauge\n")), "{f}");
+    }
+    for f in ["HugePages_Total", "HugePages_Free", "HugePages_Rsvd", "HugePages_Surp"] {
+        assert!(t.contains(&format!("# TYPE node_memory_{f} gauge\n")), "{f}");
+    }
+    assert_eq!(v(&t, "node_memory_CmaFree_bytes"), 32768.0 * 1024.0);
+    assert_eq!(v(&t, "node_memory_Zswapped_bytes"), 4096.0 * 1024.0);
+    assert_eq!(v(&t, "node_memory_HardwareCorrupted_bytes"), 0.0);
+}
