@@ -348,6 +348,11 @@ fn the_daemonset_matches_its_config_and_the_binary() {
             assert_eq!(m["readOnly"], true, "{n}: {glob} must be mounted read-only");
             assert_eq!(m["mountPath"], v["hostPath"]["path"], "{n}: {glob} mounted at another path than the node's");
         }
+        // The textfile directory: a read-only hostPath at the node's own path.
+        let textfile = str_at(cfg, &["metrics", "node", "textfile_directory"]);
+        let (m, v) = host_mount(&textfile);
+        assert_eq!(m["mountPath"], textfile.as_str(), "{n}: textfile_directory must be a mount of its own");
+        assert_eq!((&m["readOnly"], &v["hostPath"]["path"]), (&true.into(), &textfile.as_str().into()), "{n}: {m}");
         let rootfs = str_at(cfg, &["metrics", "node", "rootfs"]);
         assert_eq!(cfg["metrics"]["node"]["enabled"], true);
         let m = mount_at(&rootfs).unwrap_or_else(|| panic!("{n}: nothing mounted at metrics.node.rootfs {rootfs}"));
