@@ -13,9 +13,12 @@ use std::path::{Path, PathBuf};
 const KUBERNETES_VERSIONS: &[&str] = &["1.33.0", "1.34.0", "1.35.0", "1.36.0", "1.37.0"];
 
 /// Files that are not Kubernetes API objects with a schema kubernetes-validate has: kustomize's
-/// own files and the Prometheus Operator's CRD (checked by hand below).
+/// own files and the Prometheus Operator's CRDs (no schema offline: the ServiceMonitor is
+/// checked by hand below, the PrometheusRule's structure and rules in deploy_rules.rs).
 fn schema_less(p: &Path) -> bool {
-    p.file_name().is_some_and(|n| n == "kustomization.yaml") || p.ends_with("optional/servicemonitor.yaml")
+    p.file_name().is_some_and(|n| n == "kustomization.yaml")
+        || p.ends_with("optional/servicemonitor.yaml")
+        || p.ends_with("optional/prometheusrule.yaml")
 }
 
 /// The renders users apply (the default and every overlay), written to files for the
