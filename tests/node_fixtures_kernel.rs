@@ -253,12 +253,14 @@ fn textfile_exports_good_files_and_flags_bad_ones() {
     assert_eq!(v(&t, &format!(r#"node_textfile_mtime_seconds{{file="{backup}"}}"#)), 1_700_000_000.0);
     assert!(!t.contains("stamped_metric") && !t.contains("broken_metric") && !t.contains("ignored_metric"));
     assert!(!t.contains("stamped.prom") && !t.contains("broken.prom"));
+    assert_eq!(v(&t, "vigil_node_textfile_errors_total"), 2.0);
 
     // Fixed: the error clears on the next scrape.
     std::fs::remove_file(d.join("stamped.prom")).unwrap();
     std::fs::remove_file(d.join("broken.prom")).unwrap();
     let t = String::from_utf8(vigil::server::render(&registry)).unwrap();
     assert_eq!(v(&t, "node_textfile_scrape_error"), 0.0);
+    assert_eq!(v(&t, "vigil_node_textfile_errors_total"), 2.0);
 }
 
 #[test]
@@ -455,4 +457,76 @@ fn meminfo_has_every_field_of_node_exporters_list() {
     assert_eq!(v(&t, "node_memory_CmaFree_bytes"), 32768.0 * 1024.0);
     assert_eq!(v(&t, "node_memory_Zswapped_bytes"), 4096.0 * 1024.0);
     assert_eq!(v(&t, "node_memory_HardwareCorrupted_bytes"), 0.0);
+}
+
+mod garbage {
+    use super::*;
+    use proptest::prelude::*;
+
+    const FILES: [&str; 14] = [
+        "proc/sys/fs/file-nr",
+        "proc/sys/net/netfilter/nf_conntrack_count",
+        "proc/net/stat/nf_conntrack",
+        "proc/vmstat",
+        "proc/pressure/io",
+        "proc/net/netstat",
+        "proc/net/snmp",
+        "proc/net/snmp6",
+        "proc/net/sockstat",
+        "proc/mdstat",
+        "sys/block/md1/md/raid_disks",
+        "sys/class/net/eth0/flags",
+        "sys/class/net/bond0/bonding/slaves",
+        "textfile/a.prom",
+    ];
+
+    fn copy_tree(from: &Path, to: &Path) {
+        for entry in std::fs::read_dir(from).unwrap() {
+            let entry = entry.unwrap();
+            let dest = to.join(entry.file_name());
+            if entry.file_type().unwrap().is_dir() {
+                std::fs::create_dir_all(&dest).unwrap();
+                copy_tree(&entry.path(), &dest);
+            } else {
+                std::fs::copy(entry.path(), &dest).unwrap();
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+        /// Any bytes in any file these collectors read, alone or spliced into the real file: a
+        /// scrape returns, never panics, and every collector reports success 0 or 1.
+        #[test]
+        fn arbitrary_file_contents_never_panic(
+            contents in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..300), FILES.len()),
+            keep_lines in any::<bool>(),
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            copy_tree(&fixture_root(), dir.path());
+            std::fs::create_dir_all(dir.path().join("textfile")).unwrap();
+            std::fs::write(dir.path().join("textfile/a.prom"), "# TYPE a counter\na{x=\"1\"} 1\n").unwrap();
+            for (file, bytes) in FILES.iter().zip(&contents) {
+                let mut data = bytes.clone();
+                if keep_lines {
+                    let mut real = std::fs::read(dir.path().join(file)).unwrap();
+                    let at = real.len() / 2;
+                    real.splice(at..at, data);
+                    data = real;
+                }
+                std::fs::write(dir.path().join(file), data).unwrap();
+            }
+            let on = ["filefd", "conntrack", "vmstat", "pressure", "netstat", "sockstat", "mdadm", "netclass", "bonding", "textfile"];
+            let mut cfg = only(dir.path(), &on);
+            cfg.textfile_directory = Some(dir.path().join("textfile").display().to_string());
+            let (_, t) = render(&cfg);
+            for c in on {
+                let s = value(&t, &format!(r#"node_scrape_collector_success{{collector="{c}"}}"#));
+                prop_assert!(s == Some(0.0) || s == Some(1.0), "{c}: {s:?}");
+            }
+            // The text stays valid exposition: the textfile collector never passes garbage on.
+            let e = value(&t, "node_textfile_scrape_error");
+            prop_assert!(e == Some(0.0) || e == Some(1.0), "{e:?}");
+        }
+    }
 }

@@ -22,11 +22,13 @@ pub(super) struct TextfileCollector {
     dir: Option<PathBuf>,
     /// Files that failed last scrape: a file that stays bad is logged once, not every scrape.
     failing: Mutex<HashSet<PathBuf>>,
+    /// `vigil_node_textfile_errors_total`: files (or the directory) found bad, per scrape.
+    errors: std::sync::atomic::AtomicU64,
 }
 
 impl TextfileCollector {
     pub fn new(dir: Option<&str>) -> Self {
-        Self { dir: dir.map(PathBuf::from), failing: Mutex::default() }
+        Self { dir: dir.map(PathBuf::from), failing: Mutex::default(), errors: Default::default() }
     }
 }
 
@@ -398,7 +400,15 @@ impl Collect for TextfileCollector {
                 }
             }
         }
+        use std::sync::atomic::Ordering;
+        let total = self.errors.fetch_add(failing_now.len() as u64, Ordering::Relaxed) + failing_now.len() as u64;
         *self.failing.lock().unwrap_or_else(|p| p.into_inner()) = failing_now;
+        let mut c = Family::counter(
+            "vigil_node_textfile_errors_total",
+            "Textfiles (or the textfile directory) found unreadable, unparsable or conflicting, counted once per scrape.",
+        );
+        c.push(&[], total as f64);
+        out.push(c.finish());
         for (name, f) in families {
             out.push(build(&name, f));
         }
