@@ -15,10 +15,33 @@ use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use support::{Vigil, free_port, http_get, wait_for};
-use vigil::metrics::node::config::{DEFAULT_DISK_DEVICE_EXCLUDE, DEFAULT_MOUNT_POINTS_EXCLUDE};
+use vigil::metrics::node::config::{DEFAULT_DISK_DEVICE_EXCLUDE, DEFAULT_MOUNT_POINTS_EXCLUDE, DEFAULT_NETSTAT_FIELDS};
 
-const COLLECTORS: [&str; 10] =
-    ["cpu", "diskstats", "filesystem", "loadavg", "meminfo", "netdev", "os", "stat", "time", "uname"];
+/// Every collector vigil runs by default, so both sides do the same work.
+const COLLECTORS: &[&str] = &[
+    "cpu",
+    "diskstats",
+    "filesystem",
+    "loadavg",
+    "meminfo",
+    "netdev",
+    "os",
+    "stat",
+    "time",
+    "uname",
+    // Issue 12, first half.
+    "filefd",
+    "conntrack",
+    "timex",
+    "vmstat",
+    "textfile",
+    "netclass",
+    "mdadm",
+    "bonding",
+    "pressure",
+    "netstat",
+    "sockstat",
+];
 
 /// user + system CPU seconds of a process so far.
 fn cpu_seconds(pid: u32) -> f64 {
@@ -98,6 +121,8 @@ fn main() {
     cmd.arg(format!("--collector.filesystem.mount-points-exclude={DEFAULT_MOUNT_POINTS_EXCLUDE}"))
         .arg(format!("--collector.diskstats.device-exclude={DEFAULT_DISK_DEVICE_EXCLUDE}"))
         .arg("--collector.netdev.device-exclude=")
+        .arg("--collector.netclass.ignored-devices=^$")
+        .arg(format!("--collector.netstat.fields={DEFAULT_NETSTAT_FIELDS}"))
         .arg("--log.level=warn")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
