@@ -17,10 +17,33 @@ use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use support::{Vigil, free_port, http_get, wait_for};
-use vigil::metrics::node::config::{DEFAULT_DISK_DEVICE_EXCLUDE, DEFAULT_MOUNT_POINTS_EXCLUDE};
+use vigil::metrics::node::config::{DEFAULT_DISK_DEVICE_EXCLUDE, DEFAULT_MOUNT_POINTS_EXCLUDE, DEFAULT_NETSTAT_FIELDS};
 
-const COLLECTORS: [&str; 10] =
-    ["cpu", "diskstats", "filesystem", "loadavg", "meminfo", "netdev", "os", "stat", "time", "uname"];
+/// The core collectors and the first half of issue 12, on by default in both.
+const COLLECTORS: &[&str] = &[
+    "cpu",
+    "diskstats",
+    "filesystem",
+    "loadavg",
+    "meminfo",
+    "netdev",
+    "os",
+    "stat",
+    "time",
+    "uname",
+    // Issue 12, first half.
+    "filefd",
+    "conntrack",
+    "timex",
+    "vmstat",
+    "textfile",
+    "netclass",
+    "mdadm",
+    "bonding",
+    "pressure",
+    "netstat",
+    "sockstat",
+];
 /// The hardware, scheduler and queue collectors on by default in both (processes is off).
 const HARDWARE_COLLECTORS: [&str; 9] =
     ["arp", "cpufreq", "entropy", "hwmon", "powersupplyclass", "schedstat", "softnet", "thermal_zone", "udp_queues"];
@@ -106,6 +129,8 @@ fn main() {
     same.push(format!("--collector.filesystem.mount-points-exclude={DEFAULT_MOUNT_POINTS_EXCLUDE}"));
     same.push(format!("--collector.diskstats.device-exclude={DEFAULT_DISK_DEVICE_EXCLUDE}"));
     same.push("--collector.netdev.device-exclude=".to_string());
+    same.push("--collector.netclass.ignored-devices=^$".to_string());
+    same.push(format!("--collector.netstat.fields={DEFAULT_NETSTAT_FIELDS}"));
     println!("node metrics scrape, {n} scrapes each, alternating");
     println!("\n1. same collectors in both: {}", all.join(","));
     compare(&vigil, &same, n);

@@ -83,7 +83,9 @@ fn config(root: &Path) -> NodeMetricsConfig {
     cfg.collectors = serde_yaml_ng::from_str(
         "{cpu: false, meminfo: false, loadavg: false, filesystem: false, diskstats: false, netdev: false, stat: false, \
          time: false, uname: false, os: false, arp: false, cpufreq: false, entropy: false, hwmon: false, \
-         powersupplyclass: false, schedstat: false, softnet: false, thermal_zone: false, udp_queues: false, systemd: true}",
+         powersupplyclass: false, schedstat: false, softnet: false, thermal_zone: false, udp_queues: false, \
+         filefd: false, conntrack: false, timex: false, vmstat: false, textfile: false, netclass: false, \
+         mdadm: false, bonding: false, pressure: false, netstat: false, sockstat: false, systemd: true}",
     )
     .unwrap();
     cfg
