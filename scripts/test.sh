@@ -11,6 +11,10 @@ missing=()
 command -v prometheus >/dev/null || missing+=(prometheus)
 command -v prometheus-node-exporter >/dev/null || missing+=(prometheus-node-exporter)
 command -v yamllint >/dev/null || missing+=(yamllint)
+# A private D-Bus system bus and a stand-in systemd for the systemd collector (tests/node_systemd.rs).
+command -v dbus-daemon >/dev/null || missing+=(dbus-daemon)
+/usr/bin/python3 -c 'import dbus' 2>/dev/null || missing+=(python3-dbus)
+/usr/bin/python3 -c 'from gi.repository import GLib' 2>/dev/null || missing+=(python3-gi)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing ${missing[*]} (apt-get)"
   as_root apt-get update -q

@@ -10,6 +10,7 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use prometheus::proto::{MetricFamily, MetricType};
 use prometheus::{Encoder, Registry, TextEncoder};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -126,8 +127,53 @@ async fn handle(
 /// The registry in the Prometheus text format.
 pub fn render(registry: &Registry) -> Vec<u8> {
     let mut buf = Vec::with_capacity(64 * 1024);
-    if let Err(error) = TextEncoder::new().encode(&registry.gather(), &mut buf) {
-        tracing::warn!(%error, "metrics: encoding failed");
+    let families = registry.gather();
+    // The crate's encoder panics on untyped families (node_exporter's vmstat, netstat and
+    // textfile ones): those are written here, the rest by the encoder, in the registry's order.
+    let mut rest = families.as_slice();
+    while !rest.is_empty() {
+        let typed = rest.iter().position(|f| f.get_field_type() == MetricType::UNTYPED).unwrap_or(rest.len());
+        if let Err(error) = TextEncoder::new().encode(&rest[..typed], &mut buf) {
+            tracing::warn!(%error, "metrics: encoding failed");
+        }
+        if let Some(f) = rest.get(typed) {
+            write_untyped(f, &mut buf);
+        }
+        rest = &rest[(typed + 1).min(rest.len())..];
     }
     buf
+}
+
+/// One untyped family in the text format (escaping as the format's spec).
+fn write_untyped(f: &MetricFamily, buf: &mut Vec<u8>) {
+    use std::fmt::Write;
+    let mut s = String::new();
+    let help = f.help().replace('\\', "\\\\").replace('\n', "\\n");
+    let _ = writeln!(s, "# HELP {} {help}\n# TYPE {} untyped", f.name(), f.name());
+    for m in f.get_metric() {
+        s.push_str(f.name());
+        if !m.get_label().is_empty() {
+            s.push('{');
+            for (i, l) in m.get_label().iter().enumerate() {
+                let v = l.value().replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
+                let _ = write!(s, "{}{}=\"{v}\"", if i > 0 { "," } else { "" }, l.name());
+            }
+            s.push('}');
+        }
+        #[allow(deprecated)] // protobuf-specific accessor; the only way to an untyped value.
+        let v = m.get_untyped().get_value();
+        let _ = writeln!(s, " {}", prometheus_value(v));
+    }
+    buf.extend_from_slice(s.as_bytes());
+}
+
+/// A sample value as Go's strconv (and the crate's encoder) writes it.
+fn prometheus_value(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".into()
+    } else if v.is_infinite() {
+        if v > 0.0 { "+Inf".into() } else { "-Inf".into() }
+    } else {
+        v.to_string()
+    }
 }

@@ -13,9 +13,12 @@ use std::path::{Path, PathBuf};
 const KUBERNETES_VERSIONS: &[&str] = &["1.33.0", "1.34.0", "1.35.0", "1.36.0", "1.37.0"];
 
 /// Files that are not Kubernetes API objects with a schema kubernetes-validate has: kustomize's
-/// own files and the Prometheus Operator's CRD (checked by hand below).
+/// own files and the Prometheus Operator's CRDs (no schema offline: the ServiceMonitor is
+/// checked by hand below, the PrometheusRule's structure and rules in deploy_rules.rs).
 fn schema_less(p: &Path) -> bool {
-    p.file_name().is_some_and(|n| n == "kustomization.yaml") || p.ends_with("optional/servicemonitor.yaml")
+    p.file_name().is_some_and(|n| n == "kustomization.yaml")
+        || p.ends_with("optional/servicemonitor.yaml")
+        || p.ends_with("optional/prometheusrule.yaml")
 }
 
 /// The renders users apply (the default and every overlay), written to files for the
@@ -354,6 +357,11 @@ fn the_daemonset_matches_its_config_and_the_binary() {
             assert_eq!(m["readOnly"], true, "{n}: {glob} must be mounted read-only");
             assert_eq!(m["mountPath"], v["hostPath"]["path"], "{n}: {glob} mounted at another path than the node's");
         }
+        // The textfile directory: a read-only hostPath at the node's own path.
+        let textfile = str_at(cfg, &["metrics", "node", "textfile_directory"]);
+        let (m, v) = host_mount(&textfile);
+        assert_eq!(m["mountPath"], textfile.as_str(), "{n}: textfile_directory must be a mount of its own");
+        assert_eq!((&m["readOnly"], &v["hostPath"]["path"]), (&true.into(), &textfile.as_str().into()), "{n}: {m}");
         let rootfs = str_at(cfg, &["metrics", "node", "rootfs"]);
         assert_eq!(cfg["metrics"]["node"]["enabled"], true);
         let m = mount_at(&rootfs).unwrap_or_else(|| panic!("{n}: nothing mounted at metrics.node.rootfs {rootfs}"));

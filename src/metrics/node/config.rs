@@ -47,6 +47,94 @@ pub struct NodeMetricsConfig {
     pub diskstats: DiskstatsConfig,
     #[serde(default)]
     pub netdev: NetdevConfig,
+    #[serde(default)]
+    pub systemd: SystemdConfig,
+    /// Directory of `*.prom` files (Prometheus text format) that the textfile collector
+    /// exports, as node_exporter's --collector.textfile.directory: an absolute path as vigil
+    /// sees it (not under rootfs; the DaemonSet mounts the node's directory at the same path).
+    /// Files with timestamps or unparsable lines are skipped and set
+    /// `node_textfile_scrape_error` to 1. Default unset: no files, as node_exporter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub textfile_directory: Option<String>,
+    #[serde(default)]
+    pub vmstat: VmstatConfig,
+    #[serde(default)]
+    pub netstat: NetstatConfig,
+}
+
+/// node_exporter's default `--collector.vmstat.fields`.
+pub const DEFAULT_VMSTAT_FIELDS: &str = "^(oom_kill|pgpg|pswp|pg.*fault).*";
+/// node_exporter's default `--collector.netstat.fields` (current release).
+pub const DEFAULT_NETSTAT_FIELDS: &str = r"^(.*_(InErrors|InErrs)|Ip_Forwarding|Ip(6|Ext)_(InOctets|OutOctets)|Icmp6?_(InMsgs|OutMsgs)|TcpExt_(Listen.*|Syncookies.*|TCPSynRetrans|TCPTimeouts|TCPOFOQueue|TCPRcvQDrop)|Tcp_(ActiveOpens|InSegs|OutSegs|OutRsts|PassiveOpens|RetransSegs|CurrEstab)|Udp6?_(InDatagrams|OutDatagrams|NoPorts|RcvbufErrors|SndbufErrors))$";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VmstatConfig {
+    /// Regex of /proc/vmstat fields to export as `node_vmstat_<field>`. Default: node_exporter's
+    /// (OOM kills, paging in/out, swapping in/out, page faults).
+    #[serde(default = "default_vmstat_fields")]
+    pub fields: String,
+}
+
+impl Default for VmstatConfig {
+    fn default() -> Self {
+        Self { fields: default_vmstat_fields() }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetstatConfig {
+    /// Regex of `<Proto>_<Field>` names (from /proc/net/netstat, snmp, snmp6) to export as
+    /// `node_netstat_<Proto>_<Field>`. Default: node_exporter's current one.
+    #[serde(default = "default_netstat_fields")]
+    pub fields: String,
+}
+
+impl Default for NetstatConfig {
+    fn default() -> Self {
+        Self { fields: default_netstat_fields() }
+    }
+}
+
+fn default_vmstat_fields() -> String {
+    DEFAULT_VMSTAT_FIELDS.into()
+}
+fn default_netstat_fields() -> String {
+    DEFAULT_NETSTAT_FIELDS.into()
+}
+
+/// node_exporter's default `--collector.systemd.unit-exclude`.
+pub const DEFAULT_SYSTEMD_UNIT_EXCLUDE: &str = r".+\.(automount|device|mount|scope|slice)";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SystemdConfig {
+    /// The node's D-Bus system bus socket. Default `<rootfs>/run/dbus/system_bus_socket`: in a
+    /// pod, mount the node's /run/dbus there. When it is missing the collector is switched off
+    /// at start with an error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bus_socket: Option<String>,
+    /// Regex (anchored) of units to report. Default `.+`, as node_exporter.
+    #[serde(default = "default_unit_include")]
+    pub unit_include: String,
+    /// Regex (anchored) of units not to report. Default node_exporter's: automount, device,
+    /// mount, scope and slice units.
+    #[serde(default = "default_unit_exclude")]
+    pub unit_exclude: String,
+}
+
+impl Default for SystemdConfig {
+    fn default() -> Self {
+        Self { bus_socket: None, unit_include: default_unit_include(), unit_exclude: default_unit_exclude() }
+    }
+}
+
+fn default_unit_include() -> String {
+    ".+".into()
+}
+fn default_unit_exclude() -> String {
+    DEFAULT_SYSTEMD_UNIT_EXCLUDE.into()
 }
 
 /// One switch per collector, named as node_exporter's `--collector.<name>`, each on or off by
@@ -116,6 +204,45 @@ pub struct Collectors {
     /// `node_udp_queues{ip,queue}` from `<procfs>/1/net/udp{,6}`.
     #[serde(default = "yes")]
     pub udp_queues: bool,
+    /// `node_systemd_*` from systemd over the node's D-Bus system bus (see `systemd`). Default
+    /// false, as node_exporter.
+    #[serde(default)]
+    pub systemd: bool,
+    /// `node_filefd_allocated`, `node_filefd_maximum` from /proc/sys/fs/file-nr.
+    #[serde(default = "yes")]
+    pub filefd: bool,
+    /// `node_nf_conntrack_*` from /proc/sys/net/netfilter and /proc/net/stat/nf_conntrack.
+    #[serde(default = "yes")]
+    pub conntrack: bool,
+    /// `node_timex_*` from adjtimex(2) (read only).
+    #[serde(default = "yes")]
+    pub timex: bool,
+    /// `node_vmstat_<field>` from /proc/vmstat (fields: `vmstat.fields`).
+    #[serde(default = "yes")]
+    pub vmstat: bool,
+    /// The `*.prom` files in `textfile_directory`, `node_textfile_scrape_error`,
+    /// `node_textfile_mtime_seconds`.
+    #[serde(default = "yes")]
+    pub textfile: bool,
+    /// `node_network_up`, `node_network_info` and the other link attributes from
+    /// /sys/class/net.
+    #[serde(default = "yes")]
+    pub netclass: bool,
+    /// `node_md_*` from /proc/mdstat and /sys/block/md*/md.
+    #[serde(default = "yes")]
+    pub mdadm: bool,
+    /// `node_bonding_slaves`, `node_bonding_active` from /sys/class/net/bonding_masters.
+    #[serde(default = "yes")]
+    pub bonding: bool,
+    /// `node_pressure_*_seconds_total` from /proc/pressure (PSI).
+    #[serde(default = "yes")]
+    pub pressure: bool,
+    /// `node_netstat_<Proto>_<Field>` from /proc/net/{netstat,snmp,snmp6}.
+    #[serde(default = "yes")]
+    pub netstat: bool,
+    /// `node_sockstat_*` from /proc/net/sockstat and sockstat6.
+    #[serde(default = "yes")]
+    pub sockstat: bool,
 }
 
 impl Default for Collectors {
@@ -141,6 +268,18 @@ impl Default for Collectors {
             softnet: true,
             thermal_zone: true,
             udp_queues: true,
+            systemd: false,
+            filefd: true,
+            conntrack: true,
+            timex: true,
+            vmstat: true,
+            textfile: true,
+            netclass: true,
+            mdadm: true,
+            bonding: true,
+            pressure: true,
+            netstat: true,
+            sockstat: true,
         }
     }
 }
@@ -232,6 +371,10 @@ impl Default for NodeMetricsConfig {
             filesystem: FilesystemConfig::default(),
             diskstats: DiskstatsConfig::default(),
             netdev: NetdevConfig::default(),
+            systemd: SystemdConfig::default(),
+            textfile_directory: None,
+            vmstat: VmstatConfig::default(),
+            netstat: NetstatConfig::default(),
         }
     }
 }
@@ -257,6 +400,10 @@ impl NodeMetricsConfig {
             ("filesystem.fs_types_exclude", &self.filesystem.fs_types_exclude),
             ("diskstats.device_exclude", &self.diskstats.device_exclude),
             ("netdev.device_exclude", &self.netdev.device_exclude),
+            ("systemd.unit_include", &self.systemd.unit_include),
+            ("systemd.unit_exclude", &self.systemd.unit_exclude),
+            ("vmstat.fields", &self.vmstat.fields),
+            ("netstat.fields", &self.netstat.fields),
         ] {
             if let Err(e) = regex::Regex::new(re) {
                 p.push(
@@ -264,6 +411,14 @@ impl NodeMetricsConfig {
                     format!("'{re}' is not a regular expression ({e}); expected e.g. '^(lo|veth.*)$', or '' for none"),
                 );
             }
+        }
+        if let Some(dir) = self.textfile_directory.as_deref().filter(|d| !d.starts_with('/') || d.contains('\0')) {
+            p.push(
+                format!("{path}.textfile_directory"),
+                format!(
+                    "'{dir}' is not an absolute path; expected e.g. /var/lib/node_exporter/textfile_collector, or leave it unset"
+                ),
+            );
         }
         if self.filesystem.statfs_timeout.get().is_zero() {
             p.push(format!("{path}.filesystem.statfs_timeout"), "is 0; expected a positive duration such as 5s");

@@ -17,6 +17,7 @@
 //! The only call that can block for long, statfs(2) on a dead network mount, runs on a helper
 //! thread with a timeout (see `filesystem`).
 
+mod build_info;
 pub mod config;
 mod cpu;
 mod diskstats;
@@ -37,8 +38,21 @@ mod powersupplyclass;
 mod processes;
 mod schedstat;
 mod softnet;
+mod systemd;
 mod thermal_zone;
 mod udp_queues;
+// Collectors added for issue 12 (first half).
+mod bonding;
+mod conntrack;
+mod filefd;
+mod mdadm;
+mod netclass;
+mod netstat;
+mod pressure;
+mod sockstat;
+mod textfile;
+mod timex;
+mod vmstat;
 
 pub use filesystem::{FsStat, StatfsFn};
 
@@ -62,10 +76,19 @@ pub enum Error {
     Other(String),
     #[error("invalid node metrics config: {0}")]
     Config(String),
-    /// The node has nothing for this collector (no /sys/class/hwmon on a VM): success 0, as
-    /// node_exporter's ErrNoData, but logged at debug, not as a failure.
+    /// What the collector reads does not exist on this node (no md arrays, no bonding, no
+    /// conntrack module): node_exporter's ErrNoData. `node_scrape_collector_success` is 0 as
+    /// there, but it is not a failure: logged at debug, not counted, and what the collector
+    /// appended before finding out is kept (node_exporter exposes it too).
     #[error("no data: {0}")]
     NoData(String),
+}
+
+impl Error {
+    /// `Read` of a file that does not exist.
+    pub(crate) fn is_not_found(&self) -> bool {
+        matches!(self, Error::Read { error, .. } if error.kind() == std::io::ErrorKind::NotFound)
+    }
 }
 
 /// Where the node's files are, as node_exporter's `--path.*` flags.
@@ -221,6 +244,46 @@ impl NodeCollector {
         if on.udp_queues {
             collectors.push(Box::new(udp_queues::UdpQueuesCollector::new(&paths)));
         }
+        if on.systemd {
+            // No bus socket (not mounted): off, said once at start, rather than a failure per scrape.
+            match systemd::SystemdCollector::new(&paths, &config.systemd) {
+                Ok(c) => collectors.push(Box::new(c)),
+                Err(error) => tracing::error!(collector = "systemd", %error, "node collector switched off"),
+            }
+        }
+        if on.bonding {
+            collectors.push(Box::new(bonding::BondingCollector::new(&paths)));
+        }
+        if on.conntrack {
+            collectors.push(Box::new(conntrack::ConntrackCollector::new(&paths)));
+        }
+        if on.filefd {
+            collectors.push(Box::new(filefd::FilefdCollector::new(&paths)));
+        }
+        if on.mdadm {
+            collectors.push(Box::new(mdadm::MdadmCollector::new(&paths)));
+        }
+        if on.netclass {
+            collectors.push(Box::new(netclass::NetclassCollector::new(&paths)));
+        }
+        if on.netstat {
+            collectors.push(Box::new(netstat::NetstatCollector::new(&paths, &config.netstat)?));
+        }
+        if on.pressure {
+            collectors.push(Box::new(pressure::PressureCollector::new(&paths)));
+        }
+        if on.sockstat {
+            collectors.push(Box::new(sockstat::SockstatCollector::new(&paths)));
+        }
+        if on.textfile {
+            collectors.push(Box::new(textfile::TextfileCollector::new(config.textfile_directory.as_deref())));
+        }
+        if on.timex {
+            collectors.push(Box::new(timex::TimexCollector::new(&paths)));
+        }
+        if on.vmstat {
+            collectors.push(Box::new(vmstat::VmstatCollector::new(&paths, &config.vmstat)?));
+        }
         let errors = IntCounterVec::new(
             Opts::new(
                 "vigil_node_collector_errors_total",
@@ -265,17 +328,23 @@ impl Collector for NodeCollector {
         let mut duration = Family::gauge("node_scrape_collector_duration_seconds", self.descs[0].help.as_str());
         let mut success = Family::gauge("node_scrape_collector_success", self.descs[1].help.as_str());
         let mut failed_now = Vec::with_capacity(self.collectors.len());
+        let mut no_data: Vec<&'static str> = Vec::new();
         let scrape = Scrape { stat_buf: &self.stat_buf, proc_stat: Default::default() };
         for c in &self.collectors {
             let start = Instant::now();
             let before = out.len();
-            let result = c.collect(&scrape, &mut out);
+            let mut result = c.collect(&scrape, &mut out);
             let took = start.elapsed().as_secs_f64();
-            if result.is_err() {
+            if let Err(Error::NoData(what)) = &result {
+                tracing::debug!(collector = c.name(), what = %what, "node collector has no data on this node");
+                no_data.push(c.name());
+                result = Ok(());
+            } else if result.is_err() {
                 out.truncate(before);
             }
             duration.push(&[("collector", c.name())], took);
-            success.push(&[("collector", c.name())], if result.is_ok() { 1.0 } else { 0.0 });
+            let ok = result.is_ok() && !no_data.contains(&c.name());
+            success.push(&[("collector", c.name())], if ok { 1.0 } else { 0.0 });
             failed_now.push(result.err());
         }
         {
@@ -284,9 +353,7 @@ impl Collector for NodeCollector {
                 match err {
                     Some(error) => {
                         self.errors.with_label_values(&[c.name()]).inc();
-                        if matches!(error, Error::NoData(_)) {
-                            tracing::debug!(collector = c.name(), %error, "node collector has no data");
-                        } else if !failing[i] {
+                        if !failing[i] {
                             tracing::warn!(collector = c.name(), %error, "node collector failed; node_scrape_collector_success is 0 until it recovers");
                         } else {
                             tracing::debug!(collector = c.name(), %error, "node collector still failing");
@@ -303,6 +370,7 @@ impl Collector for NodeCollector {
         }
         out.push(duration.finish());
         out.push(success.finish());
+        out.push(build_info::family());
         out.extend(self.errors.collect());
         out
     }
@@ -322,6 +390,11 @@ impl Family {
 
     pub fn counter(name: &str, help: &str) -> Self {
         Self::new(name, help, MetricType::COUNTER)
+    }
+
+    /// node_exporter's untyped families (vmstat, netstat, textfile samples without TYPE).
+    pub fn untyped(name: &str, help: &str) -> Self {
+        Self::new(name, help, MetricType::UNTYPED)
     }
 
     fn new(name: &str, help: &str, kind: MetricType) -> Self {
@@ -354,6 +427,14 @@ impl Family {
                 c.set_value(value);
                 m.set_counter(c);
             }
+            // Deprecated in the crate as protobuf-specific, but it is the only way to give the
+            // text encoder an untyped sample, which node_exporter's vmstat/netstat are.
+            #[allow(deprecated)]
+            MetricType::UNTYPED => {
+                let mut u = prometheus::proto::Untyped::default();
+                u.set_value(value);
+                m.set_untyped(u);
+            }
             _ => {
                 let mut g = Gauge::default();
                 g.set_value(value);
@@ -377,6 +458,33 @@ impl Family {
             out.push(self.mf);
         }
     }
+}
+
+/// A file in the node's network namespace: `<procfs>/1/net/<rel>` (PID 1's namespace, readable
+/// without host networking, as `netdev` reads), falling back to `<procfs>/net/<rel>` (vigil's
+/// own namespace, which is the node's under `hostNetwork: true`), which node_exporter reads.
+pub(crate) struct NetFile {
+    node: PathBuf,
+    own: PathBuf,
+}
+
+impl NetFile {
+    pub fn new(paths: &Paths, rel: &str) -> Self {
+        Self { node: paths.proc(&format!("1/net/{rel}")), own: paths.proc(&format!("net/{rel}")) }
+    }
+
+    /// The text and the path it came from; the error is the fallback's.
+    pub fn read(&self) -> Result<(String, &Path), Error> {
+        match std::fs::read_to_string(&self.node) {
+            Ok(t) => Ok((t, &self.node)),
+            Err(_) => read_file(&self.own).map(|t| (t, self.own.as_path())),
+        }
+    }
+}
+
+/// A whole small file (sysfs attributes, /proc/sys values).
+pub(crate) fn read_file(path: &Path) -> Result<String, Error> {
+    std::fs::read_to_string(path).map_err(|error| Error::Read { path: path.to_path_buf(), error })
 }
 
 pub(crate) fn parse_err(path: &Path, what: impl Into<String>) -> Error {

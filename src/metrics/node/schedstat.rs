@@ -26,7 +26,7 @@ impl Collect for SchedstatCollector {
 
     fn collect(&self, _scrape: &Scrape<'_>, out: &mut Vec<MetricFamily>) -> Result<(), Error> {
         let text = match self.buf.read(&self.path) {
-            Err(Error::Read { error, .. }) if error.kind() == std::io::ErrorKind::NotFound => {
+            Err(e) if e.is_not_found() => {
                 return Err(Error::NoData(format!("{} does not exist", self.path.display())));
             }
             r => r?,

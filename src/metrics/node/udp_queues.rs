@@ -59,7 +59,7 @@ impl Collect for UdpQueuesCollector {
                 Ok(t) => (t, path),
                 Err(_) => match self.buf.read(fallback) {
                     Ok(t) => (t, fallback),
-                    Err(Error::Read { error, .. }) if error.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) if e.is_not_found() => continue,
                     Err(e) => return Err(e),
                 },
             };
