@@ -44,19 +44,75 @@ impl NetclassCollector {
     }
 }
 
-/// One attribute, trimmed; None if the kernel does not give it for this device.
-fn attribute(dir: &Path, name: &str) -> Result<Option<String>, Error> {
-    let path = dir.join(name);
-    match std::fs::read(&path) {
-        Ok(bytes) => Ok(Some(String::from_utf8_lossy(&bytes[..bytes.len().min(128)]).trim().to_string())),
-        Err(e)
-            if e.kind() == std::io::ErrorKind::NotFound
-                || e.kind() == std::io::ErrorKind::PermissionDenied
-                || matches!(e.raw_os_error(), Some(libc::EINVAL | libc::EOPNOTSUPP | libc::ENODEV)) =>
-        {
-            Ok(None)
+/// Reads the attributes of one device with one directory handle and one read buffer: each
+/// attribute is opened relative to the device's directory (the kernel does not walk
+/// `class/net/<device>` and its symlink into `devices/` again for every attribute), and a sysfs
+/// attribute gives its whole text (at most a page) to the first read(2), so open, one read and
+/// close replace `fs::read`'s path walk, stat and extra read to EOF, with no allocation.
+struct Attributes {
+    /// The device's directory, for error messages and the fallback.
+    path: PathBuf,
+    /// The device's directory opened with O_PATH; None if that failed, then every attribute is
+    /// opened by path and fails (or not) as it would alone.
+    dir: Option<std::fs::File>,
+    buf: Box<[u8; 4096]>,
+}
+
+impl Attributes {
+    fn new() -> Self {
+        Self { path: PathBuf::new(), dir: None, buf: Box::new([0; 4096]) }
+    }
+
+    /// Points the reader at `<class_net>/<device>`.
+    fn device(&mut self, class_net: &Path, device: &str) {
+        use std::os::unix::fs::OpenOptionsExt;
+        self.path.clear();
+        self.path.push(class_net);
+        self.path.push(device);
+        self.dir =
+            std::fs::OpenOptions::new().read(true).custom_flags(libc::O_PATH | libc::O_DIRECTORY).open(&self.path).ok();
+    }
+
+    fn open(&self, name: &str) -> std::io::Result<std::fs::File> {
+        use std::os::fd::{AsRawFd, FromRawFd};
+        let Some(dir) = &self.dir else { return std::fs::File::open(self.path.join(name)) };
+        let c = std::ffi::CString::new(name).map_err(std::io::Error::other)?;
+        // SAFETY: `c` is NUL-terminated and `dir` an open descriptor; openat returns -1 or a new
+        // descriptor that nothing else owns.
+        let fd = unsafe { libc::openat(dir.as_raw_fd(), c.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
         }
-        Err(error) => Err(Error::Read { path, error }),
+        // SAFETY: `fd` is a new descriptor owned by nothing else.
+        Ok(unsafe { std::fs::File::from_raw_fd(fd) })
+    }
+
+    /// The first 128 bytes of attribute `name`, untrimmed; None if the kernel does not give it
+    /// for this device.
+    fn raw(&mut self, name: &str) -> Result<Option<&[u8]>, Error> {
+        use std::io::Read;
+        let read = self.open(name).and_then(|mut f| f.read(&mut self.buf[..]));
+        match read {
+            Ok(n) => Ok(Some(&self.buf[..n.min(128)])),
+            Err(e)
+                if e.kind() == std::io::ErrorKind::NotFound
+                    || e.kind() == std::io::ErrorKind::PermissionDenied
+                    || matches!(e.raw_os_error(), Some(libc::EINVAL | libc::EOPNOTSUPP | libc::ENODEV)) =>
+            {
+                Ok(None)
+            }
+            Err(error) => Err(Error::Read { path: self.path.join(name), error }),
+        }
+    }
+
+    /// One attribute, trimmed; None if the kernel does not give it for this device.
+    fn text(&mut self, name: &str) -> Result<Option<String>, Error> {
+        Ok(self.raw(name)?.map(|b| String::from_utf8_lossy(b).trim().to_string()))
+    }
+
+    /// One integer attribute; None if absent or not an integer.
+    fn integer(&mut self, name: &str) -> Result<Option<i64>, Error> {
+        Ok(self.raw(name)?.and_then(|b| integer(String::from_utf8_lossy(b).trim())))
     }
 }
 
@@ -95,12 +151,12 @@ impl Collect for NetclassCollector {
                 if *counter { Family::counter(&full, &help) } else { Family::gauge(&full, &help) }
             })
             .collect();
+        let mut attrs = Attributes::new();
         for device in &devices {
-            let dir = self.dir.join(device);
-            let text = |name: &str| attribute(&dir, name).map(Option::unwrap_or_default);
-            let operstate = text("operstate")?;
+            attrs.device(&self.dir, device);
+            let operstate = attrs.text("operstate")?.unwrap_or_default();
             up.push(&[("device", device)], if operstate == "up" { 1.0 } else { 0.0 });
-            let flags = attribute(&dir, "flags")?.and_then(|f| integer(&f));
+            let flags = attrs.integer("flags")?;
             let adminstate = match flags {
                 Some(f) if f & libc::IFF_UP as i64 != 0 => "up",
                 Some(_) => "down",
@@ -108,18 +164,20 @@ impl Collect for NetclassCollector {
             };
             info.push(
                 &[
-                    ("address", &text("address")?),
+                    ("address", &attrs.text("address")?.unwrap_or_default()),
                     ("adminstate", adminstate),
-                    ("broadcast", &text("broadcast")?),
+                    ("broadcast", &attrs.text("broadcast")?.unwrap_or_default()),
                     ("device", device),
-                    ("duplex", &text("duplex")?),
-                    ("ifalias", &text("ifalias")?),
+                    ("duplex", &attrs.text("duplex")?.unwrap_or_default()),
+                    ("ifalias", &attrs.text("ifalias")?.unwrap_or_default()),
                     ("operstate", &operstate),
                 ],
                 1.0,
             );
             for (family, (attr, _, _)) in numeric.iter_mut().zip(NUMERIC) {
-                let Some(v) = attribute(&dir, attr)?.and_then(|s| integer(&s)) else { continue };
+                // flags was read above for adminstate.
+                let v = if attr == "flags" { flags } else { attrs.integer(attr)? };
+                let Some(v) = v else { continue };
                 let v = if attr == "speed" { v as f64 * 125_000.0 } else { v as f64 };
                 family.push(&[("device", device)], v);
             }

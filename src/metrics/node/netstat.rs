@@ -9,14 +9,27 @@ use super::config::NetstatConfig;
 use super::{Collect, Error, Family, NetFile, Paths, Scrape, parse_err, regex};
 use prometheus::proto::MetricFamily;
 use regex::Regex;
+use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Mutex;
+
+/// A kept column's metric name and help; None where `fields` drops the column.
+type Column = Option<(String, String)>;
 
 pub(super) struct NetstatCollector {
     netstat: NetFile,
     snmp: NetFile,
     snmp6: NetFile,
     fields: Option<Regex>,
+    /// The columns of each header seen (a `Proto: names...` line of netstat/snmp, the key of an
+    /// snmp6 line). The kernel writes the same headers every scrape, so the `fields` regex and
+    /// the name formatting run once per name, not once per name per scrape.
+    columns: Mutex<HashMap<String, Vec<Column>>>,
 }
+
+/// More distinct headers than any kernel writes: past it the cache starts over (bounds memory
+/// should a file ever change its headers at every read).
+const MAX_HEADERS: usize = 4096;
 
 impl NetstatCollector {
     pub fn new(paths: &Paths, config: &NetstatConfig) -> Result<Self, Error> {
@@ -25,30 +38,57 @@ impl NetstatCollector {
             snmp: NetFile::new(paths, "snmp"),
             snmp6: NetFile::new(paths, "snmp6"),
             fields: regex("netstat.fields", &config.fields)?,
+            columns: Mutex::new(HashMap::new()),
         })
     }
+
+    /// The metric of `proto`'s `field`, or None if `fields` drops it.
+    fn column(&self, proto: &str, field: &str) -> Column {
+        let key = format!("{proto}_{field}");
+        if self.fields.as_ref().is_some_and(|re| !re.is_match(&key)) {
+            return None;
+        }
+        Some((format!("node_netstat_{key}"), format!("Statistic {proto}{field}.")))
+    }
+}
+
+/// The cached columns of `header`, built on first sight.
+fn columns_of<'c>(
+    cache: &'c mut HashMap<String, Vec<Column>>,
+    header: &str,
+    build: impl FnOnce() -> Vec<Column>,
+) -> &'c [Column] {
+    if !cache.contains_key(header) {
+        if cache.len() >= MAX_HEADERS {
+            cache.clear();
+        }
+        cache.insert(header.to_string(), build());
+    }
+    &cache[header]
 }
 
 fn number(path: &Path, key: &str, value: &str) -> Result<f64, Error> {
     value.parse().map_err(|_| parse_err(path, format!("{key}: '{value}' is not a number")))
 }
 
-/// (`Proto`, `Field`, value) of a header/value paired file.
-fn paired(path: &Path, text: &str, out: &mut Vec<(String, String, f64)>) -> Result<(), Error> {
+/// (header line, values) of each section of a header/value paired file.
+fn paired<'t>(path: &Path, text: &'t str, out: &mut Vec<(&'t str, Vec<f64>)>) -> Result<(), Error> {
     let mut lines = text.lines().filter(|l| !l.trim().is_empty());
-    while let Some(names) = lines.next() {
-        let values = lines.next().ok_or_else(|| parse_err(path, format!("no value line after '{names}'")))?;
-        let (proto, names) = names.split_once(':').ok_or_else(|| parse_err(path, format!("no 'Proto:' in {names}")))?;
+    while let Some(header) = lines.next() {
+        let values = lines.next().ok_or_else(|| parse_err(path, format!("no value line after '{header}'")))?;
+        let (proto, names) =
+            header.split_once(':').ok_or_else(|| parse_err(path, format!("no 'Proto:' in {header}")))?;
         let (proto2, values) =
             values.split_once(':').ok_or_else(|| parse_err(path, format!("no 'Proto:' in {values}")))?;
-        let (names, values): (Vec<&str>, Vec<&str>) =
-            (names.split_ascii_whitespace().collect(), values.split_ascii_whitespace().collect());
-        if proto != proto2 || names.len() != values.len() {
+        let count = names.split_ascii_whitespace().count();
+        if proto != proto2 || count != values.split_ascii_whitespace().count() {
             return Err(parse_err(path, format!("{proto}: header and value lines do not match")));
         }
-        for (name, value) in names.into_iter().zip(values) {
-            out.push((proto.to_string(), name.to_string(), number(path, name, value)?));
+        let mut parsed = Vec::with_capacity(count);
+        for (name, value) in names.split_ascii_whitespace().zip(values.split_ascii_whitespace()) {
+            parsed.push(number(path, name, value)?);
         }
+        out.push((header, parsed));
     }
     Ok(())
 }
@@ -59,34 +99,56 @@ impl Collect for NetstatCollector {
     }
 
     fn collect(&self, _scrape: &Scrape<'_>, out: &mut Vec<MetricFamily>) -> Result<(), Error> {
-        let mut stats = Vec::with_capacity(512);
-        for file in [&self.netstat, &self.snmp] {
-            let (text, path) = file.read()?;
-            paired(path, &text, &mut stats)?;
-        }
-        match self.snmp6.read() {
-            Ok((text, path)) => {
-                for line in text.lines().filter(|l| !l.trim().is_empty()) {
-                    let mut it = line.split_ascii_whitespace();
-                    let (Some(key), Some(value)) = (it.next(), it.next()) else {
-                        return Err(parse_err(path, format!("expected 'name value': {line}")));
-                    };
-                    let Some(six) = key.find('6') else { continue };
-                    let (proto, field) = key.split_at(six + 1);
-                    stats.push((proto.to_string(), field.to_string(), number(path, key, value)?));
-                }
-            }
-            Err(e) if e.is_not_found() => {}
+        // Every value is parsed (and may fail the collector) before anything is exported.
+        let (netstat, netstat_path) = self.netstat.read()?;
+        let mut sections = Vec::with_capacity(16);
+        paired(netstat_path, &netstat, &mut sections)?;
+        let (snmp, snmp_path) = self.snmp.read()?;
+        paired(snmp_path, &snmp, &mut sections)?;
+        let snmp6 = match self.snmp6.read() {
+            Ok(read) => Some(read),
+            Err(e) if e.is_not_found() => None,
             Err(e) => return Err(e),
-        }
-        for (proto, field, v) in stats {
-            let key = format!("{proto}_{field}");
-            if self.fields.as_ref().is_some_and(|re| !re.is_match(&key)) {
-                continue;
+        };
+        let mut six = Vec::with_capacity(128);
+        if let Some((text, path)) = &snmp6 {
+            for line in text.lines().filter(|l| !l.trim().is_empty()) {
+                let mut it = line.split_ascii_whitespace();
+                let (Some(key), Some(value)) = (it.next(), it.next()) else {
+                    return Err(parse_err(path, format!("expected 'name value': {line}")));
+                };
+                if !key.contains('6') {
+                    continue;
+                }
+                six.push((key, number(path, key, value)?));
             }
-            let mut f = Family::untyped(&format!("node_netstat_{key}"), &format!("Statistic {proto}{field}."));
-            f.push(&[], v);
-            out.push(f.finish());
+        }
+
+        let mut cache = self.columns.lock().unwrap_or_else(|p| p.into_inner());
+        let mut emit = |column: &Column, v: f64| {
+            if let Some((name, help)) = column {
+                let mut f = Family::untyped(name, help);
+                f.push(&[], v);
+                out.push(f.finish());
+            }
+        };
+        for (header, values) in sections {
+            let columns = columns_of(&mut cache, header, || {
+                // paired() checked the `Proto:`.
+                let (proto, names) = header.split_once(':').unwrap_or_default();
+                names.split_ascii_whitespace().map(|name| self.column(proto, name)).collect()
+            });
+            for (column, v) in columns.iter().zip(values) {
+                emit(column, v);
+            }
+        }
+        for (key, v) in six {
+            let columns = columns_of(&mut cache, key, || {
+                // The protocol is the name up to its first `6` (checked above).
+                let (proto, field) = key.split_at(key.find('6').map_or(0, |six| six + 1));
+                vec![self.column(proto, field)]
+            });
+            emit(&columns[0], v);
         }
         Ok(())
     }
