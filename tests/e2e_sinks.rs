@@ -122,6 +122,12 @@ async fn node_tree_to_loki_and_elasticsearch_at_once() {
     assert!(doc["log"]["file"]["path"].as_str().unwrap().ends_with("/nginx/0.log"));
     assert!(loki.state.lock().unwrap().pushes.iter().all(|p| p.tenant.as_deref() == Some("e2e")));
 
+    // The receivers store a request before vigil has read their answer: wait for the counters.
+    eventually(30, "the sink counters follow the answers", || {
+        let m = tokio::task::block_in_place(|| metrics(addr));
+        m.contains("vigil_sink_events_sent_total{sink=\"es\"} 600") && m.contains("vigil_sink_healthy{sink=\"es\"} 1")
+    })
+    .await;
     let m = tokio::task::block_in_place(|| metrics(addr));
     assert!(m.contains("vigil_sink_events_sent_total{sink=\"loki\"} 600"), "{m}");
     assert!(m.contains("vigil_sink_events_sent_total{sink=\"es\"} 600"), "{m}");
@@ -230,7 +236,8 @@ log:
     std::fs::write(dir.path().join("token.new"), "new-token\n").unwrap();
     std::fs::rename(dir.path().join("token.new"), &token).unwrap();
     eventually(30, "every line once the token is rotated", || es.messages().len() == 3 * 50).await;
-    assert!(scrape().contains("vigil_sink_healthy{sink=\"es\"} 1"));
+    // Elasticsearch stored them before vigil read its answer: wait for the health to follow.
+    eventually(30, "healthy again", || scrape().contains("vigil_sink_healthy{sink=\"es\"} 1")).await;
     vigil.signal(libc::SIGTERM);
     let status = tokio::task::block_in_place(|| vigil.wait_exit(Duration::from_secs(20))).expect("vigil exits");
     assert!(status.success(), "{status:?}");
