@@ -4,6 +4,8 @@
 //! stripping). statfs is replaced by a table here (sizes on a real disk move); the real statfs is
 //! covered by the tests against the real machine (node_compat.rs).
 
+#[path = "support/tree.rs"]
+mod tree;
 use prometheus::Registry;
 use std::collections::HashMap;
 use std::io;
@@ -233,27 +235,10 @@ fn fixture_figures_follow_node_exporter_rules() {
     }
 }
 
-fn copy_tree(from: &Path, to: &Path) {
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let dest = to.join(entry.file_name());
-        let kind = entry.file_type().unwrap();
-        if kind.is_symlink() {
-            // sysfs' class/ links (hwmon): kept as links, as relative ones still resolve.
-            std::os::unix::fs::symlink(std::fs::read_link(entry.path()).unwrap(), &dest).unwrap();
-        } else if kind.is_dir() {
-            std::fs::create_dir_all(&dest).unwrap();
-            copy_tree(&entry.path(), &dest);
-        } else {
-            std::fs::copy(entry.path(), &dest).unwrap();
-        }
-    }
-}
-
 #[test]
 fn a_missing_file_fails_only_its_collector() {
     let dir = tempfile::tempdir().unwrap();
-    copy_tree(&fixture_root(), dir.path());
+    tree::copy_tree(&fixture_root(), dir.path());
     std::fs::remove_file(dir.path().join("proc/loadavg")).unwrap();
     let (registry, t) = render(NodeCollector::with_statfs(&config(dir.path()), fixture_statfs(dir.path())).unwrap());
     assert_eq!(value(&t, r#"node_scrape_collector_success{collector="loadavg"}"#), Some(0.0));
@@ -272,7 +257,7 @@ fn a_missing_file_fails_only_its_collector() {
 #[test]
 fn garbage_in_a_file_fails_its_collector_without_panicking() {
     let dir = tempfile::tempdir().unwrap();
-    copy_tree(&fixture_root(), dir.path());
+    tree::copy_tree(&fixture_root(), dir.path());
     std::fs::write(dir.path().join("proc/stat"), "cpu0 x y z\n\u{0}\u{1}garbage\n").unwrap();
     std::fs::write(dir.path().join("proc/net/dev"), "h1\nh2\n  eth0: 1 2 3\n").unwrap();
     std::fs::write(dir.path().join("proc/meminfo"), "MemTotal: lots kB\n").unwrap();
@@ -289,7 +274,7 @@ fn garbage_in_a_file_fails_its_collector_without_panicking() {
 #[test]
 fn proc_mounts_is_the_fallback_for_proc_1_mounts() {
     let dir = tempfile::tempdir().unwrap();
-    copy_tree(&fixture_root(), dir.path());
+    tree::copy_tree(&fixture_root(), dir.path());
     std::fs::remove_dir_all(dir.path().join("proc/1")).unwrap();
     std::fs::write(dir.path().join("proc/mounts"), "/dev/sda2 / ext4 rw 0 0\n").unwrap();
     let (_, t) = render(NodeCollector::with_statfs(&config(dir.path()), fixture_statfs(dir.path())).unwrap());
@@ -440,7 +425,7 @@ fn vigil_wait<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<
 #[test]
 fn cpu_counters_never_go_backwards_except_after_hotplug() {
     let dir = tempfile::tempdir().unwrap();
-    copy_tree(&fixture_root(), dir.path());
+    tree::copy_tree(&fixture_root(), dir.path());
     let stat = dir.path().join("proc/stat");
     let base = std::fs::read_to_string(&stat).unwrap();
     let with_cpu0 = |line: &str| {
@@ -540,7 +525,7 @@ mod garbage {
             keep_lines in any::<bool>(),
         ) {
             let dir = tempfile::tempdir().unwrap();
-            copy_tree(&fixture_root(), dir.path());
+            tree::copy_tree(&fixture_root(), dir.path());
             for (file, bytes) in FILES.iter().zip(&contents) {
                 let mut data = bytes.clone();
                 if keep_lines {
@@ -695,7 +680,7 @@ fn processes_counts_processes_and_threads_by_state() {
 #[test]
 fn a_node_without_hardware_trees_reports_no_data_as_node_exporter() {
     let dir = tempfile::tempdir().unwrap();
-    copy_tree(&fixture_root(), dir.path());
+    tree::copy_tree(&fixture_root(), dir.path());
     for d in ["sys/class", "sys/devices/system/cpu"] {
         std::fs::remove_dir_all(dir.path().join(d)).unwrap();
     }
@@ -718,7 +703,7 @@ fn a_node_without_hardware_trees_reports_no_data_as_node_exporter() {
 #[test]
 fn garbage_in_hardware_and_queue_files_fails_only_its_collector() {
     let dir = tempfile::tempdir().unwrap();
-    copy_tree(&fixture_root(), dir.path());
+    tree::copy_tree(&fixture_root(), dir.path());
     for f in ["proc/net/softnet_stat", "proc/schedstat", "proc/net/udp", "proc/sys/kernel/random/entropy_avail"] {
         std::fs::write(dir.path().join(f), "cpu0 zz 1 2\nnot:hex zz:yy a b c d e\n").unwrap();
     }

@@ -5,6 +5,8 @@
 //! pinned in expected.prom (node_fixtures.rs), and node_compat.rs runs the real node_exporter
 //! on the same tree and on the real machine.
 
+#[path = "support/tree.rs"]
+mod tree;
 use prometheus::Registry;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -480,23 +482,6 @@ mod garbage {
         "textfile/a.prom",
     ];
 
-    fn copy_tree(from: &Path, to: &Path) {
-        for entry in std::fs::read_dir(from).unwrap() {
-            let entry = entry.unwrap();
-            let dest = to.join(entry.file_name());
-            let kind = entry.file_type().unwrap();
-            if kind.is_symlink() {
-                // sysfs' class/ links (hwmon): kept as links, as relative ones still resolve.
-                std::os::unix::fs::symlink(std::fs::read_link(entry.path()).unwrap(), &dest).unwrap();
-            } else if kind.is_dir() {
-                std::fs::create_dir_all(&dest).unwrap();
-                copy_tree(&entry.path(), &dest);
-            } else {
-                std::fs::copy(entry.path(), &dest).unwrap();
-            }
-        }
-    }
-
     proptest! {
         #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
         /// Any bytes in any file these collectors read, alone or spliced into the real file: a
@@ -507,7 +492,7 @@ mod garbage {
             keep_lines in any::<bool>(),
         ) {
             let dir = tempfile::tempdir().unwrap();
-            copy_tree(&fixture_root(), dir.path());
+            tree::copy_tree(&fixture_root(), dir.path());
             std::fs::create_dir_all(dir.path().join("textfile")).unwrap();
             std::fs::write(dir.path().join("textfile/a.prom"), "# TYPE a counter\na{x=\"1\"} 1\n").unwrap();
             for (file, bytes) in FILES.iter().zip(&contents) {
