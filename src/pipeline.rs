@@ -9,11 +9,19 @@
 //!
 //! Invariant: an offset is committed only after every sink has acknowledged every event before
 //! it. Invariant: channels are bounded, so a slow sink stops the fan-out, which stops the source.
+//!
+//! The sink set can change while it runs (config reload, `SinkSet`): each chunk records the
+//! sinks it was sent to when it was registered, and waits for exactly those. A sink that joins
+//! gets every chunk registered after the change and is awaited for those only; a sink that
+//! leaves gets no new chunk, is still awaited for what it holds until it drained, and is
+//! forgotten (no longer awaited) only when `SinkSet::forget` says so, so leaving never commits
+//! a chunk another sink has not acknowledged.
 
 use crate::event::Event;
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 /// What the source hands to the pipeline: events, plus the file positions that become safe to
 /// resume from once they are all delivered. Positions may be given without events (e.g. a
@@ -49,7 +57,16 @@ pub struct Chunk {
 /// A sink's handle to acknowledge chunks.
 #[derive(Clone, Debug)]
 pub struct Acker {
-    tx: mpsc::UnboundedSender<u64>,
+    tx: AckTx,
+}
+
+/// Which sink an ack comes from: the sinks given to `Pipeline::start` share one untagged
+/// channel (they are never removed, so any of their acks of a chunk counts as one); a sink
+/// added through `SinkSet` names itself, so it can be forgotten.
+#[derive(Clone, Debug)]
+enum AckTx {
+    Shared(mpsc::UnboundedSender<u64>),
+    Tagged(mpsc::UnboundedSender<(SinkId, u64)>, SinkId),
 }
 
 impl Acker {
@@ -57,16 +74,26 @@ impl Acker {
     /// checkpointed once every other sink agrees.
     pub fn ack(&self, chunk_id: u64) {
         // The tracker outlives every sink; a send error means shutdown already gave up waiting.
-        let _ = self.tx.send(chunk_id);
+        match &self.tx {
+            AckTx::Shared(tx) => {
+                let _ = tx.send(chunk_id);
+            }
+            AckTx::Tagged(tx, sink) => {
+                let _ = tx.send((*sink, chunk_id));
+            }
+        }
     }
 
     /// A new acker and the receiving end of its acks (given to `Pipeline::start`, or read
     /// directly by sink tests).
     pub fn channel() -> (Self, mpsc::UnboundedReceiver<u64>) {
         let (tx, rx) = mpsc::unbounded_channel();
-        (Self { tx }, rx)
+        (Self { tx: AckTx::Shared(tx) }, rx)
     }
 }
+
+/// A sink's identity in the fan-out (never reused within a process).
+pub type SinkId = u64;
 
 /// The committed positions: file key → offset from which reading may resume. Written by the
 /// tracker, read by the checkpoint writer.
@@ -98,7 +125,8 @@ impl Committed {
 }
 
 struct Pending {
-    acks_left: usize,
+    /// The sinks this chunk was sent to that have not acked it yet.
+    waiting: Vec<SinkId>,
     events: u64,
     positions: Vec<(u64, u64)>,
 }
@@ -128,21 +156,49 @@ impl PipelineMetrics {
 
 /// Orders acknowledgements into commits.
 struct Tracker {
-    sinks: usize,
+    /// The sinks that get new chunks, in fan-out order.
+    sinks: Vec<SinkId>,
+    /// Ids below this are the sinks given to `Pipeline::start` (untagged acks).
+    shared: SinkId,
     metrics: Option<PipelineMetrics>,
     pending: BTreeMap<u64, Pending>,
     committed: Arc<Committed>,
 }
 
 impl Tracker {
-    fn register(&mut self, id: u64, events: u64, positions: Vec<(u64, u64)>) {
-        self.pending.insert(id, Pending { acks_left: self.sinks, events, positions });
+    fn new(shared: usize, metrics: Option<PipelineMetrics>, committed: Arc<Committed>) -> Self {
+        let shared = shared as SinkId;
+        Self { sinks: (0..shared).collect(), shared, metrics, pending: BTreeMap::new(), committed }
+    }
+
+    /// Registers a chunk; returns the sinks it goes to (and waits for).
+    fn register(&mut self, id: u64, events: u64, positions: Vec<(u64, u64)>) -> Vec<SinkId> {
+        self.pending.insert(id, Pending { waiting: self.sinks.clone(), events, positions });
+        self.drain();
+        self.sinks.clone()
+    }
+
+    /// An ack of chunk `id` by `sink` (None: one of the sinks given to `start`).
+    fn ack(&mut self, sink: Option<SinkId>, id: u64) {
+        if let Some(p) = self.pending.get_mut(&id) {
+            let shared = self.shared;
+            let at = match sink {
+                Some(s) => p.waiting.iter().position(|&w| w == s),
+                None => p.waiting.iter().position(|&w| w < shared),
+            };
+            if let Some(at) = at {
+                p.waiting.swap_remove(at);
+            }
+        }
         self.drain();
     }
 
-    fn ack(&mut self, id: u64) {
-        if let Some(p) = self.pending.get_mut(&id) {
-            p.acks_left = p.acks_left.saturating_sub(1);
+    /// `sink` is gone: no chunk waits for it any more (a removed sink that drained, or was
+    /// given up on).
+    fn forget(&mut self, sink: SinkId) {
+        self.sinks.retain(|&s| s != sink);
+        for p in self.pending.values_mut() {
+            p.waiting.retain(|&s| s != sink);
         }
         self.drain();
     }
@@ -151,7 +207,7 @@ impl Tracker {
     /// sees them, so the first pending entry is always the oldest outstanding chunk.
     fn drain(&mut self) {
         while let Some(entry) = self.pending.first_entry() {
-            if entry.get().acks_left > 0 {
+            if !entry.get().waiting.is_empty() {
                 break;
             }
             let p = entry.remove();
@@ -169,32 +225,152 @@ impl Tracker {
 /// Handles of a running pipeline.
 pub struct Pipeline {
     pub committed: Arc<Committed>,
+    /// Adds and removes sinks while it runs.
+    pub sinks: SinkSet,
     task: tokio::task::JoinHandle<()>,
 }
 
+/// A change of the sink set, applied by the fan-out between two chunks.
+enum Control {
+    /// Atomically: `close` get no new chunk (their input closes once the fan-out drops its
+    /// sender, so they drain and return), `add` get every chunk registered after this.
+    Change { close: Vec<SinkId>, add: Vec<(SinkId, mpsc::Sender<Arc<Chunk>>)>, done: oneshot::Sender<()> },
+    /// No chunk waits for this sink any more.
+    Forget(SinkId),
+}
+
+/// A handle to change the running pipeline's sinks (config reload).
+#[derive(Clone)]
+pub struct SinkSet {
+    control: mpsc::UnboundedSender<Control>,
+    acks: mpsc::UnboundedSender<(SinkId, u64)>,
+    next_id: Arc<AtomicU64>,
+}
+
+/// A sink's place in the pipeline before it joins: its input and its acker.
+pub struct NewSink {
+    pub id: SinkId,
+    pub tx: mpsc::Sender<Arc<Chunk>>,
+    pub rx: mpsc::Receiver<Arc<Chunk>>,
+    pub acker: Acker,
+}
+
+impl SinkSet {
+    /// A new sink's channels (bounded at `queue` chunks); it gets nothing until `change` adds it.
+    pub fn channel(&self, queue: usize) -> NewSink {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel(queue);
+        NewSink { id, tx, rx, acker: Acker { tx: AckTx::Tagged(self.acks.clone(), id) } }
+    }
+
+    /// Closes the sinks `close` and adds `add`, between two chunks: no chunk goes to both
+    /// or to neither of a replaced sink and its replacement. Returns once applied (or when the
+    /// pipeline has ended).
+    pub async fn change(&self, close: Vec<SinkId>, add: Vec<(SinkId, mpsc::Sender<Arc<Chunk>>)>) {
+        let (done, applied) = oneshot::channel();
+        if self.control.send(Control::Change { close, add, done }).is_ok() {
+            let _ = applied.await;
+        }
+    }
+
+    /// Stops waiting for `sink`'s acks (after it was closed and drained, or given up on).
+    pub fn forget(&self, sink: SinkId) {
+        let _ = self.control.send(Control::Forget(sink));
+    }
+}
+
+/// The fan-out task's state.
+struct FanOut {
+    tracker: Tracker,
+    senders: HashMap<SinkId, mpsc::Sender<Arc<Chunk>>>,
+    shared_acks: mpsc::UnboundedReceiver<u64>,
+    tagged_acks: mpsc::UnboundedReceiver<(SinkId, u64)>,
+    control: mpsc::UnboundedReceiver<Control>,
+}
+
+impl FanOut {
+    fn control(&mut self, c: Control) {
+        match c {
+            Control::Change { close, add, done } => {
+                for id in close {
+                    self.senders.remove(&id);
+                    self.tracker.sinks.retain(|&s| s != id);
+                }
+                for (id, tx) in add {
+                    self.senders.insert(id, tx);
+                    self.tracker.sinks.push(id);
+                }
+                let _ = done.send(());
+            }
+            Control::Forget(id) => {
+                self.senders.remove(&id);
+                self.tracker.forget(id);
+            }
+        }
+    }
+
+    /// Sends to a sink's bounded channel, still processing acks and sink changes while it is
+    /// full (otherwise a full channel would stall commits of other sinks' acks for as long as
+    /// the slow sink takes, and a reload removing that very sink would wait for it).
+    async fn send(&mut self, sink: SinkId, chunk: Arc<Chunk>) {
+        loop {
+            // A clone, so a change may drop the fan-out's own sender meanwhile.
+            let Some(tx) = self.senders.get(&sink).cloned() else { return };
+            tokio::select! {
+                biased;
+                Some(id) = self.shared_acks.recv() => self.tracker.ack(None, id),
+                Some((s, id)) = self.tagged_acks.recv() => self.tracker.ack(Some(s), id),
+                Some(c) = self.control.recv() => self.control(c),
+                // A sink whose task died can never ack: its chunks stay pending and nothing
+                // commits past them. That is the safe side (counting it as acked would
+                // checkpoint undelivered lines); the app exits on it (`App::sink_failed`) and
+                // the lines are read again after a restart.
+                permit = tx.reserve() => {
+                    if let Ok(permit) = permit {
+                        permit.send(chunk);
+                    }
+                    return;
+                }
+            }
+        }
+    }
+}
+
 impl Pipeline {
-    /// Starts the fan-out from `input` to `sinks` (one bounded sender each). Returns once
-    /// wired; the task ends when `input` closes and every sink's channel is drained and acked,
-    /// or when all sinks are gone.
+    /// Starts the fan-out from `input` to `sinks` (one bounded sender each, acking through
+    /// `ack_rx`); more sinks may join later through `Pipeline::sinks`. Returns once wired; the
+    /// task ends when `input` closes and every sink's channel is drained and acked, or when all
+    /// sinks are gone.
     pub fn start(
         mut input: mpsc::Receiver<SourceBatch>,
         sinks: Vec<mpsc::Sender<Arc<Chunk>>>,
-        mut ack_rx: mpsc::UnboundedReceiver<u64>,
+        ack_rx: mpsc::UnboundedReceiver<u64>,
         metrics: Option<PipelineMetrics>,
     ) -> Self {
         let committed = Arc::new(Committed::default());
-        let mut tracker =
-            Tracker { sinks: sinks.len(), metrics, pending: BTreeMap::new(), committed: committed.clone() };
+        let (control_tx, control) = mpsc::unbounded_channel();
+        let (acks_tx, tagged_acks) = mpsc::unbounded_channel();
+        let set =
+            SinkSet { control: control_tx, acks: acks_tx, next_id: Arc::new(AtomicU64::new(sinks.len() as SinkId)) };
+        let mut f = FanOut {
+            tracker: Tracker::new(sinks.len(), metrics, committed.clone()),
+            senders: sinks.into_iter().enumerate().map(|(i, tx)| (i as SinkId, tx)).collect(),
+            shared_acks: ack_rx,
+            tagged_acks,
+            control,
+        };
         let task = tokio::spawn(async move {
             let mut next_id: u64 = 0;
             let mut input_open = true;
             loop {
-                if !input_open && tracker.pending.is_empty() {
+                if !input_open && f.tracker.pending.is_empty() {
                     break;
                 }
                 tokio::select! {
                     biased;
-                    Some(id) = ack_rx.recv() => tracker.ack(id),
+                    Some(id) = f.shared_acks.recv() => f.tracker.ack(None, id),
+                    Some((s, id)) = f.tagged_acks.recv() => f.tracker.ack(Some(s), id),
+                    Some(c) = f.control.recv() => f.control(c),
                     batch = input.recv(), if input_open => {
                         let Some(batch) = batch else {
                             input_open = false;
@@ -202,49 +378,29 @@ impl Pipeline {
                         };
                         let id = next_id;
                         next_id += 1;
-                        tracker.register(id, batch.events.len() as u64, batch.positions);
-                        if tracker.sinks == 0 {
+                        let to = f.tracker.register(id, batch.events.len() as u64, batch.positions);
+                        if to.is_empty() {
                             continue;
                         }
                         let chunk = Arc::new(Chunk { id, events: batch.events });
-                        for tx in &sinks {
-                            // A sink whose task died can never ack: its chunks stay pending and
-                            // nothing commits past them. That is the safe side (counting it as
-                            // acked would checkpoint undelivered lines); the app exits on it
-                            // (`App::sink_failed`) and the lines are read again after a restart.
-                            let _ = send_while_acking(tx, chunk.clone(), &mut ack_rx, &mut tracker).await;
+                        for sink in to {
+                            f.send(sink, chunk.clone()).await;
                         }
                     }
                     else => break,
                 }
             }
         });
-        Self { committed, task }
+        Self { committed, sinks: set, task }
     }
 
     /// Waits until every chunk is acked (after the input closed).
     pub async fn join(self) {
-        let _ = self.task.await;
+        let Self { task, sinks, .. } = self;
+        // Without this handle, the control and ack channels close once no sink holds an acker.
+        drop(sinks);
+        let _ = task.await;
     }
-}
-
-/// Sends to a sink's bounded channel, still processing acks while it is full (otherwise a full
-/// channel would stall commits of other sinks' acks for as long as the slow sink takes).
-async fn send_while_acking(
-    tx: &mpsc::Sender<Arc<Chunk>>,
-    chunk: Arc<Chunk>,
-    ack_rx: &mut mpsc::UnboundedReceiver<u64>,
-    tracker: &mut Tracker,
-) -> Result<(), ()> {
-    let permit = loop {
-        tokio::select! {
-            biased;
-            Some(id) = ack_rx.recv() => tracker.ack(id),
-            permit = tx.reserve() => break permit.map_err(|_| ())?,
-        }
-    };
-    permit.send(chunk);
-    Ok(())
 }
 
 #[cfg(test)]
@@ -273,15 +429,15 @@ mod tests {
     #[test]
     fn commits_need_every_sink_and_every_earlier_chunk() {
         let committed = Arc::new(Committed::default());
-        let mut t = Tracker { sinks: 2, metrics: None, pending: BTreeMap::new(), committed: committed.clone() };
+        let mut t = Tracker::new(2, None, committed.clone());
         t.register(0, 1, vec![(1, 10)]);
         t.register(1, 1, vec![(1, 20), (2, 7)]);
-        t.ack(1);
-        t.ack(1);
+        t.ack(None, 1);
+        t.ack(None, 1);
         assert_eq!(committed.get(1), None, "chunk 1 is acked by both, but chunk 0 is not");
-        t.ack(0);
+        t.ack(None, 0);
         assert_eq!(committed.get(1), None, "chunk 0 is acked by one sink of two");
-        t.ack(0);
+        t.ack(None, 0);
         assert_eq!(committed.get(1), Some(20));
         assert_eq!(committed.get(2), Some(7));
         assert!(t.pending.is_empty());
@@ -341,5 +497,83 @@ mod tests {
         assert_eq!(committed.get(2), Some(3));
         assert_eq!(metrics.lines_shipped.get(), 3);
         assert_eq!(metrics.chunks_in_flight.get(), 0);
+    }
+
+    /// Reload: a sink added while chunks flow gets every chunk registered after the change and
+    /// none before, and the chunks before it commit without waiting for it.
+    #[tokio::test]
+    async fn an_added_sink_gets_every_chunk_after_it_joined_and_is_awaited_for_those_only() {
+        let (src_tx, src_rx) = mpsc::channel(4);
+        let (old_tx, mut old_rx) = mpsc::channel::<Arc<Chunk>>(8);
+        let (old_acker, ack_rx) = Acker::channel();
+        let p = Pipeline::start(src_rx, vec![old_tx], ack_rx, None);
+        let committed = p.committed.clone();
+        src_tx.send(SourceBatch::from_events(vec![event(1, 5)])).await.unwrap();
+        let first = old_rx.recv().await.unwrap();
+        let mut new = p.sinks.channel(8);
+        p.sinks.change(vec![], vec![(new.id, new.tx.clone())]).await;
+        src_tx.send(SourceBatch::from_events(vec![event(1, 9)])).await.unwrap();
+        let second = old_rx.recv().await.unwrap();
+        let got = new.rx.recv().await.unwrap();
+        assert_eq!(got.id, second.id, "the new sink gets the chunk after the change, not the one before");
+        old_acker.ack(first.id);
+        old_acker.ack(second.id);
+        // A barrier: the fan-out handles acks before changes, so both acks are applied after it.
+        p.sinks.change(vec![], vec![]).await;
+        assert_eq!(committed.get(1), Some(5), "chunk 1 waits for the new sink's ack");
+        new.acker.ack(got.id);
+        eventually(|| committed.get(1) == Some(9)).await;
+    }
+
+    /// Reload: a removed sink gets no new chunk; what it held commits only once every other
+    /// sink acked it, and once it is forgotten (it never acked: its backend was gone).
+    #[tokio::test]
+    async fn a_removed_sink_is_no_longer_awaited_once_forgotten_but_other_sinks_still_are() {
+        let (src_tx, src_rx) = mpsc::channel(4);
+        let (_none, ack_rx) = Acker::channel();
+        let p = Pipeline::start(src_rx, vec![], ack_rx, None);
+        let committed = p.committed.clone();
+        let mut a = p.sinks.channel(1);
+        let mut b = p.sinks.channel(1);
+        p.sinks.change(vec![], vec![(a.id, a.tx.clone()), (b.id, b.tx.clone())]).await;
+        drop((a.tx, b.tx));
+        src_tx.send(SourceBatch::from_events(vec![event(1, 5)])).await.unwrap();
+        let c0 = a.rx.recv().await.unwrap();
+        assert_eq!(b.rx.recv().await.unwrap().id, c0.id);
+        // `b` stops reading: the next chunk blocks the fan-out on its full channel, and the
+        // removal must still get through.
+        src_tx.send(SourceBatch::from_events(vec![event(1, 7)])).await.unwrap();
+        let c1 = a.rx.recv().await.unwrap();
+        src_tx.send(SourceBatch::from_events(vec![event(1, 9)])).await.unwrap();
+        p.sinks.change(vec![b.id], vec![]).await;
+        let c2 = a.rx.recv().await.unwrap();
+        assert!(b.rx.recv().await.is_some_and(|c| c.id == c1.id), "b keeps what it was sent");
+        assert!(b.rx.recv().await.is_none(), "b's input closes: it gets nothing after its removal");
+        a.acker.ack(c0.id);
+        a.acker.ack(c1.id);
+        a.acker.ack(c2.id);
+        p.sinks.forget(b.id + 100); // unknown: nothing changes
+        tokio::task::yield_now().await;
+        p.sinks.change(vec![], vec![]).await; // a barrier: every message before it is applied
+        assert_eq!(committed.get(1), None, "nothing commits past chunks b still holds");
+        p.sinks.forget(b.id);
+        eventually(|| committed.get(1) == Some(9)).await;
+        // And forgetting b never commits what a has not acked.
+        src_tx.send(SourceBatch::from_events(vec![event(1, 11)])).await.unwrap();
+        let c3 = a.rx.recv().await.unwrap();
+        p.sinks.change(vec![], vec![]).await;
+        assert_eq!(committed.get(1), Some(9));
+        a.acker.ack(c3.id);
+        eventually(|| committed.get(1) == Some(11)).await;
+    }
+
+    async fn eventually(mut cond: impl FnMut() -> bool) {
+        for _ in 0..500 {
+            if cond() {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!("condition not reached within 5 s");
     }
 }
