@@ -18,11 +18,18 @@
 //! vigil from that checkpoint, as for a tail or checkpoint thread panic. Rejected: restarting
 //! the sink in-process (a sink that panicked holds state nobody can vouch for, and the lines it
 //! held are only re-read from the files after a restart anyway).
+//!
+//! Reload (`App::apply`, planned by `crate::reload`): new log sinks are built first (a build
+//! error changes nothing), then one `SinkSet::change` closes the removed and changed ones and
+//! adds the new ones between two chunks. A closed sink drains (its input closes; it delivers
+//! and acks what it holds) while the others go on; when its task ends it is forgotten by the
+//! pipeline, and one still running after `shutdown.grace_period` is aborted and forgotten (its
+//! backend may be gone for good: that is often why it was removed). Its end is not a failure.
 
 use crate::config::Config;
 use crate::logs::LogSource;
 use crate::metrics::ship::{ShipMetrics, Shipper};
-use crate::pipeline::{Acker, Pipeline, PipelineMetrics};
+use crate::pipeline::{Acker, Pipeline, PipelineMetrics, SinkId};
 use crate::server::{Health, Server};
 use crate::sinks::{self, SinkContext};
 use anyhow::Context;
@@ -40,11 +47,18 @@ const SOURCE_QUEUE_BATCHES: usize = 4;
 pub struct App {
     pub server: Server,
     pub health: Arc<Health>,
+    /// What `/metrics` serves (the reload metrics register here too).
+    pub registry: prometheus::Registry,
     source: Option<LogSource>,
     pipeline: Pipeline,
     sinks: JoinSet<()>,
     /// Sink task → sink name, for the failure report.
     sink_names: HashMap<tokio::task::Id, String>,
+    /// Running log sinks by name: their place in the pipeline and their task.
+    live: HashMap<String, (SinkId, tokio::task::AbortHandle)>,
+    /// Tasks of sinks removed by a reload, still draining: their end is not a failure.
+    retiring: HashMap<tokio::task::Id, SinkId>,
+    ctx: SinkContext,
     /// A sink task ended before shutdown (see the module doc).
     sink_died: bool,
     shipper: Option<Shipper>,
@@ -77,24 +91,21 @@ impl App {
 
         let node: Arc<str> = config.node_name.as_str().into();
         let ctx = SinkContext::new(registry.clone(), node.clone()).context("registering sink metrics")?;
-        let (acker, ack_rx) = Acker::channel();
-        let mut sink_txs = Vec::new();
+        let mut built = Vec::new();
+        for sc in config.sinks.iter().filter(|s| s.carries_logs()) {
+            built.push((sc.name().to_string(), sinks::build(sc, &ctx)?));
+        }
+        let (src_tx, src_rx) = mpsc::channel(SOURCE_QUEUE_BATCHES);
+        let has_log_sinks = !built.is_empty();
+        let metrics = PipelineMetrics::register(&registry).context("registering pipeline metrics")?;
+        // Every sink joins through the `SinkSet`, so a reload can remove any of them.
+        let (_no_shared_sinks, ack_rx) = Acker::channel();
+        let pipeline = Pipeline::start(src_rx, Vec::new(), ack_rx, Some(metrics));
         let mut sinks = JoinSet::new();
         let mut sink_names = HashMap::new();
-        for sc in config.sinks.iter().filter(|s| s.carries_logs()) {
-            let sink = sinks::build(sc, &ctx)?;
-            let (tx, rx) = mpsc::channel(SINK_QUEUE_CHUNKS);
-            sink_txs.push(tx);
-            let task = sinks.spawn(sink.run(rx, acker.clone()));
-            sink_names.insert(task.id(), sc.name().to_string());
-            tracing::info!(sink = sc.name(), "sink started");
-        }
-        drop(acker);
-
-        let (src_tx, src_rx) = mpsc::channel(SOURCE_QUEUE_BATCHES);
-        let has_log_sinks = !sink_txs.is_empty();
-        let metrics = PipelineMetrics::register(&registry).context("registering pipeline metrics")?;
-        let pipeline = Pipeline::start(src_rx, sink_txs, ack_rx, Some(metrics));
+        let mut live = HashMap::new();
+        let added = spawn_sinks(built, &pipeline, &mut sinks, &mut sink_names, &mut live);
+        pipeline.sinks.change(Vec::new(), added).await;
         let source = if has_log_sinks {
             Some(LogSource::start(
                 &config.sources.containers,
@@ -112,10 +123,14 @@ impl App {
         Ok(App {
             server,
             health,
+            registry,
             source,
             pipeline,
             sinks,
             sink_names,
+            live,
+            retiring: HashMap::new(),
+            ctx,
             sink_died: false,
             shipper,
             grace: config.shutdown.grace_period.get(),
@@ -126,16 +141,26 @@ impl App {
     /// panics) before shutdown; pending forever otherwise. Call `shutdown` next: it then skips
     /// waiting for the sinks.
     pub async fn sink_failed(&mut self) -> SinkFailed {
-        let (sinks, names, shipper) = (&mut self.sinks, &self.sink_names, &mut self.shipper);
+        let (sinks, names, shipper) = (&mut self.sinks, &mut self.sink_names, &mut self.shipper);
+        let (retiring, set) = (&mut self.retiring, &self.pipeline.sinks);
         let log_sink = async {
-            let Some(done) = sinks.join_next_with_id().await else {
-                return std::future::pending().await;
-            };
-            let (id, cause) = match done {
-                Ok((id, ())) => (id, "ended".to_string()),
-                Err(e) => (e.id(), join_error_cause(e)),
-            };
-            SinkFailed { task: format!("sink '{}'", names.get(&id).map_or("?", String::as_str)), cause }
+            loop {
+                let Some(done) = sinks.join_next_with_id().await else {
+                    return std::future::pending().await;
+                };
+                let (id, cause) = match done {
+                    Ok((id, ())) => (id, "ended".to_string()),
+                    Err(e) => (e.id(), join_error_cause(e)),
+                };
+                let name = names.remove(&id).unwrap_or_else(|| "?".into());
+                if let Some(sink) = retiring.remove(&id) {
+                    // Removed by a reload: drained (or given up on). Nothing waits for it now.
+                    set.forget(sink);
+                    tracing::info!(sink = %name, end = %cause, "removed sink stopped");
+                    continue;
+                }
+                return SinkFailed { task: format!("sink '{name}'"), cause };
+            }
         };
         let metrics = async {
             match shipper.as_mut() {
@@ -189,6 +214,73 @@ impl App {
         tokio::join!(shipped, logs);
         self.server.stop().await;
     }
+}
+
+impl App {
+    /// Applies the live part of a reload `plan` (see `crate::reload`): log sinks and globs.
+    /// Builds every new sink first; a build error changes nothing and is returned, with its
+    /// path.
+    pub async fn apply(&mut self, plan: &crate::reload::Plan, new: &Config) -> Result<(), Vec<String>> {
+        let mut built = Vec::new();
+        let mut problems = Vec::new();
+        for name in plan.added.iter().chain(&plan.changed) {
+            let (i, sc) = new.sinks.iter().enumerate().find(|(_, s)| s.name() == name).expect("planned from `new`");
+            match sinks::build(sc, &self.ctx) {
+                Ok(sink) => built.push((name.clone(), sink)),
+                Err(e) => problems.push(format!("sinks[{i}]: {e}")),
+            }
+        }
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        let mut close = Vec::new();
+        for name in plan.removed.iter().chain(&plan.changed) {
+            if let Some((id, task)) = self.live.remove(name) {
+                close.push(id);
+                self.retiring.insert(task.id(), id);
+                let grace = new.shutdown.grace_period.get();
+                let name = name.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(grace).await;
+                    if !task.is_finished() {
+                        tracing::warn!(sink = %name, ?grace, "removed sink did not drain within shutdown.grace_period; its undelivered lines are no longer awaited");
+                        task.abort();
+                    }
+                });
+            }
+        }
+        let added = spawn_sinks(built, &self.pipeline, &mut self.sinks, &mut self.sink_names, &mut self.live);
+        self.pipeline.sinks.change(close, added).await;
+        if plan.globs
+            && let Some(source) = &self.source
+        {
+            let c = &new.sources.containers;
+            // Validated: the globs compile.
+            let _ = source.set_globs(&c.include, &c.exclude);
+        }
+        self.grace = new.shutdown.grace_period.get();
+        Ok(())
+    }
+}
+
+/// Starts built log sinks on their own pipeline channels; returns what `SinkSet::change` adds.
+fn spawn_sinks(
+    built: Vec<(String, Box<dyn sinks::Sink>)>,
+    pipeline: &Pipeline,
+    tasks: &mut JoinSet<()>,
+    names: &mut HashMap<tokio::task::Id, String>,
+    live: &mut HashMap<String, (SinkId, tokio::task::AbortHandle)>,
+) -> Vec<(SinkId, mpsc::Sender<Arc<crate::pipeline::Chunk>>)> {
+    let mut added = Vec::new();
+    for (name, sink) in built {
+        let ch = pipeline.sinks.channel(SINK_QUEUE_CHUNKS);
+        let task = tasks.spawn(sink.run(ch.rx, ch.acker));
+        names.insert(task.id(), name.clone());
+        tracing::info!(sink = %name, "sink started");
+        live.insert(name, (ch.id, task));
+        added.push((ch.id, ch.tx));
+    }
+    added
 }
 
 /// How a task ended abnormally, for a log line: "panicked: <message>" or "cancelled".

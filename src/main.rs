@@ -1,10 +1,12 @@
-//! The vigil CLI: config → tracing → App::start → wait for SIGTERM/SIGINT → App::shutdown.
+//! The vigil CLI: config → tracing → App::start → wait for SIGTERM/SIGINT (reloading the config
+//! on SIGHUP or when its file changes) → App::shutdown.
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use vigil::config::{self, Config, LogFormat};
+use vigil::reload::{self, Reloader, Trigger};
 
 #[derive(Parser)]
 #[command(name = "vigil", version, about = "Kubernetes node agent: container logs and node metrics, shipped")]
@@ -51,7 +53,7 @@ fn main() -> ExitCode {
                 }
             };
             init_tracing(&cfg);
-            match run(cfg) {
+            match run(cfg, config) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!(error = format!("{e:#}"), "vigil stopped");
@@ -79,7 +81,7 @@ fn init_tracing(cfg: &Config) {
     }
 }
 
-fn run(cfg: Config) -> anyhow::Result<()> {
+fn run(cfg: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -87,13 +89,40 @@ fn run(cfg: Config) -> anyhow::Result<()> {
         .context("starting the async runtime")?;
     let result = rt.block_on(async {
         tracing::info!(version = env!("CARGO_PKG_VERSION"), node = %cfg.node_name, "vigil starting");
-        let mut app = vigil::app::App::start(cfg).await?;
-        let failed = tokio::select! {
-            signal = wait_for_signal() => {
-                signal?;
-                None
+        // Before anything starts: SIGHUP's default action would kill the process.
+        let mut signals = Signals::install()?;
+        let mut app = vigil::app::App::start(cfg.clone()).await?;
+        let mut reloader = Reloader::new(path, cfg, config::process_env, &app.registry)
+            .context("registering the config reload metrics")?;
+        let watched = reloader.path().and_then(reload::watch);
+        let (_watcher, mut changes) = match watched {
+            Some((w, rx)) => (Some(w), Some(rx)),
+            None => (None, None),
+        };
+        enum Next {
+            Stop,
+            Failed(vigil::app::SinkFailed),
+            Reload(Trigger),
+        }
+        let failed = loop {
+            let next = tokio::select! {
+                signal = signals.stop_or_hup() => match signal {
+                    Signal::Stop => Next::Stop,
+                    Signal::Hup => Next::Reload(Trigger::Sighup),
+                },
+                failed = app.sink_failed() => Next::Failed(failed),
+                Some(()) = async {
+                    match changes.as_mut() {
+                        Some(rx) => reload::changed(rx).await,
+                        None => std::future::pending().await,
+                    }
+                } => Next::Reload(Trigger::FileChanged),
+            };
+            match next {
+                Next::Stop => break None,
+                Next::Failed(f) => break Some(f),
+                Next::Reload(trigger) => reloader.reload(&mut app, trigger).await,
             }
-            failed = app.sink_failed() => Some(failed),
         };
         tracing::info!("shutting down");
         app.shutdown().await;
@@ -109,13 +138,33 @@ fn run(cfg: Config) -> anyhow::Result<()> {
     result
 }
 
-async fn wait_for_signal() -> anyhow::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+enum Signal {
+    Stop,
+    Hup,
+}
+
+/// SIGTERM, SIGINT (stop) and SIGHUP (reload), installed once.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            term: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+            int: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+            hup: signal(SignalKind::hangup()).context("installing the SIGHUP handler")?,
+        })
     }
-    Ok(())
+
+    async fn stop_or_hup(&mut self) -> Signal {
+        tokio::select! {
+            _ = self.term.recv() => Signal::Stop,
+            _ = self.int.recv() => Signal::Stop,
+            _ = self.hup.recv() => Signal::Hup,
+        }
+    }
 }

@@ -19,9 +19,9 @@ use super::tail::identity::FileId;
 use globset::{GlobBuilder, GlobMatcher, GlobSet, GlobSetBuilder};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
 
 /// A log file found by a walk.
 #[derive(Debug, Clone)]
@@ -47,6 +47,23 @@ struct Pattern {
 pub struct Globs {
     patterns: Vec<Pattern>,
     exclude: GlobSet,
+    update: GlobsUpdate,
+}
+
+/// New include/exclude globs from a config reload, waiting for the tailer's next scan
+/// (`Globs::take_update`). Swapping between walks keeps everything else the tailer holds (open
+/// files, offsets, held files): a file the new globs no longer find is treated like one that
+/// left its path (read to its end, then closed), a newly matched one is opened like a new file.
+#[derive(Clone, Default)]
+pub struct GlobsUpdate(Arc<Mutex<Option<Globs>>>);
+
+impl GlobsUpdate {
+    /// Builds the globs (validated already) and queues them for the next scan.
+    pub fn set(&self, include: &[String], exclude: &[String]) -> Result<(), globset::Error> {
+        let globs = Globs::new(include, exclude)?;
+        *self.0.lock().expect("globs update lock poisoned") = Some(globs);
+        Ok(())
+    }
 }
 
 fn has_meta(s: &str) -> bool {
@@ -90,7 +107,21 @@ impl Globs {
         for g in exclude {
             ex.add(GlobBuilder::new(g).literal_separator(true).build()?);
         }
-        Ok(Self { patterns, exclude: ex.build()? })
+        Ok(Self { patterns, exclude: ex.build()?, update: GlobsUpdate::default() })
+    }
+
+    /// The handle through which a config reload replaces these globs.
+    pub fn updates(&self) -> GlobsUpdate {
+        self.update.clone()
+    }
+
+    /// Takes the globs a reload queued, if any (the tailer calls this before each walk).
+    pub fn take_update(&mut self) {
+        let next = self.update.0.lock().expect("globs update lock poisoned").take();
+        if let Some(mut next) = next {
+            next.update = self.update.clone();
+            *self = next;
+        }
     }
 
     /// The directories to watch: each pattern's literal root.
@@ -279,6 +310,26 @@ mod tests {
         );
         assert_eq!(root_of("*.log"), PathBuf::from("."));
         assert_eq!(root_of("/a/b.log"), PathBuf::from("/a"));
+    }
+
+    #[test]
+    fn a_globs_update_applies_at_the_next_take_only() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("a.log"), b"x\n").unwrap();
+        std::fs::write(d.path().join("b.log"), b"x\n").unwrap();
+        let root = d.path().display().to_string();
+        let mut g = Globs::new(&[format!("{root}/a.log")], &[]).unwrap();
+        g.updates().set(&[format!("{root}/*.log")], &[format!("{root}/a.log")]).unwrap();
+        assert_eq!(g.walk().len(), 1);
+        assert_eq!(g.walk()[0].path, d.path().join("a.log"), "not applied before the next scan");
+        g.take_update();
+        let found = g.walk();
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].path, d.path().join("b.log"));
+        // The handle still works after a swap.
+        g.updates().set(&[format!("{root}/*.log")], &[]).unwrap();
+        g.take_update();
+        assert_eq!(g.walk().len(), 2);
     }
 
     #[test]

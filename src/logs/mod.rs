@@ -62,6 +62,7 @@ pub struct LogSource {
     checkpointer: Option<JoinHandle<()>>,
     cp_stop: Arc<CheckpointStop>,
     shared: Arc<tail::Shared>,
+    globs: discover::GlobsUpdate,
 }
 
 impl LogSource {
@@ -89,6 +90,7 @@ impl LogSource {
             last_written: Mutex::new(None),
         });
         let globs = discover::Globs::new(&config.include, &config.exclude)?;
+        let globs_update = globs.updates();
         let (wake, wake_rx) = std::sync::mpsc::sync_channel(1024);
         let watcher = discover::Watcher::new(wake.clone());
         let stop = Arc::new(tail::Stop::default());
@@ -119,7 +121,23 @@ impl LogSource {
                 .spawn(move || fail_fast("checkpoint writer", move || checkpoint_loop(&shared, &cp_stop, interval)))
                 .map_err(Error::Thread)?
         };
-        Ok(Self { stop, wake, tailer: Some(tailer), checkpointer: Some(checkpointer), cp_stop, shared })
+        Ok(Self {
+            stop,
+            wake,
+            tailer: Some(tailer),
+            checkpointer: Some(checkpointer),
+            cp_stop,
+            shared,
+            globs: globs_update,
+        })
+    }
+
+    /// Config reload: new include/exclude globs, applied at the tailer's next scan (asked for
+    /// now). Open files, offsets and held files stay.
+    pub fn set_globs(&self, include: &[String], exclude: &[String]) -> Result<(), Error> {
+        self.globs.set(include, exclude)?;
+        let _ = self.wake.try_send(discover::Wake::Rescan);
+        Ok(())
     }
 
     /// Stops reading: no new batches; the output channel closes once this returns.

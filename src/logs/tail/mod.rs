@@ -678,6 +678,7 @@ impl Tailer {
 
     /// Walks the globs: opens new files, notices rotations.
     fn rescan(&mut self) {
+        self.globs.take_update(); // config reload: new include/exclude globs (crate::reload)
         let now = Instant::now();
         self.last_rescan = now;
         self.rescan_wanted = false;
