@@ -284,3 +284,43 @@ async fn a_configmap_symlink_swap_is_reloaded_like_the_kubelet_does_it() {
     assert_eq!(got, want, "web's lines once (not re-read across the reload), api's once");
     assert_eq!(metric(addr, "vigil_config_reload_total{result=\"failure\"}"), Some(0.0));
 }
+
+/// A reload that removes a sink whose backend is down and changes another: the removed sink
+/// cannot drain, so after `shutdown.grace_period` its pending acks are no longer awaited and
+/// the lines the other sink acked commit (vigil keeps running: a removed sink's end is not a
+/// failure); the changed file sink's old instance drains and the new one takes every later
+/// line, so the two files together hold each line exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_sink_that_cannot_drain_is_given_up_and_a_changed_one_hands_over() {
+    let loki = LokiServer::start().await;
+    loki.server.set_down(true);
+    let dir = tempfile::tempdir().unwrap();
+    let (root, conf) = (dir.path().join("node"), dir.path().join("conf"));
+    std::fs::create_dir_all(&conf).unwrap();
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    write_lines(&root, "web", 0..100);
+    let with_grace = |c: String| c + "shutdown: {grace_period: 1s}\n";
+    let first = with_grace(config(&root, dir.path(), addr, "*", &(file_sink(dir.path()) + &loki_sink(&loki.url()))));
+    std::fs::write(conf.join("vigil.yaml"), first).unwrap();
+    let mut vigil = tokio::task::block_in_place(|| spawn(dir.path(), &conf.join("vigil.yaml"), addr));
+    let (out, out2) = (dir.path().join("out.jsonl"), dir.path().join("out2.jsonl"));
+    tokio::task::block_in_place(|| {
+        assert!(wait_for(WAIT, || (file_sink_lines(&out).len() == 100).then_some(())).is_some());
+    });
+    assert_eq!(metric(addr, "vigil_lines_shipped_total"), Some(0.0), "nothing commits while Loki is down");
+
+    let second =
+        with_grace(config(&root, dir.path(), addr, "*", &file_sink(dir.path()))).replace("out.jsonl", "out2.jsonl");
+    std::fs::write(conf.join("vigil.yaml"), second).unwrap();
+    tokio::task::block_in_place(|| {
+        wait_metric(&vigil, "vigil_config_reload_total{result=\"success\"}", 1.0);
+        wait_metric(&vigil, "vigil_lines_shipped_total", 100.0);
+    });
+    write_lines(&root, "web", 100..200);
+    tokio::task::block_in_place(|| wait_metric(&vigil, "vigil_lines_shipped_total", 200.0));
+    assert!(vigil.child.try_wait().unwrap().is_none(), "vigil still runs; stderr:\n{}", vigil.stderr());
+    let both = [file_sink_lines(&out), file_sink_lines(&out2)].concat();
+    assert_eq!(both, numbered(0..200), "each line once across the old and the new file sink");
+    assert!(!file_sink_lines(&out2).is_empty(), "the new file sink took the later lines");
+    assert_eq!(loki.stored_count(), 0);
+}
