@@ -328,12 +328,22 @@ pub fn watch(path: &Path) -> Option<(notify::RecommendedWatcher, mpsc::Receiver<
     Some((w, rx))
 }
 
-/// Waits for the first hint, then until `DEBOUNCE` passes without another. None when the
-/// watcher is gone.
+/// Longest wait after the first hint, for a directory that never goes quiet (e.g. vigil's own
+/// stderr redirected next to its config).
+pub const DEBOUNCE_MAX: Duration = Duration::from_secs(2);
+
+/// Waits for the first hint, then until `DEBOUNCE` passes without another (at most
+/// `DEBOUNCE_MAX`). None when the watcher is gone.
 pub async fn changed(rx: &mut mpsc::Receiver<()>) -> Option<()> {
     rx.recv().await?;
-    while let Ok(Some(())) = tokio::time::timeout(DEBOUNCE, rx.recv()).await {}
-    Some(())
+    let latest = tokio::time::Instant::now() + DEBOUNCE_MAX;
+    loop {
+        let quiet = (tokio::time::Instant::now() + DEBOUNCE).min(latest);
+        match tokio::time::timeout_at(quiet, rx.recv()).await {
+            Ok(Some(())) if tokio::time::Instant::now() < latest => continue,
+            _ => return Some(()),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -356,6 +366,24 @@ sinks:
     fn running(yaml: &str) -> Running {
         let (config, sinks) = load(yaml);
         Running { config, shipped: sinks.clone(), sinks }
+    }
+
+    /// One event waits for quiet; a directory that never goes quiet still reloads.
+    #[tokio::test]
+    async fn changes_are_debounced_but_a_stream_of_events_still_reloads() {
+        let (tx, mut rx) = mpsc::channel(1);
+        let start = tokio::time::Instant::now();
+        tx.send(()).await.unwrap();
+        assert_eq!(changed(&mut rx).await, Some(()));
+        assert!(start.elapsed() >= DEBOUNCE, "returned before the quiet time");
+        let stream = tokio::spawn(async move {
+            while tx.send(()).await.is_ok() {
+                tokio::time::sleep(DEBOUNCE / 4).await;
+            }
+        });
+        let got = tokio::time::timeout(Duration::from_secs(60), changed(&mut rx)).await;
+        assert_eq!(got, Ok(Some(())), "a never-quiet directory must not postpone the reload for ever");
+        stream.abort();
     }
 
     #[test]
