@@ -45,7 +45,14 @@ fn main() -> ExitCode {
             }
         },
         Command::Run { config } => {
-            let cfg = match Config::load(config.as_deref(), &config::process_env) {
+            // The text is kept: a reload compares the file with what runs.
+            let loaded = match &config {
+                Some(p) => std::fs::read_to_string(p)
+                    .map_err(|error| config::Error::Read { path: p.display().to_string(), error }),
+                None => Ok(config::DEFAULT_CONFIG.to_string()),
+            }
+            .and_then(|text| Ok((Config::from_yaml(&text, &config::process_env)?, text)));
+            let (cfg, text) = match loaded {
                 Ok(c) => c,
                 Err(e) => {
                     eprintln!("error: {e}");
@@ -53,7 +60,7 @@ fn main() -> ExitCode {
                 }
             };
             init_tracing(&cfg);
-            match run(cfg, config) {
+            match run(cfg, config, text) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!(error = format!("{e:#}"), "vigil stopped");
@@ -81,7 +88,7 @@ fn init_tracing(cfg: &Config) {
     }
 }
 
-fn run(cfg: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
+fn run(cfg: Config, path: Option<PathBuf>, text: String) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -92,7 +99,7 @@ fn run(cfg: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
         // Before anything starts: SIGHUP's default action would kill the process.
         let mut signals = Signals::install()?;
         let mut app = vigil::app::App::start(cfg.clone()).await?;
-        let mut reloader = Reloader::new(path, cfg, config::process_env, &app.registry)
+        let mut reloader = Reloader::new(path, text, cfg, config::process_env, &app.registry)
             .context("registering the config reload metrics")?;
         let watched = reloader.path().and_then(reload::watch);
         let (_watcher, mut changes) = match watched {

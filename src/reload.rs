@@ -206,17 +206,15 @@ pub struct Reloader {
 }
 
 impl Reloader {
-    /// `config` is what `App::start` got, loaded from `path` (None: the embedded default).
+    /// `config` is what `App::start` got, loaded from `text`, the contents of `path` (None: the
+    /// embedded default).
     pub fn new(
         path: Option<PathBuf>,
+        text: String,
         config: Config,
         env: fn(&str) -> Option<String>,
         registry: &Registry,
     ) -> prometheus::Result<Self> {
-        let text = match &path {
-            Some(p) => std::fs::read_to_string(p).unwrap_or_default(),
-            None => config::DEFAULT_CONFIG.to_string(),
-        };
         let sinks = raw_sinks(&text, &env);
         let metrics = ReloadMetrics::register(registry)?;
         Ok(Self { path, env, text, running: Running { config, shipped: sinks.clone(), sinks }, metrics })
