@@ -267,13 +267,13 @@ impl Reloader {
         }
         // The running config takes the live parts; the rest keeps its running value.
         let r = &mut self.running;
-        r.config.sinks = new.sinks.clone();
+        if !plan.needs_restart.iter().any(|(f, _)| f == "sinks") {
+            r.config.sinks = new.sinks.clone();
+            r.sinks = new_sinks;
+        }
         r.config.sources.containers.include = new.sources.containers.include.clone();
         r.config.sources.containers.exclude = new.sources.containers.exclude.clone();
         r.config.shutdown.grace_period = new.shutdown.grace_period;
-        if !plan.needs_restart.iter().any(|(f, _)| f == "sinks") {
-            r.sinks = new_sinks;
-        }
         self.metrics.total.with_label_values(&["success"]).inc();
         self.metrics.last_successful.set(1);
         self.metrics.needs_restart.set(!plan.needs_restart.is_empty() as i64);
@@ -417,6 +417,34 @@ shutdown: {grace_period: 3s}
         let fields: Vec<&str> = p.needs_restart.iter().map(|(f, _)| f.as_str()).collect();
         assert_eq!(fields, ["sources.containers.checkpoint_dir", "metrics.listen"]);
         assert!(p.added.is_empty() && p.changed.is_empty() && !p.globs);
+    }
+
+    #[test]
+    fn a_shipped_sink_changes_live_for_logs_and_needs_restart_for_metrics() {
+        let with = |host: &str| {
+            format!(
+                "sinks:\n  - {{name: es, type: elasticsearch, endpoint: 'http://{host}:9200'}}\nmetrics: {{ship: {{sinks: [es]}}}}\n"
+            )
+        };
+        let (c, s) = load(&with("b"));
+        let p = plan(&running(&with("a")), &c, &s);
+        assert_eq!(p.changed, ["es"]);
+        let fields: Vec<&str> = p.needs_restart.iter().map(|(f, _)| f.as_str()).collect();
+        assert_eq!(fields, ["sinks[name=es]"]);
+    }
+
+    #[test]
+    fn going_from_log_sinks_to_none_needs_restart_and_changes_no_sink() {
+        let none = "
+sinks:
+  - {name: rw, type: prometheus_remote_write, endpoint: 'http://127.0.0.1:9090/api/v1/write'}
+metrics: {ship: {sinks: [rw]}}
+";
+        let (c, s) = load(none);
+        let p = plan(&running(BASE), &c, &s);
+        assert!(p.added.is_empty() && p.removed.is_empty() && p.changed.is_empty());
+        assert!(p.needs_restart.iter().any(|(f, _)| f == "sinks"), "{:?}", p.needs_restart);
+        assert!(p.needs_restart.iter().any(|(f, _)| f == "metrics.ship.sinks"), "{:?}", p.needs_restart);
     }
 
     #[test]
