@@ -283,6 +283,17 @@ async fn a_configmap_symlink_swap_is_reloaded_like_the_kubelet_does_it() {
     want.sort();
     assert_eq!(got, want, "web's lines once (not re-read across the reload), api's once");
     assert_eq!(metric(addr, "vigil_config_reload_total{result=\"failure\"}"), Some(0.0));
+
+    // A second update puts checkpoint_dir back: the file and what runs agree again.
+    let third = config(&root, dir.path(), addr, "*", &file_sink(dir.path()));
+    let third_ts = "..2026_11_30_03_00_02.000000003";
+    std::fs::create_dir_all(conf.join(third_ts)).unwrap();
+    std::fs::write(conf.join(third_ts).join("vigil.yaml"), third).unwrap();
+    std::os::unix::fs::symlink(third_ts, conf.join("..data_tmp")).unwrap();
+    std::fs::rename(conf.join("..data_tmp"), conf.join("..data")).unwrap();
+    std::fs::remove_dir_all(conf.join(new_ts)).unwrap();
+    tokio::task::block_in_place(|| wait_metric(&vigil, "vigil_config_reload_total{result=\"success\"}", 2.0));
+    assert_eq!(metric(addr, "vigil_config_needs_restart"), Some(0.0));
 }
 
 /// A reload that removes a sink whose backend is down and changes another: the removed sink
