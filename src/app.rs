@@ -22,7 +22,8 @@
 //! Reload (`App::apply`, planned by `crate::reload`): new log sinks are built first (a build
 //! error changes nothing), then one `SinkSet::change` closes the removed and changed ones and
 //! adds the new ones between two chunks. A closed sink drains (its input closes; it delivers
-//! and acks what it holds) while the others go on; when its task ends it is forgotten by the
+//! and acks what it holds) while the others go on (a changed sink's new instance takes chunks
+//! at once but delivers only after the old one ended); when its task ends it is forgotten by the
 //! pipeline, and one still running after `shutdown.grace_period` is aborted and forgotten (its
 //! backend may be gone for good: that is often why it was removed). Its end is not a failure.
 
@@ -36,7 +37,7 @@ use anyhow::Context;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 /// Chunks a sink may have queued before the fan-out waits for it.
@@ -47,15 +48,15 @@ const SOURCE_QUEUE_BATCHES: usize = 4;
 pub struct App {
     pub server: Server,
     pub health: Arc<Health>,
-    /// What `/metrics` serves (the reload metrics register here too).
-    pub registry: prometheus::Registry,
+    /// The config reload series, registered (and initialised) before vigil is ready.
+    pub reload_metrics: crate::reload::ReloadMetrics,
     source: Option<LogSource>,
     pipeline: Pipeline,
     sinks: JoinSet<()>,
     /// Sink task → sink name, for the failure report.
     sink_names: HashMap<tokio::task::Id, String>,
-    /// Running log sinks by name: their place in the pipeline and their task.
-    live: HashMap<String, (SinkId, tokio::task::AbortHandle)>,
+    /// Running log sinks by name.
+    live: HashMap<String, LiveSink>,
     /// Tasks of sinks removed by a reload, still draining: their end is not a failure.
     retiring: HashMap<tokio::task::Id, SinkId>,
     ctx: SinkContext,
@@ -93,7 +94,7 @@ impl App {
         let ctx = SinkContext::new(registry.clone(), node.clone()).context("registering sink metrics")?;
         let mut built = Vec::new();
         for sc in config.sinks.iter().filter(|s| s.carries_logs()) {
-            built.push((sc.name().to_string(), sinks::build(sc, &ctx)?));
+            built.push((sc.name().to_string(), sinks::build(sc, &ctx)?, None));
         }
         let (src_tx, src_rx) = mpsc::channel(SOURCE_QUEUE_BATCHES);
         let has_log_sinks = !built.is_empty();
@@ -119,11 +120,13 @@ impl App {
             None
         };
         let shipper = start_shipper(&config, &registry, &ctx, node)?;
+        let reload_metrics =
+            crate::reload::ReloadMetrics::register(&registry).context("registering the config reload metrics")?;
         health.set_ready(true);
         Ok(App {
             server,
             health,
-            registry,
+            reload_metrics,
             source,
             pipeline,
             sinks,
@@ -225,8 +228,11 @@ impl App {
         let mut problems = Vec::new();
         for name in plan.added.iter().chain(&plan.changed) {
             let (i, sc) = new.sinks.iter().enumerate().find(|(_, s)| s.name() == name).expect("planned from `new`");
+            // A changed sink's new instance starts delivering once the old one has drained, so
+            // its backend gets the lines in order (Loki rejects a stream going back in time).
+            let after = self.live.get(name).map(|old| old.done.clone());
             match sinks::build(sc, &self.ctx) {
-                Ok(sink) => built.push((name.clone(), sink)),
+                Ok(sink) => built.push((name.clone(), sink, after)),
                 Err(e) => problems.push(format!("sinks[{i}]: {e}")),
             }
         }
@@ -235,7 +241,7 @@ impl App {
         }
         let mut close = Vec::new();
         for name in plan.removed.iter().chain(&plan.changed) {
-            if let Some((id, task)) = self.live.remove(name) {
+            if let Some(LiveSink { id, task, .. }) = self.live.remove(name) {
                 close.push(id);
                 self.retiring.insert(task.id(), id);
                 let grace = new.shutdown.grace_period.get();
@@ -263,21 +269,40 @@ impl App {
     }
 }
 
+/// A running log sink: its place in the pipeline, its task, and a channel that closes when
+/// the task ends (however it ends).
+struct LiveSink {
+    id: SinkId,
+    task: tokio::task::AbortHandle,
+    done: watch::Receiver<()>,
+}
+
+/// A built sink, by name, and the end of the instance it replaces, if any.
+type Built = (String, Box<dyn sinks::Sink>, Option<watch::Receiver<()>>);
+
 /// Starts built log sinks on their own pipeline channels; returns what `SinkSet::change` adds.
 fn spawn_sinks(
-    built: Vec<(String, Box<dyn sinks::Sink>)>,
+    built: Vec<Built>,
     pipeline: &Pipeline,
     tasks: &mut JoinSet<()>,
     names: &mut HashMap<tokio::task::Id, String>,
-    live: &mut HashMap<String, (SinkId, tokio::task::AbortHandle)>,
+    live: &mut HashMap<String, LiveSink>,
 ) -> Vec<(SinkId, mpsc::Sender<Arc<crate::pipeline::Chunk>>)> {
     let mut added = Vec::new();
-    for (name, sink) in built {
+    for (name, sink, after) in built {
         let ch = pipeline.sinks.channel(SINK_QUEUE_CHUNKS);
-        let task = tasks.spawn(sink.run(ch.rx, ch.acker));
+        let (ended, done) = watch::channel(());
+        let task = tasks.spawn(async move {
+            let _ended = ended;
+            if let Some(mut old) = after {
+                // Never sent: returns when the old instance's task is gone.
+                let _ = old.changed().await;
+            }
+            sink.run(ch.rx, ch.acker).await
+        });
         names.insert(task.id(), name.clone());
         tracing::info!(sink = %name, "sink started");
-        live.insert(name, (ch.id, task));
+        live.insert(name, LiveSink { id: ch.id, task, done });
         added.push((ch.id, ch.tx));
     }
     added

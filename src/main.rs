@@ -98,10 +98,10 @@ fn run(cfg: Config, path: Option<PathBuf>, text: String) -> anyhow::Result<()> {
         tracing::info!(version = env!("CARGO_PKG_VERSION"), node = %cfg.node_name, "vigil starting");
         // Before anything starts: SIGHUP's default action would kill the process.
         let mut signals = Signals::install()?;
+        // Before start too: a change while starting is seen (and compared with `text`) after.
+        let watched = path.as_deref().and_then(reload::watch);
         let mut app = vigil::app::App::start(cfg.clone()).await?;
-        let mut reloader = Reloader::new(path, text, cfg, config::process_env, &app.registry)
-            .context("registering the config reload metrics")?;
-        let watched = reloader.path().and_then(reload::watch);
+        let mut reloader = Reloader::new(path, text, cfg, config::process_env, app.reload_metrics.clone());
         let (_watcher, mut changes) = match watched {
             Some((w, rx)) => (Some(w), Some(rx)),
             None => (None, None),

@@ -213,11 +213,10 @@ impl Reloader {
         text: String,
         config: Config,
         env: fn(&str) -> Option<String>,
-        registry: &Registry,
-    ) -> prometheus::Result<Self> {
+        metrics: ReloadMetrics,
+    ) -> Self {
         let sinks = raw_sinks(&text, &env);
-        let metrics = ReloadMetrics::register(registry)?;
-        Ok(Self { path, env, text, running: Running { config, shipped: sinks.clone(), sinks }, metrics })
+        Self { path, env, text, running: Running { config, shipped: sinks.clone(), sinks }, metrics }
     }
 
     /// The config file (None: the embedded default, nothing to watch).
