@@ -19,6 +19,7 @@ fn schema_less(p: &Path) -> bool {
     p.file_name().is_some_and(|n| n == "kustomization.yaml")
         || p.ends_with("optional/servicemonitor.yaml")
         || p.ends_with("optional/prometheusrule.yaml")
+        || p.ends_with("optional/prometheusrule-vigil.yaml")
 }
 
 /// The renders users apply (the default and every overlay), written to files for the
