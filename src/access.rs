@@ -116,13 +116,68 @@ pub struct Error {
 pub struct Access {
     pub tls: Option<Tls>,
     pub auth: Option<Auth>,
+    pub metrics: AccessMetrics,
+}
+
+/// `vigil_server_*`: what access control refused or reloaded, created at 0. `Default` gives
+/// counters on no registry (a server started without one).
+#[derive(Clone)]
+pub struct AccessMetrics {
+    /// Requests answered 401.
+    pub unauthorized: prometheus::IntCounter,
+    /// Connections dropped because the TLS handshake failed or timed out.
+    pub handshake_failures: prometheus::IntCounter,
+    /// Certificate/key/client CA reloads after the files changed, by result.
+    pub tls_reloads_ok: prometheus::IntCounter,
+    pub tls_reloads_failed: prometheus::IntCounter,
+}
+
+impl Default for AccessMetrics {
+    fn default() -> Self {
+        Self::register(&prometheus::Registry::new()).expect("static metric definitions on an empty registry")
+    }
+}
+
+impl AccessMetrics {
+    pub fn register(r: &prometheus::Registry) -> prometheus::Result<Self> {
+        use prometheus::{IntCounter, IntCounterVec, Opts};
+        let unauthorized = IntCounter::new(
+            "vigil_server_unauthorized_requests_total",
+            "Requests to /metrics refused with 401 (metrics.auth: missing or wrong credentials).",
+        )?;
+        let handshake_failures = IntCounter::new(
+            "vigil_server_tls_handshake_failures_total",
+            "Connections closed because their TLS handshake failed or timed out (metrics.tls).",
+        )?;
+        let reloads = IntCounterVec::new(
+            Opts::new(
+                "vigil_server_tls_reloads_total",
+                "Reloads of the metrics.tls files after they changed, by result (failure: the previous \
+                 certificate is still served).",
+            ),
+            &["result"],
+        )?;
+        r.register(Box::new(unauthorized.clone()))?;
+        r.register(Box::new(handshake_failures.clone()))?;
+        r.register(Box::new(reloads.clone()))?;
+        Ok(Self {
+            unauthorized,
+            handshake_failures,
+            tls_reloads_ok: reloads.with_label_values(&["success"]),
+            tls_reloads_failed: reloads.with_label_values(&["failure"]),
+        })
+    }
 }
 
 impl Access {
     /// Reads every file now, so a missing or bad one fails before anything starts, with the
     /// field that names it.
-    pub fn new(tls: Option<&ServerTlsConfig>, auth: Option<&ServerAuthConfig>) -> Result<Self, Error> {
-        let tls = tls.map(Tls::new).transpose()?;
+    pub fn new(
+        tls: Option<&ServerTlsConfig>,
+        auth: Option<&ServerAuthConfig>,
+        metrics: AccessMetrics,
+    ) -> Result<Self, Error> {
+        let tls = tls.map(|t| Tls::new(t, metrics.clone())).transpose()?;
         let auth = match auth {
             None => None,
             Some(ServerAuthConfig { basic: Some(b), .. }) => Some(Auth::Basic {
@@ -134,7 +189,7 @@ impl Access {
             }
             Some(_) => None,
         };
-        Ok(Self { tls, auth })
+        Ok(Self { tls, auth, metrics })
     }
 
     /// Whether a request for `path` with this `Authorization` header may proceed. The probes are
@@ -250,6 +305,7 @@ fn read_secret(path: &Path) -> std::io::Result<Arc<str>> {
 pub struct Tls {
     config: ServerTlsConfig,
     state: Mutex<TlsState>,
+    metrics: AccessMetrics,
 }
 
 struct TlsState {
@@ -259,14 +315,18 @@ struct TlsState {
 }
 
 impl Tls {
-    fn new(c: &ServerTlsConfig) -> Result<Self, Error> {
+    fn new(c: &ServerTlsConfig, metrics: AccessMetrics) -> Result<Self, Error> {
         let stamps = stamps(c);
         let current = build(c).map_err(|(field, path, message)| Error {
             field: format!("metrics.tls.{field}"),
             path,
             message,
         })?;
-        Ok(Self { config: c.clone(), state: Mutex::new(TlsState { checked: Instant::now(), stamps, current }) })
+        Ok(Self {
+            config: c.clone(),
+            state: Mutex::new(TlsState { checked: Instant::now(), stamps, current }),
+            metrics,
+        })
     }
 
     /// The config for a new connection: the current one, rebuilt first if the files changed
@@ -282,10 +342,12 @@ impl Tls {
                         tracing::info!(cert_file = %self.config.cert_file.display(), "metrics.tls: files changed; serving the new certificate");
                         s.current = cfg;
                         s.stamps = now;
+                        self.metrics.tls_reloads_ok.inc();
                     }
                     // Mid-rotation (a key that does not match yet): keep serving the old pair and
                     // look again at the next check.
                     Err((field, path, error)) => {
+                        self.metrics.tls_reloads_failed.inc();
                         tracing::warn!(
                             path,
                             error,
@@ -370,7 +432,7 @@ mod tests {
             basic: Some(BasicAuthConfig { username: "prom".into(), password_file: pw.clone() }),
             bearer_token_file: None,
         };
-        let a = Access::new(None, Some(&auth)).unwrap();
+        let a = Access::new(None, Some(&auth), AccessMetrics::default()).unwrap();
         assert!(a.allows("/metrics", Some(&basic("prom", "s3cret"))));
         assert!(a.allows("/metrics", Some(b"basic cHJvbTpzM2NyZXQ=")), "the scheme is case-insensitive");
         assert!(!a.allows("/metrics", Some(&basic("prom", "wrong"))));
@@ -397,7 +459,7 @@ mod tests {
         let tok = dir.path().join("token");
         std::fs::write(&tok, "abc.def\n").unwrap();
         let auth = ServerAuthConfig { basic: None, bearer_token_file: Some(tok) };
-        let a = Access::new(None, Some(&auth)).unwrap();
+        let a = Access::new(None, Some(&auth), AccessMetrics::default()).unwrap();
         assert!(a.allows("/metrics", Some(b"Bearer abc.def")));
         assert!(a.allows("/metrics", Some(b"bearer abc.def")));
         assert!(!a.allows("/metrics", Some(b"Bearer abc.de")));
@@ -409,14 +471,14 @@ mod tests {
     #[test]
     fn a_missing_file_fails_at_start_naming_the_field() {
         let auth = ServerAuthConfig { basic: None, bearer_token_file: Some("/nonexistent/token".into()) };
-        let e = Access::new(None, Some(&auth)).err().expect("fails").to_string();
+        let e = Access::new(None, Some(&auth), AccessMetrics::default()).err().expect("fails").to_string();
         assert!(e.starts_with("metrics.auth.bearer_token_file: /nonexistent/token: cannot read it"), "{e}");
         let tls = ServerTlsConfig {
             cert_file: "/nonexistent/tls.crt".into(),
             key_file: "/nonexistent/tls.key".into(),
             client_ca_file: None,
         };
-        let e = Access::new(Some(&tls), None).err().expect("fails").to_string();
+        let e = Access::new(Some(&tls), None, AccessMetrics::default()).err().expect("fails").to_string();
         assert!(e.starts_with("metrics.tls.cert_file: /nonexistent/tls.crt: cannot read it"), "{e}");
     }
 

@@ -72,7 +72,10 @@ impl App {
             crate::metrics::node::register(&registry, &config.metrics.node).context("registering node metrics")?;
         }
         let health = Arc::new(Health::default());
-        let access = crate::access::Access::new(config.metrics.tls.as_ref(), config.metrics.auth.as_ref())?;
+        let access_metrics =
+            crate::access::AccessMetrics::register(&registry).context("registering the server's metrics")?;
+        let access =
+            crate::access::Access::new(config.metrics.tls.as_ref(), config.metrics.auth.as_ref(), access_metrics)?;
         let server =
             Server::start_with_access(&config.metrics.listen, Arc::new(access), registry.clone(), health.clone())
                 .await?;

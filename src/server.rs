@@ -104,10 +104,14 @@ impl Server {
                             match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                                 Ok(Ok(tls)) => serve(tls, svc).await,
                                 Ok(Err(error)) => {
+                                    access.metrics.handshake_failures.inc();
                                     tracing::debug!(%error, "metrics server: TLS handshake failed");
                                     Ok(())
                                 }
-                                Err(_) => Ok(()),
+                                Err(_) => {
+                                    access.metrics.handshake_failures.inc();
+                                    Ok(())
+                                }
                             }
                         }
                     };
@@ -150,6 +154,8 @@ fn guarded(access: &Access, req: &Request<Incoming>) -> Option<Response<Full<Byt
     if access.allows(req.uri().path(), auth) {
         return None;
     }
+    access.metrics.unauthorized.inc();
+    tracing::debug!(path = req.uri().path(), "metrics server: 401, missing or wrong credentials");
     Some(
         Response::builder()
             .status(StatusCode::UNAUTHORIZED)

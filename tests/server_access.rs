@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use vigil::access::{Access, BasicAuthConfig, ServerAuthConfig, ServerTlsConfig};
+use vigil::access::{Access, AccessMetrics, BasicAuthConfig, ServerAuthConfig, ServerTlsConfig};
 use vigil::server::{Health, Server};
 
 /// Runs openssl in `dir` with whitespace-separated `args`, panicking with its output on failure.
@@ -130,7 +130,8 @@ async fn tls_with_a_test_ca_and_basic_auth_wrong_password_401_right_password_200
         basic: Some(BasicAuthConfig { username: "prometheus".into(), password_file }),
         ..Default::default()
     };
-    let r = start(Access::new(Some(&tls(d, "server1", None)), Some(&auth)).unwrap()).await;
+    let m = AccessMetrics::default();
+    let r = start(Access::new(Some(&tls(d, "server1", None)), Some(&auth), m.clone()).unwrap()).await;
     let c = client(d, "ca1", None);
     let metrics = format!("{}/metrics", r.base);
 
@@ -144,6 +145,7 @@ async fn tls_with_a_test_ca_and_basic_auth_wrong_password_401_right_password_200
     let (status, _, body) = get(c.get(&metrics).basic_auth("prometheus", Some("correct horse"))).await.unwrap();
     assert_eq!(status, 200);
     assert!(body.contains("vigil_test_total 1"), "{body}");
+    assert_eq!(m.unauthorized.get(), 3, "each 401 is counted");
 
     // The kubelet's probes carry no credentials.
     for probe in ["/healthz", "/readyz"] {
@@ -163,7 +165,7 @@ async fn bearer_token_file_right_token_200_wrong_401() {
     let dir = tempfile::tempdir().unwrap();
     let token = write_secret(dir.path(), "token", "t0ken-value\n");
     let auth = ServerAuthConfig { bearer_token_file: Some(token.clone()), ..Default::default() };
-    let r = start(Access::new(None, Some(&auth)).unwrap()).await;
+    let r = start(Access::new(None, Some(&auth), AccessMetrics::default()).unwrap()).await;
     let c = reqwest::Client::new();
     let metrics = format!("{}/metrics", r.base);
     let (status, challenge, _) = get(c.get(&metrics).bearer_auth("nope")).await.unwrap();
@@ -182,10 +184,12 @@ async fn bearer_token_file_right_token_200_wrong_401() {
 async fn client_ca_rejects_a_client_without_a_certificate_or_with_one_from_another_ca() {
     let pki = pki();
     let d = pki.path();
-    let r = start(Access::new(Some(&tls(d, "server1", Some("ca1"))), None).unwrap()).await;
+    let m = AccessMetrics::default();
+    let r = start(Access::new(Some(&tls(d, "server1", Some("ca1"))), None, m.clone()).unwrap()).await;
     let metrics = format!("{}/metrics", r.base);
     assert!(get(client(d, "ca1", None).get(&metrics)).await.is_err(), "no client certificate");
     assert!(get(client(d, "ca1", Some("client2")).get(&metrics)).await.is_err(), "signed by another CA");
+    assert!(m.handshake_failures.get() >= 2, "refused handshakes are counted");
     let (status, _, body) = get(client(d, "ca1", Some("client1")).get(&metrics)).await.unwrap();
     assert_eq!(status, 200);
     assert!(body.contains("vigil_test_total"), "{body}");
@@ -202,7 +206,8 @@ async fn rotated_certificate_files_are_served_without_a_restart() {
     std::fs::copy(d.join("server1.pem"), live.join("tls.crt")).unwrap();
     std::fs::copy(d.join("server1.key"), live.join("tls.key")).unwrap();
     let cfg = ServerTlsConfig { cert_file: live.join("tls.crt"), key_file: live.join("tls.key"), client_ca_file: None };
-    let r = start(Access::new(Some(&cfg), None).unwrap()).await;
+    let m = AccessMetrics::default();
+    let r = start(Access::new(Some(&cfg), None, m.clone()).unwrap()).await;
     let healthz = format!("{}/healthz", r.base);
     assert_eq!(get(client(d, "ca1", None).get(&healthz)).await.unwrap().0, 200);
     assert!(get(client(d, "ca2", None).get(&healthz)).await.is_err(), "the ca2 certificate is not served yet");
@@ -223,6 +228,7 @@ async fn rotated_certificate_files_are_served_without_a_restart() {
     }
     // And the old one is no longer served.
     assert!(get(client(d, "ca1", None).get(&healthz)).await.is_err());
+    assert!(m.tls_reloads_ok.get() >= 1);
     r.server.stop().await;
 }
 
