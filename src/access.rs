@@ -123,7 +123,7 @@ pub struct Access {
 /// counters on no registry (a server started without one).
 #[derive(Clone)]
 pub struct AccessMetrics {
-    /// Requests answered 401.
+    /// Requests answered 401 (credentials) or 403 (no client certificate).
     pub unauthorized: prometheus::IntCounter,
     /// Connections dropped because the TLS handshake failed or timed out.
     pub handshake_failures: prometheus::IntCounter,
@@ -143,7 +143,8 @@ impl AccessMetrics {
         use prometheus::{IntCounter, IntCounterVec, Opts};
         let unauthorized = IntCounter::new(
             "vigil_server_unauthorized_requests_total",
-            "Requests to /metrics refused with 401 (metrics.auth: missing or wrong credentials).",
+            "Requests refused: 401, missing or wrong credentials (metrics.auth); 403, no client certificate \
+             (metrics.tls.client_ca_file).",
         )?;
         let handshake_failures = IntCounter::new(
             "vigil_server_tls_handshake_failures_total",
@@ -200,6 +201,15 @@ impl Access {
             Some(_) if path == "/healthz" || path == "/readyz" => true,
             Some(a) => a.check(authorization),
         }
+    }
+
+    /// Whether a request for `path` on a connection that did (`client_cert`) or did not present
+    /// a verified client certificate may proceed: with `client_ca_file`, every path but the
+    /// probes needs one (the handshake accepts a client without a certificate so the kubelet's
+    /// probes, which send none, keep working; a certificate that is presented must verify).
+    pub fn client_cert_ok(&self, path: &str, client_cert: bool) -> bool {
+        let required = self.tls.as_ref().is_some_and(|t| t.config.client_ca_file.is_some());
+        !required || client_cert || path == "/healthz" || path == "/readyz"
     }
 
     /// The `WWW-Authenticate` challenge of a 401.
@@ -401,7 +411,10 @@ fn build(c: &ServerTlsConfig) -> Result<Arc<rustls::ServerConfig>, (&'static str
             for cert in certs("client_ca_file", ca)? {
                 roots.add(cert).map_err(|e| ("client_ca_file", shown(ca), format!("not a usable CA ({e})")))?;
             }
+            // Clients without a certificate get through the handshake (the kubelet's probes send
+            // none) and `Access::client_cert_ok` refuses them everything but the probes.
             let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .allow_unauthenticated()
                 .build()
                 .map_err(|e| ("client_ca_file", shown(ca), e.to_string()))?;
             builder.with_client_cert_verifier(verifier)

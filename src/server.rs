@@ -86,23 +86,30 @@ impl Server {
                 tokio::spawn(async move {
                     let tls = access.tls.as_ref().map(|t| tokio_rustls::TlsAcceptor::from(t.current()));
                     let guard = access.clone();
-                    let svc = service_fn(move |req| {
-                        let (registry, health) = (registry.clone(), health.clone());
-                        let denied = guarded(&guard, &req);
-                        async move {
-                            match denied {
-                                Some(r) => Ok(r),
-                                None => handle(req, registry, health).await,
+                    // `client_cert`: the client presented a certificate the client CA verified.
+                    let svc = move |client_cert: bool| {
+                        let guard = guard.clone();
+                        service_fn(move |req| {
+                            let (registry, health) = (registry.clone(), health.clone());
+                            let denied = guarded(&guard, &req, client_cert);
+                            async move {
+                                match denied {
+                                    Some(r) => Ok(r),
+                                    None => handle(req, registry, health).await,
+                                }
                             }
-                        }
-                    });
+                        })
+                    };
                     let result = match tls {
-                        None => serve(stream, svc).await,
+                        None => serve(stream, svc(false)).await,
                         // A client that never finishes its handshake is dropped like one that
                         // never sends its headers.
                         Some(acceptor) => {
                             match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                                Ok(Ok(tls)) => serve(tls, svc).await,
+                                Ok(Ok(tls)) => {
+                                    let client_cert = tls.get_ref().1.peer_certificates().is_some();
+                                    serve(tls, svc(client_cert)).await
+                                }
                                 Ok(Err(error)) => {
                                     access.metrics.handshake_failures.inc();
                                     tracing::debug!(%error, "metrics server: TLS handshake failed");
@@ -148,8 +155,21 @@ where
         .await
 }
 
-/// The 401 for a request `metrics.auth` refuses (`None`: let it through).
-fn guarded(access: &Access, req: &Request<Incoming>) -> Option<Response<Full<Bytes>>> {
+/// The 403 for a request without the client certificate `metrics.tls.client_ca_file` asks
+/// for, the 401 for one `metrics.auth` refuses (`None`: let it through).
+fn guarded(access: &Access, req: &Request<Incoming>, client_cert: bool) -> Option<Response<Full<Bytes>>> {
+    if !access.client_cert_ok(req.uri().path(), client_cert) {
+        access.metrics.unauthorized.inc();
+        return Some(
+            Response::builder()
+                .status(StatusCode::FORBIDDEN)
+                .header("content-type", "text/plain; charset=utf-8")
+                .body(Full::new(Bytes::from_static(
+                    b"a client certificate signed by metrics.tls.client_ca_file is required\n",
+                )))
+                .expect("static response is valid"),
+        );
+    }
     let auth = req.headers().get(hyper::header::AUTHORIZATION).map(|v| v.as_bytes());
     if access.allows(req.uri().path(), auth) {
         return None;

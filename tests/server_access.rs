@@ -181,15 +181,22 @@ async fn bearer_token_file_right_token_200_wrong_401() {
 }
 
 #[tokio::test]
-async fn client_ca_rejects_a_client_without_a_certificate_or_with_one_from_another_ca() {
+async fn client_ca_rejects_an_unsigned_client_and_requires_a_certificate_for_metrics_not_probes() {
     let pki = pki();
     let d = pki.path();
     let m = AccessMetrics::default();
     let r = start(Access::new(Some(&tls(d, "server1", Some("ca1"))), None, m.clone()).unwrap()).await;
     let metrics = format!("{}/metrics", r.base);
-    assert!(get(client(d, "ca1", None).get(&metrics)).await.is_err(), "no client certificate");
-    assert!(get(client(d, "ca1", Some("client2")).get(&metrics)).await.is_err(), "signed by another CA");
-    assert!(m.handshake_failures.get() >= 2, "refused handshakes are counted");
+    let (status, _, body) = get(client(d, "ca1", None).get(&metrics)).await.unwrap();
+    assert_eq!(status, 403, "no client certificate: {body}");
+    assert_eq!(m.unauthorized.get(), 1);
+    // The kubelet's probes send no certificate and stay open.
+    for probe in ["/healthz", "/readyz"] {
+        assert_eq!(get(client(d, "ca1", None).get(format!("{}{probe}", r.base))).await.unwrap().0, 200, "{probe}");
+    }
+    let e = get(client(d, "ca1", Some("client2")).get(&metrics)).await.unwrap_err();
+    assert!(e.to_lowercase().contains("certificate") || e.contains("alert"), "signed by another CA: {e}");
+    assert!(m.handshake_failures.get() >= 1, "refused handshakes are counted");
     let (status, _, body) = get(client(d, "ca1", Some("client1")).get(&metrics)).await.unwrap();
     assert_eq!(status, 200);
     assert!(body.contains("vigil_test_total"), "{body}");
