@@ -234,14 +234,14 @@ impl Auth {
         let (scheme, creds) = (&h[..sp], h[sp + 1..].trim_ascii());
         match self {
             Auth::Bearer(file) => {
-                let Some(token) = file.current() else { return false };
+                let token = file.current();
                 scheme.eq_ignore_ascii_case(b"bearer") && ct_eq(creds, token.as_bytes())
             }
             Auth::Basic { username, password } => {
                 if !scheme.eq_ignore_ascii_case(b"basic") {
                     return false;
                 }
-                let Some(password) = password.current() else { return false };
+                let password = password.current();
                 use base64::Engine;
                 let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(creds) else { return false };
                 let Some(colon) = decoded.iter().position(|b| *b == b':') else { return false };
@@ -285,7 +285,7 @@ impl SecretFile {
         Ok(Self { field, path: path.to_path_buf(), state: Mutex::new((st, value)) })
     }
 
-    fn current(&self) -> Option<Arc<str>> {
+    fn current(&self) -> Arc<str> {
         let mut state = self.state.lock().expect("secret file lock poisoned");
         if let Ok(st) = stamp(&self.path) {
             if st != state.0 {
@@ -298,7 +298,7 @@ impl SecretFile {
                 }
             }
         }
-        Some(state.1.clone())
+        state.1.clone()
     }
 }
 
