@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # vigil's whole test suite, from a fresh Debian 12 machine with Rust: installs the real tools the
 # tests compare against (Prometheus, promtool, node_exporter, yamllint, kubernetes-validate,
-# hadolint), then runs fmt, clippy and every test.
+# hadolint, openssl), then runs fmt, clippy and every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,6 +11,8 @@ missing=()
 command -v prometheus >/dev/null || missing+=(prometheus)
 command -v prometheus-node-exporter >/dev/null || missing+=(prometheus-node-exporter)
 command -v yamllint >/dev/null || missing+=(yamllint)
+# tests/server_access.rs makes its CA and certificates with the openssl CLI.
+command -v openssl >/dev/null || missing+=(openssl)
 # A private D-Bus system bus and a stand-in systemd for the systemd collector (tests/node_systemd.rs).
 command -v dbus-daemon >/dev/null || missing+=(dbus-daemon)
 /usr/bin/python3 -c 'import dbus' 2>/dev/null || missing+=(python3-dbus)

@@ -87,7 +87,13 @@ impl App {
             crate::metrics::node::register(&registry, &config.metrics.node).context("registering node metrics")?;
         }
         let health = Arc::new(Health::default());
-        let server = Server::start(&config.metrics.listen, registry.clone(), health.clone()).await?;
+        let access_metrics =
+            crate::access::AccessMetrics::register(&registry).context("registering the server's metrics")?;
+        let access =
+            crate::access::Access::new(config.metrics.tls.as_ref(), config.metrics.auth.as_ref(), access_metrics)?;
+        let server =
+            Server::start_with_access(&config.metrics.listen, Arc::new(access), registry.clone(), health.clone())
+                .await?;
         tracing::info!(addr = %server.local_addr, "serving /metrics, /healthz, /readyz");
 
         let node: Arc<str> = config.node_name.as_str().into();

@@ -6,6 +6,7 @@
 //!
 //! `app` wires both from a `config::Config`; `main.rs` is the CLI.
 
+pub mod access;
 pub mod app;
 pub mod config;
 pub mod event;

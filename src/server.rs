@@ -4,6 +4,7 @@
 //! log pipeline but atomics, so a wedged sink or a slow disk never delays a scrape. Node
 //! collectors bound their own slow calls (statfs) with timeouts.
 
+use crate::access::Access;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -51,6 +52,16 @@ pub struct Server {
 impl Server {
     /// Binds now (so a taken port fails before anything else starts), then serves in a task.
     pub async fn start(listen: &str, registry: Registry, health: Arc<Health>) -> Result<Self, BindError> {
+        Self::start_with_access(listen, Arc::new(Access::default()), registry, health).await
+    }
+
+    /// `start` with TLS and authentication (`metrics.tls`, `metrics.auth`; see `crate::access`).
+    pub async fn start_with_access(
+        listen: &str,
+        access: Arc<Access>,
+        registry: Registry,
+        health: Arc<Health>,
+    ) -> Result<Self, BindError> {
         let listener =
             TcpListener::bind(listen).await.map_err(|error| BindError { addr: listen.to_string(), error })?;
         let local_addr = listener.local_addr().map_err(|error| BindError { addr: listen.to_string(), error })?;
@@ -71,15 +82,47 @@ impl Server {
                 };
                 let registry = registry.clone();
                 let health = health.clone();
+                let access = access.clone();
                 tokio::spawn(async move {
-                    let svc = service_fn(move |req| handle(req, registry.clone(), health.clone()));
-                    // header_read_timeout needs a timer: without one hyper panics on every
-                    // connection ("timeout `header_read_timeout` set, but no timer set").
-                    let conn = hyper::server::conn::http1::Builder::new()
-                        .timer(hyper_util::rt::TokioTimer::new())
-                        .header_read_timeout(std::time::Duration::from_secs(10))
-                        .serve_connection(TokioIo::new(stream), svc);
-                    if let Err(error) = conn.await {
+                    let tls = access.tls.as_ref().map(|t| tokio_rustls::TlsAcceptor::from(t.current()));
+                    let guard = access.clone();
+                    // `client_cert`: the client presented a certificate the client CA verified.
+                    let svc = move |client_cert: bool| {
+                        let guard = guard.clone();
+                        service_fn(move |req| {
+                            let (registry, health) = (registry.clone(), health.clone());
+                            let denied = guarded(&guard, &req, client_cert);
+                            async move {
+                                match denied {
+                                    Some(r) => Ok(r),
+                                    None => handle(req, registry, health).await,
+                                }
+                            }
+                        })
+                    };
+                    let result = match tls {
+                        None => serve(stream, svc(false)).await,
+                        // A client that never finishes its handshake is dropped like one that
+                        // never sends its headers.
+                        Some(acceptor) => {
+                            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                                Ok(Ok(tls)) => {
+                                    let client_cert = tls.get_ref().1.peer_certificates().is_some();
+                                    serve(tls, svc(client_cert)).await
+                                }
+                                Ok(Err(error)) => {
+                                    access.metrics.handshake_failures.inc();
+                                    tracing::debug!(%error, "metrics server: TLS handshake failed");
+                                    Ok(())
+                                }
+                                Err(_) => {
+                                    access.metrics.handshake_failures.inc();
+                                    Ok(())
+                                }
+                            }
+                        }
+                    };
+                    if let Err(error) = result {
                         tracing::debug!(%error, "metrics server: connection error");
                     }
                 });
@@ -92,6 +135,55 @@ impl Server {
         let _ = self.stop.send(true);
         let _ = self.task.await;
     }
+}
+
+const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// One HTTP/1 connection over plain TCP or TLS.
+async fn serve<I, S>(io: I, svc: S) -> Result<(), hyper::Error>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    S: hyper::service::HttpService<Incoming, ResBody = Full<Bytes>>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    // header_read_timeout needs a timer: without one hyper panics on every
+    // connection ("timeout `header_read_timeout` set, but no timer set").
+    hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(std::time::Duration::from_secs(10))
+        .serve_connection(TokioIo::new(io), svc)
+        .await
+}
+
+/// The 403 for a request without the client certificate `metrics.tls.client_ca_file` asks
+/// for, the 401 for one `metrics.auth` refuses (`None`: let it through).
+fn guarded(access: &Access, req: &Request<Incoming>, client_cert: bool) -> Option<Response<Full<Bytes>>> {
+    if !access.client_cert_ok(req.uri().path(), client_cert) {
+        access.metrics.unauthorized.inc();
+        return Some(
+            Response::builder()
+                .status(StatusCode::FORBIDDEN)
+                .header("content-type", "text/plain; charset=utf-8")
+                .body(Full::new(Bytes::from_static(
+                    b"a client certificate signed by metrics.tls.client_ca_file is required\n",
+                )))
+                .expect("static response is valid"),
+        );
+    }
+    let auth = req.headers().get(hyper::header::AUTHORIZATION).map(|v| v.as_bytes());
+    if access.allows(req.uri().path(), auth) {
+        return None;
+    }
+    access.metrics.unauthorized.inc();
+    tracing::debug!(path = req.uri().path(), "metrics server: 401, missing or wrong credentials");
+    Some(
+        Response::builder()
+            .status(StatusCode::UNAUTHORIZED)
+            .header(hyper::header::WWW_AUTHENTICATE, access.challenge())
+            .header("content-type", "text/plain; charset=utf-8")
+            .body(Full::new(Bytes::from_static(b"unauthorized; see metrics.auth\n")))
+            .expect("static response is valid"),
+    )
 }
 
 async fn handle(

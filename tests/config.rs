@@ -76,7 +76,9 @@ fn empty_node_name_means_the_host_name() {
 fn unknown_key_names_its_path() {
     let e = one_error("metrics:\n  listen: 0.0.0.0:9102\n  lisen: x\n");
     assert!(
-        e.starts_with("metrics.lisen: unknown field `lisen`, expected one of `listen`, `node`, `ship` at line 3"),
+        e.starts_with(
+            "metrics.lisen: unknown field `lisen`, expected one of `listen`, `node`, `ship`, `tls`, `auth` at line 3"
+        ),
         "{e}"
     );
     let e = one_error("sinks:\n  - name: a\n    type: file\n    path: /tmp/x\n    colour: red\n");

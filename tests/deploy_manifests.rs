@@ -13,12 +13,16 @@ use std::path::{Path, PathBuf};
 const KUBERNETES_VERSIONS: &[&str] = &["1.33.0", "1.34.0", "1.35.0", "1.36.0", "1.37.0"];
 
 /// Files that are not Kubernetes API objects with a schema kubernetes-validate has: kustomize's
-/// own files and the Prometheus Operator's CRDs (no schema offline: the ServiceMonitor is
-/// checked by hand below, the PrometheusRule's structure and rules in deploy_rules.rs).
+/// own files, the Prometheus Operator's CRDs (no schema offline: the ServiceMonitor is
+/// checked by hand below, the PrometheusRule's structure and rules in deploy_rules.rs), and
+/// patches that are only part of an object (validated in their render).
 fn schema_less(p: &Path) -> bool {
     p.file_name().is_some_and(|n| n == "kustomization.yaml")
         || p.ends_with("optional/servicemonitor.yaml")
         || p.ends_with("optional/prometheusrule.yaml")
+        || p.ends_with("optional/prometheusrule-vigil.yaml")
+        || p.ends_with("optional/servicemonitor-tls.yaml")
+        || p.ends_with("overlays/metrics-tls/daemonset.yaml")
 }
 
 /// The renders users apply (the default and every overlay), written to files for the
@@ -83,6 +87,47 @@ fn the_prometheus_operator_servicemonitor_matches_the_service() {
     for r in ep["relabelings"].as_array().expect("relabelings") {
         assert_eq!(r["sourceLabels"][0], "__meta_kubernetes_pod_node_name", "relabeling {r}");
     }
+}
+
+/// optional/servicemonitor-tls.yaml with overlays/metrics-tls: the plain ServiceMonitor plus
+/// HTTPS, the CA and basic auth from the Secrets the overlay's pods mount, and the user its
+/// config asks for.
+#[test]
+fn the_tls_servicemonitor_scrapes_the_metrics_tls_overlay_with_its_secrets() {
+    let plain = &yaml_file(&root().join("manifests/optional/servicemonitor.yaml"))[0];
+    let sm = &yaml_file(&root().join("manifests/optional/servicemonitor-tls.yaml"))[0];
+    let objs = kustomize(&root().join("manifests/overlays/metrics-tls")).expect("render");
+    // Same object as the plain one but for the endpoint's scheme, TLS and auth.
+    let mut stripped = sm.clone();
+    let ep = stripped["spec"]["endpoints"][0].as_object_mut().expect("endpoint");
+    for k in ["tlsConfig", "basicAuth"] {
+        ep.remove(k).unwrap_or_else(|| panic!("no {k}"));
+    }
+    assert_eq!(ep.insert("scheme".into(), "http".into()), Some("https".into()));
+    assert_eq!(&stripped, plain, "servicemonitor-tls.yaml drifted from servicemonitor.yaml");
+
+    let ep = &sm["spec"]["endpoints"][0];
+    let pod = &the(&objs, "DaemonSet")["spec"]["template"]["spec"];
+    let secrets: Vec<String> = pod["volumes"]
+        .as_array()
+        .expect("volumes")
+        .iter()
+        .filter_map(|v| v["secret"]["secretName"].as_str())
+        .map(String::from)
+        .collect();
+    let ca = &ep["tlsConfig"]["ca"]["secret"];
+    assert!(secrets.contains(&str_at(ca, &["name"])), "the CA's Secret {ca} is not the one the pods use: {secrets:?}");
+    assert_eq!(ca["key"], "ca.crt", "cert-manager's key for the CA");
+    assert!(!str_at(ep, &["tlsConfig", "serverName"]).is_empty(), "pod IPs are not in the certificate: set serverName");
+    assert!(ep["tlsConfig"].get("insecureSkipVerify").is_none());
+    let auth = &ep["basicAuth"];
+    assert_eq!(auth["username"]["name"], auth["password"]["name"]);
+    assert!(secrets.contains(&str_at(auth, &["password", "name"])), "{auth}");
+    let config = str_at(the(&objs, "ConfigMap"), &["data", "vigil.yaml"]);
+    let effective = vigil_validate(&config, &[("NODE_NAME", "node-a")]).expect("valid config");
+    assert_eq!(effective["metrics"]["auth"]["basic"]["username"], "prometheus");
+    assert!(effective["metrics"]["tls"]["cert_file"].is_string());
+    assert_eq!(the(&objs, "Service")["metadata"]["annotations"]["prometheus.io/scheme"], "https");
 }
 
 #[test]
@@ -200,6 +245,8 @@ fn the_configmap_configs_pass_vigil_validate_and_overlays_differ_only_in_sinks()
         o.remove("sinks");
         o["sources"]["containers"].as_object_mut().expect("containers").remove("exclude");
         o["metrics"]["ship"].as_object_mut().expect("metrics.ship").remove("sinks");
+        // overlays/metrics-tls adds TLS and authentication (checked against the pod below).
+        o["metrics"].as_object_mut().expect("metrics").retain(|k, _| k != "tls" && k != "auth");
         v
     };
     let base = &all[0];
@@ -215,6 +262,7 @@ fn the_configmap_configs_pass_vigil_validate_and_overlays_differ_only_in_sinks()
         ("manifests", vec!["stdout"]),
         ("manifests-overlays-elasticsearch", vec!["elasticsearch"]),
         ("manifests-overlays-loki", vec!["loki"]),
+        ("manifests-overlays-metrics-tls", vec!["stdout"]),
         ("manifests-overlays-otlp", vec!["otlp"]),
         ("manifests-overlays-remote-write", vec!["stdout", "prometheus_remote_write"]),
     ]);
@@ -294,6 +342,9 @@ fn the_daemonset_matches_its_config_and_the_binary() {
         {
             let get = &c[probe]["httpGet"];
             assert_eq!(get["path"], path, "{n}: {probe}");
+            // With metrics.tls the server speaks only HTTPS: an HTTP probe would fail forever.
+            let scheme = if cfg["metrics"]["tls"].is_object() { "HTTPS" } else { "HTTP" };
+            assert_eq!(get["scheme"].as_str().unwrap_or("HTTP"), scheme, "{n}: {probe} scheme");
             assert!(get["port"] == "metrics" || get["port"] == port, "{n}: {probe} port {}", get["port"]);
         }
         let svc = the(&d.objs, "Service");
@@ -333,6 +384,24 @@ fn the_daemonset_matches_its_config_and_the_binary() {
         let cm_vol = volume(&cm_mount["name"]);
         assert_eq!(str_at(cm_vol, &["configMap", "name"]), str_at(the(&d.objs, "ConfigMap"), &["metadata", "name"]));
         assert_eq!(config_path.file_name().expect("file").to_str(), Some("vigil.yaml"), "{n}: ConfigMap key");
+
+        // metrics.tls and metrics.auth files: each in a read-only Secret volume holding that key.
+        let access_files = [
+            &cfg["metrics"]["tls"]["cert_file"],
+            &cfg["metrics"]["tls"]["key_file"],
+            &cfg["metrics"]["tls"]["client_ca_file"],
+            &cfg["metrics"]["auth"]["basic"]["password_file"],
+            &cfg["metrics"]["auth"]["bearer_token_file"],
+        ];
+        for file in access_files.into_iter().filter_map(Value::as_str) {
+            let (dir, key) = file.rsplit_once('/').expect("absolute path");
+            let m = mount_at(dir).unwrap_or_else(|| panic!("{n}: nothing mounted at {dir} for {file}"));
+            assert_eq!(m["readOnly"], true, "{n}: {file}");
+            let secret = &volume(&m["name"])["secret"];
+            assert!(secret["secretName"].is_string(), "{n}: {file} is not in a Secret volume");
+            let items = secret["items"].as_array();
+            assert!(items.is_none_or(|i| i.iter().any(|i| i["path"] == key)), "{n}: the Secret volume lacks {key}");
+        }
 
         // Host paths: every mount of a hostPath volume sits at the node's own path (so the
         // kubelet's symlinks and event `file` fields stay node paths), except the node's /.

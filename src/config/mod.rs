@@ -71,11 +71,25 @@ pub struct MetricsConfig {
     /// Pushing the same metrics to sinks (Prometheus remote write, Elasticsearch). Default: off.
     #[serde(default)]
     pub ship: ShipConfig,
+    /// Serve over HTTPS: `{cert_file, key_file, client_ca_file}`, files re-read when they
+    /// change. Default off (plain HTTP). See README "Protecting /metrics".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<crate::access::ServerTlsConfig>,
+    /// Require credentials on `/metrics`: `{basic: {username, password_file}}` or
+    /// `{bearer_token_file}`. `/healthz` and `/readyz` stay open. Default off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<crate::access::ServerAuthConfig>,
 }
 
 impl Default for MetricsConfig {
     fn default() -> Self {
-        Self { listen: default_listen(), node: NodeMetricsConfig::default(), ship: ShipConfig::default() }
+        Self {
+            listen: default_listen(),
+            node: NodeMetricsConfig::default(),
+            ship: ShipConfig::default(),
+            tls: None,
+            auth: None,
+        }
     }
 }
 
@@ -229,6 +243,12 @@ impl Config {
         }
         self.sources.containers.validate("sources.containers", &mut p);
         self.metrics.node.validate("metrics.node", &mut p);
+        if let Some(t) = &self.metrics.tls {
+            t.validate("metrics.tls", &mut p);
+        }
+        if let Some(a) = &self.metrics.auth {
+            a.validate("metrics.auth", &mut p);
+        }
         if self.sinks.is_empty() {
             p.push("sinks", "no sink configured; add at least one, e.g. {name: stdout, type: stdout}");
         }

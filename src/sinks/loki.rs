@@ -302,7 +302,7 @@ impl LokiSink {
 
     pub fn new(c: &LokiConfig, ctx: &SinkContext) -> Result<Self, super::Error> {
         let err = |message: String| super::Error::Build { name: c.name.clone(), message };
-        let metrics = ctx.sink_metrics(&c.name);
+        let metrics = ctx.sink_metrics(&c.name).with_rejection_reasons(&REJECT_REASONS);
         let url = http::endpoint_with_path(&c.endpoint, "/loki/api/v1/push").map_err(err)?;
         let client = HttpClient::new(&c.http(), metrics.clone()).map_err(|e| err(e.to_string()))?;
         let tenant = match c.tenant_id.expose() {
@@ -653,6 +653,18 @@ fn total_ignored(body: &str) -> Option<u64> {
 
 /// The rejection reason of a Loki 4xx, from its status and error text (bounded set: it is a
 /// metric label).
+/// Every `reject_reason`, created at 0 when the sink starts.
+const REJECT_REASONS: [&str; 8] = [
+    "too_large",
+    "line_too_long",
+    "too_old",
+    "out_of_order",
+    "too_new",
+    "invalid_labels",
+    "bad_request",
+    "client_error",
+];
+
 fn reject_reason(status: u16, body: &str) -> &'static str {
     let b = body.to_ascii_lowercase();
     match status {
@@ -690,6 +702,17 @@ impl Deliver for LokiInner {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn every_reject_reason_is_created_at_start() {
+        let bodies = ["", "line too long", "entry too old", "out of order", "too far in future", "bad label"];
+        for status in [400, 401, 413, 422] {
+            for b in bodies {
+                let r = super::reject_reason(status, b);
+                assert!(super::REJECT_REASONS.contains(&r), "{r} ({status}, {b})");
+            }
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -261,6 +261,16 @@ impl SinkMetrics {
         self.healthy.set(1);
     }
 
+    /// Creates this sink's `vigil_sink_events_rejected_total{reason}` series at 0 for the reasons
+    /// it knows at start, so a first rejection is a visible increase (`rate()` alerts fire on
+    /// it) and dashboards show 0 rather than "No data" (Prometheus' instrumentation guidelines).
+    pub fn with_rejection_reasons(self, reasons: &[&str]) -> Self {
+        for reason in reasons {
+            self.rejected.with_label_values(&[self.name.as_ref(), reason]);
+        }
+        self
+    }
+
     /// Counts `n` events rejected for `reason` and logs it, at most once per reason every 10 s,
     /// with one sample (the backend's error text, which the caller keeps short).
     pub fn rejected(&self, reason: &str, n: u64, sample: &str) {

@@ -21,7 +21,7 @@ pub struct StdoutSink {
 
 impl StdoutSink {
     pub fn build(c: &StdoutConfig, ctx: &SinkContext) -> Result<Box<dyn Sink>, super::Error> {
-        Ok(Box::new(StdoutSink { metrics: ctx.sink_metrics(&c.name) }))
+        Ok(Box::new(StdoutSink { metrics: ctx.sink_metrics(&c.name).with_rejection_reasons(&["stdout_write_failed"]) }))
     }
 }
 

@@ -173,15 +173,30 @@ pub fn kustomize(dir: &Path) -> Result<Vec<Value>, String> {
     Ok(out)
 }
 
-/// Strategic merge of a patch made of maps and scalars only: maps merge key by key, scalars
-/// replace, null deletes. A list in the patch is refused (its merge depends on per-field
+/// Strategic merge of a patch made of maps and scalars: maps merge key by key, scalars
+/// replace, null deletes. Lists of maps keyed by `name` (containers, volumes, volumeMounts, env:
+/// the fields whose patch merge key is `name`) merge item by item, new items first, as
+/// kubectl kustomize does; any other list in the patch is refused (its merge depends on per-field
 /// patch strategies this renderer does not know).
 fn merge(target: &mut Value, patch: &Value) -> Result<(), String> {
+    let named = |v: &Value| v.as_array().is_some_and(|a| a.iter().all(|i| i.get("name").is_some_and(Value::is_string)));
     match (target, patch) {
         (Value::Object(t), Value::Object(p)) => {
             for (key, pv) in p {
                 if pv.is_null() {
                     t.remove(key);
+                } else if named(pv) && t.get(key).is_none_or(named) {
+                    let list = t.entry(key.clone()).or_insert_with(|| Value::Array(Vec::new()));
+                    let list = list.as_array_mut().expect("checked");
+                    let mut added = Vec::new();
+                    for item in pv.as_array().expect("checked") {
+                        match list.iter_mut().find(|i| i["name"] == item["name"]) {
+                            Some(existing) => merge(existing, item)?,
+                            None => added.push(item.clone()),
+                        }
+                    }
+                    // kubectl kustomize puts the patch's new items first, in the patch's order.
+                    list.splice(0..0, added);
                 } else if pv.is_array() {
                     return Err(format!("list at `{key}`: list patches are not supported by the test renderer"));
                 } else if pv.is_object() && t.get(key).is_some_and(Value::is_object) {

@@ -303,7 +303,13 @@ impl ElasticsearchSink {
 
     pub fn new(c: &ElasticsearchConfig, ctx: &SinkContext) -> Result<Self, super::Error> {
         let err = |message: String| super::Error::Build { name: c.name.clone(), message };
-        let metrics = ctx.sink_metrics(&c.name);
+        // Reasons are Elasticsearch's error types (an open set): the usual ones are created at 0.
+        let metrics = ctx.sink_metrics(&c.name).with_rejection_reasons(&[
+            "status_400",
+            "status_413",
+            "document_parsing_exception",
+            "mapper_parsing_exception",
+        ]);
         let sender = c.bulk_sender(metrics.clone()).map_err(err)?;
         let target = match &c.data_stream {
             Some(ds) => Target::DataStream(ds.as_str().into()),

@@ -78,7 +78,7 @@ impl OtlpSink {
 
     pub fn new(c: &OtlpConfig, ctx: &SinkContext) -> Result<Self, crate::sinks::Error> {
         let err = |message: String| crate::sinks::Error::Build { name: c.name.clone(), message };
-        let metrics = ctx.sink_metrics(&c.name);
+        let metrics = ctx.sink_metrics(&c.name).with_rejection_reasons(&super::REJECT_REASONS);
         let url = http::endpoint_with_path(&c.endpoint, "/v1/logs").map_err(err)?;
         let client = HttpClient::new(&c.http(), metrics.clone()).map_err(|e| err(e.to_string()))?;
         let lanes = c.max_in_flight.max(1);

@@ -211,6 +211,10 @@ pub(crate) fn scope() -> InstrumentationScope {
     }
 }
 
+/// Every rejection reason of the logs signal (`reject_reason` and a partial success), created
+/// at 0 when the sink starts.
+const REJECT_REASONS: [&str; 5] = ["bad_request", "unauthorized", "too_large", "client_error", "partial_success"];
+
 /// The rejection reason of a whole request refused with a 4xx (a metric label: a bounded set).
 fn reject_reason(status: u16) -> &'static str {
     match status {
@@ -228,6 +232,13 @@ fn now_unix_nanos() -> u64 {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn every_reject_reason_is_created_at_start() {
+        for status in 400..500 {
+            assert!(REJECT_REASONS.contains(&reject_reason(status)), "{status}");
+        }
+    }
+
     use super::*;
 
     fn parse(yaml: &str) -> OtlpConfig {
