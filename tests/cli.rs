@@ -78,14 +78,19 @@ fn endpoints_answer_over_a_real_socket_and_sigterm_exits_0() {
     v.wait_ready(Duration::from_secs(20));
 
     // One CRI line written before start: shipped by the file sink, counted by the pipeline and
-    // the sink, while /metrics serves.
+    // the sink, while /metrics serves. The two counters are bumped by different tasks (the
+    // sink after its write, the tracker after the ack), so a scrape may see one before the
+    // other: wait for both.
     std::fs::write(dir.path().join("logs/app.log"), "2026-11-28T06:12:13Z stdout F hello\n").unwrap();
+    let counted = |body: &str| {
+        body.lines().any(|l| l == "vigil_lines_shipped_total 1")
+            && body.lines().any(|l| l == "vigil_sink_events_sent_total{sink=\"out\"} 1")
+    };
     let shipped = support::wait_for(Duration::from_secs(15), || {
         let (_, body) = http_get(addr, "/metrics").ok()?;
-        body.lines().any(|l| l == "vigil_lines_shipped_total 1").then_some(body)
+        counted(&body).then_some(body)
     });
-    let body = shipped.expect("vigil_lines_shipped_total reaches 1");
-    assert!(body.lines().any(|l| l == "vigil_sink_events_sent_total{sink=\"out\"} 1"), "{body}");
+    shipped.expect("vigil_lines_shipped_total and vigil_sink_events_sent_total{sink=\"out\"} reach 1");
     assert!(std::fs::read_to_string(dir.path().join("events.ndjson")).unwrap().contains("\"message\":\"hello\""));
 
     let (code, body) = http_get(addr, "/metrics").unwrap();
