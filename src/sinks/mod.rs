@@ -7,6 +7,7 @@
 //! return. A sink never drops a chunk without acking it and never acks before delivery.
 
 pub mod batch;
+pub mod deliver;
 pub mod elasticsearch;
 pub mod es_metrics;
 pub mod file;
