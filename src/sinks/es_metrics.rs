@@ -26,7 +26,7 @@ use super::elasticsearch::bulk::{BulkDoc, BulkSender};
 use super::elasticsearch::{ElasticsearchConfig, IndexPattern, dedot, fnv1a64};
 use super::retry::RetryConfig;
 use super::{Error, SinkContext};
-use crate::metrics::ship::{Batch, MetricsSink, QueueLimits, SendFuture, SendOutcome, Snapshot, for_each_sample};
+use crate::sinks::metrics_sink::{Batch, MetricsSink, QueueLimits, SendFuture, SendOutcome, Snapshot, for_each_sample};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::Arc;

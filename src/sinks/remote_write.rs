@@ -26,7 +26,7 @@ use super::http::{self, AuthConfig, HttpClient, HttpResponse, HttpSettings, TlsC
 use super::retry::{Backoff, RetryConfig};
 use super::{Error, SinkContext};
 use crate::config::{HumanDuration, Problems, Secret};
-use crate::metrics::ship::{Batch, MetricsSink, QueueLimits, SendFuture, SendOutcome, Snapshot, for_each_sample};
+use crate::sinks::metrics_sink::{Batch, MetricsSink, QueueLimits, SendFuture, SendOutcome, Snapshot, for_each_sample};
 use bytes::Bytes;
 use prometheus::proto::{MetricFamily, MetricType};
 use reqwest::header::{CONTENT_ENCODING, CONTENT_TYPE, HeaderMap, HeaderValue};

@@ -29,9 +29,9 @@ use super::proto::metrics::v1::{
 };
 use super::proto::resource::v1::Resource;
 use super::{MAX_ANSWER_BODY, OtlpConfig, reject_reason, scope, string_kv};
-use crate::metrics::ship::{Batch, MetricsSink, QueueLimits, SendFuture, SendOutcome, Snapshot};
 use crate::sinks::deliver::{self, Accepted, Exchange, Step, Texts, Unit, Whole};
 use crate::sinks::http::{self, Compression, HttpClient, HttpResponse, gzip};
+use crate::sinks::metrics_sink::{Batch, MetricsSink, QueueLimits, SendFuture, SendOutcome, Snapshot};
 use crate::sinks::retry::{Backoff, RetryConfig};
 use crate::sinks::{Error, SinkContext};
 use bytes::Bytes;
