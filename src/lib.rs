@@ -9,6 +9,7 @@
 pub mod app;
 pub mod config;
 pub mod event;
+pub mod hash;
 pub mod logs;
 pub mod metrics;
 pub mod pipeline;
