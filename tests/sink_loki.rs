@@ -292,6 +292,10 @@ async fn backend_down_then_back_every_line_arrives_and_intake_stays_bounded() {
     assert_eq!(server.state.lock().unwrap().deduplicated, 0);
 }
 
+/// The resent entry is the stream's previous entry in timestamp and line, which Loki documents
+/// it ignores as an exact duplicate (Loki docs, overview, "Timestamp ordering": a line equal to
+/// the previously received one in both timestamp and text is dropped; a line with the same
+/// timestamp and other text is kept). The fake ignores exactly that case and nothing more.
 #[tokio::test]
 async fn a_slow_answer_past_the_timeout_is_retried_and_loki_deduplicates_it() {
     let first = Arc::new(AtomicBool::new(true));

@@ -10,8 +10,8 @@
 //! disk buffer the rest. Rejected: one queue for all streams (Promtail: one slow stream blocks
 //! every other for as long as it is retried), and dropping a shard's batch after a deadline
 //! (loses lines). A retried request may repeat entries that Loki had already stored from it
-//! (a per-stream 429 is partial); Loki de-duplicates entries with the same stream, timestamp
-//! and line, so this costs bandwidth, not duplicates.
+//! (a per-stream 429 is partial). Loki documents that it ignores an entry matching the previous
+//! entry of its stream in timestamp and line; other repeats are stored twice (at-least-once).
 //!
 //! Labels (default `namespace, pod, container, node, stream`): what users filter by, bounded by
 //! the pods of one node. High-cardinality facts (pod uid, container id, file) can go to
