@@ -218,6 +218,8 @@ async fn backend_down_then_back_bounded_in_flight_and_intake_every_line_arrives(
         sink(&config(&server.url(), "max_in_flight: 2\nbatch: {max_events: 10, timeout: 10ms}\ncompression: none"));
     let mut run = Running::start(s, 1);
     let tx = run.tx.take().unwrap();
+    // Kept only to see whether the sink still reads its input; dropped before the finish.
+    let probe = tx.clone();
     let sent = Arc::new(AtomicUsize::new(0));
     let sent2 = sent.clone();
     let src = source("ns", "p", "c");
@@ -229,7 +231,22 @@ async fn backend_down_then_back_bounded_in_flight_and_intake_every_line_arrives(
             sent2.fetch_add(1, Ordering::SeqCst);
         }
     });
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    // Positive signal first: the backend refused tries and the sink stopped taking its input
+    // (the queue in front of it is full); then two more refused tries, so an unbounded sink
+    // would have had ample time to read everything (which also ends the wait).
+    let retries = || metric(&registry, "vigil_sink_retries_total{sink=\"es\"}");
+    let stalled = tokio::time::timeout(Duration::from_secs(60), async {
+        while !(retries() >= 2.0 && probe.capacity() == 0) && sent.load(Ordering::SeqCst) < 100 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let seen = retries();
+        while retries() < seen + 2.0 && sent.load(Ordering::SeqCst) < 100 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert!(stalled.is_ok(), "the sink neither stalled nor read everything within 60s");
+    drop(probe);
     let during = sent.load(Ordering::SeqCst);
     // 2 in flight + 1 ready + 1 building (10 events = 1 chunk each) + queue (1) + overshoot.
     assert!(during <= 6, "the sink kept reading while its backend was down: {during} chunks");

@@ -251,6 +251,8 @@ async fn backend_down_then_back_every_line_arrives_and_intake_stays_bounded() {
     let mut run = Running::start(s, 1);
     let (chunks, expected) = workload(4, 100, 10);
     let tx = run.tx.take().unwrap();
+    // Kept only to see whether the sink still reads its input; dropped before the finish.
+    let probe = tx.clone();
     let sent = Arc::new(AtomicUsize::new(0));
     let sent2 = sent.clone();
     let producer = tokio::spawn(async move {
@@ -259,7 +261,22 @@ async fn backend_down_then_back_every_line_arrives_and_intake_stays_bounded() {
             sent2.fetch_add(1, Ordering::SeqCst);
         }
     });
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    // Positive signal first: the backend refused tries and the sink stopped taking its input
+    // (the queue in front of it is full); then two more refused tries, so an unbounded sink
+    // would have had ample time to read everything (which also ends the wait).
+    let retries = || metric(&registry, "vigil_sink_retries_total{sink=\"loki\"}");
+    let stalled = tokio::time::timeout(Duration::from_secs(60), async {
+        while !(retries() >= 2.0 && probe.capacity() == 0) && sent.load(Ordering::SeqCst) < 100 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let seen = retries();
+        while retries() < seen + 2.0 && sent.load(Ordering::SeqCst) < 100 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert!(stalled.is_ok(), "the sink neither stalled nor read everything within 60s");
+    drop(probe);
     let during_outage = sent.load(Ordering::SeqCst);
     eprintln!("chunks taken during the outage: {during_outage}");
     // 2 shards × (1 in flight + 1 ready + 1 building) batches of ≤ 10 events, chunks of 10
@@ -275,6 +292,10 @@ async fn backend_down_then_back_every_line_arrives_and_intake_stays_bounded() {
     assert_eq!(server.state.lock().unwrap().deduplicated, 0);
 }
 
+/// The resent entry is the stream's previous entry in timestamp and line, which Loki documents
+/// it ignores as an exact duplicate (Loki docs, overview, "Timestamp ordering": a line equal to
+/// the previously received one in both timestamp and text is dropped; a line with the same
+/// timestamp and other text is kept). The fake ignores exactly that case and nothing more.
 #[tokio::test]
 async fn a_slow_answer_past_the_timeout_is_retried_and_loki_deduplicates_it() {
     let first = Arc::new(AtomicBool::new(true));

@@ -6,14 +6,13 @@
 //! of its own part (`logs::config`, `sinks::*`, `metrics::node::config`); this module only
 //! assembles them. Keys are a user contract: add, never rename.
 
-pub mod expand;
-pub mod units;
-
 use serde::{Deserialize, Serialize};
-use std::fmt;
 use std::path::Path;
 
-pub use units::{ByteSize, HumanDuration};
+// The primitives live in the leaf module `crate::primitives`; these re-exports keep every
+// `crate::config::{Problems, Secret, units, expand, ...}` import working.
+pub use crate::primitives::units::{ByteSize, HumanDuration};
+pub use crate::primitives::{Problems, Secret, expand, units};
 
 use crate::logs::config::ContainersConfig;
 use crate::metrics::node::config::NodeMetricsConfig;
@@ -145,55 +144,6 @@ fn default_grace() -> HumanDuration {
 }
 fn default_sinks() -> Vec<SinkConfig> {
     vec![SinkConfig::Stdout(crate::sinks::stdout::StdoutConfig { name: "stdout".into() })]
-}
-
-/// A secret string (password, token, API key): never printed, never logged. YAML null (what
-/// `key: ${UNSET:-}` expands to) is the empty secret, i.e. not set.
-#[derive(Clone, Default, PartialEq, Eq)]
-pub struct Secret(pub String);
-
-impl<'de> Deserialize<'de> for Secret {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        Ok(Secret(Option::<String>::deserialize(d)?.unwrap_or_default()))
-    }
-}
-
-impl Secret {
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("\"***\"")
-    }
-}
-
-impl Serialize for Secret {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(if self.0.is_empty() { "" } else { "***" })
-    }
-}
-
-/// Collects validation problems, each as `path: problem; fix`.
-#[derive(Debug, Default)]
-pub struct Problems(pub Vec<String>);
-
-impl Problems {
-    pub fn push(&mut self, path: impl fmt::Display, msg: impl fmt::Display) {
-        self.0.push(format!("{path}: {msg}"));
-    }
-
-    /// Checks that `value` is an http(s) URL with a host.
-    pub fn url(&mut self, path: impl fmt::Display, value: &str) {
-        let ok = reqwest::Url::parse(value)
-            .map(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some_and(|h| !h.is_empty()))
-            .unwrap_or(false);
-        if !ok {
-            self.push(path, format!("'{value}' is not a URL; expected http(s)://host:port"));
-        }
-    }
 }
 
 impl Config {

@@ -303,6 +303,8 @@ mod tests {
     struct Recorder {
         batches: Mutex<Vec<(usize, Vec<String>)>>,
         gate: tokio::sync::Semaphore,
+        /// Deliveries of lane 1 that reached the gate.
+        at_gate: std::sync::atomic::AtomicUsize,
     }
 
     impl Deliver for Recorder {
@@ -316,6 +318,7 @@ mod tests {
             {
                 let lane = self.lane(batch.events().next().unwrap());
                 if lane == 1 {
+                    self.at_gate.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                     self.gate.acquire().await.unwrap().forget();
                 }
                 let msgs = batch.events().map(|e| e.message.clone()).collect();
@@ -326,7 +329,11 @@ mod tests {
 
     #[tokio::test]
     async fn splits_by_lane_and_size_and_acks_each_chunk_once_when_all_lanes_delivered() {
-        let rec = Arc::new(Recorder { batches: Mutex::default(), gate: tokio::sync::Semaphore::new(0) });
+        let rec = Arc::new(Recorder {
+            batches: Mutex::default(),
+            gate: tokio::sync::Semaphore::new(0),
+            at_gate: Default::default(),
+        });
         let cfg = DriverConfig {
             limits: BatchLimits { max_events: 3, max_bytes: 1 << 20, timeout: Duration::from_millis(20) },
             lanes: 2,
@@ -339,6 +346,16 @@ mod tests {
         tx.send(chunk(1, 0)).await.unwrap();
         // The empty chunk is acked at once; chunk 0 waits for lane 1 (stderr), which is gated.
         assert_eq!(acks.recv().await, Some(1));
+        // Positive signal first: lane 0 delivered its batch and lane 1's delivery waits at the
+        // gate; only then is "chunk 0 not acked" a statement about the driver.
+        let both = tokio::time::timeout(Duration::from_secs(30), async {
+            while rec.batches.lock().unwrap().is_empty() || rec.at_gate.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await;
+        assert!(both.is_ok(), "lane 0 was not delivered or lane 1 never reached the gate within 30s");
+        // Time for an ack that would follow lane 0's delivery to arrive.
         tokio::time::sleep(Duration::from_millis(60)).await;
         assert!(acks.try_recv().is_err(), "chunk 0 acked before its stderr events were delivered");
         assert_eq!(rec.batches.lock().unwrap().clone(), vec![(0, vec!["0-0".to_string(), "0-2".to_string()])]);
@@ -351,7 +368,11 @@ mod tests {
 
     #[tokio::test]
     async fn input_close_flushes_partial_batches() {
-        let rec = Arc::new(Recorder { batches: Mutex::default(), gate: tokio::sync::Semaphore::new(100) });
+        let rec = Arc::new(Recorder {
+            batches: Mutex::default(),
+            gate: tokio::sync::Semaphore::new(100),
+            at_gate: Default::default(),
+        });
         let cfg = DriverConfig {
             limits: BatchLimits { max_events: 1000, max_bytes: 8, timeout: Duration::from_secs(3600) },
             lanes: 1,

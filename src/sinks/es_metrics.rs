@@ -26,7 +26,7 @@ use super::elasticsearch::bulk::{BulkDoc, BulkSender};
 use super::elasticsearch::{ElasticsearchConfig, IndexPattern, dedot, fnv1a64};
 use super::retry::RetryConfig;
 use super::{Error, SinkContext};
-use crate::metrics::ship::{Batch, MetricsSink, QueueLimits, SendFuture, SendOutcome, Snapshot, for_each_sample};
+use crate::sinks::metrics_sink::{Batch, MetricsSink, QueueLimits, SendFuture, SendOutcome, Snapshot, for_each_sample};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -143,9 +143,10 @@ struct Metric<'a> {
     value: f64,
 }
 
-/// The `@timestamp` of a snapshot: RFC 3339, milliseconds, UTC.
+/// The `@timestamp` of a snapshot: RFC 3339, milliseconds, UTC (the one RFC 3339 formatter,
+/// `event`'s).
 pub fn timestamp(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    crate::event::format_rfc3339_millis(ms)
 }
 
 /// The documents of one snapshot. `constant` are the sink's `labels` (keys already de-dotted);

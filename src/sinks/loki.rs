@@ -10,8 +10,8 @@
 //! disk buffer the rest. Rejected: one queue for all streams (Promtail: one slow stream blocks
 //! every other for as long as it is retried), and dropping a shard's batch after a deadline
 //! (loses lines). A retried request may repeat entries that Loki had already stored from it
-//! (a per-stream 429 is partial); Loki de-duplicates entries with the same stream, timestamp
-//! and line, so this costs bandwidth, not duplicates.
+//! (a per-stream 429 is partial). Loki documents that it ignores an entry matching the previous
+//! entry of its stream in timestamp and line; other repeats are stored twice (at-least-once).
 //!
 //! Labels (default `namespace, pod, container, node, stream`): what users filter by, bounded by
 //! the pods of one node. High-cardinality facts (pod uid, container id, file) can go to
@@ -20,9 +20,10 @@
 //! (`{node, stream, vigil_overflow="true"}` + static labels) and counted, not dropped.
 
 use super::batch::{self, Batch, BatchConfig, BatchLimits, Deliver, DriverConfig};
-use super::http::{self, AuthConfig, Compression, HttpClient, HttpSettings, TlsConfig, error_chain, gzip};
+use super::deliver::{self, Accepted, Exchange, Retry, Texts, Unit};
+use super::http::{self, AuthConfig, Compression, HttpClient, HttpResponse, HttpSettings, TlsConfig, gzip};
 use super::metrics::SinkMetrics;
-use super::retry::{self, Failure, RetryConfig, Verdict};
+use super::retry::{Backoff, Failure, RetryConfig};
 use super::{RunFuture, Sink, SinkContext};
 use crate::config::{HumanDuration, Problems, Secret};
 use crate::event::{Event, Source, Stream};
@@ -557,65 +558,57 @@ impl LokiInner {
     }
 }
 
-impl LokiInner {
-    /// Pushes `events` (read order), retrying until Loki takes them or refuses them for good.
-    async fn push(&self, events: &[&Event]) {
-        let (body, headers) = self.encode(events);
-        let n = events.len() as u64;
-        let m = &self.metrics;
-        let mut backoff = self.retry.backoff();
-        loop {
-            let (failure, retry_after, error) =
-                match self.client.post(&self.url, body.clone(), headers.clone(), MAX_ERROR_BODY).await {
-                    // 260: Loki's default `block_ingestion_status_code`: 2xx, yet nothing stored.
-                    Ok(r) if r.status == 260 => (
-                        Failure::IngestionBlocked,
-                        r.retry_after,
-                        format!("HTTP 260 (ingestion blocked): {}", r.body_sample(512)),
-                    ),
-                    Ok(r) if r.status == 413 && events.len() > 1 => {
-                        // Too large for something on the way (a proxy's body limit): halve, in
-                        // order (first half delivered before the second), instead of rejecting.
-                        tracing::warn!(
-                            sink = m.name(),
-                            events = n,
-                            "loki: push too large (413); splitting it in two; lower batch.max_bytes"
-                        );
-                        let (a, b) = events.split_at(events.len() / 2);
-                        Box::pin(self.push(a)).await;
-                        Box::pin(self.push(b)).await;
-                        return;
-                    }
-                    Ok(r) => match retry::classify(r.status) {
-                        Verdict::Success => {
-                            m.events_sent.inc_by(n);
-                            m.success();
-                            return;
-                        }
-                        Verdict::Reject => {
-                            let sample = format!("HTTP {}: {}", r.status, r.body_sample(512));
-                            // A partial 400 stores the valid entries and says how many it
-                            // dropped ("total ignored: X out of Y").
-                            let text = String::from_utf8_lossy(&r.body);
-                            let ignored = total_ignored(&text).filter(|&x| x <= n).unwrap_or(n);
-                            m.rejected(reject_reason(r.status, &sample), ignored, &sample);
-                            m.events_sent.inc_by(n - ignored);
-                            m.rejected_request(r.status);
-                            return;
-                        }
-                        Verdict::Retry(failure) => {
-                            (failure, r.retry_after, format!("HTTP {}: {}", r.status, r.body_sample(512)))
-                        }
-                    },
-                    Err(e) => (e.failure(), None, error_chain(&e)),
-                };
-            m.retrying(failure, &error);
-            let delay = backoff.next_delay(retry_after);
-            if backoff.attempts().is_power_of_two() {
-                tracing::warn!(sink = m.name(), attempt = backoff.attempts(), events = n, retry_in = ?delay, error, "loki push failed; retrying");
-            }
-            tokio::time::sleep(delay).await;
+/// Loki's part of the shared delivery loop (`deliver`).
+impl<'a, 'b> Exchange<&'a [&'b Event]> for LokiInner {
+    type Outcome = ();
+
+    fn client(&self) -> &HttpClient {
+        &self.client
+    }
+    fn url(&self) -> &reqwest::Url {
+        &self.url
+    }
+    fn max_answer(&self) -> usize {
+        MAX_ERROR_BODY
+    }
+    fn backoff(&self) -> Backoff {
+        self.retry.backoff()
+    }
+    fn texts(&self) -> &'static Texts {
+        &Texts {
+            unit: Unit::Events,
+            // Too large for something on the way (a proxy's body limit): halved, in order
+            // (first half delivered before the second), instead of rejected.
+            too_large: "loki: push too large (413); splitting it in two; lower batch.max_bytes",
+            retrying: "loki push failed; retrying",
         }
+    }
+    fn encode_request(&self, events: &&'a [&'b Event]) -> (Bytes, HeaderMap) {
+        LokiInner::encode(self, events)
+    }
+
+    fn accepted(&self, events: &mut &'a [&'b Event], r: &HttpResponse, _: &mut ()) -> Accepted {
+        // 260: Loki's default `block_ingestion_status_code`: 2xx, yet nothing stored.
+        if r.status == 260 {
+            return Accepted::Retry(Retry {
+                failure: Failure::IngestionBlocked,
+                retry_after: r.retry_after,
+                error: format!("HTTP 260 (ingestion blocked): {}", r.body_sample(512)),
+            });
+        }
+        self.metrics.events_sent.inc_by(events.len() as u64);
+        Accepted::All
+    }
+
+    fn rejected(&self, events: &&'a [&'b Event], r: &HttpResponse, _: &mut ()) {
+        let n = events.len() as u64;
+        let sample = format!("HTTP {}: {}", r.status, r.body_sample(512));
+        // A partial 400 stores the valid entries and says how many it dropped ("total
+        // ignored: X out of Y").
+        let text = String::from_utf8_lossy(&r.body);
+        let ignored = total_ignored(&text).filter(|&x| x <= n).unwrap_or(n);
+        self.metrics.rejected(reject_reason(r.status, &sample), ignored, &sample);
+        self.metrics.events_sent.inc_by(n - ignored);
     }
 }
 
@@ -696,7 +689,8 @@ impl Deliver for LokiInner {
 
     async fn deliver(self: Arc<Self>, batch: Batch) {
         let events: Vec<&Event> = batch.events().collect();
-        self.push(&events).await;
+        // Pushed in read order, retried until Loki takes them or refuses them for good.
+        deliver::deliver(&*self, &events[..], &mut ()).await;
     }
 }
 

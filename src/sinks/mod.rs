@@ -7,20 +7,22 @@
 //! return. A sink never drops a chunk without acking it and never acks before delivery.
 
 pub mod batch;
+pub mod deliver;
 pub mod elasticsearch;
 pub mod es_metrics;
 pub mod file;
 pub mod http;
 pub mod loki;
 pub mod metrics;
+pub mod metrics_sink;
 pub mod otlp;
 pub mod remote_write;
 pub mod retry;
 pub mod stdout;
 
 use crate::config::Problems;
-use crate::metrics::ship::MetricsSink;
 use crate::pipeline::{Acker, Chunk};
+use crate::sinks::metrics_sink::MetricsSink;
 use serde::{Deserialize, Serialize};
 use std::future::Future;
 use std::pin::Pin;

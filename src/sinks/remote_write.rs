@@ -21,11 +21,12 @@
 //!
 //! Delivery (queue, retries, drops) is `metrics::ship`'s; this module encodes and sends once.
 
-use super::http::{self, AuthConfig, HttpClient, HttpSettings, TlsConfig};
-use super::retry::{self, Failure, RetryConfig, Verdict};
+use super::deliver::{self, Accepted, Exchange, Step, Texts, Unit, Whole};
+use super::http::{self, AuthConfig, HttpClient, HttpResponse, HttpSettings, TlsConfig};
+use super::retry::{Backoff, RetryConfig};
 use super::{Error, SinkContext};
 use crate::config::{HumanDuration, Problems, Secret};
-use crate::metrics::ship::{Batch, MetricsSink, QueueLimits, SendFuture, SendOutcome, Snapshot, for_each_sample};
+use crate::sinks::metrics_sink::{Batch, MetricsSink, QueueLimits, SendFuture, SendOutcome, Snapshot, for_each_sample};
 use bytes::Bytes;
 use prometheus::proto::{MetricFamily, MetricType};
 use reqwest::header::{CONTENT_ENCODING, CONTENT_TYPE, HeaderMap, HeaderValue};
@@ -377,45 +378,14 @@ impl MetricsSink for RemoteWriteSink {
 
     fn send<'a>(&'a self, batch: &'a Batch) -> SendFuture<'a> {
         Box::pin(async move {
-            let m = self.client.metrics();
-            let retry = |failure: Failure, error: &str, retry_after| {
-                m.retrying(failure, error);
-                SendOutcome::Retry { rest: batch.clone(), delivered: 0, retry_after }
-            };
-            let resp = match self.client.post(&self.endpoint, batch.body.clone(), self.headers.clone(), 4096).await {
-                Ok(r) => r,
-                Err(error) => {
-                    let text = http::error_chain(&error);
-                    self.failed(format_args!("{text}"));
-                    return retry(error.failure(), &text, None);
+            let request = (batch.body.clone(), self.headers.clone());
+            let mut out = SendOutcome::Done { delivered: 0, rejected: 0 };
+            match deliver::once(self, &mut Whole(batch), &request, &mut out).await {
+                Step::Retry(r) | Step::Rest(Some(r)) => {
+                    self.failed(format_args!("{}", r.error));
+                    SendOutcome::Retry { rest: batch.clone(), delivered: 0, retry_after: r.retry_after }
                 }
-            };
-            match retry::classify(resp.status) {
-                Verdict::Success => {
-                    m.success();
-                    if self.failing.swap(false, Ordering::Relaxed) {
-                        tracing::info!(sink = %self.name, "remote write receiver reachable again");
-                    }
-                    SendOutcome::Done { delivered: batch.samples, rejected: 0 }
-                }
-                Verdict::Reject => {
-                    // The receiver answered, so it is up; the request itself is wrong (an
-                    // out-of-order or duplicate sample, a too-large request) and would fail again.
-                    m.success();
-                    tracing::warn!(
-                        sink = %self.name,
-                        status = resp.status,
-                        samples = batch.samples,
-                        error = %resp.body_sample(512),
-                        "remote write rejected a request; its samples are dropped (vigil_ship_samples_dropped_total)"
-                    );
-                    SendOutcome::Done { delivered: 0, rejected: batch.samples }
-                }
-                Verdict::Retry(failure) => {
-                    let text = format!("HTTP {}: {}", resp.status, resp.body_sample(512));
-                    self.failed(format_args!("{text}"));
-                    retry(failure, &text, resp.retry_after)
-                }
+                Step::Done | Step::Split | Step::Rest(None) => out,
             }
         })
     }
@@ -426,6 +396,52 @@ impl MetricsSink for RemoteWriteSink {
 
     fn queue_limits(&self) -> QueueLimits {
         self.limits
+    }
+}
+
+/// Remote write's part of one try (`deliver::once`); `metrics::ship` retries.
+impl<'a> Exchange<Whole<&'a Batch>> for RemoteWriteSink {
+    type Outcome = SendOutcome;
+
+    fn client(&self) -> &HttpClient {
+        &self.client
+    }
+    fn url(&self) -> &reqwest::Url {
+        &self.endpoint
+    }
+    fn max_answer(&self) -> usize {
+        4096
+    }
+    fn backoff(&self) -> Backoff {
+        self.retry.backoff()
+    }
+    fn texts(&self) -> &'static Texts {
+        &Texts { unit: Unit::Events, too_large: "remote write: request too large", retrying: "remote write failed" }
+    }
+    fn encode_request(&self, batch: &Whole<&'a Batch>) -> (Bytes, HeaderMap) {
+        (batch.0.body.clone(), self.headers.clone())
+    }
+
+    fn accepted(&self, batch: &mut Whole<&'a Batch>, _: &HttpResponse, out: &mut SendOutcome) -> Accepted {
+        if self.failing.swap(false, Ordering::Relaxed) {
+            tracing::info!(sink = %self.name, "remote write receiver reachable again");
+        }
+        *out = SendOutcome::Done { delivered: batch.0.samples, rejected: 0 };
+        Accepted::All
+    }
+
+    fn rejected(&self, batch: &Whole<&'a Batch>, r: &HttpResponse, out: &mut SendOutcome) {
+        // The receiver answered, so it is up; the request itself is wrong (an out-of-order or
+        // duplicate sample, a too-large request) and would fail again.
+        self.client.metrics().success();
+        tracing::warn!(
+            sink = %self.name,
+            status = r.status,
+            samples = batch.0.samples,
+            error = %r.body_sample(512),
+            "remote write rejected a request; its samples are dropped (vigil_ship_samples_dropped_total)"
+        );
+        *out = SendOutcome::Done { delivered: 0, rejected: batch.0.samples };
     }
 }
 

@@ -15,18 +15,10 @@
 //! the request) is a timeout like any other. Such a sink is unhealthy and its logs say what to
 //! check (`Failure::hint`), while intake pauses and the files hold the lines.
 //!
-//! How a sink uses it (Loki, remote write and `elasticsearch::bulk` do exactly this):
-//! ```text
-//! match client.post(..).await {
-//!     Err(e) => metrics.retrying(e.failure(), &error_chain(&e)),        // then back off, resend
-//!     Ok(r) => match retry::classify(r.status) {
-//!         Verdict::Success => check the body if the protocol has one, else metrics.success(),
-//!         Verdict::Retry(failure) => metrics.retrying(failure, &text),  // then back off, resend
-//!         Verdict::Reject => metrics.rejected(reason, n, &text) + metrics.rejected_request(status),
-//!     },
-//! }
-//! ```
-//! A 2xx whose body is not the protocol's answer is `metrics.retrying(Failure::InvalidAnswer, ..)`.
+//! How a sink uses it: through `sinks::deliver`, the one delivery loop (send → `classify` →
+//! 413 split → count a final rejection, or back off and resend), giving only its encoding and
+//! what a 2xx answer accepted. A 2xx whose body is not the protocol's answer is
+//! `Failure::InvalidAnswer`, retried.
 //!
 //! Jitter is "equal jitter" (half fixed, half random) so that the delay never collapses to
 //! near zero (full jitter can hammer a recovering backend) while a fleet of DaemonSet pods still

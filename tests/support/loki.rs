@@ -56,7 +56,8 @@ pub struct LokiState {
     pub pushes: Vec<Push>,
     /// Accepted entries per stream, in arrival order.
     pub stored: BTreeMap<Labels, Vec<Entry>>,
-    /// Entries Loki would have de-duplicated (same stream, timestamp and line).
+    /// Entries sent again: same stream, timestamp and line as an accepted one. Loki ignores
+    /// only those equal to the stream's previous entry; the others are stored twice.
     pub deduplicated: usize,
     /// Requests refused for an undecodable body (a bug in the sink).
     pub bad_requests: Vec<String>,
@@ -119,7 +120,12 @@ fn handle(req: Request, state: &Mutex<LokiState>, script: &Mutex<Script>) -> Rep
                 for e in s.entries {
                     if stored.iter().any(|x| x.ts == e.ts && x.line == e.line) {
                         dups += 1;
-                    } else {
+                    }
+                    // Loki's documented de-duplication ("Timestamp ordering" in the Loki docs'
+                    // overview): an entry whose timestamp and line both match the previous entry
+                    // received for the stream is ignored as an exact duplicate; any other
+                    // repeat is stored again.
+                    if !stored.last().is_some_and(|x| x.ts == e.ts && x.line == e.line) {
                         stored.push(e);
                     }
                 }

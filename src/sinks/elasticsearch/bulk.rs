@@ -19,8 +19,9 @@
 //! "all stored", for ES-compatible endpoints known to answer that way. Rejected: trusting any
 //! 2xx (a proxy in front of Elasticsearch then silently swallows every line).
 
-use super::super::http::{Compression, HttpClient, error_chain, gzip};
-use super::super::retry::{self, Failure, RetryConfig, Verdict};
+use super::super::deliver::{self, Accepted, Exchange, Retry, Texts, Unit};
+use super::super::http::{Compression, HttpClient, HttpResponse, gzip};
+use super::super::retry::{self, Backoff, Failure, RetryConfig, Verdict};
 use bytes::Bytes;
 use reqwest::header::{CONTENT_ENCODING, CONTENT_TYPE, HeaderMap, HeaderValue};
 use serde::Deserialize;
@@ -54,15 +55,6 @@ pub struct BulkOutcome {
 impl BulkOutcome {
     pub fn delivered(&self) -> usize {
         self.created + self.conflicts
-    }
-
-    fn merge(&mut self, other: BulkOutcome) {
-        self.created += other.created;
-        self.conflicts += other.conflicts;
-        self.dead_lettered += other.dead_lettered;
-        for (k, v) in other.rejected {
-            *self.rejected.entry(k).or_default() += v;
-        }
     }
 }
 
@@ -115,113 +107,9 @@ impl BulkSender {
     /// stored, already there, dead-lettered, or rejected. Counts rejections and dead letters in
     /// the sink's metrics; the caller counts what it delivered (events or samples).
     pub async fn deliver(&self, docs: Vec<BulkDoc>) -> BulkOutcome {
-        self.deliver_pending(docs.into_iter().map(|doc| Pending { doc, dead_letter: false }).collect()).await
-    }
-
-    async fn deliver_pending(&self, mut pending: Vec<Pending>) -> BulkOutcome {
-        let m = self.client.metrics();
+        let pending: Vec<Pending> = docs.into_iter().map(|doc| Pending { doc, dead_letter: false }).collect();
         let mut out = BulkOutcome::default();
-        let mut backoff = self.retry.backoff();
-        while !pending.is_empty() {
-            let (body, headers) = self.encode(&pending);
-            let (failure, retry_after, error) = match self
-                .client
-                .post(&self.url, body, headers, MAX_RESPONSE_BODY)
-                .await
-            {
-                Err(e) => (e.failure(), None, error_chain(&e)),
-                Ok(r) => match retry::classify(r.status) {
-                    Verdict::Retry(failure) => {
-                        (failure, r.retry_after, format!("HTTP {}: {}", r.status, r.body_sample(512)))
-                    }
-                    Verdict::Reject if r.status == 413 && pending.len() > 1 => {
-                        // Too large for something on the way (a proxy's body limit is often
-                        // 1MB): halve until it fits, rather than reject lines for a size limit.
-                        tracing::warn!(
-                            sink = m.name(),
-                            documents = pending.len(),
-                            "elasticsearch: request too large (413); splitting it in two; lower batch.max_bytes"
-                        );
-                        let second = pending.split_off(pending.len() / 2);
-                        for half in [pending, second] {
-                            out.merge(Box::pin(self.deliver_pending(half)).await);
-                        }
-                        return out;
-                    }
-                    Verdict::Reject => {
-                        // The request as a whole is refused for its content (400, 413 for a
-                        // single document): every pending document is rejected with that reason.
-                        let reason = format!("status_{}", r.status);
-                        let sample = format!("HTTP {}: {}", r.status, r.body_sample(512));
-                        m.rejected(&reason, pending.len() as u64, &sample);
-                        *out.rejected.entry(reason).or_default() += pending.len();
-                        m.rejected_request(r.status);
-                        return out;
-                    }
-                    Verdict::Success if r.body.trim_ascii().is_empty() && self.accept_empty_response => {
-                        self.all_stored(&mut pending, &mut out);
-                        m.success();
-                        return out;
-                    }
-                    Verdict::Success => match serde_json::from_slice::<Response>(&r.body) {
-                        Ok(Response { items: Some(items) }) if items.len() == pending.len() => {
-                            let mut first = None;
-                            pending = self.per_item(pending, items, &mut out, &mut first);
-                            if pending.is_empty() {
-                                m.success();
-                                return out;
-                            }
-                            match first {
-                                // Nothing failed retryably: what is left are new dead letters,
-                                // to send at once, without backoff.
-                                None => continue,
-                                Some((failure, sample)) => (failure, r.retry_after, sample),
-                            }
-                        }
-                        Ok(Response { items: Some(items) }) => (
-                            Failure::InvalidAnswer,
-                            None,
-                            format!(
-                                "HTTP {}: answer has {} items for {} documents (filter_path in the endpoint's query?)",
-                                r.status,
-                                items.len(),
-                                pending.len()
-                            ),
-                        ),
-                        Ok(Response { items: None }) => (
-                            Failure::InvalidAnswer,
-                            None,
-                            format!(
-                                "HTTP {}: answer without items, so nothing says the documents were stored \
-                                 (filter_path in the endpoint's query?): {}",
-                                r.status,
-                                r.body_sample(512)
-                            ),
-                        ),
-                        Err(_) if r.body.trim_ascii().is_empty() => (
-                            Failure::InvalidAnswer,
-                            None,
-                            format!(
-                                "HTTP {}: empty answer instead of a bulk answer; if this endpoint is known to \
-                                 answer so, set accept_empty_response: true",
-                                r.status
-                            ),
-                        ),
-                        Err(error) => (
-                            Failure::InvalidAnswer,
-                            None,
-                            format!("HTTP {}: answer is not a bulk answer ({error}): {}", r.status, r.body_sample(512)),
-                        ),
-                    },
-                },
-            };
-            m.retrying(failure, &error);
-            let delay = backoff.next_delay(retry_after);
-            if backoff.attempts().is_power_of_two() {
-                tracing::warn!(sink = m.name(), attempt = backoff.attempts(), documents = pending.len(), retry_in = ?delay, error, "elasticsearch bulk failed; retrying the failed documents");
-            }
-            tokio::time::sleep(delay).await;
-        }
+        deliver::deliver(self, pending, &mut out).await;
         out
     }
 
@@ -306,6 +194,87 @@ impl BulkSender {
             }
         };
         (Bytes::from(body), headers)
+    }
+}
+
+/// `_bulk`'s part of the shared delivery loop (`deliver`): each try sends the documents still
+/// pending.
+impl Exchange<Vec<Pending>> for BulkSender {
+    type Outcome = BulkOutcome;
+
+    fn client(&self) -> &HttpClient {
+        &self.client
+    }
+    fn url(&self) -> &reqwest::Url {
+        &self.url
+    }
+    fn max_answer(&self) -> usize {
+        MAX_RESPONSE_BODY
+    }
+    fn backoff(&self) -> Backoff {
+        self.retry.backoff()
+    }
+    fn texts(&self) -> &'static Texts {
+        &Texts {
+            unit: Unit::Documents,
+            // Too large for something on the way (a proxy's body limit is often 1MB): halved
+            // until it fits, rather than lines rejected for a size limit.
+            too_large: "elasticsearch: request too large (413); splitting it in two; lower batch.max_bytes",
+            retrying: "elasticsearch bulk failed; retrying the failed documents",
+        }
+    }
+    fn encode_request(&self, pending: &Vec<Pending>) -> (Bytes, HeaderMap) {
+        BulkSender::encode(self, pending)
+    }
+
+    fn accepted(&self, pending: &mut Vec<Pending>, r: &HttpResponse, out: &mut BulkOutcome) -> Accepted {
+        let invalid =
+            |error: String| Accepted::Retry(Retry { failure: Failure::InvalidAnswer, retry_after: None, error });
+        if r.body.trim_ascii().is_empty() && self.accept_empty_response {
+            self.all_stored(pending, out);
+            return Accepted::All;
+        }
+        match serde_json::from_slice::<Response>(&r.body) {
+            Ok(Response { items: Some(items) }) if items.len() == pending.len() => {
+                let mut first = None;
+                *pending = self.per_item(std::mem::take(pending), items, out, &mut first);
+                if pending.is_empty() {
+                    return Accepted::All;
+                }
+                // Nothing failed retryably: what is left are new dead letters, to send at once,
+                // without backoff.
+                Accepted::Rest(first.map(|(failure, error)| Retry { failure, retry_after: r.retry_after, error }))
+            }
+            Ok(Response { items: Some(items) }) => invalid(format!(
+                "HTTP {}: answer has {} items for {} documents (filter_path in the endpoint's query?)",
+                r.status,
+                items.len(),
+                pending.len()
+            )),
+            Ok(Response { items: None }) => invalid(format!(
+                "HTTP {}: answer without items, so nothing says the documents were stored \
+                 (filter_path in the endpoint's query?): {}",
+                r.status,
+                r.body_sample(512)
+            )),
+            Err(_) if r.body.trim_ascii().is_empty() => invalid(format!(
+                "HTTP {}: empty answer instead of a bulk answer; if this endpoint is known to \
+                 answer so, set accept_empty_response: true",
+                r.status
+            )),
+            Err(error) => {
+                invalid(format!("HTTP {}: answer is not a bulk answer ({error}): {}", r.status, r.body_sample(512)))
+            }
+        }
+    }
+
+    fn rejected(&self, pending: &Vec<Pending>, r: &HttpResponse, out: &mut BulkOutcome) {
+        // The request as a whole is refused for its content (400, 413 for a single document):
+        // every pending document is rejected with that reason.
+        let reason = format!("status_{}", r.status);
+        let sample = format!("HTTP {}: {}", r.status, r.body_sample(512));
+        self.client.metrics().rejected(&reason, pending.len() as u64, &sample);
+        *out.rejected.entry(reason).or_default() += pending.len();
     }
 }
 

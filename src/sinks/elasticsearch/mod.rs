@@ -333,16 +333,9 @@ impl Sink for ElasticsearchSink {
     }
 }
 
-/// FNV-1a, 64 bit: a fixed, documented hash, so `_id`s stay the same across vigil versions
-/// (std's `DefaultHasher` promises no such thing).
-pub fn fnv1a64(data: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in data {
-        h ^= b as u64;
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h
-}
+/// FNV-1a, 64 bit (`crate::hash`, shared with file fingerprints): a fixed, documented hash, so
+/// `_id`s stay the same across vigil versions.
+pub use crate::hash::fnv1a64;
 
 /// The deterministic `_id` of an event: node hash, file key and offset, 48 hex digits. The
 /// file key (one per file content: identity and generation) and the offset identify a line

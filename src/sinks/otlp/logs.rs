@@ -29,9 +29,10 @@ use super::{MAX_ANSWER_BODY, OtlpConfig, int_kv, now_unix_nanos, reject_reason, 
 use crate::event::{Event, Source, Stream};
 use crate::pipeline::{Acker, Chunk};
 use crate::sinks::batch::{self, Batch, BatchLimits, Deliver, DriverConfig};
-use crate::sinks::http::{self, Compression, HttpClient, error_chain, gzip};
+use crate::sinks::deliver::{self, Accepted, Exchange, Texts, Unit};
+use crate::sinks::http::{self, Compression, HttpClient, HttpResponse, gzip};
 use crate::sinks::metrics::SinkMetrics;
-use crate::sinks::retry::{self, RetryConfig, Verdict};
+use crate::sinks::retry::{Backoff, RetryConfig};
 use crate::sinks::{RunFuture, Sink, SinkContext};
 use bytes::Bytes;
 use prost::Message;
@@ -237,57 +238,6 @@ impl OtlpLogs {
         (Bytes::from(body), headers)
     }
 
-    /// Sends `events` (read order), retrying until the receiver takes them or refuses them
-    /// for good.
-    async fn push(&self, events: &[(&Event, u64)]) {
-        let (body, headers) = self.encode(events);
-        let n = events.len() as u64;
-        let m = &self.metrics;
-        let mut backoff = self.retry.backoff();
-        loop {
-            let (failure, retry_after, error) =
-                match self.client.post(&self.url, body.clone(), headers.clone(), MAX_ANSWER_BODY).await {
-                    Ok(r) if r.status == 413 && events.len() > 1 => {
-                        // Too large for the receiver or a proxy on the way: halve, in order,
-                        // instead of rejecting.
-                        tracing::warn!(
-                            sink = m.name(),
-                            events = n,
-                            "otlp: request too large (413); splitting it in two; lower batch.max_bytes"
-                        );
-                        let (a, b) = events.split_at(events.len() / 2);
-                        Box::pin(self.push(a)).await;
-                        Box::pin(self.push(b)).await;
-                        return;
-                    }
-                    Ok(r) => match retry::classify(r.status) {
-                        Verdict::Success => {
-                            let rejected = self.partial_success(&r.body, n);
-                            m.events_sent.inc_by(n - rejected);
-                            m.success();
-                            return;
-                        }
-                        Verdict::Reject => {
-                            let sample = format!("HTTP {}: {}", r.status, r.body_sample(512));
-                            m.rejected(reject_reason(r.status), n, &sample);
-                            m.rejected_request(r.status);
-                            return;
-                        }
-                        Verdict::Retry(failure) => {
-                            (failure, r.retry_after, format!("HTTP {}: {}", r.status, r.body_sample(512)))
-                        }
-                    },
-                    Err(e) => (e.failure(), None, error_chain(&e)),
-                };
-            m.retrying(failure, &error);
-            let delay = backoff.next_delay(retry_after);
-            if backoff.attempts().is_power_of_two() {
-                tracing::warn!(sink = m.name(), attempt = backoff.attempts(), events = n, retry_in = ?delay, error, "otlp logs export failed; retrying");
-            }
-            tokio::time::sleep(delay).await;
-        }
-    }
-
     /// Reads a 2xx answer: the records its `partial_success` rejects are counted (OTLP forbids
     /// retrying them) and returned. An empty body (Loki's 204) or one that is not an
     /// `ExportLogsServiceResponse` means everything was taken.
@@ -315,6 +265,48 @@ impl OtlpLogs {
             }
         }
         rejected
+    }
+}
+
+/// OTLP's part of the shared delivery loop (`deliver`).
+impl<'a, 'b> Exchange<&'a [(&'b Event, u64)]> for OtlpLogs {
+    type Outcome = ();
+
+    fn client(&self) -> &HttpClient {
+        &self.client
+    }
+    fn url(&self) -> &reqwest::Url {
+        &self.url
+    }
+    fn max_answer(&self) -> usize {
+        MAX_ANSWER_BODY
+    }
+    fn backoff(&self) -> Backoff {
+        self.retry.backoff()
+    }
+    fn texts(&self) -> &'static Texts {
+        &Texts {
+            unit: Unit::Events,
+            // Too large for the receiver or a proxy on the way: halved, in order, instead of
+            // rejected.
+            too_large: "otlp: request too large (413); splitting it in two; lower batch.max_bytes",
+            retrying: "otlp logs export failed; retrying",
+        }
+    }
+    fn encode_request(&self, events: &&'a [(&'b Event, u64)]) -> (Bytes, HeaderMap) {
+        OtlpLogs::encode(self, events)
+    }
+
+    fn accepted(&self, events: &mut &'a [(&'b Event, u64)], r: &HttpResponse, _: &mut ()) -> Accepted {
+        let n = events.len() as u64;
+        let rejected = self.partial_success(&r.body, n);
+        self.metrics.events_sent.inc_by(n - rejected);
+        Accepted::All
+    }
+
+    fn rejected(&self, events: &&'a [(&'b Event, u64)], r: &HttpResponse, _: &mut ()) {
+        let sample = format!("HTTP {}: {}", r.status, r.body_sample(512));
+        self.metrics.rejected(reject_reason(r.status), events.len() as u64, &sample);
     }
 }
 
@@ -349,7 +341,8 @@ impl Deliver for OtlpLogs {
                 })
                 .collect()
         };
-        self.push(&events).await;
+        // Sent in read order, retried until the receiver takes them or refuses them for good.
+        deliver::deliver(&*self, &events[..], &mut ()).await;
         let mut a = self.arrivals.lock().expect("arrivals lock poisoned");
         for p in &batch.pieces {
             if let Some(entry) = a.get_mut(&p.chunk.id) {

@@ -29,9 +29,10 @@ use super::proto::metrics::v1::{
 };
 use super::proto::resource::v1::Resource;
 use super::{MAX_ANSWER_BODY, OtlpConfig, reject_reason, scope, string_kv};
-use crate::metrics::ship::{Batch, MetricsSink, QueueLimits, SendFuture, SendOutcome, Snapshot};
-use crate::sinks::http::{self, Compression, HttpClient, gzip};
-use crate::sinks::retry::{self, Failure, RetryConfig, Verdict};
+use crate::sinks::deliver::{self, Accepted, Exchange, Step, Texts, Unit, Whole};
+use crate::sinks::http::{self, Compression, HttpClient, HttpResponse, gzip};
+use crate::sinks::metrics_sink::{Batch, MetricsSink, QueueLimits, SendFuture, SendOutcome, Snapshot};
+use crate::sinks::retry::{Backoff, RetryConfig};
 use crate::sinks::{Error, SinkContext};
 use bytes::Bytes;
 use prometheus::proto::{MetricFamily, MetricType};
@@ -325,61 +326,14 @@ impl MetricsSink for OtlpMetricsSink {
 
     fn send<'a>(&'a self, batch: &'a Batch) -> SendFuture<'a> {
         Box::pin(async move {
-            let m = self.client.metrics();
-            let retry = |failure: Failure, error: &str, retry_after| {
-                m.retrying(failure, error);
-                SendOutcome::Retry { rest: batch.clone(), delivered: 0, retry_after }
-            };
-            let r = match self.client.post(&self.url, batch.body.clone(), self.headers(), MAX_ANSWER_BODY).await {
-                Ok(r) => r,
-                Err(error) => {
-                    let text = http::error_chain(&error);
-                    self.failed(format_args!("{text}"));
-                    return retry(error.failure(), &text, None);
+            let request = (batch.body.clone(), self.headers());
+            let mut out = SendOutcome::Done { delivered: 0, rejected: 0 };
+            match deliver::once(self, &mut Whole(batch), &request, &mut out).await {
+                Step::Retry(r) | Step::Rest(Some(r)) => {
+                    self.failed(format_args!("{}", r.error));
+                    SendOutcome::Retry { rest: batch.clone(), delivered: 0, retry_after: r.retry_after }
                 }
-            };
-            match retry::classify(r.status) {
-                Verdict::Success => {
-                    m.success();
-                    if self.failing.swap(false, Ordering::Relaxed) {
-                        tracing::info!(sink = %self.name, "otlp metrics receiver reachable again");
-                    }
-                    // Partial success: the rejected points are counted as dropped (rejected),
-                    // never retried. An empty or undecodable 2xx body is full success.
-                    let partial =
-                        ExportMetricsServiceResponse::decode(&r.body[..]).ok().and_then(|r| r.partial_success);
-                    let rejected = partial
-                        .as_ref()
-                        .map(|p| usize::try_from(p.rejected_data_points).unwrap_or(0).min(batch.samples))
-                        .unwrap_or(0);
-                    if let Some(p) = partial.filter(|p| p.rejected_data_points > 0 || !p.error_message.is_empty()) {
-                        tracing::warn!(
-                            sink = %self.name,
-                            rejected,
-                            points = batch.samples,
-                            error = %p.error_message,
-                            "otlp metrics receiver rejected part of a request (partial success); those points are dropped"
-                        );
-                    }
-                    SendOutcome::Done { delivered: batch.samples - rejected, rejected }
-                }
-                Verdict::Reject => {
-                    m.rejected_request(r.status);
-                    tracing::warn!(
-                        sink = %self.name,
-                        status = r.status,
-                        points = batch.samples,
-                        reason = reject_reason(r.status),
-                        error = %r.body_sample(512),
-                        "otlp metrics receiver rejected a request; its points are dropped (vigil_ship_samples_dropped_total)"
-                    );
-                    SendOutcome::Done { delivered: 0, rejected: batch.samples }
-                }
-                Verdict::Retry(failure) => {
-                    let text = format!("HTTP {}: {}", r.status, r.body_sample(512));
-                    self.failed(format_args!("{text}"));
-                    retry(failure, &text, r.retry_after)
-                }
+                Step::Done | Step::Split | Step::Rest(None) => out,
             }
         })
     }
@@ -390,6 +344,71 @@ impl MetricsSink for OtlpMetricsSink {
 
     fn queue_limits(&self) -> QueueLimits {
         QUEUE
+    }
+}
+
+/// OTLP metrics' part of one try (`deliver::once`); `metrics::ship` retries.
+impl<'a> Exchange<Whole<&'a Batch>> for OtlpMetricsSink {
+    type Outcome = SendOutcome;
+
+    fn client(&self) -> &HttpClient {
+        &self.client
+    }
+    fn url(&self) -> &reqwest::Url {
+        &self.url
+    }
+    fn max_answer(&self) -> usize {
+        MAX_ANSWER_BODY
+    }
+    fn backoff(&self) -> Backoff {
+        self.retry.backoff()
+    }
+    fn texts(&self) -> &'static Texts {
+        &Texts {
+            unit: Unit::Events,
+            too_large: "otlp metrics: request too large",
+            retrying: "otlp metrics export failed",
+        }
+    }
+    fn encode_request(&self, batch: &Whole<&'a Batch>) -> (Bytes, HeaderMap) {
+        (batch.0.body.clone(), self.headers())
+    }
+
+    fn accepted(&self, batch: &mut Whole<&'a Batch>, r: &HttpResponse, out: &mut SendOutcome) -> Accepted {
+        let batch = batch.0;
+        if self.failing.swap(false, Ordering::Relaxed) {
+            tracing::info!(sink = %self.name, "otlp metrics receiver reachable again");
+        }
+        // Partial success: the rejected points are counted as dropped (rejected), never
+        // retried. An empty or undecodable 2xx body is full success.
+        let partial = ExportMetricsServiceResponse::decode(&r.body[..]).ok().and_then(|r| r.partial_success);
+        let rejected = partial
+            .as_ref()
+            .map(|p| usize::try_from(p.rejected_data_points).unwrap_or(0).min(batch.samples))
+            .unwrap_or(0);
+        if let Some(p) = partial.filter(|p| p.rejected_data_points > 0 || !p.error_message.is_empty()) {
+            tracing::warn!(
+                sink = %self.name,
+                rejected,
+                points = batch.samples,
+                error = %p.error_message,
+                "otlp metrics receiver rejected part of a request (partial success); those points are dropped"
+            );
+        }
+        *out = SendOutcome::Done { delivered: batch.samples - rejected, rejected };
+        Accepted::All
+    }
+
+    fn rejected(&self, batch: &Whole<&'a Batch>, r: &HttpResponse, out: &mut SendOutcome) {
+        tracing::warn!(
+            sink = %self.name,
+            status = r.status,
+            points = batch.0.samples,
+            reason = reject_reason(r.status),
+            error = %r.body_sample(512),
+            "otlp metrics receiver rejected a request; its points are dropped (vigil_ship_samples_dropped_total)"
+        );
+        *out = SendOutcome::Done { delivered: 0, rejected: batch.0.samples };
     }
 }
 
