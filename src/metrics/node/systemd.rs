@@ -21,7 +21,6 @@
 
 use super::config::SystemdConfig;
 use super::{Collect, Error, Family, Paths, Scrape};
-use prometheus::proto::MetricFamily;
 use regex::Regex;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -244,7 +243,7 @@ fn version_number(v: &str) -> f64 {
 }
 
 /// The metrics of one answer; `wanted` is the unit filter.
-pub(super) fn families(a: &Answer, wanted: impl Fn(&Unit) -> bool, out: &mut Vec<MetricFamily>) {
+pub(super) fn families(a: &Answer, wanted: impl Fn(&Unit) -> bool, out: &mut Vec<Family>) {
     let version = version_number(&a.version);
     let mut f = Family::gauge("node_systemd_version", "Detected systemd version");
     f.push(&[("version", &a.version)], version);
@@ -335,7 +334,7 @@ impl Collect for SystemdCollector {
         "systemd"
     }
 
-    fn collect(&self, _scrape: &Scrape<'_>, out: &mut Vec<MetricFamily>) -> Result<(), Error> {
+    fn collect(&self, _scrape: &Scrape<'_>, out: &mut Vec<Family>) -> Result<(), Error> {
         let answer = self
             .rt
             .block_on(async { tokio::time::timeout(TIMEOUT, self.ask()).await })
