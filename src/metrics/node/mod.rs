@@ -2,8 +2,9 @@
 //! dashboards written for node_exporter work against vigil unchanged.
 //!
 //! Key decision: each collector reads the kernel's text files (/proc, /sys) itself, from an
-//! injectable root (`metrics.node.rootfs`/`procfs`/`sysfs`), and builds `MetricFamily` values
-//! directly in one [`NodeCollector`] registered on the shared registry. That is exact (the same
+//! injectable root (`metrics.node.rootfs`/`procfs`/`sysfs`), and builds flat [`Family`] values
+//! directly in one [`NodeCollector`] registered on the shared registry (written straight to the
+//! text format by `/metrics`, handed over as `MetricFamily` to any other gather). That is exact (the same
 //! files node_exporter reads, the same arithmetic), cheap (one read per file per scrape, no
 //! intermediate maps, no per-series metric objects kept alive), and testable on fixture trees.
 //! Rejected: sysinfo (it has no per-mode CPU seconds, only usage percentages, and a handful of
