@@ -216,24 +216,30 @@ async fn handle(
     })
 }
 
-/// The registry in the Prometheus text format.
+/// The registry in the Prometheus text format. The node collector's families are written
+/// straight from its own flat form (`metrics::node::render_text`); the rest is gathered and
+/// encoded as usual.
 pub fn render(registry: &Registry) -> Vec<u8> {
     let mut buf = Vec::with_capacity(64 * 1024);
-    let families = registry.gather();
-    // The crate's encoder panics on untyped families (node_exporter's vmstat, netstat and
-    // textfile ones): those are written here, the rest by the encoder, in the registry's order.
-    let mut rest = families.as_slice();
+    crate::metrics::node::render_text(registry, &mut buf, encode);
+    buf
+}
+
+/// Gathered families in the text format. The crate's encoder panics on untyped families
+/// (node_exporter's vmstat, netstat and textfile ones): those are written here, the rest by the
+/// encoder, in the order given.
+pub fn encode(families: &[MetricFamily], buf: &mut Vec<u8>) {
+    let mut rest = families;
     while !rest.is_empty() {
         let typed = rest.iter().position(|f| f.get_field_type() == MetricType::UNTYPED).unwrap_or(rest.len());
-        if let Err(error) = TextEncoder::new().encode(&rest[..typed], &mut buf) {
+        if let Err(error) = TextEncoder::new().encode(&rest[..typed], buf) {
             tracing::warn!(%error, "metrics: encoding failed");
         }
         if let Some(f) = rest.get(typed) {
-            write_untyped(f, &mut buf);
+            write_untyped(f, buf);
         }
         rest = &rest[(typed + 1).min(rest.len())..];
     }
-    buf
 }
 
 /// One untyped family in the text format (escaping as the format's spec).

@@ -716,3 +716,54 @@ fn garbage_in_hardware_and_queue_files_fails_only_its_collector() {
     assert_eq!(success("hwmon"), Some(1.0));
     assert!(!t.contains("node_udp_queues{") && !t.contains("node_softnet_"));
 }
+
+/// `/metrics` writes the node families straight from the collectors' flat form
+/// (`metrics::node::render_text`); everything else (shipping, `Registry::gather`) gets protobuf.
+/// Both must say the same, byte for byte: the whole fixture tree, every collector, a textfile
+/// directory with untyped, histogram and summary families, label values that need escaping and
+/// families split over two files, with vigil's own families sorting before, between and after
+/// the node ones.
+#[test]
+fn metrics_text_written_directly_equals_the_encoders_output_of_the_gathered_families() {
+    let root = fixture_root();
+    let textfiles = tempfile::tempdir().unwrap();
+    std::fs::write(
+        textfiles.path().join("a.prom"),
+        "# HELP z_last Escapes: back\\\\slash and \\n newline.\n# TYPE z_last gauge\n\
+         z_last{path=\"a \\\"q\\\" b\",zone=\"back\\\\slash\\nnext\"} 1.5\nz_last{path=\"\",zone=\"a\"} +Inf\n\
+         untyped_thing{b=\"2\"} 3\nuntyped_thing{b=\"1\"} -Inf\n\
+         # TYPE h histogram\nh_bucket{le=\"1\"} 1\nh_bucket{le=\"+Inf\"} 2\nh_sum 3\nh_count 2\n\
+         # TYPE s summary\ns{quantile=\"0.5\"} 1\ns_sum 2\ns_count 3\n",
+    )
+    .unwrap();
+    std::fs::write(textfiles.path().join("b.prom"), "# TYPE z_last gauge\nz_last{site=\"x\"} 7\n").unwrap();
+    let mut cfg = config(&root);
+    cfg.textfile_directory = Some(textfiles.path().display().to_string());
+    let collector = NodeCollector::with_statfs(&cfg, fixture_statfs(&root)).unwrap();
+    let registry = Registry::new();
+    registry.register(Box::new(collector)).unwrap();
+    for name in ["aaa_vigil_first", "node_m_between", "zzz_vigil_last"] {
+        let c = prometheus::IntCounterVec::new(prometheus::Opts::new(name, "vigil's own"), &["sink"]).unwrap();
+        c.with_label_values(&["b"]).inc();
+        c.with_label_values(&["a"]).inc_by(2);
+        registry.register(Box::new(c)).unwrap();
+    }
+    let direct = String::from_utf8(vigil::server::render(&registry)).unwrap();
+    let mut encoded = Vec::new();
+    vigil::server::encode(&registry.gather(), &mut encoded);
+    let encoded = String::from_utf8(encoded).unwrap();
+    assert!(direct.contains("node_cpu_seconds_total") && direct.contains("h_bucket") && direct.contains("z_last"));
+    assert!(direct.contains(r#"zone="back\\slash\nnext""#), "{direct}");
+    // The clock moves between the two scrapes; everything else is read from the fixture tree.
+    let still =
+        |t: &str| stable(t).lines().filter(|l| !l.starts_with("node_time_seconds ")).collect::<Vec<_>>().join("\n");
+    if still(&direct) != still(&encoded) {
+        let (d, e) = (still(&direct), still(&encoded));
+        let first = d.lines().zip(e.lines()).find(|(a, b)| a != b);
+        panic!(
+            "first difference (direct, encoded): {first:?}\n{} against {} lines",
+            d.lines().count(),
+            e.lines().count()
+        );
+    }
+}

@@ -146,6 +146,46 @@ fn systemd_units_over_a_real_bus_map_to_node_exporter_metrics() {
     assert!(t.contains("# TYPE node_systemd_socket_accepted_connections_total counter\n"));
     assert!(t.contains("# TYPE node_systemd_unit_state gauge\n"));
     assert!(t.contains("# HELP node_systemd_unit_state Systemd unit\n"));
+    // The opt-in families are off by default, as upstream.
+    for name in ["unit_start_time_seconds", "unit_tasks_current", "unit_tasks_max", "service_restart_total"] {
+        assert!(!t.contains(&format!("node_systemd_{name}")), "{name} is opt-in:\n{t}");
+    }
+}
+
+#[test]
+fn opt_in_start_time_task_and_restart_metrics_as_upstream_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let _bus = bus_with_fake_systemd(dir.path());
+    let mut cfg = config(dir.path());
+    cfg.systemd.enable_start_time_metrics = true;
+    cfg.systemd.enable_task_metrics = true;
+    cfg.systemd.enable_restarts_metrics = true;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let t = loop {
+        let t = render(&cfg);
+        if has(&t, r#"node_scrape_collector_success{collector="systemd"} 1"#) || Instant::now() > deadline {
+            break t;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(has(&t, r#"node_scrape_collector_success{collector="systemd"} 1"#), "{t}");
+    // ActiveEnterTimestamp µs / 1e6 for an active unit; 0 for one that is not active, even
+    // though systemd has an older timestamp for it (upstream does not ask).
+    assert!(has(&t, r#"node_systemd_unit_start_time_seconds{name="sshd.service"} 1700000001.5"#), "{t}");
+    assert!(has(&t, r#"node_systemd_unit_start_time_seconds{name="cron.service"} 0"#), "{t}");
+    assert!(has(&t, r#"node_systemd_unit_start_time_seconds{name="kubelet.service"} 0"#), "{t}");
+    // Tasks of services; u64::MAX means not counted / no limit and is left out.
+    assert!(has(&t, r#"node_systemd_unit_tasks_current{name="sshd.service"} 5"#), "{t}");
+    assert!(has(&t, r#"node_systemd_unit_tasks_max{name="sshd.service"} 4915"#), "{t}");
+    assert!(!t.contains(r#"node_systemd_unit_tasks_current{name="kubelet.service"}"#), "{t}");
+    assert!(!t.contains(r#"node_systemd_unit_tasks_max{name="kubelet.service"}"#), "{t}");
+    assert!(has(&t, r#"node_systemd_service_restart_total{name="sshd.service"} 2"#), "{t}");
+    assert!(has(&t, r#"node_systemd_service_restart_total{name="kubelet.service"} 7"#), "{t}");
+    assert!(has(&t, r#"node_systemd_service_restart_total{name="cron.service"} 0"#), "{t}");
+    assert!(!t.contains(r#"node_systemd_service_restart_total{name="docker.socket"}"#), "services only:\n{t}");
+    assert!(t.contains("# TYPE node_systemd_service_restart_total counter\n"), "{t}");
+    assert!(t.contains("# TYPE node_systemd_unit_start_time_seconds gauge\n"), "{t}");
+    assert!(t.contains("# HELP node_systemd_unit_tasks_current Current number of tasks per Systemd unit\n"));
 }
 
 #[test]

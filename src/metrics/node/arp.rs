@@ -8,7 +8,6 @@
 //! `hostNetwork` (see `netdev`); netlink would see only vigil's own namespace.
 
 use super::{Buf, Collect, Error, Family, Paths, Scrape};
-use prometheus::proto::MetricFamily;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -29,7 +28,7 @@ impl Collect for ArpCollector {
         "arp"
     }
 
-    fn collect(&self, _scrape: &Scrape<'_>, out: &mut Vec<MetricFamily>) -> Result<(), Error> {
+    fn collect(&self, _scrape: &Scrape<'_>, out: &mut Vec<Family>) -> Result<(), Error> {
         let text = match self.buf.read(&self.path) {
             Ok(t) => t,
             Err(_) => self.buf.read(&self.fallback)?,

@@ -3,7 +3,6 @@
 //! A node without the bonding driver has no `bonding_masters`: no data, as node_exporter.
 
 use super::{Collect, Error, Family, Paths, Scrape, read_file};
-use prometheus::proto::MetricFamily;
 use std::path::PathBuf;
 
 pub(super) struct BondingCollector {
@@ -25,7 +24,7 @@ impl Collect for BondingCollector {
         "bonding"
     }
 
-    fn collect(&self, _scrape: &Scrape<'_>, out: &mut Vec<MetricFamily>) -> Result<(), Error> {
+    fn collect(&self, _scrape: &Scrape<'_>, out: &mut Vec<Family>) -> Result<(), Error> {
         let masters = read_file(&self.dir.join("bonding_masters")).map_err(no_data_if_missing)?;
         let mut slaves_f = Family::gauge("node_bonding_slaves", "Number of configured slaves per bonding interface.");
         let mut active_f = Family::gauge("node_bonding_active", "Number of active slaves per bonding interface.");

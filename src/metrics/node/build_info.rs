@@ -9,7 +9,6 @@
 //! would stay empty) and pretending to be a node_exporter release (a version that never was).
 
 use super::Family;
-use prometheus::proto::MetricFamily;
 
 /// Go's GOARCH for this build's target.
 fn goarch() -> &'static str {
@@ -24,7 +23,7 @@ fn goarch() -> &'static str {
     }
 }
 
-pub(super) fn family() -> MetricFamily {
+pub(super) fn family() -> Family {
     let mut f = Family::gauge(
         "node_exporter_build_info",
         "A metric with a constant '1' value labeled by version and goos and goarch; exported by vigil (vigil_version) for dashboards that select node_exporter instances by it.",

@@ -122,11 +122,31 @@ pub struct SystemdConfig {
     /// mount, scope and slice units.
     #[serde(default = "default_unit_exclude")]
     pub unit_exclude: String,
+    /// `node_systemd_unit_start_time_seconds{name}` (ActiveEnterTimestamp; 0 when the unit is
+    /// not active), as node_exporter's `--collector.systemd.enable-start-time-metrics`.
+    /// Default false: one more D-Bus call per unit and scrape.
+    #[serde(default)]
+    pub enable_start_time_metrics: bool,
+    /// `node_systemd_unit_tasks_current{name}` and `node_systemd_unit_tasks_max{name}` of
+    /// services, as `--collector.systemd.enable-task-metrics`. Default false.
+    #[serde(default)]
+    pub enable_task_metrics: bool,
+    /// `node_systemd_service_restart_total{name}` (NRestarts), as
+    /// `--collector.systemd.enable-restarts-metrics`. Default false.
+    #[serde(default)]
+    pub enable_restarts_metrics: bool,
 }
 
 impl Default for SystemdConfig {
     fn default() -> Self {
-        Self { bus_socket: None, unit_include: default_unit_include(), unit_exclude: default_unit_exclude() }
+        Self {
+            bus_socket: None,
+            unit_include: default_unit_include(),
+            unit_exclude: default_unit_exclude(),
+            enable_start_time_metrics: false,
+            enable_task_metrics: false,
+            enable_restarts_metrics: false,
+        }
     }
 }
 

@@ -9,7 +9,6 @@
 //! networking).
 
 use super::{Collect, Error, Family, NetFile, Paths, Scrape, parse_err, read_file};
-use prometheus::proto::MetricFamily;
 use std::path::PathBuf;
 
 /// (0-based column of net/stat/nf_conntrack, metric suffix, HELP), as node_exporter.
@@ -53,7 +52,7 @@ impl Collect for ConntrackCollector {
         "conntrack"
     }
 
-    fn collect(&self, _scrape: &Scrape<'_>, out: &mut Vec<MetricFamily>) -> Result<(), Error> {
+    fn collect(&self, _scrape: &Scrape<'_>, out: &mut Vec<Family>) -> Result<(), Error> {
         for (path, name, help) in [
             (
                 &self.count,

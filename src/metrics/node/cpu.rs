@@ -8,7 +8,6 @@
 //! that drops by 3 s or more means the CPU was replugged, and its cache starts over.
 
 use super::{Collect, Error, Family, Paths, Scrape, parse_err};
-use prometheus::proto::MetricFamily;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -52,7 +51,7 @@ impl Collect for CpuCollector {
         "cpu"
     }
 
-    fn collect(&self, scrape: &Scrape<'_>, out: &mut Vec<MetricFamily>) -> Result<(), Error> {
+    fn collect(&self, scrape: &Scrape<'_>, out: &mut Vec<Family>) -> Result<(), Error> {
         let text = scrape.proc_stat(&self.path)?;
         let mut seconds = Family::counter("node_cpu_seconds_total", "Seconds the CPUs spent in each mode.");
         let mut guest =

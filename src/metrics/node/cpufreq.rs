@@ -10,7 +10,6 @@
 //! `scaling_governor` is missing, reporting the frequencies it could read.
 
 use super::{Collect, Error, Family, Paths, Scrape, thermal_zone::skippable};
-use prometheus::proto::MetricFamily;
 use std::path::{Path, PathBuf};
 
 /// (file in cpufreq/, metric, help).
@@ -55,7 +54,7 @@ impl Collect for CpufreqCollector {
         "cpufreq"
     }
 
-    fn collect(&self, _scrape: &Scrape<'_>, out: &mut Vec<MetricFamily>) -> Result<(), Error> {
+    fn collect(&self, _scrape: &Scrape<'_>, out: &mut Vec<Family>) -> Result<(), Error> {
         let offline = read_opt(&self.dir.join("offline"))?.unwrap_or_default();
         let mut families: Vec<Family> = FREQS.iter().map(|(_, name, help)| Family::gauge(name, help)).collect();
         let mut governor = Family::gauge("node_cpu_scaling_governor", "Current enabled CPU frequency governor.");

@@ -6,7 +6,6 @@
 
 use super::config::DiskstatsConfig;
 use super::{Buf, Collect, Error, Family, Paths, Scrape, regex};
-use prometheus::proto::MetricFamily;
 use regex::Regex;
 use std::path::PathBuf;
 
@@ -98,7 +97,7 @@ impl Collect for DiskstatsCollector {
         "diskstats"
     }
 
-    fn collect(&self, _scrape: &Scrape<'_>, out: &mut Vec<MetricFamily>) -> Result<(), Error> {
+    fn collect(&self, _scrape: &Scrape<'_>, out: &mut Vec<Family>) -> Result<(), Error> {
         let text = self.buf.read(&self.path)?;
         let mut families: Vec<Family> = COLUMNS
             .iter()

@@ -3,7 +3,6 @@
 //! Either file missing fails the collector (upstream treats it as a real error, not "no data").
 
 use super::{Buf, Collect, Error, Family, Paths, Scrape, parse_err};
-use prometheus::proto::MetricFamily;
 use std::path::PathBuf;
 
 pub(super) struct EntropyCollector {
@@ -27,7 +26,7 @@ impl Collect for EntropyCollector {
         "entropy"
     }
 
-    fn collect(&self, _scrape: &Scrape<'_>, out: &mut Vec<MetricFamily>) -> Result<(), Error> {
+    fn collect(&self, _scrape: &Scrape<'_>, out: &mut Vec<Family>) -> Result<(), Error> {
         for (path, name, help) in [
             (&self.avail, "node_entropy_available_bits", "Bits of available entropy."),
             (&self.pool, "node_entropy_pool_size_bits", "Bits of entropy pool."),

@@ -2,7 +2,6 @@
 //! (allocated, unused, maximum; node_exporter ignores the middle field, so does vigil).
 
 use super::{Collect, Error, Family, Paths, Scrape, parse_err, read_file};
-use prometheus::proto::MetricFamily;
 use std::path::PathBuf;
 
 pub(super) struct FilefdCollector {
@@ -20,7 +19,7 @@ impl Collect for FilefdCollector {
         "filefd"
     }
 
-    fn collect(&self, _scrape: &Scrape<'_>, out: &mut Vec<MetricFamily>) -> Result<(), Error> {
+    fn collect(&self, _scrape: &Scrape<'_>, out: &mut Vec<Family>) -> Result<(), Error> {
         let text = read_file(&self.path)?;
         let fields: Vec<&str> = text.split_ascii_whitespace().collect();
         let [allocated, _, maximum] = fields[..] else {

@@ -21,7 +21,6 @@
 
 use super::config::FilesystemConfig;
 use super::{Collect, Error, Family, Paths, Scrape, regex};
-use prometheus::proto::MetricFamily;
 use regex::Regex;
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
@@ -337,7 +336,7 @@ impl Collect for FilesystemCollector {
         "filesystem"
     }
 
-    fn collect(&self, _scrape: &Scrape<'_>, out: &mut Vec<MetricFamily>) -> Result<(), Error> {
+    fn collect(&self, _scrape: &Scrape<'_>, out: &mut Vec<Family>) -> Result<(), Error> {
         let mut mounts = self.mounts()?;
         mounts.retain(|m| {
             !self.mount_points_exclude.as_ref().is_some_and(|re| re.is_match(&m.mountpoint))

@@ -15,7 +15,6 @@
 //! others still reported (upstream reports them too but then fails the scrape).
 
 use super::{Collect, Error, Family, Paths, Scrape};
-use prometheus::proto::MetricFamily;
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -136,7 +135,7 @@ impl Collect for HwmonCollector {
         "hwmon"
     }
 
-    fn collect(&self, _scrape: &Scrape<'_>, out: &mut Vec<MetricFamily>) -> Result<(), Error> {
+    fn collect(&self, _scrape: &Scrape<'_>, out: &mut Vec<Family>) -> Result<(), Error> {
         let entries = match std::fs::read_dir(&self.dir) {
             Ok(e) => e,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {

@@ -1,7 +1,6 @@
 //! `loadavg`: `node_load1`, `node_load5`, `node_load15` from /proc/loadavg.
 
 use super::{Buf, Collect, Error, Family, Paths, Scrape, parse_err};
-use prometheus::proto::MetricFamily;
 use std::path::PathBuf;
 
 pub(super) struct LoadavgCollector {
@@ -20,7 +19,7 @@ impl Collect for LoadavgCollector {
         "loadavg"
     }
 
-    fn collect(&self, _scrape: &Scrape<'_>, out: &mut Vec<MetricFamily>) -> Result<(), Error> {
+    fn collect(&self, _scrape: &Scrape<'_>, out: &mut Vec<Family>) -> Result<(), Error> {
         let text = self.buf.read(&self.path)?;
         let mut it = text.split_ascii_whitespace();
         for (name, help) in [

@@ -8,7 +8,6 @@
 //! an optional sync line (`recovery`, `resync`, `check`, `reshape`, with `(done/total)`).
 
 use super::{Collect, Error, Family, Paths, Scrape, parse_err, read_file};
-use prometheus::proto::MetricFamily;
 use std::path::{Path, PathBuf};
 
 /// One array of /proc/mdstat.
@@ -120,7 +119,7 @@ impl Collect for MdadmCollector {
         "mdadm"
     }
 
-    fn collect(&self, _scrape: &Scrape<'_>, out: &mut Vec<MetricFamily>) -> Result<(), Error> {
+    fn collect(&self, _scrape: &Scrape<'_>, out: &mut Vec<Family>) -> Result<(), Error> {
         let text = match read_file(&self.mdstat) {
             Ok(t) => t,
             Err(e) if e.is_not_found() => return Err(Error::NoData(format!("mdadm: {e}"))),

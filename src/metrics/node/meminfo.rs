@@ -6,7 +6,6 @@
 //! that is a subset of this, so every series they have is here with the same name and value.
 
 use super::{Buf, Collect, Error, Family, Paths, Scrape, parse_err};
-use prometheus::proto::MetricFamily;
 use std::path::PathBuf;
 
 pub(super) struct MeminfoCollector {
@@ -42,7 +41,7 @@ impl Collect for MeminfoCollector {
         "meminfo"
     }
 
-    fn collect(&self, _scrape: &Scrape<'_>, out: &mut Vec<MetricFamily>) -> Result<(), Error> {
+    fn collect(&self, _scrape: &Scrape<'_>, out: &mut Vec<Family>) -> Result<(), Error> {
         let text = self.buf.read(&self.path)?;
         let before = out.len();
         for line in text.lines() {

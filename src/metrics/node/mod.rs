@@ -2,8 +2,9 @@
 //! dashboards written for node_exporter work against vigil unchanged.
 //!
 //! Key decision: each collector reads the kernel's text files (/proc, /sys) itself, from an
-//! injectable root (`metrics.node.rootfs`/`procfs`/`sysfs`), and builds `MetricFamily` values
-//! directly in one [`NodeCollector`] registered on the shared registry. That is exact (the same
+//! injectable root (`metrics.node.rootfs`/`procfs`/`sysfs`), and builds flat [`Family`] values
+//! directly in one [`NodeCollector`] registered on the shared registry (written straight to the
+//! text format by `/metrics`, handed over as `MetricFamily` to any other gather). That is exact (the same
 //! files node_exporter reads, the same arithmetic), cheap (one read per file per scrape, no
 //! intermediate maps, no per-series metric objects kept alive), and testable on fixture trees.
 //! Rejected: sysinfo (it has no per-mode CPU seconds, only usage percentages, and a handful of
@@ -116,7 +117,7 @@ trait Collect: Send + Sync {
     /// The `collector` label value, as node_exporter names it.
     fn name(&self) -> &'static str;
     /// Appends this collector's families to `out`. On error, what it appended is discarded.
-    fn collect(&self, scrape: &Scrape<'_>, out: &mut Vec<MetricFamily>) -> Result<(), Error>;
+    fn collect(&self, scrape: &Scrape<'_>, out: &mut Vec<Family>) -> Result<(), Error>;
 }
 
 /// Files that more than one collector reads, read once per scrape: /proc/stat (cpu and stat)
@@ -371,16 +372,36 @@ impl Collector for NodeCollector {
         out.push(duration.finish());
         out.push(success.finish());
         out.push(build_info::family());
-        out.extend(self.errors.collect());
-        out
+        out.extend(self.errors.collect().into_iter().map(Family::from_proto));
+        out.retain(|f| !f.is_empty());
+        // Under `render_text` the families go out as they are; anywhere else as protobuf.
+        match CAPTURED.with(|c| c.borrow_mut().as_mut().map(|captured| captured.append(&mut out))) {
+            Some(()) => Vec::new(),
+            None => out.iter().map(Family::to_proto).collect(),
+        }
     }
 }
 
-/// A metric family under construction. Label names must be given in sorted order (as
-/// client_golang writes them), which every call site does with static names.
+/// A metric family as the node collectors build it: samples kept flat (every label name and
+/// value back to back in one string, offsets beside it), so a scrape of ~500 series costs a
+/// few allocations per family instead of five per sample in protobuf `Metric`s. `/metrics`
+/// writes it straight to the text format ([`write_text`]); shipping and any other
+/// `Registry::gather` get the same content as a `MetricFamily` ([`Family::to_proto`]). Label
+/// names must be given in sorted order (as client_golang writes them), which every call site
+/// does with static names. Histograms and summaries (only from textfiles) are carried as their
+/// `MetricFamily`.
 pub(crate) struct Family {
-    mf: MetricFamily,
+    name: String,
+    help: String,
     kind: MetricType,
+    /// Label names and values of every sample, back to back.
+    text: String,
+    /// End offsets in `text`: name, value, name, value, ... for every label of every sample.
+    cuts: Vec<u32>,
+    /// Per sample: the end of its labels in `cuts`, and its value.
+    samples: Vec<(u32, f64)>,
+    /// A histogram or summary read from a textfile.
+    proto: Option<MetricFamily>,
 }
 
 impl Family {
@@ -398,64 +419,256 @@ impl Family {
     }
 
     fn new(name: &str, help: &str, kind: MetricType) -> Self {
-        let mut mf = MetricFamily::default();
-        mf.set_name(name.to_string());
-        mf.set_help(help.to_string());
-        mf.set_field_type(kind);
-        Self { mf, kind }
+        Self {
+            name: name.to_string(),
+            help: help.to_string(),
+            kind,
+            text: String::new(),
+            cuts: Vec::new(),
+            samples: Vec::new(),
+            proto: None,
+        }
+    }
+
+    /// A family built elsewhere as a `MetricFamily` (textfile histograms and summaries).
+    pub fn from_proto(mf: MetricFamily) -> Self {
+        let mut f = Self::new(mf.name(), mf.help(), mf.get_field_type());
+        f.proto = Some(mf);
+        f
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
     pub fn push(&mut self, labels: &[(&str, &str)], value: f64) {
         debug_assert!(labels.windows(2).all(|w| w[0].0 < w[1].0), "label names must be sorted: {labels:?}");
-        let mut m = Metric::default();
-        if !labels.is_empty() {
-            m.set_label(
-                labels
-                    .iter()
-                    .map(|(k, v)| {
-                        let mut lp = LabelPair::default();
-                        lp.set_name(k.to_string());
-                        lp.set_value(v.to_string());
-                        lp
-                    })
-                    .collect(),
-            );
+        for (k, v) in labels {
+            self.text.push_str(k);
+            self.cuts.push(self.text.len() as u32);
+            self.text.push_str(v);
+            self.cuts.push(self.text.len() as u32);
         }
-        match self.kind {
-            MetricType::COUNTER => {
-                let mut c = Counter::default();
-                c.set_value(value);
-                m.set_counter(c);
-            }
-            // Deprecated in the crate as protobuf-specific, but it is the only way to give the
-            // text encoder an untyped sample, which node_exporter's vmstat/netstat are.
-            #[allow(deprecated)]
-            MetricType::UNTYPED => {
-                let mut u = prometheus::proto::Untyped::default();
-                u.set_value(value);
-                m.set_untyped(u);
-            }
-            _ => {
-                let mut g = Gauge::default();
-                g.set_value(value);
-                m.set_gauge(g);
-            }
-        }
-        self.mf.mut_metric().push(m);
+        self.samples.push((self.cuts.len() as u32, value));
     }
 
-    pub fn finish(self) -> MetricFamily {
-        self.mf
+    pub fn finish(self) -> Family {
+        self
     }
 
     pub fn is_empty(&self) -> bool {
-        self.mf.get_metric().is_empty()
+        self.samples.is_empty() && self.proto.as_ref().is_none_or(|p| p.get_metric().is_empty())
     }
 
     /// Appends the family to `out` unless it has no samples.
-    pub fn finish_into(self, out: &mut Vec<MetricFamily>) {
-        if !self.mf.get_metric().is_empty() {
-            out.push(self.mf);
+    pub fn finish_into(self, out: &mut Vec<Family>) {
+        if !self.is_empty() {
+            out.push(self);
+        }
+    }
+
+    /// Sample `i`'s labels as (name, value).
+    fn labels(&self, i: usize) -> impl Iterator<Item = (&str, &str)> + '_ {
+        let from = if i == 0 { 0 } else { self.samples[i - 1].0 as usize };
+        let to = self.samples[i].0 as usize;
+        (from..to).step_by(2).map(move |c| {
+            let start = if c == 0 { 0 } else { self.cuts[c - 1] as usize };
+            let (mid, end) = (self.cuts[c] as usize, self.cuts[c + 1] as usize);
+            (&self.text[start..mid], &self.text[mid..end])
+        })
+    }
+
+    /// Sample indices in the order `Registry::gather` sorts metrics: by label values.
+    fn order(&self) -> Vec<usize> {
+        let mut order: Vec<usize> = (0..self.samples.len()).collect();
+        let key = |i: usize| self.labels(i).map(|(_, v)| v);
+        if !order.windows(2).all(|w| key(w[0]).cmp(key(w[1])).is_le()) {
+            order.sort_by(|&a, &b| {
+                let (la, lb) = (self.labels(a).count(), self.labels(b).count());
+                la.cmp(&lb).then_with(|| key(a).cmp(key(b)))
+            });
+        }
+        order
+    }
+
+    /// Moves `other`'s samples (a family of the same name) into this one.
+    fn append(&mut self, other: Family) {
+        let base = self.text.len() as u32;
+        let cut_base = self.cuts.len() as u32;
+        self.text.push_str(&other.text);
+        self.cuts.extend(other.cuts.iter().map(|c| c + base));
+        self.samples.extend(other.samples.iter().map(|&(end, v)| (end + cut_base, v)));
+        match (&mut self.proto, other.proto) {
+            (Some(p), Some(o)) => p.mut_metric().extend(o.get_metric().iter().cloned()),
+            (p @ None, Some(o)) => *p = Some(o),
+            _ => {}
+        }
+    }
+
+    /// The same content as a protobuf `MetricFamily`, metrics sorted as `Registry::gather` does.
+    pub fn to_proto(&self) -> MetricFamily {
+        if let Some(p) = &self.proto {
+            return p.clone();
+        }
+        let mut mf = MetricFamily::default();
+        mf.set_name(self.name.clone());
+        mf.set_help(self.help.clone());
+        mf.set_field_type(self.kind);
+        for i in 0..self.samples.len() {
+            let mut m = Metric::default();
+            let labels: Vec<LabelPair> = self
+                .labels(i)
+                .map(|(k, v)| {
+                    let mut lp = LabelPair::default();
+                    lp.set_name(k.to_string());
+                    lp.set_value(v.to_string());
+                    lp
+                })
+                .collect();
+            if !labels.is_empty() {
+                m.set_label(labels);
+            }
+            let value = self.samples[i].1;
+            match self.kind {
+                MetricType::COUNTER => {
+                    let mut c = Counter::default();
+                    c.set_value(value);
+                    m.set_counter(c);
+                }
+                // Deprecated in the crate as protobuf-specific, but it is the only way to give
+                // the text encoder an untyped sample, which node_exporter's vmstat/netstat are.
+                #[allow(deprecated)]
+                MetricType::UNTYPED => {
+                    let mut u = prometheus::proto::Untyped::default();
+                    u.set_value(value);
+                    m.set_untyped(u);
+                }
+                _ => {
+                    let mut g = Gauge::default();
+                    g.set_value(value);
+                    m.set_gauge(g);
+                }
+            }
+            mf.mut_metric().push(m);
+        }
+        let order = self.order();
+        if order.iter().enumerate().any(|(i, &o)| i != o) {
+            let mut metrics = mf.take_metric();
+            let mut sorted: Vec<Metric> = Vec::with_capacity(metrics.len());
+            let mut slots: Vec<Option<Metric>> = metrics.drain(..).map(Some).collect();
+            for o in order {
+                sorted.push(slots[o].take().expect("each index once"));
+            }
+            mf.set_metric(sorted);
+        }
+        mf
+    }
+}
+
+thread_local! {
+    /// Set while `render_text` gathers the registry: the node collector then hands its
+    /// families over here instead of returning them as protobuf.
+    static CAPTURED: std::cell::RefCell<Option<Vec<Family>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Gathers `registry` and writes everything in the text format, the node collector's families
+/// directly from [`Family`] (no protobuf round trip). The output is the one
+/// `TextEncoder::encode(registry.gather())` would give: families sorted by name, same-named
+/// families merged, metrics sorted by label values.
+pub fn render_text(registry: &Registry, out: &mut Vec<u8>, encode: impl Fn(&[MetricFamily], &mut Vec<u8>)) {
+    CAPTURED.with(|c| *c.borrow_mut() = Some(Vec::new()));
+    let gathered = registry.gather();
+    let mut node = CAPTURED.with(|c| c.borrow_mut().take()).unwrap_or_default();
+    // Sorted and merged by name, as gather does.
+    node.sort_by(|a, b| a.name().cmp(b.name()));
+    let mut merged: Vec<Family> = Vec::with_capacity(node.len());
+    for f in node {
+        match merged.last_mut() {
+            Some(last) if last.name == f.name => last.append(f),
+            _ => merged.push(f),
+        }
+    }
+    let (mut g, mut n) = (gathered.as_slice(), merged.as_slice());
+    while !g.is_empty() || !n.is_empty() {
+        let take_gathered = match (g.first(), n.first()) {
+            (Some(a), Some(b)) => a.name() <= b.name.as_str(),
+            (Some(_), None) => true,
+            _ => false,
+        };
+        if take_gathered {
+            let run = g.iter().take_while(|f| n.first().is_none_or(|b| f.name() <= b.name.as_str())).count();
+            encode(&g[..run], out);
+            g = &g[run..];
+        } else {
+            let f = &n[0];
+            match &f.proto {
+                Some(p) => encode(std::slice::from_ref(p), out),
+                None => write_text(f, out),
+            }
+            n = &n[1..];
+        }
+    }
+}
+
+/// One family in the Prometheus text format 0.0.4, byte for byte as before: typed families as
+/// the `prometheus` crate's `TextEncoder` writes them (no HELP line when the help is empty,
+/// values by `f64`'s `Display`), untyped ones as `server`'s writer (HELP always, `+Inf`).
+fn write_text(f: &Family, out: &mut Vec<u8>) {
+    use std::io::Write;
+    let untyped = f.kind == MetricType::UNTYPED;
+    if untyped || !f.help.is_empty() {
+        out.extend_from_slice(b"# HELP ");
+        out.extend_from_slice(f.name.as_bytes());
+        out.push(b' ');
+        escape(&f.help, false, out);
+        out.push(b'\n');
+    }
+    out.extend_from_slice(b"# TYPE ");
+    out.extend_from_slice(f.name.as_bytes());
+    out.extend_from_slice(match f.kind {
+        MetricType::COUNTER => b" counter\n",
+        MetricType::GAUGE => b" gauge\n",
+        MetricType::HISTOGRAM => b" histogram\n",
+        MetricType::SUMMARY => b" summary\n",
+        _ => b" untyped\n",
+    });
+    for i in f.order() {
+        out.extend_from_slice(f.name.as_bytes());
+        let mut first = true;
+        for (k, v) in f.labels(i) {
+            out.push(if first { b'{' } else { b',' });
+            first = false;
+            out.extend_from_slice(k.as_bytes());
+            out.extend_from_slice(b"=\"");
+            escape(v, true, out);
+            out.push(b'"');
+        }
+        if !first {
+            out.push(b'}');
+        }
+        out.push(b' ');
+        match f.samples[i].1 {
+            v if untyped && v.is_infinite() => out.extend_from_slice(if v > 0.0 { b"+Inf" } else { b"-Inf" }),
+            v => {
+                let _ = write!(out, "{v}");
+            }
+        }
+        out.push(b'\n');
+    }
+}
+
+/// The text format's escaping: `\\` and newline always, `"` in label values.
+fn escape(s: &str, quote: bool, out: &mut Vec<u8>) {
+    if !s.bytes().any(|b| b == b'\\' || b == b'\n' || (quote && b == b'"')) {
+        out.extend_from_slice(s.as_bytes());
+        return;
+    }
+    for b in s.bytes() {
+        match b {
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'"' if quote => out.extend_from_slice(b"\\\""),
+            _ => out.push(b),
         }
     }
 }

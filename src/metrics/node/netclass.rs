@@ -10,7 +10,6 @@
 //! a negative speed is exported as is (-1 Mb/s → -125000).
 
 use super::{Collect, Error, Family, Paths, Scrape};
-use prometheus::proto::MetricFamily;
 use std::path::{Path, PathBuf};
 
 /// (sysfs attribute, metric suffix, counter?), in node_exporter's order.
@@ -129,7 +128,7 @@ impl Collect for NetclassCollector {
         "netclass"
     }
 
-    fn collect(&self, _scrape: &Scrape<'_>, out: &mut Vec<MetricFamily>) -> Result<(), Error> {
+    fn collect(&self, _scrape: &Scrape<'_>, out: &mut Vec<Family>) -> Result<(), Error> {
         let entries = std::fs::read_dir(&self.dir)
             .map_err(|e| Error::NoData(format!("netclass: cannot list {}: {e}", self.dir.display())))?;
         // Interfaces are the entries that are not regular files (symlinks into

@@ -15,7 +15,6 @@
 
 use super::config::NetdevConfig;
 use super::{Buf, Collect, Error, Family, Paths, Scrape, parse_err, regex};
-use prometheus::proto::MetricFamily;
 use regex::Regex;
 use std::path::PathBuf;
 
@@ -61,7 +60,7 @@ impl Collect for NetdevCollector {
         "netdev"
     }
 
-    fn collect(&self, _scrape: &Scrape<'_>, out: &mut Vec<MetricFamily>) -> Result<(), Error> {
+    fn collect(&self, _scrape: &Scrape<'_>, out: &mut Vec<Family>) -> Result<(), Error> {
         let (text, path) = match self.buf.read(&self.path) {
             Ok(t) => (t, &self.path),
             Err(_) => (self.buf.read(&self.fallback)?, &self.fallback),

@@ -7,7 +7,6 @@
 
 use super::config::NetstatConfig;
 use super::{Collect, Error, Family, NetFile, Paths, Scrape, parse_err, regex};
-use prometheus::proto::MetricFamily;
 use regex::Regex;
 use std::collections::HashMap;
 use std::path::Path;
@@ -98,7 +97,7 @@ impl Collect for NetstatCollector {
         "netstat"
     }
 
-    fn collect(&self, _scrape: &Scrape<'_>, out: &mut Vec<MetricFamily>) -> Result<(), Error> {
+    fn collect(&self, _scrape: &Scrape<'_>, out: &mut Vec<Family>) -> Result<(), Error> {
         // Every value is parsed (and may fail the collector) before anything is exported.
         let (netstat, netstat_path) = self.netstat.read()?;
         let mut sections = Vec::with_capacity(16);

@@ -3,7 +3,6 @@
 //! when its modification time or size changes, so a scrape costs one stat(2).
 
 use super::{Collect, Error, Family, Paths, Scrape};
-use prometheus::proto::MetricFamily;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -97,7 +96,7 @@ impl Collect for OsCollector {
         "os"
     }
 
-    fn collect(&self, _scrape: &Scrape<'_>, out: &mut Vec<MetricFamily>) -> Result<(), Error> {
+    fn collect(&self, _scrape: &Scrape<'_>, out: &mut Vec<Family>) -> Result<(), Error> {
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         let mut last_err = None;
         let mut found = false;

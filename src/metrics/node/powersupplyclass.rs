@@ -7,7 +7,6 @@
 //! "no data", as upstream.
 
 use super::{Collect, Error, Family, Paths, Scrape, thermal_zone::skippable};
-use prometheus::proto::MetricFamily;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -103,7 +102,7 @@ impl Collect for PowerSupplyClassCollector {
         "powersupplyclass"
     }
 
-    fn collect(&self, _scrape: &Scrape<'_>, out: &mut Vec<MetricFamily>) -> Result<(), Error> {
+    fn collect(&self, _scrape: &Scrape<'_>, out: &mut Vec<Family>) -> Result<(), Error> {
         let entries = match std::fs::read_dir(&self.dir) {
             Ok(e) => e,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {

@@ -6,7 +6,6 @@
 //! A kernel without PSI (or booted with psi=0) has no files or answers EOPNOTSUPP: no data.
 
 use super::{Collect, Error, Family, Paths, Scrape, parse_err, read_file};
-use prometheus::proto::MetricFamily;
 use std::path::{Path, PathBuf};
 
 /// (resource, line, metric, HELP), in node_exporter's order.
@@ -76,7 +75,7 @@ impl Collect for PressureCollector {
         "pressure"
     }
 
-    fn collect(&self, _scrape: &Scrape<'_>, out: &mut Vec<MetricFamily>) -> Result<(), Error> {
+    fn collect(&self, _scrape: &Scrape<'_>, out: &mut Vec<Family>) -> Result<(), Error> {
         let mut found = 0;
         let mut current: Option<(&str, String)> = None;
         for (resource, kind, name, help) in SERIES {

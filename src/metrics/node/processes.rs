@@ -5,7 +5,6 @@
 //! process or thread that exits between listing and reading is skipped.
 
 use super::{Collect, Error, Family, Paths, Scrape, parse_err};
-use prometheus::proto::MetricFamily;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -60,7 +59,7 @@ impl Collect for ProcessesCollector {
         "processes"
     }
 
-    fn collect(&self, _scrape: &Scrape<'_>, out: &mut Vec<MetricFamily>) -> Result<(), Error> {
+    fn collect(&self, _scrape: &Scrape<'_>, out: &mut Vec<Family>) -> Result<(), Error> {
         let pids_list =
             numeric_entries(&self.procfs).map_err(|error| Error::Read { path: self.procfs.clone(), error })?;
         let (mut pids, mut threads) = (0u64, 0u64);

@@ -5,7 +5,6 @@
 //! no such file: that is "no data" (success 0, logged at debug), as upstream's ErrNoData.
 
 use super::{Buf, Collect, Error, Family, Paths, Scrape, parse_err};
-use prometheus::proto::MetricFamily;
 use std::path::PathBuf;
 
 pub(super) struct SchedstatCollector {
@@ -24,7 +23,7 @@ impl Collect for SchedstatCollector {
         "schedstat"
     }
 
-    fn collect(&self, _scrape: &Scrape<'_>, out: &mut Vec<MetricFamily>) -> Result<(), Error> {
+    fn collect(&self, _scrape: &Scrape<'_>, out: &mut Vec<Family>) -> Result<(), Error> {
         let text = match self.buf.read(&self.path) {
             Err(e) if e.is_not_found() => {
                 return Err(Error::NoData(format!("{} does not exist", self.path.display())));

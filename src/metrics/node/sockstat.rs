@@ -5,7 +5,6 @@
 //! `NetFile`). A missing file is skipped (no IPv6).
 
 use super::{Collect, Error, Family, NetFile, Paths, Scrape, parse_err};
-use prometheus::proto::MetricFamily;
 
 const KEYS: [&str; 6] = ["inuse", "orphan", "tw", "alloc", "mem", "memory"];
 
@@ -32,7 +31,7 @@ impl Collect for SockstatCollector {
         "sockstat"
     }
 
-    fn collect(&self, _scrape: &Scrape<'_>, out: &mut Vec<MetricFamily>) -> Result<(), Error> {
+    fn collect(&self, _scrape: &Scrape<'_>, out: &mut Vec<Family>) -> Result<(), Error> {
         for (file, v4) in [(&self.v4, true), (&self.v6, false)] {
             let (text, path) = match file.read() {
                 Ok(t) => t,

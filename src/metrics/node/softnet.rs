@@ -5,7 +5,6 @@
 //! read as 0, as upstream.
 
 use super::{Buf, Collect, Error, Family, Paths, Scrape, parse_err};
-use prometheus::proto::MetricFamily;
 use std::path::PathBuf;
 
 /// (column, metric, help, is counter).
@@ -40,7 +39,7 @@ impl Collect for SoftnetCollector {
         "softnet"
     }
 
-    fn collect(&self, _scrape: &Scrape<'_>, out: &mut Vec<MetricFamily>) -> Result<(), Error> {
+    fn collect(&self, _scrape: &Scrape<'_>, out: &mut Vec<Family>) -> Result<(), Error> {
         let text = self.buf.read(&self.path)?;
         let mut families: Vec<Family> = COLUMNS
             .iter()

@@ -2,7 +2,6 @@
 //! as node_exporter's stat collector.
 
 use super::{Collect, Error, Family, Paths, Scrape, parse_err};
-use prometheus::proto::MetricFamily;
 use std::path::PathBuf;
 
 pub(super) struct StatCollector {
@@ -30,7 +29,7 @@ impl Collect for StatCollector {
         "stat"
     }
 
-    fn collect(&self, scrape: &Scrape<'_>, out: &mut Vec<MetricFamily>) -> Result<(), Error> {
+    fn collect(&self, scrape: &Scrape<'_>, out: &mut Vec<Family>) -> Result<(), Error> {
         let text = scrape.proc_stat(&self.path)?;
         let mut values = [None; FIELDS.len()];
         for line in text.lines() {

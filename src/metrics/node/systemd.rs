@@ -9,7 +9,11 @@
 //! collector owns, one connection per scrape as upstream (systemd restarts, a bus that went away
 //! and came back, need no reconnect logic). Rejected: shelling out to `systemctl` (not in the
 //! image, and it would need the host's PID 1 namespace anyway); sd-bus via FFI (a C library to
-//! ship). The opt-in upstream metrics (start time, tasks, restarts) are not exported.
+//! ship). The opt-in upstream metrics are switched on as upstream's flags do:
+//! `enable_start_time_metrics` → `node_systemd_unit_start_time_seconds{name}`,
+//! `enable_task_metrics` → `node_systemd_unit_tasks_{current,max}{name}` (services; a value of
+//! u64::MAX, systemd's "no limit / not counted", is left out), `enable_restarts_metrics` →
+//! `node_systemd_service_restart_total{name}` (services; NRestarts, systemd ≥ 235).
 //!
 //! The bus socket is `<rootfs>/run/dbus/system_bus_socket` unless `systemd.bus_socket` says
 //! otherwise; when it is missing (the pod does not mount the node's /run/dbus), the collector is
@@ -17,7 +21,6 @@
 
 use super::config::SystemdConfig;
 use super::{Collect, Error, Family, Paths, Scrape};
-use prometheus::proto::MetricFamily;
 use regex::Regex;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -64,12 +67,27 @@ pub(super) struct Answer {
     pub timers: Vec<(String, u64)>,
     /// (socket, NAccepted, NConnections, NRefused when systemd has it).
     pub sockets: Vec<(String, u32, u32, Option<u32>)>,
+    /// Opt-in: (unit, ActiveEnterTimestamp in µs; 0 when not active).
+    pub start_times: Vec<(String, u64)>,
+    /// Opt-in: (service, TasksCurrent, TasksMax), each None when unreadable or u64::MAX.
+    pub tasks: Vec<(String, Option<u64>, Option<u64>)>,
+    /// Opt-in: (service, NRestarts).
+    pub restarts: Vec<(String, u32)>,
+}
+
+/// Which opt-in metrics to ask for.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct OptIn {
+    pub start_time: bool,
+    pub tasks: bool,
+    pub restarts: bool,
 }
 
 pub(super) struct SystemdCollector {
     socket: PathBuf,
     include: Regex,
     exclude: Regex,
+    opt_in: OptIn,
     rt: tokio::runtime::Runtime,
 }
 
@@ -97,6 +115,11 @@ impl SystemdCollector {
             socket,
             include: anchored("systemd.unit_include", &config.unit_include)?,
             exclude: anchored("systemd.unit_exclude", &config.unit_exclude)?,
+            opt_in: OptIn {
+                start_time: config.enable_start_time_metrics,
+                tasks: config.enable_task_metrics,
+                restarts: config.enable_restarts_metrics,
+            },
             rt,
         })
     }
@@ -141,6 +164,30 @@ impl SystemdCollector {
         // left out (upstream logs it at debug).
         for u in a.units.iter().filter(|u| self.wanted(u)) {
             let p = || u.path.clone();
+            const UNIT: &str = "org.freedesktop.systemd1.Unit";
+            const SERVICE: &str = "org.freedesktop.systemd1.Service";
+            let u64_of = |v: Result<OwnedValue, String>| v.ok().and_then(|v| u64::try_from(v).ok());
+            if self.opt_in.start_time {
+                // As upstream: 0 for a unit that is not active, without asking.
+                if u.active_state != "active" {
+                    a.start_times.push((u.name.clone(), 0));
+                } else if let Some(us) = u64_of(get(p(), UNIT, "ActiveEnterTimestamp").await) {
+                    a.start_times.push((u.name.clone(), us));
+                }
+            }
+            if u.name.ends_with(".service") {
+                if self.opt_in.tasks {
+                    let limited = |v: Option<u64>| v.filter(|&v| v != u64::MAX);
+                    let current = limited(u64_of(get(p(), SERVICE, "TasksCurrent").await));
+                    let max = limited(u64_of(get(p(), SERVICE, "TasksMax").await));
+                    a.tasks.push((u.name.clone(), current, max));
+                }
+                if self.opt_in.restarts {
+                    if let Some(n) = get(p(), SERVICE, "NRestarts").await.ok().and_then(|v| u32::try_from(v).ok()) {
+                        a.restarts.push((u.name.clone(), n));
+                    }
+                }
+            }
             if u.name.ends_with(".service") || u.name.ends_with(".mount") {
                 let iface = if u.name.ends_with(".service") {
                     "org.freedesktop.systemd1.Service"
@@ -196,7 +243,7 @@ fn version_number(v: &str) -> f64 {
 }
 
 /// The metrics of one answer; `wanted` is the unit filter.
-pub(super) fn families(a: &Answer, wanted: impl Fn(&Unit) -> bool, out: &mut Vec<MetricFamily>) {
+pub(super) fn families(a: &Answer, wanted: impl Fn(&Unit) -> bool, out: &mut Vec<Family>) {
     let version = version_number(&a.version);
     let mut f = Family::gauge("node_systemd_version", "Detected systemd version");
     f.push(&[("version", &a.version)], version);
@@ -249,6 +296,29 @@ pub(super) fn families(a: &Answer, wanted: impl Fn(&Unit) -> bool, out: &mut Vec
     acc.finish_into(out);
     cur.finish_into(out);
     refused.finish_into(out);
+    let mut f =
+        Family::gauge("node_systemd_unit_start_time_seconds", "Start time of the unit since unix epoch in seconds.");
+    for (name, us) in &a.start_times {
+        f.push(&[("name", name)], *us as f64 / 1e6);
+    }
+    f.finish_into(out);
+    let mut current = Family::gauge("node_systemd_unit_tasks_current", "Current number of tasks per Systemd unit");
+    let mut max = Family::gauge("node_systemd_unit_tasks_max", "Maximum number of tasks per Systemd unit");
+    for (name, c, m) in &a.tasks {
+        if let Some(c) = c {
+            current.push(&[("name", name)], *c as f64);
+        }
+        if let Some(m) = m {
+            max.push(&[("name", name)], *m as f64);
+        }
+    }
+    current.finish_into(out);
+    max.finish_into(out);
+    let mut f = Family::counter("node_systemd_service_restart_total", "Service unit count of Restart triggers");
+    for (name, n) in &a.restarts {
+        f.push(&[("name", name)], *n as f64);
+    }
+    f.finish_into(out);
     if let Some(state) = &a.system_state {
         let mut f = Family::gauge(
             "node_systemd_system_running",
@@ -264,7 +334,7 @@ impl Collect for SystemdCollector {
         "systemd"
     }
 
-    fn collect(&self, _scrape: &Scrape<'_>, out: &mut Vec<MetricFamily>) -> Result<(), Error> {
+    fn collect(&self, _scrape: &Scrape<'_>, out: &mut Vec<Family>) -> Result<(), Error> {
         let answer = self
             .rt
             .block_on(async { tokio::time::timeout(TIMEOUT, self.ask()).await })

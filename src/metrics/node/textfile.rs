@@ -246,7 +246,7 @@ fn label_pairs(labels: &[(String, String)]) -> Vec<LabelPair> {
 
 /// The `MetricFamily` for a parsed family: labels unioned ("" where missing), histograms and
 /// summaries assembled from their `_bucket`/`_sum`/`_count` (or quantile) lines.
-fn build(name: &str, f: TextFamily) -> MetricFamily {
+fn build(name: &str, f: TextFamily) -> Family {
     let special = match f.kind {
         MetricType::HISTOGRAM => Some("le"),
         MetricType::SUMMARY => Some("quantile"),
@@ -266,17 +266,14 @@ fn build(name: &str, f: TextFamily) -> MetricFamily {
             })
             .collect()
     };
-    let mut mf = MetricFamily::default();
-    mf.set_name(name.to_string());
-    mf.set_help(f.help.clone().unwrap_or_else(|| format!("Metric read from {}", f.files.join(", "))));
-    mf.set_field_type(f.kind);
+    let help = f.help.clone().unwrap_or_else(|| format!("Metric read from {}", f.files.join(", ")));
     let mut metrics: Vec<Metric> = Vec::new();
     match special {
         None => {
             let mut fam = match f.kind {
-                MetricType::COUNTER => Family::counter(name, ""),
-                MetricType::GAUGE => Family::gauge(name, ""),
-                _ => Family::untyped(name, ""),
+                MetricType::COUNTER => Family::counter(name, &help),
+                MetricType::GAUGE => Family::gauge(name, &help),
+                _ => Family::untyped(name, &help),
             };
             let mut seen = HashSet::new();
             for s in &f.samples {
@@ -286,7 +283,7 @@ fn build(name: &str, f: TextFamily) -> MetricFamily {
                     fam.push(&refs, s.value);
                 }
             }
-            metrics = fam.finish().take_metric().into_iter().collect();
+            return fam;
         }
         Some(special) => {
             // One histogram/summary per label set without `le`/`quantile`.
@@ -343,8 +340,12 @@ fn build(name: &str, f: TextFamily) -> MetricFamily {
             }
         }
     }
+    let mut mf = MetricFamily::default();
+    mf.set_name(name.to_string());
+    mf.set_help(help);
+    mf.set_field_type(f.kind);
     mf.set_metric(metrics);
-    mf
+    Family::from_proto(mf)
 }
 
 impl Collect for TextfileCollector {
@@ -352,7 +353,7 @@ impl Collect for TextfileCollector {
         "textfile"
     }
 
-    fn collect(&self, _scrape: &Scrape<'_>, out: &mut Vec<MetricFamily>) -> Result<(), Error> {
+    fn collect(&self, _scrape: &Scrape<'_>, out: &mut Vec<Family>) -> Result<(), Error> {
         let mut error = false;
         let mut failing_now = HashSet::new();
         let mut mtimes = Family::gauge("node_textfile_mtime_seconds", "Unixtime mtime of textfiles successfully read.");

@@ -7,7 +7,6 @@
 //! collector. No `class/thermal` at all (most VMs) reports nothing and succeeds.
 
 use super::{Collect, Error, Family, Paths, Scrape, parse_err};
-use prometheus::proto::MetricFamily;
 use std::path::{Path, PathBuf};
 
 pub(super) struct ThermalZoneCollector {
@@ -48,7 +47,7 @@ impl Collect for ThermalZoneCollector {
         "thermal_zone"
     }
 
-    fn collect(&self, _scrape: &Scrape<'_>, out: &mut Vec<MetricFamily>) -> Result<(), Error> {
+    fn collect(&self, _scrape: &Scrape<'_>, out: &mut Vec<Family>) -> Result<(), Error> {
         let mut temp = Family::gauge("node_thermal_zone_temp", "Zone temperature in Celsius");
         for (n, dir) in numbered(&self.dir, "thermal_zone")? {
             let kind = read_trimmed(&dir.join("type")).unwrap_or_default();

@@ -7,7 +7,6 @@
 //! seccomp profile that refuses it (EPERM) is no data, not a failure, as node_exporter.
 
 use super::{Collect, Error, Family, Paths, Scrape};
-use prometheus::proto::MetricFamily;
 
 /// 2^16 × 1e6: a "scaled ppm" value divided by this is a ratio.
 const PPM16: f64 = 65536.0 * 1e6;
@@ -75,7 +74,7 @@ impl TimexCollector {
 }
 
 /// The families node_exporter's timex collector emits for `t`.
-pub(crate) fn families(t: &Timex, out: &mut Vec<MetricFamily>) {
+pub(crate) fn families(t: &Timex, out: &mut Vec<Family>) {
     let divisor = if t.status & libc::STA_NANO != 0 { 1e9 } else { 1e6 };
     let gauges: [(&str, &str, f64); 13] = [
         (
@@ -122,7 +121,7 @@ impl Collect for TimexCollector {
         "timex"
     }
 
-    fn collect(&self, _scrape: &Scrape<'_>, out: &mut Vec<MetricFamily>) -> Result<(), Error> {
+    fn collect(&self, _scrape: &Scrape<'_>, out: &mut Vec<Family>) -> Result<(), Error> {
         let t = match read_timex() {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
@@ -139,8 +138,8 @@ impl Collect for TimexCollector {
 mod tests {
     use super::*;
 
-    fn value(out: &[MetricFamily], name: &str) -> f64 {
-        let f = out.iter().find(|f| f.name() == name).unwrap_or_else(|| panic!("no {name}"));
+    fn value(out: &[Family], name: &str) -> f64 {
+        let f = out.iter().find(|f| f.name() == name).unwrap_or_else(|| panic!("no {name}")).to_proto();
         let m = &f.get_metric()[0];
         if f.get_field_type() == prometheus::proto::MetricType::COUNTER {
             m.get_counter().get_value()

@@ -7,7 +7,6 @@
 //! namespace, for the reason given in `netdev`.
 
 use super::{Buf, Collect, Error, Family, Paths, Scrape, parse_err};
-use prometheus::proto::MetricFamily;
 use std::path::{Path, PathBuf};
 
 pub(super) struct UdpQueuesCollector {
@@ -51,7 +50,7 @@ impl Collect for UdpQueuesCollector {
         "udp_queues"
     }
 
-    fn collect(&self, _scrape: &Scrape<'_>, out: &mut Vec<MetricFamily>) -> Result<(), Error> {
+    fn collect(&self, _scrape: &Scrape<'_>, out: &mut Vec<Family>) -> Result<(), Error> {
         let mut f =
             Family::gauge("node_udp_queues", "Number of allocated memory in the kernel for UDP datagrams in bytes.");
         for (ip, path, fallback) in &self.files {

@@ -2,7 +2,6 @@
 //! `hostNetwork: true`, which shares it), as node_exporter.
 
 use super::{Collect, Error, Family, Scrape};
-use prometheus::proto::MetricFamily;
 use std::ffi::CStr;
 
 pub(super) struct UnameCollector;
@@ -12,7 +11,7 @@ impl Collect for UnameCollector {
         "uname"
     }
 
-    fn collect(&self, _scrape: &Scrape<'_>, out: &mut Vec<MetricFamily>) -> Result<(), Error> {
+    fn collect(&self, _scrape: &Scrape<'_>, out: &mut Vec<Family>) -> Result<(), Error> {
         // SAFETY: uname fills the zeroed struct; every field is then a NUL-terminated string
         // within its array (the kernel guarantees the terminator).
         let u = unsafe {

@@ -6,7 +6,6 @@
 
 use super::config::VmstatConfig;
 use super::{Buf, Collect, Error, Family, Paths, Scrape, parse_err, regex};
-use prometheus::proto::MetricFamily;
 use regex::Regex;
 use std::path::PathBuf;
 
@@ -27,7 +26,7 @@ impl Collect for VmstatCollector {
         "vmstat"
     }
 
-    fn collect(&self, _scrape: &Scrape<'_>, out: &mut Vec<MetricFamily>) -> Result<(), Error> {
+    fn collect(&self, _scrape: &Scrape<'_>, out: &mut Vec<Family>) -> Result<(), Error> {
         let text = self.buf.read(&self.path)?;
         for line in text.lines().filter(|l| !l.is_empty()) {
             let mut it = line.split_ascii_whitespace();
