@@ -87,6 +87,7 @@ impl LogSource {
             checkpoints,
             metrics,
             last_written: Mutex::new(None),
+            changes: Default::default(),
         });
         let globs = discover::Globs::new(&config.include, &config.exclude)?;
         let (wake, wake_rx) = std::sync::mpsc::sync_channel(1024);

@@ -71,6 +71,9 @@ const READ_BUF: usize = 64 * 1024;
 pub(super) const BATCH_LINGER: Duration = Duration::from_millis(50);
 /// Rescans triggered by inotify are at most this frequent.
 pub(super) const MIN_RESCAN_GAP: Duration = Duration::from_millis(50);
+/// With inotify, every file is looked at (fstat, head, read) every this many polls; between
+/// them only the files it named (see `run`).
+pub(super) const FULL_POLL_EVERY: u32 = 20;
 /// Rescan period without inotify.
 pub(super) const FALLBACK_RESCAN: Duration = Duration::from_secs(1);
 
@@ -179,6 +182,7 @@ pub struct Tailer {
     rescan_wanted: bool,
     last_rescan: Instant,
     next_poll: Instant,
+    next_full_poll: Instant,
     cursor: usize,
     dirty: Vec<PathBuf>,
     last_send: Instant,
@@ -227,6 +231,7 @@ impl Tailer {
             rescan_wanted: true,
             last_rescan: now,
             next_poll: now,
+            next_full_poll: now,
             cursor: 0,
             dirty: Vec::new(),
             last_send: now,

@@ -95,6 +95,7 @@ impl Tailer {
             self.restore_rotated();
             // Every entry is now a tracked file or known to be gone.
             *self.shared.unresolved.lock().expect("unresolved lock poisoned") = None;
+            self.shared.note_change();
         }
         self.reindex();
         // Counted when done, so "rescans >= 1" means the first scan has opened every file.
@@ -262,6 +263,7 @@ impl Tailer {
         let mut t =
             FileTail::plain(Opened { key, id, fp, path: f.path.clone(), source, file, offset, limits: self.s.limits });
         t.state = state;
+        t.poll = f.link.as_deref() == Some(f.path.as_path());
         t.order = self.take_order();
         self.files.push(t);
     }

@@ -36,6 +36,7 @@ fn tailer_with(root: &Path, f: impl FnOnce(&mut ContainersConfig)) -> (Tailer, m
         checkpoints,
         metrics: LogMetrics::register(&prometheus::Registry::new()).unwrap(),
         last_written: Mutex::new(None),
+        changes: Default::default(),
     });
     let globs = Globs::new(&config.include, &config.exclude).unwrap();
     let (wake, wake_rx) = std::sync::mpsc::sync_channel(1024);
@@ -66,7 +67,7 @@ fn drain_events(t: &mut Tailer, rx: &mut mpsc::Receiver<SourceBatch>) -> Vec<cra
     let mut got = Vec::new();
     for _ in 0..5 {
         t.round(true);
-        t.maintain();
+        t.maintain(true);
         assert!(t.send());
         while let Ok(b) = rx.try_recv() {
             got.extend(b.events);
@@ -256,14 +257,14 @@ fn two_copytruncates_while_stalled_lose_nothing() {
         // Stalled from here: no `round`, only the polls (`maintain`) and rescans go on.
         logrotate(&live, compress);
         if empty_at_first_look {
-            t.maintain();
+            t.maintain(true);
         }
         w.write_all(lines("b", 0..10).as_bytes()).unwrap();
-        t.maintain();
+        t.maintain(true);
         t.rescan();
         logrotate(&live, compress);
         w.write_all(lines("c", 0..10).as_bytes()).unwrap();
-        t.maintain();
+        t.maintain(true);
         t.rescan();
         // logrotate moves the copies on again: `b` is only in `.2[.gz]` now, and `a`
         // only in the descriptor held since the first truncation.

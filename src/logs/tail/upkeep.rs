@@ -16,7 +16,10 @@ impl Tailer {
     /// Per-poll upkeep: truncation, deletion and rotation endings, partial-line timeouts, lag,
     /// held files. Runs while the pipeline pushes back, too: a held file's bounds are checked
     /// whether or not it can be read.
-    pub(super) fn maintain(&mut self) {
+    /// `full`: every file is looked at (fstat, head); else only those inotify named
+    /// (`touched`), those no hint covers (`poll`) and those no longer live. Partial-line
+    /// timeouts and the close decisions are checked for every file either way.
+    pub(super) fn maintain(&mut self, full: bool) {
         let now_ms = self.now_ms();
         // Truncation is looked for here too, not only before a read: while the pipeline has
         // no room nothing is read, and a file copytruncated twice before the next read would
@@ -24,7 +27,7 @@ impl Tailer {
         // `.2.gz`). Looking costs no data read; the copy found is held open from now on.
         // Files added by `truncation` (at the end) are new content, not looked at again.
         for i in 0..self.files.len() {
-            if self.files[i].truncation_seen() {
+            if looked_at(&self.files[i], full) && self.files[i].truncation_seen() {
                 self.truncation(i, now_ms);
             }
         }
@@ -32,7 +35,9 @@ impl Tailer {
         let mut close: Vec<(usize, Option<DropCause>)> = Vec::new();
         let (mut lag, mut lag_max) = (0u64, 0u64);
         for (i, f) in self.files.iter_mut().enumerate() {
-            match f.stat() {
+            let look = looked_at(f, full);
+            f.touched = false;
+            match if look { f.stat() } else { None } {
                 Some(Ok((size, nlink))) => {
                     // Truncation is handled above and before each read (`round`).
                     f.size = size;
@@ -47,7 +52,7 @@ impl Tailer {
                 }
                 None => {}
             }
-            if f.refresh_fingerprint() {
+            if look && f.refresh_fingerprint() {
                 update_fp(&self.shared, f);
             }
             f.flush_expired(now_ms, self.s.partial_timeout_ms, &mut self.out);
@@ -211,4 +216,9 @@ impl Tailer {
             },
         );
     }
+}
+
+/// Whether a poll looks at `f` on disk (see `Tailer::maintain`).
+fn looked_at(f: &FileTail, full: bool) -> bool {
+    full || f.touched || f.poll || !matches!(f.state, State::Live)
 }
