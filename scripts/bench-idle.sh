@@ -8,6 +8,7 @@
 # every file is idle (utime+stime ticks from /proc/<pid>/stat over IDLE_SECS), VmHWM (peak RSS),
 # and the start-up with a checkpoint (SIGTERM, one new line appended to the last file, restart:
 # time until that line is in the sink). Build first: cargo build --release --bin vigil
+# PROFILE_SECS=10 adds a syscall count (strace -c) and a perf profile of the idle process.
 set -euo pipefail
 N=${1:-1000}
 IDLE_SECS=${2:-30}
@@ -64,6 +65,11 @@ hz=$(getconf CLK_TCK)
 a=$(ticks "$pid"); sleep "$IDLE_SECS"; b=$(ticks "$pid")
 idle=$(echo "scale=3; ($b - $a) * 100 / $hz / $IDLE_SECS" | bc)
 hwm=$(awk '/VmHWM/ {printf "%.1f", $2 / 1024}' "/proc/$pid/status")
+if [ -n "${PROFILE_SECS:-}" ]; then # where idle time goes: syscalls, then CPU samples
+  timeout -s INT "$PROFILE_SECS" strace -c -f -p "$pid" 2>&1 | head -20 || true
+  perf record -q -g -o "$work/perf.data" -p "$pid" -- sleep "$PROFILE_SECS" 2>/dev/null || true
+  perf report -q -i "$work/perf.data" --no-children --sort dso,sym --stdio 2>/dev/null | grep -v '^$' | grep '%' | head -25 || true
+fi
 kill -TERM "$pid"; wait "$pid" || true; pid=
 
 last=$(ls -d "$work"/node/pods/*/c | tail -1)/0.log

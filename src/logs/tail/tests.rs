@@ -506,3 +506,44 @@ fn batch_limits_hold_inside_one_read_slice() {
         assert!(batches > 1);
     }
 }
+
+/// Issue 17: an idle poll looks (fstat, head read) only at the files inotify named, so 1,000
+/// idle files cost nothing between full polls; a change no hint named (inotify is a hint, never
+/// the truth) is still caught by the next full poll.
+#[test]
+fn a_poll_looks_at_the_files_inotify_named_and_a_full_poll_at_every_file() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().join("pods/ns_p_uid/c");
+    std::fs::create_dir_all(&dir).unwrap();
+    let live = dir.join("0.log");
+    std::fs::write(&live, lines("old", 0..3)).unwrap();
+    let (mut t, mut rx) = tailer(d.path(), ReadFrom::Beginning);
+    t.rescan();
+    assert_eq!(drain(&mut t, &mut rx), names("old", 0..3));
+    let truncations = |t: &Tailer| t.shared.metrics.truncations.get();
+
+    // Truncated and written again (same inode), no hint: a poll does not look at it.
+    std::fs::write(&live, lines("new", 0..1)).unwrap();
+    t.round(false);
+    t.maintain(false);
+    assert_eq!(truncations(&t), 0);
+    // A hint names it (what `run` does with `Wake::Data`): the next poll looks and reads.
+    t.files[0].touched = true;
+    t.files[0].at_eof = false;
+    t.round(false);
+    t.maintain(false);
+    assert_eq!(truncations(&t), 1);
+    assert!(!t.files[0].touched, "looked at, so no longer touched");
+
+    // The same with no hint ever: the full poll catches it.
+    std::fs::write(&live, lines("newer", 0..2)).unwrap();
+    t.round(false);
+    t.maintain(false);
+    assert_eq!(truncations(&t), 1);
+    t.round(true);
+    t.maintain(true);
+    assert_eq!(truncations(&t), 2);
+    let mut want = names("new", 0..1);
+    want.extend(names("newer", 0..2));
+    assert_eq!(drain(&mut t, &mut rx), want);
+}
