@@ -68,7 +68,8 @@ hwm=$(awk '/VmHWM/ {printf "%.1f", $2 / 1024}' "/proc/$pid/status")
 if [ -n "${PROFILE_SECS:-}" ]; then # where idle time goes: syscalls, then CPU samples
   timeout -s INT "$PROFILE_SECS" strace -c -f -p "$pid" 2>&1 | head -20 || true
   perf record -q -g -o "$work/perf.data" -p "$pid" -- sleep "$PROFILE_SECS" 2>/dev/null || true
-  perf report -q -i "$work/perf.data" --no-children --sort dso,sym --stdio 2>/dev/null | grep -v '^$' | grep '%' | head -25 || true
+  echo "--- idle profile"
+  perf report -q -i "$work/perf.data" --no-children --sort dso,sym --stdio -g none 2>/dev/null | grep -v '^$' | grep '%' | head -25 || true
 fi
 kill -TERM "$pid"; wait "$pid" || true; pid=
 
@@ -76,8 +77,16 @@ last=$(ls -d "$work"/node/pods/*/c | tail -1)/0.log
 echo "2026-11-30T03:00:01.000000000Z stdout F after restart" >> "$last"
 t0=$(now)
 "$VIGIL" run --config "$work/vigil.yaml" >/dev/null 2>>"$work/vigil.err" & pid=$!
+if [ -n "${PROFILE_SECS:-}" ]; then
+  perf record -q -g -o "$work/perf-start.data" -p "$pid" -- sleep "$PROFILE_SECS" 2>/dev/null &
+fi
 wait_lines "$((N + 1))"
 warm=$(echo "$(now) - $t0" | bc)
+if [ -n "${PROFILE_SECS:-}" ]; then
+  wait %?perf 2>/dev/null || sleep "$PROFILE_SECS"
+  echo "--- start-up profile (first $PROFILE_SECS s after the restart)"
+  perf report -q -i "$work/perf-start.data" --no-children --sort dso,sym --stdio -g none 2>/dev/null | grep '%' | head -25 || true
+fi
 hwm2=$(awk '/VmHWM/ {printf "%.1f", $2 / 1024}' "/proc/$pid/status")
 kill -TERM "$pid"; wait "$pid" || true; pid=
 [ "$(lines)" -eq "$((N + 1))" ] || echo "warning: $(lines) lines shipped, want $((N + 1)) (duplicates after restart?)" >&2

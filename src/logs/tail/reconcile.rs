@@ -52,6 +52,8 @@ impl Tailer {
         let mut by_path: HashMap<PathBuf, Vec<usize>> = HashMap::new();
         index_files(&self.files, 0, &mut by_id, &mut by_path);
         let mut seen: HashSet<&Path> = HashSet::new();
+        // Whether a file was opened or left or regained its path (`by_path` is rebuilt then).
+        let mut changed = self.first_scan;
         for f in found {
             seen.insert(&f.path);
             if let Some(&i) = by_id.get(&f.id) {
@@ -59,6 +61,7 @@ impl Tailer {
                 if t.path == f.path && matches!(t.state, State::Moved { .. }) {
                     // Renamed back (a failed kubelet reopen): it is live again.
                     t.state = State::Live;
+                    changed = true;
                 }
                 continue;
             }
@@ -75,6 +78,7 @@ impl Tailer {
                 }
             }
             let opened = self.files.len();
+            changed = true;
             self.open(f);
             index_files(&self.files, opened, &mut by_id, &mut by_path);
         }
@@ -88,6 +92,7 @@ impl Tailer {
                     }
                 }
                 t.at_eof = false;
+                changed = true;
             }
         }
         if self.first_scan {
@@ -97,7 +102,9 @@ impl Tailer {
             *self.shared.unresolved.lock().expect("unresolved lock poisoned") = None;
             self.shared.note_change();
         }
-        self.reindex();
+        if changed {
+            self.reindex();
+        }
         // Counted when done, so "rescans >= 1" means the first scan has opened every file.
         self.shared.metrics.rescans.inc();
     }
@@ -196,8 +203,13 @@ impl Tailer {
             Some(v.swap_remove(i))
         });
         // A file closed earlier in this run (e.g. a rotated name that the include globs also
-        // match) resumes where it was closed instead of being read again.
+        // match) resumes where it was closed instead of being read again. None is closed
+        // before the first scan ends: skipping the look then keeps a first scan of 10,000
+        // files from scanning the registry once per file.
         let matched = matched.or_else(|| {
+            if self.first_scan {
+                return None;
+            }
             let reg = self.shared.registry();
             let (&key, t) = reg.iter().find(|(_, t)| t.id == id && t.closed.is_some() && t.fp.matches(&head))?;
             Some(Entry {
