@@ -100,9 +100,15 @@ pub type SinkId = u64;
 #[derive(Debug, Default)]
 pub struct Committed {
     offsets: Mutex<HashMap<u64, u64>>,
+    /// Bumped by every change (the checkpoint writer skips its work while it stays put).
+    changes: std::sync::atomic::AtomicU64,
 }
 
 impl Committed {
+    pub fn changes(&self) -> u64 {
+        self.changes.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     pub fn snapshot(&self) -> HashMap<u64, u64> {
         self.offsets.lock().expect("committed offsets lock poisoned").clone()
     }
@@ -113,7 +119,9 @@ impl Committed {
 
     /// Forgets a file (finished and deleted): its checkpoint entry goes away.
     pub fn remove(&self, file: u64) {
-        self.offsets.lock().expect("committed offsets lock poisoned").remove(&file);
+        if self.offsets.lock().expect("committed offsets lock poisoned").remove(&file).is_some() {
+            self.changes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
     }
 
     fn apply(&self, positions: &[(u64, u64)]) {
@@ -121,6 +129,7 @@ impl Committed {
         for &(file, off) in positions {
             map.insert(file, off);
         }
+        self.changes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 

@@ -547,9 +547,14 @@ async fn the_checkpoint_follows_acks_and_is_not_rewritten_while_idle() {
     let size = std::fs::metadata(&f).unwrap().len();
     assert!(wait_for(WAIT, || checkpointed(&cp, &f) == Some(size)).await, "the ack never reached the checkpoint");
 
-    // Idle: several rescans (200 ms apart, four checkpoint intervals each) and no write.
+    // Idle: several rescans (200 ms apart, four checkpoint intervals each) and no write. The
+    // write is counted just after its file is in place: read the count one rescan later, so
+    // a loaded machine cannot put that count inside the idle window.
     let reg = r.registry.clone();
+    let rescans = metric(&reg, "vigil_discovery_rescans_total");
+    assert!(wait_for(WAIT, || metric(&reg, "vigil_discovery_rescans_total") >= rescans + 1.0).await);
     let writes = metric(&reg, "vigil_checkpoint_writes_total");
+    assert!(writes >= 1.0, "the checkpoint on disk was not counted");
     let rescans = metric(&reg, "vigil_discovery_rescans_total");
     assert!(wait_for(WAIT, || metric(&reg, "vigil_discovery_rescans_total") >= rescans + 3.0).await);
     assert_eq!(metric(&reg, "vigil_checkpoint_writes_total"), writes, "an unchanged checkpoint was written again");

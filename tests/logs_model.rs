@@ -410,6 +410,39 @@ async fn rotated_and_gzipped_while_stopped_is_finished_after_restart() {
     assert_eq!(f.got.lock().unwrap().len(), 21);
 }
 
+/// Issue 14: the truncation tests waited for `vigil_truncations_total` to move before writing
+/// again, so the race they guard never happened. Here nothing waits between the truncation and
+/// the next write: each round truncates (plain, or copytruncate with lines still unread that
+/// only the copy holds) and at once writes the file past its old offset, racing vigil's next
+/// look. Whether vigil looks in between or only after the regrowth (then only the changed head
+/// tells), no line may be lost, cut, or read twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lines_written_in_the_truncation_window_are_all_read() {
+    let Fixture { _dir, cfg, mut model, got } = fixture();
+    let r = start(&cfg, got.clone()).await;
+    let reg = r.registry.clone();
+    model.write(0, 5);
+    settle(&model, &got, "first lines").await;
+    for round in 0..8 {
+        let what = format!("round {round}");
+        let old_lines = model.containers[0].lines_in_file + 3;
+        if round % 2 == 0 {
+            // Written just before the copy: maybe unread when the truncation comes.
+            model.write(0, 3);
+            model.copytruncate(0);
+        } else {
+            // A plain truncation loses what was unread (counted): everything was read here.
+            model.truncate(0);
+        }
+        model.write(0, old_lines + 5);
+        settle(&model, &got, &what).await;
+        model.write(0, 4);
+        settle(&model, &got, &what).await;
+        assert_eq!(metric(&reg, "vigil_truncations_total"), f64::from(round + 1), "{what}");
+    }
+    stop(r).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn truncated_file_is_not_read_again_after_restart() {
     let Fixture { _dir, cfg, mut model, got } = fixture();

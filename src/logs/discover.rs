@@ -222,6 +222,8 @@ impl Watcher {
             let wake = match res {
                 Ok(ev) => {
                     if ev.need_rescan() {
+                        // IN_Q_OVERFLOW: hints were lost; the tailer polls every file once.
+                        ov.store(true, Ordering::Relaxed);
                         Wake::Rescan
                     } else {
                         match ev.kind {
@@ -236,7 +238,12 @@ impl Watcher {
                         }
                     }
                 }
-                Err(_) => Wake::Rescan,
+                Err(_) => {
+                    // A watch could not be added (e.g. in a new directory): no hints come from
+                    // there; the tailer polls every file once, and the rescans go on.
+                    ov.store(true, Ordering::Relaxed);
+                    Wake::Rescan
+                }
             };
             if let Err(TrySendError::Full(_)) = tx.try_send(wake) {
                 ov.store(true, Ordering::Relaxed);

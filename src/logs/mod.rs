@@ -88,6 +88,7 @@ impl LogSource {
             checkpoints,
             metrics,
             last_written: Mutex::new(None),
+            changes: Default::default(),
         });
         let globs = discover::Globs::new(&config.include, &config.exclude)?;
         let globs_update = globs.updates();

@@ -141,6 +141,11 @@ pub struct FileTail {
     pub order: u64,
     /// Waiting for an older file with the same path to be finished (not read meanwhile).
     pub blocked: bool,
+    /// inotify reported a change since the last poll looked at it (`Tailer::maintain`).
+    pub touched: bool,
+    /// No inotify hint names this file (found only through a symlink, whose target may sit
+    /// outside the watched directories): it is looked at every poll.
+    pub poll: bool,
     /// Malformed lines since the last warning about them, and when that was (rate limit).
     malformed_unlogged: u64,
     malformed_logged_at: Option<Instant>,
@@ -231,6 +236,8 @@ impl FileTail {
             size,
             order: 0,
             blocked: false,
+            touched: false,
+            poll: false,
             malformed_unlogged: 0,
             malformed_logged_at: None,
             invalid_utf8_unlogged: 0,
