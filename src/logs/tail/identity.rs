@@ -71,16 +71,8 @@ impl Fingerprint {
     }
 }
 
-/// FNV-1a 64: stable across builds and versions (the checkpoint depends on it), fast enough for
-/// 256 bytes, no dependency.
-pub fn fnv1a(b: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &x in b {
-        h ^= x as u64;
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h
-}
+/// FNV-1a 64 (`crate::hash`): stable across builds and versions (the checkpoint depends on it).
+pub use crate::hash::fnv1a64 as fnv1a;
 
 /// The `Origin.file` key of one *instance* of a file's content: its identity and the
 /// generation it got when vigil first saw that content (see `Generations`). Persisted in the
