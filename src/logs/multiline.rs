@@ -1020,4 +1020,286 @@ mod tests {
             }
         }
     }
+
+    /// The stage inside `FileTail`, on a real CRI file: resume offsets, batches, partials.
+    mod in_file {
+        use super::*;
+        use crate::event::Event;
+        use crate::logs::metrics::LogMetrics;
+        use crate::logs::tail::file::{FileTail, Limits, Opened, Out};
+        use crate::logs::tail::identity::{FileId, Fingerprint};
+        use std::io::Write;
+
+        fn cri(stream: Stream, tag: &str, msg: &str) -> String {
+            let s = if stream == Stream::Stdout { "stdout" } else { "stderr" };
+            format!("2026-11-30T02:50:54.123456789Z {s} {tag} {msg}\n")
+        }
+
+        /// A line as CRI records, cut into `pieces` partials (P...P F) at byte counts.
+        fn records(stream: Stream, msg: &str, pieces: usize) -> String {
+            let b = msg.as_bytes();
+            let step = b.len().div_ceil(pieces.max(1)).max(1);
+            let chunks: Vec<&[u8]> = if b.is_empty() { vec![b""] } else { b.chunks(step).collect() };
+            let mut out = String::new();
+            for (i, c) in chunks.iter().enumerate() {
+                // Byte cuts may split a character: the merger joins bytes, so a lossy piece
+                // here would not round-trip; fixtures are ASCII except where noted.
+                let c = std::str::from_utf8(c).expect("ASCII fixture");
+                out += &cri(stream, if i + 1 < chunks.len() { "P" } else { "F" }, c);
+            }
+            out
+        }
+
+        struct Tail {
+            _dir: tempfile::TempDir,
+            path: std::path::PathBuf,
+            t: FileTail,
+            out: Out,
+            m: LogMetrics,
+        }
+
+        impl Tail {
+            fn new(first: &[u8], ml: &'static Multiline, max_line: usize, max_events: usize) -> Tail {
+                let dir = tempfile::tempdir().unwrap();
+                let path = dir.path().join("0.log");
+                std::fs::write(&path, first).unwrap();
+                let file = std::fs::File::open(&path).unwrap();
+                let source = Arc::new(crate::event::Source {
+                    file: path.display().to_string(),
+                    node: "n".into(),
+                    kubernetes: Default::default(),
+                });
+                let t = FileTail::plain(Opened {
+                    key: 1,
+                    id: FileId { dev: 1, ino: 1 },
+                    fp: Fingerprint::of_bytes(first),
+                    path: path.clone(),
+                    source,
+                    file,
+                    offset: 0,
+                    limits: Limits { max_line, max_raw: max_line + 4096, multiline: ml },
+                });
+                let m = LogMetrics::register(&prometheus::Registry::new()).unwrap();
+                Tail { _dir: dir, path, t, out: Out::new(max_events, 0), m }
+            }
+
+            fn append(&mut self, data: &[u8]) {
+                std::fs::OpenOptions::new().append(true).open(&self.path).unwrap().write_all(data).unwrap();
+            }
+
+            fn read(&mut self, buf_len: usize, now_ms: u64) {
+                let mut buf = vec![0u8; buf_len];
+                while self.t.read_slice(&mut buf, buf_len, now_ms, &mut self.out, &self.m).unwrap() > 0 {}
+            }
+
+            /// Every batch so far (the one being built last), sealed.
+            fn batches(&mut self) -> Vec<(Vec<Event>, Vec<u64>)> {
+                self.out.seal();
+                self.out.ready.drain(..).map(|b| (b.events, b.positions.iter().map(|p| p.1).collect())).collect()
+            }
+        }
+
+        /// Checks the checkpoint invariant over batches in order: no event's resume and no
+        /// batch position passes the first record of an event that comes later.
+        fn check_resume(batches: &[(Vec<Event>, Vec<u64>)]) -> Result<(), String> {
+            let events: Vec<(usize, &Event)> =
+                batches.iter().enumerate().flat_map(|(b, (es, _))| es.iter().map(move |e| (b, e))).collect();
+            for (k, (_, e)) in events.iter().enumerate() {
+                if let Some(later) = events[k + 1..].iter().map(|(_, l)| l.origin.offset).min()
+                    && e.origin.resume > later
+                {
+                    return Err(format!(
+                        "event at {} has resume {} past a later event at {later}",
+                        e.origin.offset, e.origin.resume
+                    ));
+                }
+            }
+            for (b, (_, positions)) in batches.iter().enumerate() {
+                let later = events.iter().filter(|(eb, _)| *eb > b).map(|(_, e)| e.origin.offset).min();
+                if let (Some(p), Some(later)) = (positions.iter().max(), later)
+                    && *p > later
+                {
+                    return Err(format!("batch {b} position {p} passes a later event at {later}"));
+                }
+            }
+            Ok(())
+        }
+
+        fn messages(batches: &[(Vec<Event>, Vec<u64>)], stream: Stream) -> Vec<String> {
+            batches.iter().flat_map(|b| &b.0).filter(|e| e.stream == stream).map(|e| e.message.clone()).collect()
+        }
+
+        fn fixture(i: usize) -> &'static str {
+            FIXTURES[i].1.trim_end()
+        }
+
+        /// A Java trace on stdout and a Python traceback on stderr, written line by line in
+        /// turn, with ordinary lines around: two joined events, each on its stream.
+        #[test]
+        fn traces_interleaved_on_stdout_and_stderr() {
+            let java: Vec<&str> = fixture(0).lines().collect();
+            let py: Vec<&str> = fixture(1).lines().collect();
+            let mut data = records(Stream::Stdout, BEFORE, 1) + &records(Stream::Stderr, BEFORE, 1);
+            for i in 0..java.len().max(py.len()) {
+                if let Some(l) = java.get(i) {
+                    data += &records(Stream::Stdout, l, 1);
+                }
+                if let Some(l) = py.get(i) {
+                    data += &records(Stream::Stderr, l, 1);
+                }
+            }
+            data += &records(Stream::Stderr, AFTER, 1);
+            data += &records(Stream::Stdout, AFTER, 1);
+            let mut t = Tail::new(data.as_bytes(), Multiline::auto(), MAX, 0);
+            t.read(7, 0);
+            let b = t.batches();
+            assert_eq!(messages(&b, Stream::Stdout), vec![BEFORE, fixture(0), AFTER]);
+            assert_eq!(messages(&b, Stream::Stderr), vec![BEFORE, fixture(1), AFTER]);
+            check_resume(&b).unwrap();
+            assert_eq!(t.t.resume(), data.len() as u64);
+        }
+
+        /// Trace lines cut into CRI partials (P, P, F): merged first, then joined.
+        #[test]
+        fn trace_split_across_cri_partials() {
+            let mut data = String::new();
+            for (i, l) in fixture(2).lines().enumerate() {
+                data += &records(Stream::Stderr, l, 1 + i % 3);
+            }
+            data += &records(Stream::Stderr, AFTER, 2);
+            let mut t = Tail::new(data.as_bytes(), Multiline::auto(), MAX, 0);
+            t.read(16, 0);
+            let b = t.batches();
+            assert_eq!(messages(&b, Stream::Stderr), vec![fixture(2), AFTER]);
+            check_resume(&b).unwrap();
+        }
+
+        /// While a trace's group is open its resume holds at the trace's first record, also for
+        /// lines of the other stream emitted meanwhile; `max_wait` after the first line (the
+        /// file read to its end) the group ships and resume moves on.
+        #[test]
+        fn open_group_holds_resume_until_max_wait() {
+            let head: Vec<&str> = fixture(0).lines().take(3).collect();
+            let mut data = records(Stream::Stdout, BEFORE, 1);
+            let trace_start = data.len() as u64;
+            for l in &head {
+                data += &records(Stream::Stdout, l, 1);
+            }
+            let mut t = Tail::new(data.as_bytes(), Multiline::auto(), MAX, 0);
+            t.read(4096, 1000);
+            assert_eq!(t.t.resume(), trace_start);
+            let other = records(Stream::Stderr, AFTER, 1);
+            t.append(other.as_bytes());
+            t.read(4096, 1500);
+            t.t.flush_expired(1999, 60_000, &mut t.out);
+            assert_eq!(t.t.resume(), trace_start, "group still open before max_wait");
+            t.t.flush_expired(2000, 60_000, &mut t.out);
+            let b = t.batches();
+            assert_eq!(messages(&b, Stream::Stderr), vec![AFTER]);
+            assert_eq!(messages(&b, Stream::Stdout), vec![BEFORE.to_string(), head.join("\n")]);
+            let stderr = b[0].0.iter().find(|e| e.stream == Stream::Stderr).unwrap();
+            assert_eq!(stderr.origin.resume, trace_start);
+            assert_eq!(t.t.resume(), (data.len() + other.len()) as u64);
+            check_resume(&b).unwrap();
+        }
+
+        /// Batches sealed in the middle of traces (one event per batch): a batch never
+        /// carries a position past the line that closed a group and comes in the next batch.
+        #[test]
+        fn batch_sealed_between_a_group_and_the_line_that_closed_it() {
+            let mut data = String::new();
+            for i in [0, 6, 9] {
+                for l in fixture(i).lines() {
+                    data += &records(Stream::Stdout, l, 1);
+                }
+                data += &records(Stream::Stdout, AFTER, 1);
+            }
+            let mut t = Tail::new(data.as_bytes(), Multiline::auto(), MAX, 1);
+            t.read(4096, 0);
+            t.t.finish(0, &mut t.out, &t.m);
+            let b = t.batches();
+            assert_eq!(b.len(), 6);
+            check_resume(&b).unwrap();
+        }
+
+        #[test]
+        fn joined_event_is_capped_at_max_line_bytes_and_flagged() {
+            let mut data = String::new();
+            for l in fixture(0).lines() {
+                data += &records(Stream::Stdout, l, 1);
+            }
+            data += &records(Stream::Stdout, AFTER, 1);
+            let mut t = Tail::new(data.as_bytes(), Multiline::auto(), 300, 0);
+            t.read(4096, 0);
+            let b = t.batches();
+            let events = &b[0].0;
+            assert_eq!(events.len(), 2);
+            assert!(events[0].truncated && events[0].message.len() <= 300);
+            assert!(fixture(0).starts_with(&events[0].message));
+            assert_eq!((events[1].message.as_str(), events[1].truncated), (AFTER, false));
+            assert_eq!(t.out.truncated, 1);
+        }
+
+        #[test]
+        fn off_ships_every_line() {
+            let mut data = String::new();
+            for l in fixture(0).lines() {
+                data += &records(Stream::Stdout, l, 1);
+            }
+            let mut t = Tail::new(data.as_bytes(), Multiline::off(), MAX, 0);
+            t.read(4096, 0);
+            assert_eq!(t.batches()[0].0.len(), fixture(0).lines().count());
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+            /// Traces and ordinary lines on both streams, lines cut into partials, the file
+            /// written in chunks, read in slices of any size, max_wait expiring at random
+            /// points, batches of 1 to 4 events: every line is delivered once, in its stream's
+            /// order, and no resume offset or batch position passes an unfinished group.
+            #[test]
+            fn no_resume_passes_an_unfinished_group(
+                picks in proptest::collection::vec((0usize..13, any::<bool>(), 1usize..4, any::<bool>()), 1..16),
+                buf_len in 1usize..200,
+                max_events in 1usize..5,
+            ) {
+                let mut chunks: Vec<(String, bool)> = Vec::new();
+                let mut fed: [Vec<String>; 2] = Default::default();
+                for (pick, stderr, pieces, expire) in picks {
+                    let stream = if stderr { Stream::Stderr } else { Stream::Stdout };
+                    let text: Vec<&str> = match pick {
+                        0..=10 => fixture(pick).lines().collect(),
+                        11 => vec![BEFORE],
+                        _ => vec!["Error: alone"],
+                    };
+                    let mut chunk = String::new();
+                    for l in text {
+                        fed[idx(stream)].push(l.to_string());
+                        chunk += &records(stream, l, pieces);
+                    }
+                    chunks.push((chunk, expire));
+                }
+                let mut t = Tail::new(chunks[0].0.as_bytes(), Multiline::auto(), MAX, max_events);
+                let mut now = 0;
+                for (i, (chunk, expire)) in chunks.iter().enumerate() {
+                    if i > 0 {
+                        t.append(chunk.as_bytes());
+                    }
+                    t.read(buf_len, now);
+                    if *expire {
+                        now += 1000;
+                        t.t.flush_expired(now, 60_000, &mut t.out);
+                    }
+                }
+                t.t.finish(now, &mut t.out, &t.m);
+                let b = t.batches();
+                check_resume(&b).map_err(TestCaseError::fail)?;
+                for stream in [Stream::Stdout, Stream::Stderr] {
+                    let got: Vec<String> = messages(&b, stream).iter().flat_map(|m| m.split('\n')).filter(|l| !l.is_empty()).map(String::from).collect();
+                    let want: Vec<String> = fed[idx(stream)].iter().filter(|l| !l.is_empty()).cloned().collect();
+                    prop_assert_eq!(got, want);
+                }
+            }
+        }
+    }
 }

@@ -520,9 +520,8 @@ impl FileTail {
         let lines = self.merger.take_expired(now_ms, timeout_ms);
         self.join_taken(lines, now_ms, out);
         if self.at_eof {
-            for line in self.joiner.take_expired(now_ms) {
-                self.emit(line, false, out);
-            }
+            let groups = self.joiner.take_expired(now_ms);
+            self.emit_taken(groups, out);
         }
         self.push_position(out);
     }
@@ -531,8 +530,17 @@ impl FileTail {
     fn flush_all(&mut self, now_ms: u64, out: &mut Out) {
         let lines = self.merger.take_all();
         self.join_taken(lines, now_ms, out);
-        for line in self.joiner.take_all() {
-            self.emit(line, false, out);
+        let groups = self.joiner.take_all();
+        self.emit_taken(groups, out);
+    }
+
+    /// Emits groups taken out of the joiner (oldest first), each with a resume offset short
+    /// of the groups after it.
+    fn emit_taken(&mut self, groups: Vec<Line>, out: &mut Out) {
+        let starts: Vec<u64> = groups.iter().map(|l| l.start).collect();
+        for (k, line) in groups.into_iter().enumerate() {
+            let rest = starts[k + 1..].iter().copied().min().unwrap_or(u64::MAX);
+            self.emit_capped(line, false, rest, out);
         }
     }
 
