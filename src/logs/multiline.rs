@@ -394,6 +394,8 @@ fn starts(langs: u8, b: &[u8]) -> Option<St> {
             Some(St::Exc)
         }
         b'E' if langs & JAVA != 0 && b.starts_with(b"Exception in thread \"") => Some(St::Exc),
+        // The rest of a trace whose head is in another file (cut by rotation).
+        b'C' if langs & JAVA != 0 && b.starts_with(b"Caused by: ") => Some(St::Exc),
         b'P' | b'[' if langs & PHP != 0 && is_php_start(b) => Some(St::PhpMsg),
         _ => None,
     };
