@@ -16,7 +16,7 @@
 //! never loses the tail of the old file; bytes of an unfinished last line are carried between
 //! reads in a buffer capped at `max_raw` (an overlong line keeps its head and skips the rest,
 //! so memory never grows with line length); `resume()` never passes the start of a pending
-//! partial of either stream nor an unfinished line. A truncation is looked for before every
+//! partial or open multiline group of either stream nor an unfinished line. A truncation is looked for before every
 //! read (size, then the fingerprinted head), not only at polls, because a file written again
 //! past the old offset before the next poll would otherwise be read on from the wrong place;
 //! and the head is checked again after each `pread`, before its bytes are used, which closes
