@@ -1253,6 +1253,24 @@ mod tests {
             assert_eq!(t.batches()[0].0.len(), fixture(0).lines().count());
         }
 
+        /// The one call the Kubernetes metadata will make: the pod's annotation switches the
+        /// file's mode; an invalid one keeps the configured mode.
+        #[test]
+        fn the_annotation_sets_the_files_mode() {
+            let mut data = String::new();
+            for l in fixture(0).lines() {
+                data += &records(Stream::Stdout, l, 1);
+            }
+            let n = fixture(0).lines().count();
+            for (annotation, events) in [(Some("off"), n), (Some("python"), n), (Some("regex:(("), 1), (None, 1)] {
+                let mut t = Tail::new(data.as_bytes(), Multiline::auto(), MAX, 0);
+                t.t.set_multiline_annotation(annotation);
+                t.read(4096, 0);
+                t.t.finish(0, &mut t.out, &t.m);
+                assert_eq!(t.batches()[0].0.len(), events, "{annotation:?}");
+            }
+        }
+
         proptest! {
             #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
             /// Traces and ordinary lines on both streams, lines cut into partials, the file
