@@ -500,7 +500,7 @@ fn tail_file(data: &[u8], buf_len: usize, max_line: usize, max_raw: usize) -> Yi
         source,
         file,
         offset: 0,
-        limits: Limits { max_line, max_raw },
+        limits: Limits { max_line, max_raw, multiline: vigil::logs::multiline::Multiline::off() },
     };
     let metrics = vigil::logs::metrics::LogMetrics::register(&prometheus::Registry::new()).unwrap();
     let mut t = FileTail::plain(opened);

@@ -85,6 +85,61 @@ pub struct ContainersConfig {
     /// second under load.
     #[serde(default = "default_checkpoint_interval")]
     pub checkpoint_interval: HumanDuration,
+    /// Stack traces joined into one event (see `MultilineConfig`). Default: `mode: auto`.
+    #[serde(default)]
+    pub multiline: MultilineConfig,
+}
+
+/// `sources.containers.multiline`: exception stack traces written over many lines become one
+/// event, per file and per stream, after the partial-line merge.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MultilineConfig {
+    /// `auto` (default: the traces of Java, Python, Go, Node.js, Ruby, PHP and .NET are
+    /// recognised; nothing else is ever joined), `off`, one language (`java`, `python`, `go`,
+    /// `nodejs`, `ruby`, `php`, `dotnet`) or `regex:<start-pattern>` (a line matching the
+    /// pattern starts an event, the lines after it that do not match are appended). A pod's
+    /// `vigil.io/multiline` annotation, same values, wins over this and over `rules`.
+    #[serde(default = "default_multiline_mode")]
+    pub mode: String,
+    /// A trace is shipped at the latest this long after its first line, complete or not, so
+    /// no line waits longer than this. Default 1s: a runtime writes a trace in one burst.
+    #[serde(default = "default_multiline_max_wait")]
+    pub max_wait: HumanDuration,
+    /// Per-file modes: the first rule whose `match` glob matches a file's path sets its mode
+    /// (`mode`, or `start_pattern`: a regex for a first line). Default none.
+    #[serde(default)]
+    pub rules: Vec<MultilineRule>,
+}
+
+/// One entry of `multiline.rules`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MultilineRule {
+    /// Glob of the file paths it applies to, like `include`, e.g.
+    /// `/var/log/pods/shop_*/*/*.log`.
+    #[serde(rename = "match")]
+    pub matches: String,
+    /// The mode of these files (same values as `multiline.mode`).
+    #[serde(default)]
+    pub mode: Option<String>,
+    /// A regex a trace's (or a record's) first line matches; the lines after it that do not
+    /// match are appended. Implies `mode: regex`.
+    #[serde(default)]
+    pub start_pattern: Option<String>,
+}
+
+impl Default for MultilineConfig {
+    fn default() -> Self {
+        Self { mode: default_multiline_mode(), max_wait: default_multiline_max_wait(), rules: Vec::new() }
+    }
+}
+
+fn default_multiline_mode() -> String {
+    "auto".into()
+}
+fn default_multiline_max_wait() -> HumanDuration {
+    HumanDuration::secs(1)
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -113,6 +168,7 @@ impl Default for ContainersConfig {
             read_budget: default_read_budget(),
             batch_max_bytes: default_batch_max_bytes(),
             checkpoint_interval: default_checkpoint_interval(),
+            multiline: MultilineConfig::default(),
         }
     }
 }
@@ -190,6 +246,11 @@ impl ContainersConfig {
                 format!("{path}.read_budget"),
                 format!("'{}' is too small; expected at least 4KiB, e.g. 256KiB", self.read_budget),
             );
+        }
+        if let Err(problems) = crate::logs::multiline::Multiline::compile(&self.multiline) {
+            for (field, message) in problems {
+                p.push(format!("{path}.multiline.{field}"), message);
+            }
         }
         if self.batch_max_bytes.get() < 4096 {
             p.push(

@@ -17,12 +17,14 @@
 //! which it drives itself. The async runtime stays free for the sinks and `/metrics`.
 //!
 //! Invariants: parsing never does I/O; an event's `Origin.resume` never passes an unfinished
-//! line or a pending partial of either stream; a checkpoint only holds committed offsets.
+//! line, a pending partial or an open multiline group of either stream; a checkpoint only holds
+//! committed offsets.
 
 pub mod config;
 pub mod discover;
 pub mod enrich;
 pub mod metrics;
+pub mod multiline;
 pub mod parse;
 pub mod tail;
 

@@ -16,7 +16,7 @@
 //! never loses the tail of the old file; bytes of an unfinished last line are carried between
 //! reads in a buffer capped at `max_raw` (an overlong line keeps its head and skips the rest,
 //! so memory never grows with line length); `resume()` never passes the start of a pending
-//! partial of either stream nor an unfinished line. A truncation is looked for before every
+//! partial or open multiline group of either stream nor an unfinished line. A truncation is looked for before every
 //! read (size, then the fingerprinted head), not only at polls, because a file written again
 //! past the old offset before the next poll would otherwise be read on from the wrong place;
 //! and the head is checked again after each `pread`, before its bytes are used, which closes
@@ -25,6 +25,7 @@
 use super::identity::{FileId, Fingerprint};
 use crate::event::{Event, Origin, Source, Stream};
 use crate::logs::metrics::LogMetrics;
+use crate::logs::multiline::{Joiner, Multiline};
 use crate::logs::parse::merge::{Line, Merger};
 use crate::logs::parse::{self, Format};
 use crate::pipeline::SourceBatch;
@@ -59,6 +60,8 @@ enum Body {
 pub struct Limits {
     pub max_line: usize,
     pub max_raw: usize,
+    /// `multiline`, compiled once for the process (`Multiline::leak`).
+    pub multiline: &'static Multiline,
 }
 
 /// Where a slice's output goes: the batch being built, the batches already full (`ready`, in
@@ -127,6 +130,8 @@ pub struct FileTail {
     carry_cut: bool,
     format: Option<Format>,
     merger: Merger,
+    /// Stack traces joined after the merge (`logs::multiline`).
+    joiner: Joiner,
     limits: Limits,
     /// Last resume offset handed out as a position.
     pub last_position: u64,
@@ -214,7 +219,9 @@ impl FileTail {
         size: u64,
         limits: Limits,
     ) -> Self {
+        let (mode, _) = limits.multiline.select(&path, None);
         Self {
+            joiner: Joiner::new(mode, limits.max_line, limits.multiline.max_wait_ms),
             key,
             id,
             fp,
@@ -247,7 +254,19 @@ impl FileTail {
 
     /// Where reading may resume once everything emitted so far is delivered.
     pub fn resume(&self) -> u64 {
-        self.merger.pending_start().map_or(self.consumed, |p| p.min(self.consumed))
+        let r = self.merger.pending_start().map_or(self.consumed, |p| p.min(self.consumed));
+        self.joiner.pending_start().map_or(r, |g| g.min(r))
+    }
+
+    /// Applies the pod's `vigil.io/multiline` annotation (`None`: not set) to this file's
+    /// multiline mode: the one call the Kubernetes metadata needs. An invalid value is logged
+    /// and the configured mode kept.
+    pub fn set_multiline_annotation(&mut self, annotation: Option<&str>) {
+        let (mode, error) = self.limits.multiline.select(&self.path, annotation);
+        if let Some(error) = error {
+            tracing::warn!(path = %self.path.display(), %error, "ignoring the pod's multiline annotation");
+        }
+        self.joiner.set_mode(mode);
     }
 
     pub fn is_gz(&self) -> bool {
@@ -303,7 +322,11 @@ impl FileTail {
     }
 
     fn push_position(&mut self, out: &mut Out) {
-        let r = self.resume();
+        self.push_position_capped(out, u64::MAX);
+    }
+
+    fn push_position_capped(&mut self, out: &mut Out, cap: u64) {
+        let r = self.resume().min(cap);
         if r != self.last_position {
             self.last_position = r;
             out.positions.push((self.key, r));
@@ -372,8 +395,7 @@ impl FileTail {
                 // A raw cut inside a docker record breaks its JSON, so it cannot get here; a
                 // cut CRI record keeps its header and is flagged.
                 if let Some(line) = self.merger.push(rec, cut || raw_cut, start, now_ms) {
-                    self.emit(line, false, out);
-                    self.seal_if_full(out);
+                    self.join(line, now_ms, u64::MAX, out);
                 }
             }
             Err(e) => {
@@ -404,7 +426,45 @@ impl FileTail {
         }
     }
 
+    /// Hands a merged line to the multiline stage and emits what it gives back: a trace the
+    /// line closed, then the line unless a group holds it. `rest`: the smallest start of the
+    /// lines taken out of the merger but not handed here yet (flush paths; else `u64::MAX`).
+    fn join(&mut self, line: Line, now_ms: u64, rest: u64, out: &mut Out) {
+        let pushed = self.joiner.push(line, now_ms);
+        if let Some(group) = pushed.closed {
+            // The line that closed the group is not emitted yet: neither this event's resume
+            // nor a batch sealed after it may pass that line's start.
+            let cap = pushed.line.as_ref().map_or(rest, |l| l.start.min(rest));
+            self.emit_capped(group, false, cap, out);
+            if out.full() {
+                self.push_position_capped(out, cap);
+                out.seal();
+            }
+        }
+        if let Some(line) = pushed.line {
+            self.emit_capped(line, false, rest, out);
+            if out.full() {
+                self.push_position_capped(out, rest);
+                out.seal();
+            }
+        }
+    }
+
+    /// Hands lines taken out of the merger (oldest first) to the multiline stage.
+    fn join_taken(&mut self, lines: Vec<Line>, now_ms: u64, out: &mut Out) {
+        let starts: Vec<u64> = lines.iter().map(|l| l.start).collect();
+        for (k, line) in lines.into_iter().enumerate() {
+            let rest = starts[k + 1..].iter().copied().min().unwrap_or(u64::MAX);
+            self.join(line, now_ms, rest, out);
+        }
+    }
+
     fn emit(&mut self, line: Line, malformed: bool, out: &mut Out) {
+        self.emit_capped(line, malformed, u64::MAX, out);
+    }
+
+    /// Emits `line` with a resume offset of at most `cap`.
+    fn emit_capped(&mut self, line: Line, malformed: bool, cap: u64, out: &mut Out) {
         out.lines += 1;
         out.truncated += line.truncated as u64;
         if line.invalid_utf8 {
@@ -421,7 +481,7 @@ impl FileTail {
             }
         }
         out.message_bytes += line.message.len();
-        let resume = self.resume();
+        let resume = self.resume().min(cap);
         // One `Arc<Source>` per file *per batch*: the sink drops a batch's references on its
         // thread while this thread takes references for the next batch; with a single shared
         // Arc both would hammer one reference count across cores (a cache-line transfer per
@@ -456,15 +516,39 @@ impl FileTail {
         }
     }
 
-    /// Ships pending partial lines older than `timeout_ms`.
+    /// Ships pending partial lines older than `timeout_ms` (through the multiline stage) and
+    /// multiline groups opened `max_wait` ago. A group is kept past `max_wait` only while the
+    /// file has unread bytes (they may continue it; the wait is then the backlog's, not the
+    /// group's).
     pub fn flush_expired(&mut self, now_ms: u64, timeout_ms: u64, out: &mut Out) {
-        if !self.merger.has_pending() {
+        if !self.merger.has_pending() && !self.joiner.has_open() {
             return;
         }
-        for line in self.merger.take_expired(now_ms, timeout_ms) {
-            self.emit(line, false, out);
+        let lines = self.merger.take_expired(now_ms, timeout_ms);
+        self.join_taken(lines, now_ms, out);
+        if self.at_eof {
+            let groups = self.joiner.take_expired(now_ms);
+            self.emit_taken(groups, out);
         }
         self.push_position(out);
+    }
+
+    /// Ships every pending partial (through the multiline stage), then every open group.
+    fn flush_all(&mut self, now_ms: u64, out: &mut Out) {
+        let lines = self.merger.take_all();
+        self.join_taken(lines, now_ms, out);
+        let groups = self.joiner.take_all();
+        self.emit_taken(groups, out);
+    }
+
+    /// Emits groups taken out of the joiner (oldest first), each with a resume offset short
+    /// of the groups after it.
+    fn emit_taken(&mut self, groups: Vec<Line>, out: &mut Out) {
+        let starts: Vec<u64> = groups.iter().map(|l| l.start).collect();
+        for (k, line) in groups.into_iter().enumerate() {
+            let rest = starts[k + 1..].iter().copied().min().unwrap_or(u64::MAX);
+            self.emit_capped(line, false, rest, out);
+        }
     }
 
     /// The file is done: ships pending partials and an unterminated last line, and gives the
@@ -477,9 +561,7 @@ impl FileTail {
             self.line(&carry, cut, start, self.offset, now_ms, out, m);
         }
         self.consumed = self.offset;
-        for line in self.merger.take_all() {
-            self.emit(line, false, out);
-        }
+        self.flush_all(now_ms, out);
         self.push_position(out);
     }
 
@@ -491,9 +573,7 @@ impl FileTail {
         self.carry_cut = false;
         self.offset = self.offset.max(self.size);
         self.consumed = self.offset;
-        for line in self.merger.take_all() {
-            self.emit(line, false, out);
-        }
+        self.flush_all(0, out);
         self.push_position(out);
         dropped
     }
@@ -535,6 +615,7 @@ impl FileTail {
         self.carry_cut = false;
         self.format = None;
         self.merger = Merger::new(self.limits.max_line);
+        self.joiner = Joiner::new(self.joiner.mode().clone(), self.limits.max_line, self.limits.multiline.max_wait_ms);
         self.last_position = u64::MAX;
         self.size = 0;
         self.push_position(out);

@@ -119,7 +119,11 @@ impl Settings {
             poll_interval: c.poll_interval.get(),
             ignore_older: c.ignore_older.map(|d| d.get()),
             // A raw record may be longer than its message: CRI's header, docker's escaping.
-            limits: Limits { max_line, max_raw: max_line + max_line.max(64 * 1024) },
+            limits: Limits {
+                max_line,
+                max_raw: max_line + max_line.max(64 * 1024),
+                multiline: super::multiline::Multiline::leak(&c.multiline),
+            },
             partial_timeout_ms: c.partial_flush_timeout.get().as_millis() as u64,
             deleted_max_hold: c.deleted_file_max_hold.get(),
             deleted_max_unread: c.deleted_file_max_unread.get(),
