@@ -41,6 +41,8 @@ pub struct App {
     pub server: Server,
     pub health: Arc<Health>,
     source: Option<LogSource>,
+    /// The pod watch feeding the metadata stage (`sources.containers.kubernetes`).
+    _kubernetes: Option<crate::logs::kubernetes::Kubernetes>,
     pipeline: Pipeline,
     sinks: JoinSet<()>,
     /// Sink task → sink name, for the failure report.
@@ -93,6 +95,8 @@ impl App {
 
         let (src_tx, src_rx) = mpsc::channel(SOURCE_QUEUE_BATCHES);
         let has_log_sinks = !sink_txs.is_empty();
+        let k8s = if has_log_sinks { &config.sources.containers.kubernetes } else { &Default::default() };
+        let (src_rx, kubernetes) = crate::logs::kubernetes::wire(k8s, &node, &registry, src_rx).await?;
         let metrics = PipelineMetrics::register(&registry).context("registering pipeline metrics")?;
         let pipeline = Pipeline::start(src_rx, sink_txs, ack_rx, Some(metrics));
         let source = if has_log_sinks {
@@ -113,6 +117,7 @@ impl App {
             server,
             health,
             source,
+            _kubernetes: kubernetes,
             pipeline,
             sinks,
             sink_names,

@@ -85,6 +85,10 @@ pub struct ContainersConfig {
     /// second under load.
     #[serde(default = "default_checkpoint_interval")]
     pub checkpoint_interval: HumanDuration,
+    /// Pod metadata from the Kubernetes API (labels, annotations, owner, image) and the
+    /// per-pod controls `vigil.io/exclude`, `vigil.io/exclude-containers`. Default off.
+    #[serde(default)]
+    pub kubernetes: crate::logs::kubernetes::KubernetesConfig,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -113,6 +117,7 @@ impl Default for ContainersConfig {
             read_budget: default_read_budget(),
             batch_max_bytes: default_batch_max_bytes(),
             checkpoint_interval: default_checkpoint_interval(),
+            kubernetes: Default::default(),
         }
     }
 }
@@ -191,6 +196,7 @@ impl ContainersConfig {
                 format!("'{}' is too small; expected at least 4KiB, e.g. 256KiB", self.read_budget),
             );
         }
+        self.kubernetes.validate(&format!("{path}.kubernetes"), p);
         if self.batch_max_bytes.get() < 4096 {
             p.push(
                 format!("{path}.batch_max_bytes"),

@@ -37,6 +37,7 @@ pub fn from_pod_path(path: &Path) -> Option<K8sMeta> {
         container: container.into(),
         container_id: None,
         restart_count,
+        ..K8sMeta::default()
     })
 }
 
@@ -57,6 +58,7 @@ pub fn from_containers_link(path: &Path) -> Option<K8sMeta> {
         container: container.into(),
         container_id: Some(id.into()),
         restart_count: None,
+        ..K8sMeta::default()
     })
 }
 
@@ -91,6 +93,7 @@ pub fn from_docker_config(json: &[u8], container_id: &str) -> Option<K8sMeta> {
         container: get("io.kubernetes.container.name"),
         container_id: Some(container_id.to_string()),
         restart_count: None,
+        ..K8sMeta::default()
     };
     (!meta.pod.is_empty() || !meta.namespace.is_empty()).then_some(meta)
 }
@@ -143,7 +146,8 @@ mod tests {
                 pod_uid: "7c1e-2a".into(),
                 container: "nginx".into(),
                 container_id: None,
-                restart_count: Some(3)
+                restart_count: Some(3),
+                ..K8sMeta::default()
             }
         );
         let m = from_pod_path(Path::new("/var/log/pods/ns_p_u/c/0.log.20241128-061213")).unwrap();

@@ -22,6 +22,7 @@
 pub mod config;
 pub mod discover;
 pub mod enrich;
+pub mod kubernetes;
 pub mod metrics;
 pub mod parse;
 pub mod tail;

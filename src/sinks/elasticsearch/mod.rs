@@ -370,6 +370,30 @@ impl EsInner {
             namespace: &'a str,
             pod: Pod<'a>,
             container: KContainer<'a>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            labels: Option<Dedot<'a>>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            annotations: Option<Dedot<'a>>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            owner: Option<&'a crate::event::Owner>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            namespace_labels: Option<Dedot<'a>>,
+        }
+        /// A label map with de-dotted keys (as the sink's own `labels`), written without copying.
+        struct Dedot<'a>(&'a crate::event::Labels);
+        impl Serialize for Dedot<'_> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                use serde::ser::SerializeMap;
+                let mut m = s.serialize_map(Some(self.0.len()))?;
+                for (k, v) in self.0 {
+                    if k.contains('.') {
+                        m.serialize_entry(&dedot(k), v)?;
+                    } else {
+                        m.serialize_entry(k, v)?;
+                    }
+                }
+                m.end()
+            }
         }
         #[derive(Serialize)]
         struct Pod<'a> {
@@ -384,7 +408,14 @@ impl EsInner {
         }
         #[derive(Serialize)]
         struct Container<'a> {
-            id: &'a str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            id: Option<&'a str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            image: Option<Image<'a>>,
+        }
+        #[derive(Serialize)]
+        struct Image<'a> {
+            name: &'a str,
         }
         #[derive(Serialize)]
         struct Host<'a> {
@@ -415,8 +446,15 @@ impl EsInner {
                 namespace: &k.namespace,
                 pod: Pod { name: &k.pod, uid: &k.pod_uid },
                 container: KContainer { name: &k.container, restart_count: k.restart_count },
+                labels: k.api.as_deref().map(|a| Dedot(&a.labels)),
+                annotations: k.api.as_deref().filter(|a| !a.annotations.is_empty()).map(|a| Dedot(&a.annotations)),
+                owner: k.api.as_deref().and_then(|a| a.owner.as_ref()),
+                namespace_labels: k.namespace_labels.as_deref().map(Dedot),
             },
-            container: k.container_id.as_deref().map(|id| Container { id }),
+            container: (k.container_id.is_some() || k.image.is_some()).then(|| Container {
+                id: k.container_id.as_deref(),
+                image: k.image.as_deref().map(|name| Image { name }),
+            }),
             host: Host { name: &e.source.node },
             log: Log { file: File { path: &e.source.file } },
             labels: self.labels.as_ref(),
@@ -496,6 +534,7 @@ impl Deliver for EsInner {
             + s.kubernetes.pod.len()
             + s.kubernetes.pod_uid.len()
             + s.kubernetes.container.len()
+            + s.kubernetes.api_bytes()
             + 260
     }
 
