@@ -370,9 +370,57 @@ impl Event {
     }
 }
 
+/// A source with API metadata, for sink tests.
+#[cfg(test)]
+pub(crate) fn test_source_with_api() -> Arc<Source> {
+    Arc::new(Source {
+        file: "/var/log/pods/shop_web-1_u1/app/0.log".into(),
+        node: "node-a".into(),
+        kubernetes: K8sMeta {
+            namespace: "shop".into(),
+            pod: "web-1".into(),
+            pod_uid: "u1".into(),
+            container: "app".into(),
+            restart_count: Some(0),
+            api: Some(Arc::new(PodMeta {
+                labels: [("app.kubernetes.io/name".to_string(), "web".to_string()), ("tier".into(), "front".into())]
+                    .into(),
+                annotations: [("team".to_string(), "checkout".to_string())].into(),
+                owner: Some(Owner { kind: "Deployment".into(), name: "web".into() }),
+                controls: Labels::new(),
+            })),
+            image: Some("registry.example.com/shop/web:1.2".into()),
+            namespace_labels: Some(Arc::new([("env".to_string(), "prod".to_string())].into())),
+            ..K8sMeta::default()
+        },
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_carries_the_api_metadata() {
+        let ev = Event {
+            timestamp: 1,
+            stream: Stream::Stdout,
+            message: "m".into(),
+            malformed: false,
+            truncated: false,
+            source: test_source_with_api(),
+            origin: Origin { file: 1, offset: 0, resume: 1 },
+        };
+        let mut out = Vec::new();
+        ev.write_json(&mut out);
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        let k = &v["kubernetes"];
+        assert_eq!(k["labels"]["app.kubernetes.io/name"], "web");
+        assert_eq!(k["annotations"], serde_json::json!({"team": "checkout"}));
+        assert_eq!(k["owner"], serde_json::json!({"kind": "Deployment", "name": "web"}));
+        assert_eq!(k["image"], "registry.example.com/shop/web:1.2");
+        assert_eq!(k["namespace_labels"]["env"], "prod");
+    }
 
     #[test]
     fn json_contract() {

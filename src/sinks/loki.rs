@@ -805,6 +805,61 @@ mod tests {
     }
 
     #[test]
+    fn pod_labels_become_labels_and_the_rest_structured_metadata() {
+        let c: LokiConfig = serde_yaml_ng::from_str(
+            "{name: l, endpoint: 'http://x', encoding: json, structured_metadata: [pod_uid, pod_labels, annotations, owner, image, namespace_labels]}",
+        )
+        .unwrap();
+        let ctx = SinkContext::new(prometheus::Registry::new(), "node-a".into()).unwrap();
+        let sink = LokiSink::new(&c, &ctx).unwrap();
+        let e = Event {
+            timestamp: 5,
+            stream: Stream::Stdout,
+            message: "m".into(),
+            malformed: false,
+            truncated: false,
+            source: crate::event::test_source_with_api(),
+            origin: crate::event::Origin { file: 1, offset: 0, resume: 1 },
+        };
+        let (body, _) = sink.inner.encode(&[&e]);
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        let stream = &v["streams"][0];
+        // Default labels plus `app` from app.kubernetes.io/name; nothing else.
+        assert_eq!(
+            stream["stream"],
+            serde_json::json!({"app": "web", "container": "app", "namespace": "shop", "node": "node-a", "pod": "web-1", "stream": "stdout"})
+        );
+        assert_eq!(
+            stream["values"][0][2],
+            serde_json::json!({"pod_uid": "u1", "pod_label_app_kubernetes_io_name": "web", "pod_label_tier": "front",
+                "pod_annotation_team": "checkout", "owner_kind": "Deployment", "owner_name": "web",
+                "image": "registry.example.com/shop/web:1.2", "namespace_label_env": "prod"})
+        );
+        // Without API metadata (kubernetes off, pod unknown) the label set is today's.
+        let plain = Event {
+            source: Arc::new(Source {
+                kubernetes: crate::event::K8sMeta { api: None, ..e.source.kubernetes.clone() },
+                ..(*e.source).clone()
+            }),
+            ..e.clone()
+        };
+        let pairs = sink.inner.label_pairs(&plain);
+        assert!(pairs.iter().all(|(k, _)| *k != "app"), "{pairs:?}");
+    }
+
+    #[test]
+    fn pod_labels_config_is_checked() {
+        let c: LokiConfig =
+            serde_yaml_ng::from_str("{name: l, endpoint: 'http://x', pod_labels: {'a.b': x, pod: y, ok: ''}}").unwrap();
+        let mut p = Problems::default();
+        c.validate("sinks[0]", &mut p);
+        let text = format!("{:?}", p.0);
+        for needle in ["sinks[0].pod_labels.a.b", "sinks[0].pod_labels.pod", "sinks[0].pod_labels.ok"] {
+            assert!(text.contains(needle), "{needle} in {text}");
+        }
+    }
+
+    #[test]
     fn label_names() {
         assert!(crate::sinks::is_label_name("cluster"));
         assert!(crate::sinks::is_label_name("_x9"));

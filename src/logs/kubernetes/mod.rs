@@ -483,9 +483,9 @@ impl Kubernetes {
     /// Starts the pod (and namespace) watch with the in-cluster config, or `KUBECONFIG` /
     /// `~/.kube/config` for local runs (kube's `Config::infer`). Never waits for the API
     /// server: a server that is down only means lines ship without metadata after `max_wait`.
-    pub async fn start(cfg: &KubernetesConfig, node: &str, registry: &prometheus::Registry) -> Result<Self, Error> {
+    pub async fn start(cfg: &KubernetesConfig, node: &str, metrics: KubeMetrics) -> Result<Self, Error> {
         let config = kube::Config::infer().await.map_err(Error::Config)?;
-        Self::start_with(cfg, node, config, registry, watch::WatchTuning::default())
+        Self::start_with(cfg, node, config, metrics, watch::WatchTuning::default())
     }
 
     /// `start` with an explicit client config (tests point it at a fake API server).
@@ -493,10 +493,9 @@ impl Kubernetes {
         cfg: &KubernetesConfig,
         node: &str,
         config: kube::Config,
-        registry: &prometheus::Registry,
+        metrics: KubeMetrics,
         tuning: watch::WatchTuning,
     ) -> Result<Self, Error> {
-        let metrics = KubeMetrics::register(registry)?;
         let client = kube::Client::try_from(config).map_err(Error::Client)?;
         let node = cfg.node_name.clone().unwrap_or_else(|| node.to_string());
         let cache = Arc::new(PodCache::new(cfg.deleted_pod_grace.get(), Some(metrics.pods.clone())));
@@ -535,10 +534,12 @@ pub async fn wire(
     registry: &prometheus::Registry,
     input: tokio::sync::mpsc::Receiver<crate::pipeline::SourceBatch>,
 ) -> Result<(tokio::sync::mpsc::Receiver<crate::pipeline::SourceBatch>, Option<Kubernetes>), Error> {
+    // Registered even when off, so dashboards and alerts see zeros rather than no series.
+    let metrics = KubeMetrics::register(registry)?;
     if !cfg.enabled {
         return Ok((input, None));
     }
-    let k = Kubernetes::start(cfg, node, registry).await?;
+    let k = Kubernetes::start(cfg, node, metrics).await?;
     // One batch of slack: the stage holds one batch while it waits, the queue another.
     let (tx, rx) = tokio::sync::mpsc::channel(1);
     tokio::spawn(stage::run(input, tx, k.cache.clone(), k.metrics.clone(), cfg.max_wait.get()));

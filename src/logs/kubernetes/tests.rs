@@ -293,7 +293,8 @@ async fn start(fake: &Arc<Fake>, cfg: &KubernetesConfig, timeout: u32) -> (Kuber
     let addr = fake.clone().serve().await;
     let client = kube::Config::new(format!("http://{addr}").parse().unwrap());
     let registry = prometheus::Registry::new();
-    let k = Kubernetes::start_with(cfg, NODE, client, &registry, WatchTuning { watch_timeout_secs: timeout }).unwrap();
+    let metrics = KubeMetrics::register(&registry).unwrap();
+    let k = Kubernetes::start_with(cfg, NODE, client, metrics, WatchTuning { watch_timeout_secs: timeout }).unwrap();
     (k, registry)
 }
 
@@ -505,7 +506,7 @@ async fn api_server_down_lines_wait_at_most_max_wait() {
         &cfg,
         NODE,
         kube::Config::new(format!("http://{addr}").parse().unwrap()),
-        &registry,
+        KubeMetrics::register(&registry).unwrap(),
         WatchTuning::default(),
     )
     .unwrap();
@@ -578,8 +579,9 @@ async fn token_file_from_kubeconfig_is_sent() {
     let kc = kube::config::Kubeconfig::from_yaml(&kubeconfig).unwrap();
     let kcfg = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await.unwrap();
     let registry = prometheus::Registry::new();
+    let metrics = KubeMetrics::register(&registry).unwrap();
     let _k =
-        Kubernetes::start_with(&config(Duration::from_secs(1)), NODE, kcfg, &registry, WatchTuning::default()).unwrap();
+        Kubernetes::start_with(&config(Duration::from_secs(1)), NODE, kcfg, metrics, WatchTuning::default()).unwrap();
     eventually("a list", || fake.count("list") >= 1).await;
     assert_eq!(fake.requests()[0].2, "Bearer secret-token-1");
 }
@@ -667,4 +669,79 @@ fn counter(registry: &prometheus::Registry, name: &str) -> f64 {
         .find(|f| f.name() == name)
         .map(|f| f.get_metric().iter().map(|m| m.get_counter().get_value()).sum())
         .unwrap_or(0.0)
+}
+
+fn rss_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+    let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
+    pages * 4096
+}
+
+/// Memory of the metadata with 110 pods (kubelet's default `maxPods`), 3 containers each,
+/// realistic labels and a 2 KiB `last-applied-configuration` annotation per pod (not kept),
+/// through the real watch from the fake server, plus one enriched `Source` per container file
+/// in the stage. Not a pass/fail test (RSS of a test process is shared with whatever else runs):
+/// `cargo test --lib logs::kubernetes::tests::rss_with_110_pods -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measurement for the README"]
+async fn rss_with_110_pods() {
+    let fake = Fake::new();
+    let pods: Vec<Value> = (0..110)
+        .map(|i| {
+            let mut p =
+                pod(&format!("shop-frontend-7d9f8b6c5d-{i:05}"), NODE, &format!("0d7c4f0e-4b7a-4a8e-9d55-{i:012}"));
+            let md = &mut p["metadata"];
+            md["labels"] = json!({"app.kubernetes.io/name": "frontend", "app.kubernetes.io/instance": "shop",
+                "app.kubernetes.io/version": "1.27.3", "app.kubernetes.io/component": "web",
+                "app.kubernetes.io/part-of": "shop", "pod-template-hash": "7d9f8b6c5d", "team": "checkout"});
+            md["annotations"]["kubectl.kubernetes.io/last-applied-configuration"] = json!("x".repeat(2048));
+            p["spec"]["containers"] = json!([{"name": "app", "image": "registry.example.com/shop/frontend:1.27.3"},
+                {"name": "sidecar", "image": "envoyproxy/envoy:v1.30.1"}]);
+            p["spec"]["initContainers"] = json!([{"name": "init", "image": "busybox:1.36"}]);
+            p
+        })
+        .collect();
+    let registry = prometheus::Registry::new();
+    let cfg = config(Duration::from_secs(2));
+    let addr = fake.clone().serve().await;
+    // Warm up the client stack (TLS config, connection pool, tokio) with an empty node first.
+    let metrics = KubeMetrics::register(&registry).unwrap();
+    let before_client = rss_bytes();
+    let k = Kubernetes::start_with(
+        &cfg,
+        NODE,
+        kube::Config::new(format!("http://{addr}").parse().unwrap()),
+        metrics,
+        WatchTuning::default(),
+    )
+    .unwrap();
+    eventually("the empty list", || fake.count("watch") == 1).await;
+    let before = rss_bytes();
+    for p in &pods {
+        fake.add(p.clone());
+    }
+    eventually("110 pods", || k.cache.len() == 110).await;
+    let mut stage = Stage::new(k.cache.clone(), k.metrics.clone(), Duration::from_secs(2));
+    let sources: Vec<Arc<Source>> = (0..110)
+        .flat_map(|i| {
+            ["app", "sidecar", "init"].map(|c| {
+                source(&format!("shop-frontend-7d9f8b6c5d-{i:05}"), &format!("0d7c4f0e-4b7a-4a8e-9d55-{i:012}"), c)
+            })
+        })
+        .collect();
+    let mut enriched = Vec::new();
+    for s in &sources {
+        let out = stage.process(batch(&[(s, 1)], 1)).await;
+        enriched.push(out.events[0].source.clone());
+    }
+    assert!(enriched.iter().all(|s| s.kubernetes.api.is_some()));
+    let after = rss_bytes();
+    println!(
+        "RSS: client and watch started +{} KiB; 110 pods cached and 330 enriched sources +{} KiB (before {} KiB, after {} KiB)",
+        (before as i64 - before_client as i64) / 1024,
+        (after as i64 - before as i64) / 1024,
+        before / 1024,
+        after / 1024
+    );
+    drop(enriched);
 }

@@ -576,6 +576,32 @@ mod tests {
     }
 
     #[test]
+    fn documents_carry_the_api_metadata_dedotted() {
+        let c: ElasticsearchConfig = serde_yaml_ng::from_str("{name: es, endpoint: 'http://x'}").unwrap();
+        let ctx = crate::sinks::SinkContext::new(prometheus::Registry::new(), "node-a".into()).unwrap();
+        let inner = ElasticsearchSink::new(&c, &ctx).unwrap().inner;
+        let e = Event {
+            timestamp: 1_795_847_533_000_000_000,
+            stream: crate::event::Stream::Stdout,
+            message: "m".into(),
+            malformed: false,
+            truncated: false,
+            source: crate::event::test_source_with_api(),
+            origin: crate::event::Origin { file: 1, offset: 0, resume: 1 },
+        };
+        let mut out = Vec::new();
+        inner.document(&e, &mut Rfc3339Cache::default(), &mut out);
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        let k = &v["kubernetes"];
+        assert_eq!(k["labels"], serde_json::json!({"app_kubernetes_io/name": "web", "tier": "front"}));
+        assert_eq!(k["annotations"], serde_json::json!({"team": "checkout"}));
+        assert_eq!(k["owner"], serde_json::json!({"kind": "Deployment", "name": "web"}));
+        assert_eq!(k["namespace_labels"], serde_json::json!({"env": "prod"}));
+        assert_eq!(v["container"]["image"]["name"], "registry.example.com/shop/web:1.2");
+        assert!(v["container"].get("id").is_none());
+    }
+
+    #[test]
     fn dedot_keys() {
         assert_eq!(dedot("app.kubernetes.io/name"), "app_kubernetes_io/name");
         assert_eq!(dedot("app"), "app");

@@ -429,6 +429,45 @@ mod tests {
     use super::*;
     use crate::event::{K8sMeta, Origin};
 
+    #[test]
+    fn api_metadata_becomes_resource_attributes() {
+        let s = sink("{name: o, endpoint: 'http://x'}");
+        let r = s.inner.resource(&crate::event::test_source_with_api());
+        let attrs: Vec<(String, String)> = r
+            .attributes
+            .iter()
+            .map(|kv| {
+                let v = match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
+                    Some(any_value::Value::StringValue(s)) => s.clone(),
+                    Some(any_value::Value::ArrayValue(a)) => format!(
+                        "{:?}",
+                        a.values
+                            .iter()
+                            .map(|v| match &v.value {
+                                Some(any_value::Value::StringValue(s)) => s.clone(),
+                                _ => String::new(),
+                            })
+                            .collect::<Vec<_>>()
+                    ),
+                    Some(any_value::Value::IntValue(i)) => format!("int:{i}"),
+                    _ => String::new(),
+                };
+                (kv.key.clone(), v)
+            })
+            .collect();
+        for want in [
+            ("k8s.pod.label.app.kubernetes.io/name", "web"),
+            ("k8s.pod.label.tier", "front"),
+            ("k8s.pod.annotation.team", "checkout"),
+            ("k8s.deployment.name", "web"),
+            ("container.image.name", "registry.example.com/shop/web"),
+            ("container.image.tags", "[\"1.2\"]"),
+            ("k8s.namespace.label.env", "prod"),
+        ] {
+            assert!(attrs.iter().any(|(k, v)| k == want.0 && v == want.1), "{want:?} in {attrs:?}");
+        }
+    }
+
     fn sink(yaml: &str) -> OtlpSink {
         let c: OtlpConfig = serde_yaml_ng::from_str(yaml).unwrap();
         let ctx = SinkContext::new(prometheus::Registry::new(), "node-a".into()).unwrap();
