@@ -2,8 +2,9 @@
 //! `config.v2.json` labels that cri-dockerd / dockershim write).
 //!
 //! Key decision: metadata comes from the node's own files, computed once per file (never per
-//! line) and shared by its events through `Arc<Source>`. Rejected for now: asking the API
-//! server (pod labels/annotations) — a watch per node is a later, optional stage.
+//! line) and shared by its events through `Arc<Source>`. What only the API server knows
+//! (labels, annotations, owner, image) is added after the tailer by the optional
+//! `logs::kubernetes` stage.
 //!
 //! Layouts understood:
 //! - `/var/log/pods/<namespace>_<pod>_<uid>/<container>/<restart>.log` (and rotated names);
