@@ -19,6 +19,21 @@ fn schema_less(p: &Path) -> bool {
     p.file_name().is_some_and(|n| n == "kustomization.yaml")
         || p.ends_with("optional/servicemonitor.yaml")
         || p.ends_with("optional/prometheusrule.yaml")
+        || is_partial_patch(p)
+}
+
+/// A patch of its directory's kustomization that is not a whole object (e.g. the
+/// kubernetes-metadata overlay's DaemonSet patch, which only sets the token mount): validated
+/// as part of the render it patches, not alone.
+fn is_partial_patch(p: &Path) -> bool {
+    let Some(name) = p.file_name().and_then(|n| n.to_str()) else { return false };
+    let k = p.with_file_name("kustomization.yaml");
+    let Ok(text) = std::fs::read_to_string(&k) else { return false };
+    let patched = text.lines().any(|l| l.trim() == format!("- path: {name}"));
+    patched
+        && yaml_file(p)
+            .iter()
+            .any(|o| o["kind"] == "DaemonSet" && o["spec"]["template"]["spec"]["containers"].is_null())
 }
 
 /// The renders users apply (the default and every overlay), written to files for the
