@@ -753,3 +753,26 @@ fn rss_with_110_pods() {
     );
     drop(enriched);
 }
+
+#[tokio::test]
+async fn namespace_labels_reach_events_and_follow_relists() {
+    let cache = Arc::new(PodCache::new(Duration::from_secs(300), None));
+    let registry = prometheus::Registry::new();
+    let mut stage = Stage::new(cache.clone(), KubeMetrics::register(&registry).unwrap(), Duration::from_secs(60));
+    cache.apply(CachedPod::from_pod(&serde_json::from_value(pod("web-1", NODE, "u1")).unwrap(), &[]).unwrap());
+    cache.begin_relist_namespaces();
+    cache.apply_namespace("shop".into(), [("env".to_string(), "prod".to_string())].into());
+    cache.apply_namespace("gone".into(), Default::default());
+    cache.end_relist_namespaces();
+    let s = source("web-1", "u1", "app");
+    let out = stage.process(batch(&[(&s, 1)], 1)).await;
+    let k = &out.events[0].source.kubernetes;
+    assert_eq!(k.namespace_labels.as_deref().and_then(|l| l.get("env")).map(String::as_str), Some("prod"));
+    // A relist that no longer lists a namespace forgets it.
+    cache.begin_relist_namespaces();
+    cache.apply_namespace("other".into(), Default::default());
+    cache.end_relist_namespaces();
+    let out = stage.process(batch(&[(&s, 1)], 1)).await;
+    assert!(out.events[0].source.kubernetes.namespace_labels.is_none());
+    assert!(out.events[0].source.kubernetes.api.is_some());
+}
