@@ -31,6 +31,7 @@ fn events(n: usize) -> Vec<Vec<Event>> {
                     container: "nginx".into(),
                     container_id: None,
                     restart_count: Some(0),
+                    ..K8sMeta::default()
                 },
             })
         })

@@ -51,6 +51,8 @@ pub struct App {
     /// The config reload series, registered (and initialised) before vigil is ready.
     pub reload_metrics: crate::reload::ReloadMetrics,
     source: Option<LogSource>,
+    /// The pod watch feeding the metadata stage (`sources.containers.kubernetes`).
+    _kubernetes: Option<crate::logs::kubernetes::Kubernetes>,
     pipeline: Pipeline,
     sinks: JoinSet<()>,
     /// Sink task → sink name, for the failure report.
@@ -104,6 +106,8 @@ impl App {
         }
         let (src_tx, src_rx) = mpsc::channel(SOURCE_QUEUE_BATCHES);
         let has_log_sinks = !built.is_empty();
+        let k8s = if has_log_sinks { &config.sources.containers.kubernetes } else { &Default::default() };
+        let (src_rx, kubernetes) = crate::logs::kubernetes::wire(k8s, &node, &registry, src_rx).await?;
         let metrics = PipelineMetrics::register(&registry).context("registering pipeline metrics")?;
         // Every sink joins through the `SinkSet`, so a reload can remove any of them.
         let (_no_shared_sinks, ack_rx) = Acker::channel();
@@ -134,6 +138,7 @@ impl App {
             health,
             reload_metrics,
             source,
+            _kubernetes: kubernetes,
             pipeline,
             sinks,
             sink_names,

@@ -24,7 +24,45 @@ impl Stream {
     }
 }
 
-/// Kubernetes metadata, parsed from the log file's path.
+/// Label or annotation keys and values, sorted by key (so JSON output is stable).
+pub type Labels = std::collections::BTreeMap<String, String>;
+
+/// The controlling workload of a pod (`kubernetes.owner`): a ReplicaSet resolved to its
+/// Deployment, a Job resolved to its CronJob, otherwise the controller reference as given.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Owner {
+    pub kind: String,
+    pub name: String,
+}
+
+/// What the API server says about a pod, as events carry it (`logs::kubernetes` builds it
+/// from the pod watch; one per pod, shared by all its files).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct PodMeta {
+    /// All the pod's labels.
+    pub labels: Labels,
+    /// Only the annotation keys listed in `sources.containers.kubernetes.annotations`.
+    #[serde(skip_serializing_if = "Labels::is_empty")]
+    pub annotations: Labels,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner: Option<Owner>,
+    /// Every `vigil.io/*` annotation (per-pod controls such as `vigil.io/exclude` and
+    /// `vigil.io/multiline`): kept for vigil's own stages, not written into events unless also
+    /// listed in `annotations`.
+    #[serde(skip)]
+    pub controls: Labels,
+}
+
+impl PodMeta {
+    /// The value of annotation `key` when vigil keeps it (a `vigil.io/*` key, or one listed in
+    /// `annotations`).
+    pub fn annotation(&self, key: &str) -> Option<&str> {
+        self.annotations.get(key).or_else(|| self.controls.get(key)).map(String::as_str)
+    }
+}
+
+/// Kubernetes metadata, parsed from the log file's path, plus (when
+/// `sources.containers.kubernetes.enabled` and the pod is known) what the API server says.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct K8sMeta {
     pub namespace: String,
@@ -37,6 +75,31 @@ pub struct K8sMeta {
     /// The CRI `<restart>.log` number.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub restart_count: Option<u32>,
+    /// From the API: `labels`, `annotations`, `owner` (flattened into this object).
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub api: Option<Arc<PodMeta>>,
+    /// From the API: this container's image (`spec.containers[].image`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image: Option<Arc<str>>,
+    /// From the API, when `namespace_labels` is on: the namespace's labels.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub namespace_labels: Option<Arc<Labels>>,
+}
+
+impl K8sMeta {
+    /// The pod's labels when the API metadata is known (for `when:` selectors and the sinks).
+    pub fn labels(&self) -> Option<&Labels> {
+        self.api.as_deref().map(|m| &m.labels)
+    }
+
+    /// Rough encoded size of the API metadata (keys, values, quotes), for sinks' batch sizes.
+    pub fn api_bytes(&self) -> usize {
+        let map = |l: &Labels| l.iter().map(|(k, v)| k.len() + v.len() + 6).sum::<usize>();
+        let api = self.api.as_deref().map_or(0, |a| {
+            map(&a.labels) + map(&a.annotations) + a.owner.as_ref().map_or(0, |o| o.kind.len() + o.name.len() + 30)
+        });
+        api + self.image.as_ref().map_or(0, |i| i.len() + 20) + self.namespace_labels.as_deref().map_or(0, map)
+    }
 }
 
 /// Facts shared by every event read from one file.
@@ -197,10 +260,25 @@ fn write_json_str(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
 }
 
+/// Appends a string map as a JSON object.
+fn write_json_map(out: &mut Vec<u8>, map: &Labels) {
+    out.push(b'{');
+    for (i, (k, v)) in map.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_json_str(out, k);
+        out.push(b':');
+        write_json_str(out, v);
+    }
+    out.push(b'}');
+}
+
 impl Event {
     /// Appends the event as one JSON object and `\n`: the documented event contract of the
     /// stdout and file sinks. Keys, in order: timestamp, stream, message, kubernetes
-    /// {namespace, pod, pod_uid, container, container_id?, restart_count?}, node, file,
+    /// {namespace, pod, pod_uid, container, container_id?, restart_count?, labels?,
+    /// annotations?, owner?, image?, namespace_labels?}, node, file,
     /// malformed? and truncated? (present only when true).
     pub fn write_json(&self, out: &mut Vec<u8>) {
         let k = &self.source.kubernetes;
@@ -229,6 +307,29 @@ impl Event {
         if let Some(r) = k.restart_count {
             use std::io::Write;
             let _ = write!(out, ",\"restart_count\":{r}");
+        }
+        if let Some(api) = &k.api {
+            out.extend_from_slice(b",\"labels\":");
+            write_json_map(out, &api.labels);
+            if !api.annotations.is_empty() {
+                out.extend_from_slice(b",\"annotations\":");
+                write_json_map(out, &api.annotations);
+            }
+            if let Some(o) = &api.owner {
+                out.extend_from_slice(b",\"owner\":{\"kind\":");
+                write_json_str(out, &o.kind);
+                out.extend_from_slice(b",\"name\":");
+                write_json_str(out, &o.name);
+                out.push(b'}');
+            }
+        }
+        if let Some(image) = &k.image {
+            out.extend_from_slice(b",\"image\":");
+            write_json_str(out, image);
+        }
+        if let Some(l) = &k.namespace_labels {
+            out.extend_from_slice(b",\"namespace_labels\":");
+            write_json_map(out, l);
         }
         out.extend_from_slice(b"},\"node\":");
         write_json_str(out, &self.source.node);
@@ -277,6 +378,32 @@ impl Event {
     }
 }
 
+/// A source with API metadata, for sink tests.
+#[cfg(test)]
+pub(crate) fn test_source_with_api() -> Arc<Source> {
+    Arc::new(Source {
+        file: "/var/log/pods/shop_web-1_u1/app/0.log".into(),
+        node: "node-a".into(),
+        kubernetes: K8sMeta {
+            namespace: "shop".into(),
+            pod: "web-1".into(),
+            pod_uid: "u1".into(),
+            container: "app".into(),
+            restart_count: Some(0),
+            api: Some(Arc::new(PodMeta {
+                labels: [("app.kubernetes.io/name".to_string(), "web".to_string()), ("tier".into(), "front".into())]
+                    .into(),
+                annotations: [("team".to_string(), "checkout".to_string())].into(),
+                owner: Some(Owner { kind: "Deployment".into(), name: "web".into() }),
+                controls: Labels::new(),
+            })),
+            image: Some("registry.example.com/shop/web:1.2".into()),
+            namespace_labels: Some(Arc::new([("env".to_string(), "prod".to_string())].into())),
+            ..K8sMeta::default()
+        },
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -294,6 +421,28 @@ mod tests {
     }
 
     #[test]
+    fn json_carries_the_api_metadata() {
+        let ev = Event {
+            timestamp: 1,
+            stream: Stream::Stdout,
+            message: "m".into(),
+            malformed: false,
+            truncated: false,
+            source: test_source_with_api(),
+            origin: Origin { file: 1, offset: 0, resume: 1 },
+        };
+        let mut out = Vec::new();
+        ev.write_json(&mut out);
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        let k = &v["kubernetes"];
+        assert_eq!(k["labels"]["app.kubernetes.io/name"], "web");
+        assert_eq!(k["annotations"], serde_json::json!({"team": "checkout"}));
+        assert_eq!(k["owner"], serde_json::json!({"kind": "Deployment", "name": "web"}));
+        assert_eq!(k["image"], "registry.example.com/shop/web:1.2");
+        assert_eq!(k["namespace_labels"]["env"], "prod");
+    }
+
+    #[test]
     fn json_contract() {
         let source = Arc::new(Source {
             file: "/var/log/pods/ns_p_uid/c/0.log".into(),
@@ -305,6 +454,7 @@ mod tests {
                 container: "c".into(),
                 container_id: None,
                 restart_count: Some(0),
+                ..K8sMeta::default()
             },
         });
         let ev = Event {
@@ -343,6 +493,7 @@ mod tests {
             malformed: bool,
             truncated: bool,
             stderr: bool,
+            api: bool,
         ) {
             let source = Arc::new(Source {
                 file: format!("/var/log/pods/{ns}_{pod}_u/c/0.log"),
@@ -354,6 +505,14 @@ mod tests {
                     container: "c\u{1}".into(),
                     container_id: id,
                     restart_count: restart,
+                    api: api.then(|| Arc::new(PodMeta {
+                        labels: [("app.kubernetes.io/name".to_string(), pod.clone()), ("a\"b".into(), "\u{2}".into())].into(),
+                        annotations: if stderr { Labels::new() } else { [("k".to_string(), ns.clone())].into() },
+                        owner: truncated.then(|| Owner { kind: "Deployment".into(), name: pod.clone() }),
+                        controls: [("vigil.io/exclude".to_string(), "false".into())].into(),
+                    })),
+                    image: malformed.then(|| "nginx:1.27".into()),
+                    namespace_labels: (api && malformed).then(|| Arc::new([("team".to_string(), "x".to_string())].into())),
                 },
             });
             let ev = Event {

@@ -23,6 +23,21 @@ fn schema_less(p: &Path) -> bool {
         || p.ends_with("optional/prometheusrule-vigil.yaml")
         || p.ends_with("optional/servicemonitor-tls.yaml")
         || p.ends_with("overlays/metrics-tls/daemonset.yaml")
+        || is_partial_patch(p)
+}
+
+/// A patch of its directory's kustomization that is not a whole object (e.g. the
+/// kubernetes-metadata overlay's DaemonSet patch, which only sets the token mount): validated
+/// as part of the render it patches, not alone.
+fn is_partial_patch(p: &Path) -> bool {
+    let Some(name) = p.file_name().and_then(|n| n.to_str()) else { return false };
+    let k = p.with_file_name("kustomization.yaml");
+    let Ok(text) = std::fs::read_to_string(&k) else { return false };
+    let patched = text.lines().any(|l| l.trim() == format!("- path: {name}"));
+    patched
+        && yaml_file(p)
+            .iter()
+            .any(|o| o["kind"] == "DaemonSet" && o["spec"]["template"]["spec"]["containers"].is_null())
 }
 
 /// The renders users apply (the default and every overlay), written to files for the
@@ -244,6 +259,8 @@ fn the_configmap_configs_pass_vigil_validate_and_overlays_differ_only_in_sinks()
         let o = v.as_object_mut().expect("config is a map");
         o.remove("sinks");
         o["sources"]["containers"].as_object_mut().expect("containers").remove("exclude");
+        // Pod metadata from the API is the kubernetes-metadata overlay's one difference.
+        o["sources"]["containers"].as_object_mut().expect("containers").remove("kubernetes");
         o["metrics"]["ship"].as_object_mut().expect("metrics.ship").remove("sinks");
         // overlays/metrics-tls adds TLS and authentication (checked against the pod below).
         o["metrics"].as_object_mut().expect("metrics").retain(|k, _| k != "tls" && k != "auth");
@@ -261,6 +278,7 @@ fn the_configmap_configs_pass_vigil_validate_and_overlays_differ_only_in_sinks()
     let expected: BTreeMap<&str, Vec<&str>> = BTreeMap::from([
         ("manifests", vec!["stdout"]),
         ("manifests-overlays-elasticsearch", vec!["elasticsearch"]),
+        ("manifests-overlays-kubernetes-metadata", vec!["stdout"]),
         ("manifests-overlays-loki", vec!["loki"]),
         ("manifests-overlays-metrics-tls", vec!["stdout"]),
         ("manifests-overlays-otlp", vec!["otlp"]),
@@ -542,24 +560,46 @@ fn the_binary_answers_the_probe_and_scrape_paths_the_manifests_use() {
 }
 
 #[test]
-fn no_rbac_because_vigil_uses_no_kubernetes_api() {
-    // Markers of code that talks to the API server. If one appears, the ServiceAccount needs
-    // its token and a (Cluster)Role: add them to manifests/base and change this test.
-    const MARKERS: &[&str] =
-        &["KUBERNETES_SERVICE_HOST", "/var/run/secrets/kubernetes.io", "kube::", "k8s_openapi", "kube_client"];
-    for f in files_under(&root().join("src"), "rs") {
-        let text = read(&f);
-        for m in MARKERS {
-            assert!(!text.contains(m), "{} uses the Kubernetes API ({m}): add RBAC to manifests/base", f.display());
+fn rbac_exactly_where_kubernetes_metadata_is_on() {
+    // RBAC follows the config: a render whose config turns `sources.containers.kubernetes` on
+    // gets a ClusterRole with get/list/watch on pods (plus namespaces only with
+    // `namespace_labels`), bound to vigil's ServiceAccount, and the token mounted; every other
+    // render has no role and no token.
+    let mut with_metadata = 0;
+    for d in deployed() {
+        let n = &d.name;
+        let k8s = &d.effective["sources"]["containers"]["kubernetes"];
+        let on = k8s["enabled"] == true;
+        let roles: Vec<&Value> = d.objs.iter().filter(|o| str_at(o, &["kind"]).contains("Role")).collect();
+        let sa = the(&d.objs, "ServiceAccount");
+        let ds = the(&d.objs, "DaemonSet");
+        let token = ds["spec"]["template"]["spec"]["automountServiceAccountToken"] == true;
+        assert_eq!(sa["automountServiceAccountToken"] == true, on, "{n}: ServiceAccount token vs kubernetes.enabled");
+        assert_eq!(token, on, "{n}: DaemonSet token vs kubernetes.enabled");
+        if !on {
+            assert!(roles.is_empty(), "{n}: RBAC without kubernetes metadata: {roles:?}");
+            continue;
         }
-    }
-    for d in kustomizations() {
-        let objs = kustomize(&d).expect("render");
-        for o in &objs {
-            let kind = str_at(o, &["kind"]);
-            assert!(!kind.contains("Role"), "{}: {kind} grants API access vigil does not use", d.display());
+        with_metadata += 1;
+        let role = the(&d.objs, "ClusterRole");
+        let mut expected =
+            vec![serde_json::json!({"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]})];
+        if k8s["namespace_labels"] == true {
+            expected.push(
+                serde_json::json!({"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "list", "watch"]}),
+            );
         }
-        assert_eq!(the(&objs, "ServiceAccount")["automountServiceAccountToken"], false);
-        assert_eq!(the(&objs, "DaemonSet")["spec"]["template"]["spec"]["automountServiceAccountToken"], false);
+        assert_eq!(role["rules"], Value::from(expected), "{n}: ClusterRole rules");
+        let binding = the(&d.objs, "ClusterRoleBinding");
+        assert_eq!(binding["roleRef"]["name"], role["metadata"]["name"], "{n}: binding's role");
+        let ns = str_at(ds, &["metadata", "namespace"]);
+        let subject = &binding["subjects"][0];
+        assert_eq!(
+            (str_at(subject, &["kind"]), str_at(subject, &["name"]), str_at(subject, &["namespace"])),
+            ("ServiceAccount".to_string(), str_at(sa, &["metadata", "name"]), ns),
+            "{n}: binding subject"
+        );
+        assert_eq!(str_at(ds, &["spec", "template", "spec", "serviceAccountName"]), str_at(sa, &["metadata", "name"]));
     }
+    assert!(with_metadata >= 1, "an overlay turns kubernetes metadata on");
 }

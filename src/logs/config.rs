@@ -88,6 +88,10 @@ pub struct ContainersConfig {
     /// Stack traces joined into one event (see `MultilineConfig`). Default: `mode: auto`.
     #[serde(default)]
     pub multiline: MultilineConfig,
+    /// Pod metadata from the Kubernetes API (labels, annotations, owner, image) and the
+    /// per-pod controls `vigil.io/exclude`, `vigil.io/exclude-containers`. Default off.
+    #[serde(default)]
+    pub kubernetes: crate::logs::kubernetes::KubernetesConfig,
 }
 
 /// `sources.containers.multiline`: exception stack traces written over many lines become one
@@ -169,6 +173,7 @@ impl Default for ContainersConfig {
             batch_max_bytes: default_batch_max_bytes(),
             checkpoint_interval: default_checkpoint_interval(),
             multiline: MultilineConfig::default(),
+            kubernetes: Default::default(),
         }
     }
 }
@@ -252,6 +257,7 @@ impl ContainersConfig {
                 p.push(format!("{path}.multiline.{field}"), message);
             }
         }
+        self.kubernetes.validate(&format!("{path}.kubernetes"), p);
         if self.batch_max_bytes.get() < 4096 {
             p.push(
                 format!("{path}.batch_max_bytes"),

@@ -2,8 +2,9 @@
 //! `config.v2.json` labels that cri-dockerd / dockershim write).
 //!
 //! Key decision: metadata comes from the node's own files, computed once per file (never per
-//! line) and shared by its events through `Arc<Source>`. Rejected for now: asking the API
-//! server (pod labels/annotations) — a watch per node is a later, optional stage.
+//! line) and shared by its events through `Arc<Source>`. What only the API server knows
+//! (labels, annotations, owner, image) is added after the tailer by the optional
+//! `logs::kubernetes` stage.
 //!
 //! Layouts understood:
 //! - `/var/log/pods/<namespace>_<pod>_<uid>/<container>/<restart>.log` (and rotated names);
@@ -37,6 +38,7 @@ pub fn from_pod_path(path: &Path) -> Option<K8sMeta> {
         container: container.into(),
         container_id: None,
         restart_count,
+        ..K8sMeta::default()
     })
 }
 
@@ -57,6 +59,7 @@ pub fn from_containers_link(path: &Path) -> Option<K8sMeta> {
         container: container.into(),
         container_id: Some(id.into()),
         restart_count: None,
+        ..K8sMeta::default()
     })
 }
 
@@ -91,6 +94,7 @@ pub fn from_docker_config(json: &[u8], container_id: &str) -> Option<K8sMeta> {
         container: get("io.kubernetes.container.name"),
         container_id: Some(container_id.to_string()),
         restart_count: None,
+        ..K8sMeta::default()
     };
     (!meta.pod.is_empty() || !meta.namespace.is_empty()).then_some(meta)
 }
@@ -143,7 +147,8 @@ mod tests {
                 pod_uid: "7c1e-2a".into(),
                 container: "nginx".into(),
                 container_id: None,
-                restart_count: Some(3)
+                restart_count: Some(3),
+                ..K8sMeta::default()
             }
         );
         let m = from_pod_path(Path::new("/var/log/pods/ns_p_u/c/0.log.20241128-061213")).unwrap();

@@ -23,6 +23,7 @@
 pub mod config;
 pub mod discover;
 pub mod enrich;
+pub mod kubernetes;
 pub mod metrics;
 pub mod multiline;
 pub mod parse;

@@ -31,6 +31,7 @@ use crate::pipeline::{Acker, Chunk};
 use bytes::Bytes;
 use reqwest::header::{CONTENT_ENCODING, CONTENT_TYPE, HeaderMap, HeaderValue};
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
@@ -58,12 +59,21 @@ pub struct LokiConfig {
     /// left out.
     #[serde(default = "default_labels")]
     pub labels: Vec<LabelField>,
+    /// Pod labels (from the API, `sources.containers.kubernetes.enabled`) sent as Loki labels:
+    /// Loki label name → pod label key, added when the pod has that label. Default
+    /// `{app: app.kubernetes.io/name}`. Keep it to a few low-cardinality keys; send the rest
+    /// as structured metadata (`structured_metadata: [pod_labels]`).
+    #[serde(default = "default_pod_labels")]
+    pub pod_labels: BTreeMap<String, String>,
     /// Constant labels added to every stream, e.g. `{cluster: prod}`. Default none.
     #[serde(default)]
     pub static_labels: BTreeMap<String, String>,
     /// High-cardinality fields sent as structured metadata (Loki 3, or 2.9 with
-    /// `allow_structured_metadata`), not as labels: `pod_uid`, `container_id`, `file`. Default
-    /// none, so older Lokis work.
+    /// `allow_structured_metadata`), not as labels: `pod_uid`, `container_id`, `file`, and the
+    /// API metadata: `pod_labels` (each as `pod_label_<key>`), `annotations`
+    /// (`pod_annotation_<key>`), `owner` (`owner_kind`, `owner_name`), `image`,
+    /// `namespace_labels` (`namespace_label_<key>`); keys outside `[a-zA-Z0-9_]` become `_`.
+    /// Default none, so older Lokis work.
     #[serde(default)]
     pub structured_metadata: Vec<MetadataField>,
     /// Most distinct label sets this sink sends to at once (idle 1h = gone); past it, new
@@ -141,27 +151,68 @@ pub enum MetadataField {
     PodUid,
     ContainerId,
     File,
+    PodLabels,
+    Annotations,
+    Owner,
+    Image,
+    NamespaceLabels,
 }
 
 impl MetadataField {
-    fn name(self) -> &'static str {
+    /// Appends this field's (name, value) pairs for a source; empty values are left out.
+    fn push<'a>(self, s: &'a Source, out: &mut Vec<(Cow<'static, str>, &'a str)>) {
+        let k = &s.kubernetes;
+        let one = |out: &mut Vec<(Cow<'static, str>, &'a str)>, name: &'static str, v: &'a str| {
+            if !v.is_empty() {
+                out.push((Cow::Borrowed(name), v));
+            }
+        };
+        let map = |out: &mut Vec<(Cow<'static, str>, &'a str)>, prefix: &str, m: &'a crate::event::Labels| {
+            for (key, v) in m.iter().filter(|(_, v)| !v.is_empty()) {
+                out.push((Cow::Owned(format!("{prefix}{}", sanitize_name(key))), v));
+            }
+        };
         match self {
-            MetadataField::PodUid => "pod_uid",
-            MetadataField::ContainerId => "container_id",
-            MetadataField::File => "file",
+            MetadataField::PodUid => one(out, "pod_uid", &k.pod_uid),
+            MetadataField::ContainerId => one(out, "container_id", k.container_id.as_deref().unwrap_or("")),
+            MetadataField::File => one(out, "file", &s.file),
+            MetadataField::PodLabels => {
+                if let Some(l) = k.labels() {
+                    map(out, "pod_label_", l);
+                }
+            }
+            MetadataField::Annotations => {
+                if let Some(a) = k.api.as_deref() {
+                    map(out, "pod_annotation_", &a.annotations);
+                }
+            }
+            MetadataField::Owner => {
+                if let Some(o) = k.api.as_deref().and_then(|a| a.owner.as_ref()) {
+                    one(out, "owner_kind", &o.kind);
+                    one(out, "owner_name", &o.name);
+                }
+            }
+            MetadataField::Image => one(out, "image", k.image.as_deref().unwrap_or("")),
+            MetadataField::NamespaceLabels => {
+                if let Some(l) = k.namespace_labels.as_deref() {
+                    map(out, "namespace_label_", l);
+                }
+            }
         }
     }
-    fn value(self, s: &Source) -> &str {
-        match self {
-            MetadataField::PodUid => &s.kubernetes.pod_uid,
-            MetadataField::ContainerId => s.kubernetes.container_id.as_deref().unwrap_or(""),
-            MetadataField::File => &s.file,
-        }
-    }
+}
+
+/// A Kubernetes key as a Loki name: every byte outside `[a-zA-Z0-9_]` becomes `_`
+/// (`app.kubernetes.io/name` → `app_kubernetes_io_name`), as Loki's OTLP ingestion does.
+fn sanitize_name(key: &str) -> String {
+    key.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' }).collect()
 }
 
 fn default_labels() -> Vec<LabelField> {
     vec![LabelField::Namespace, LabelField::Pod, LabelField::Container, LabelField::Node, LabelField::Stream]
+}
+fn default_pod_labels() -> BTreeMap<String, String> {
+    [("app".to_string(), "app.kubernetes.io/name".to_string())].into()
 }
 fn default_compression() -> Compression {
     Compression::None
@@ -209,6 +260,18 @@ impl LokiConfig {
             }
             if self.labels.iter().any(|l| l.name() == k) {
                 p.push(format!("{path}.static_labels.{k}"), "is also in labels; keep it in one of the two");
+            }
+        }
+        for (k, v) in &self.pod_labels {
+            let at = format!("{path}.pod_labels.{k}");
+            if !super::is_label_name(k) || k.starts_with("__") {
+                p.push(&at, "is not a valid label name; expected [a-zA-Z_][a-zA-Z0-9_]*, not starting with __");
+            }
+            if v.is_empty() {
+                p.push(&at, "has no pod label key; expected e.g. app.kubernetes.io/name");
+            }
+            if self.labels.iter().any(|l| l.name() == k) || self.static_labels.contains_key(k) {
+                p.push(&at, "is also in labels or static_labels; keep it in one place");
             }
         }
         if self.labels.is_empty() && self.static_labels.is_empty() {
@@ -288,6 +351,7 @@ struct LokiInner {
     compression: Compression,
     tenant: Option<HeaderValue>,
     labels: Vec<LabelField>,
+    pod_labels: Vec<(String, String)>,
     static_labels: Vec<(String, String)>,
     metadata: Vec<MetadataField>,
     retry: RetryConfig,
@@ -323,6 +387,7 @@ impl LokiSink {
             compression: c.compression,
             tenant,
             labels: c.labels.clone(),
+            pod_labels: c.pod_labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             static_labels: c.static_labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             metadata: c.structured_metadata.clone(),
             retry: c.retry,
@@ -405,6 +470,10 @@ impl LokiInner {
             .labels
             .iter()
             .map(|l| (l.name(), l.value(&e.source, e.stream)))
+            .chain(self.pod_labels.iter().filter_map(|(name, key)| {
+                let v = e.source.kubernetes.labels()?.get(key)?;
+                Some((name.as_str(), v.as_str()))
+            }))
             .chain(self.static_labels.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .filter(|(_, v)| !v.is_empty())
             .collect();
@@ -478,8 +547,12 @@ impl LokiInner {
         streams
     }
 
-    fn metadata<'a>(&self, e: &'a Event) -> impl Iterator<Item = (&'static str, &'a str)> + use<'a, '_> {
-        self.metadata.iter().map(|m| (m.name(), m.value(&e.source))).filter(|(_, v)| !v.is_empty())
+    fn metadata<'a>(&self, e: &'a Event) -> Vec<(Cow<'static, str>, &'a str)> {
+        let mut out = Vec::new();
+        for m in &self.metadata {
+            m.push(&e.source, &mut out);
+        }
+        out
     }
 
     /// The request body and its headers.
@@ -505,7 +578,8 @@ impl LokiInner {
                                     line: e.message.clone(),
                                     structured_metadata: self
                                         .metadata(e)
-                                        .map(|(n, v)| proto::LabelPairAdapter { name: n.into(), value: v.into() })
+                                        .into_iter()
+                                        .map(|(n, v)| proto::LabelPairAdapter { name: n.into_owned(), value: v.into() })
                                         .collect(),
                                 })
                                 .collect(),
@@ -528,8 +602,11 @@ impl LokiInner {
                             .entries
                             .iter()
                             .map(|e| {
-                                let md: Map<String, Value> =
-                                    self.metadata(e).map(|(k, v)| (k.to_string(), Value::from(v))).collect();
+                                let md: Map<String, Value> = self
+                                    .metadata(e)
+                                    .into_iter()
+                                    .map(|(k, v)| (k.into_owned(), Value::from(v)))
+                                    .collect();
                                 if md.is_empty() {
                                     json!([e.timestamp.to_string(), e.message])
                                 } else {
@@ -684,7 +761,7 @@ impl Deliver for LokiInner {
 
     fn size(&self, e: &Event) -> usize {
         // Line + timestamp and framing; metadata values when sent.
-        e.message.len() + 24 + self.metadata(e).map(|(k, v)| k.len() + v.len() + 4).sum::<usize>()
+        e.message.len() + 24 + self.metadata(e).iter().map(|(k, v)| k.len() + v.len() + 4).sum::<usize>()
     }
 
     async fn deliver(self: Arc<Self>, batch: Batch) {
@@ -742,6 +819,61 @@ mod tests {
                     user 'fake', total ignored: 1 out of 3 for stream: {a=\"c\"}";
         assert_eq!(total_ignored(body), Some(3));
         assert_eq!(total_ignored("entry for stream '{a=\"b\"}' has timestamp too old"), None);
+    }
+
+    #[test]
+    fn pod_labels_become_labels_and_the_rest_structured_metadata() {
+        let c: LokiConfig = serde_yaml_ng::from_str(
+            "{name: l, endpoint: 'http://x', encoding: json, structured_metadata: [pod_uid, pod_labels, annotations, owner, image, namespace_labels]}",
+        )
+        .unwrap();
+        let ctx = SinkContext::new(prometheus::Registry::new(), "node-a".into()).unwrap();
+        let sink = LokiSink::new(&c, &ctx).unwrap();
+        let e = Event {
+            timestamp: 5,
+            stream: Stream::Stdout,
+            message: "m".into(),
+            malformed: false,
+            truncated: false,
+            source: crate::event::test_source_with_api(),
+            origin: crate::event::Origin { file: 1, offset: 0, resume: 1 },
+        };
+        let (body, _) = sink.inner.encode(&[&e]);
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        let stream = &v["streams"][0];
+        // Default labels plus `app` from app.kubernetes.io/name; nothing else.
+        assert_eq!(
+            stream["stream"],
+            serde_json::json!({"app": "web", "container": "app", "namespace": "shop", "node": "node-a", "pod": "web-1", "stream": "stdout"})
+        );
+        assert_eq!(
+            stream["values"][0][2],
+            serde_json::json!({"pod_uid": "u1", "pod_label_app_kubernetes_io_name": "web", "pod_label_tier": "front",
+                "pod_annotation_team": "checkout", "owner_kind": "Deployment", "owner_name": "web",
+                "image": "registry.example.com/shop/web:1.2", "namespace_label_env": "prod"})
+        );
+        // Without API metadata (kubernetes off, pod unknown) the label set is today's.
+        let plain = Event {
+            source: Arc::new(Source {
+                kubernetes: crate::event::K8sMeta { api: None, ..e.source.kubernetes.clone() },
+                ..(*e.source).clone()
+            }),
+            ..e.clone()
+        };
+        let pairs = sink.inner.label_pairs(&plain);
+        assert!(pairs.iter().all(|(k, _)| *k != "app"), "{pairs:?}");
+    }
+
+    #[test]
+    fn pod_labels_config_is_checked() {
+        let c: LokiConfig =
+            serde_yaml_ng::from_str("{name: l, endpoint: 'http://x', pod_labels: {'a.b': x, pod: y, ok: ''}}").unwrap();
+        let mut p = Problems::default();
+        c.validate("sinks[0]", &mut p);
+        let text = format!("{:?}", p.0);
+        for needle in ["sinks[0].pod_labels.a.b", "sinks[0].pod_labels.pod", "sinks[0].pod_labels.ok"] {
+            assert!(text.contains(needle), "{needle} in {text}");
+        }
     }
 
     #[test]

@@ -145,6 +145,7 @@ pub fn source(ns: &str, pod: &str, container: &str) -> Arc<Source> {
             container: container.into(),
             container_id: Some(format!("cid-{pod}-{container}")),
             restart_count: Some(0),
+            ..K8sMeta::default()
         },
     })
 }

@@ -369,6 +369,30 @@ impl EsInner {
             namespace: &'a str,
             pod: Pod<'a>,
             container: KContainer<'a>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            labels: Option<Dedot<'a>>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            annotations: Option<Dedot<'a>>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            owner: Option<&'a crate::event::Owner>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            namespace_labels: Option<Dedot<'a>>,
+        }
+        /// A label map with de-dotted keys (as the sink's own `labels`), written without copying.
+        struct Dedot<'a>(&'a crate::event::Labels);
+        impl Serialize for Dedot<'_> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                use serde::ser::SerializeMap;
+                let mut m = s.serialize_map(Some(self.0.len()))?;
+                for (k, v) in self.0 {
+                    if k.contains('.') {
+                        m.serialize_entry(&dedot(k), v)?;
+                    } else {
+                        m.serialize_entry(k, v)?;
+                    }
+                }
+                m.end()
+            }
         }
         #[derive(Serialize)]
         struct Pod<'a> {
@@ -383,7 +407,14 @@ impl EsInner {
         }
         #[derive(Serialize)]
         struct Container<'a> {
-            id: &'a str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            id: Option<&'a str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            image: Option<Image<'a>>,
+        }
+        #[derive(Serialize)]
+        struct Image<'a> {
+            name: &'a str,
         }
         #[derive(Serialize)]
         struct Host<'a> {
@@ -414,8 +445,15 @@ impl EsInner {
                 namespace: &k.namespace,
                 pod: Pod { name: &k.pod, uid: &k.pod_uid },
                 container: KContainer { name: &k.container, restart_count: k.restart_count },
+                labels: k.api.as_deref().map(|a| Dedot(&a.labels)),
+                annotations: k.api.as_deref().filter(|a| !a.annotations.is_empty()).map(|a| Dedot(&a.annotations)),
+                owner: k.api.as_deref().and_then(|a| a.owner.as_ref()),
+                namespace_labels: k.namespace_labels.as_deref().map(Dedot),
             },
-            container: k.container_id.as_deref().map(|id| Container { id }),
+            container: (k.container_id.is_some() || k.image.is_some()).then(|| Container {
+                id: k.container_id.as_deref(),
+                image: k.image.as_deref().map(|name| Image { name }),
+            }),
             host: Host { name: &e.source.node },
             log: Log { file: File { path: &e.source.file } },
             labels: self.labels.as_ref(),
@@ -495,6 +533,7 @@ impl Deliver for EsInner {
             + s.kubernetes.pod.len()
             + s.kubernetes.pod_uid.len()
             + s.kubernetes.container.len()
+            + s.kubernetes.api_bytes()
             + 260
     }
 
@@ -533,6 +572,32 @@ mod tests {
             crate::event::format_rfc3339_nanos(ns, &mut want);
             assert_eq!(c.format(ns), want, "{ns}");
         }
+    }
+
+    #[test]
+    fn documents_carry_the_api_metadata_dedotted() {
+        let c: ElasticsearchConfig = serde_yaml_ng::from_str("{name: es, endpoint: 'http://x'}").unwrap();
+        let ctx = crate::sinks::SinkContext::new(prometheus::Registry::new(), "node-a".into()).unwrap();
+        let inner = ElasticsearchSink::new(&c, &ctx).unwrap().inner;
+        let e = Event {
+            timestamp: 1_795_847_533_000_000_000,
+            stream: crate::event::Stream::Stdout,
+            message: "m".into(),
+            malformed: false,
+            truncated: false,
+            source: crate::event::test_source_with_api(),
+            origin: crate::event::Origin { file: 1, offset: 0, resume: 1 },
+        };
+        let mut out = Vec::new();
+        inner.document(&e, &mut Rfc3339Cache::default(), &mut out);
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        let k = &v["kubernetes"];
+        assert_eq!(k["labels"], serde_json::json!({"app_kubernetes_io/name": "web", "tier": "front"}));
+        assert_eq!(k["annotations"], serde_json::json!({"team": "checkout"}));
+        assert_eq!(k["owner"], serde_json::json!({"kind": "Deployment", "name": "web"}));
+        assert_eq!(k["namespace_labels"], serde_json::json!({"env": "prod"}));
+        assert_eq!(v["container"]["image"]["name"], "registry.example.com/shop/web:1.2");
+        assert!(v["container"].get("id").is_none());
     }
 
     #[test]

@@ -108,7 +108,7 @@ impl Sink for OtlpSink {
 
 /// What makes two events' resources the same: the container (every fact the resource carries),
 /// not the file.
-#[derive(PartialEq, Eq, Hash)]
+#[derive(PartialEq, Eq)]
 struct ResourceKey<'a> {
     namespace: &'a str,
     pod: &'a str,
@@ -117,6 +117,19 @@ struct ResourceKey<'a> {
     restart_count: Option<u32>,
     container_id: Option<&'a str>,
     node: &'a str,
+    /// The API metadata, by identity (one `Arc` per pod version; the metadata stage shares it).
+    api: usize,
+    image: Option<&'a str>,
+    namespace_labels: usize,
+}
+
+/// Hashes the container only, not its API metadata: the hash also picks the lane, and a
+/// container's events must stay in one lane (in order) when its pod's labels change.
+impl std::hash::Hash for ResourceKey<'_> {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        (self.namespace, self.pod, self.pod_uid, self.container, self.restart_count, self.container_id, self.node)
+            .hash(h);
+    }
 }
 
 impl<'a> ResourceKey<'a> {
@@ -130,6 +143,9 @@ impl<'a> ResourceKey<'a> {
             restart_count: k.restart_count,
             container_id: k.container_id.as_deref(),
             node: &s.node,
+            api: k.api.as_ref().map_or(0, |a| Arc::as_ptr(a) as usize),
+            image: k.image.as_deref(),
+            namespace_labels: k.namespace_labels.as_ref().map_or(0, |l| Arc::as_ptr(l) as usize),
         }
     }
 }
@@ -159,8 +175,54 @@ impl OtlpLogs {
         if let Some(id) = k.container_id.as_deref().filter(|id| !id.is_empty()) {
             attributes.push(string_kv("container.id", id));
         }
-        // Hook for the Kubernetes metadata issue: pod labels as `k8s.pod.label.<key>` and the
-        // owner as `k8s.deployment.name` (and so on) go here, once `K8sMeta` carries them.
+        // The API metadata (semantic conventions: k8s.pod.label.<key>, k8s.pod.annotation.<key>,
+        // k8s.<workload>.name, container.image.name/tags, k8s.namespace.label.<key>).
+        if let Some(api) = k.api.as_deref() {
+            for (key, v) in &api.labels {
+                attributes.push(string_kv(&format!("k8s.pod.label.{key}"), v));
+            }
+            for (key, v) in &api.annotations {
+                attributes.push(string_kv(&format!("k8s.pod.annotation.{key}"), v));
+            }
+            if let Some(o) = &api.owner {
+                let attr = match o.kind.as_str() {
+                    "Deployment" => Some("k8s.deployment.name"),
+                    "ReplicaSet" => Some("k8s.replicaset.name"),
+                    "StatefulSet" => Some("k8s.statefulset.name"),
+                    "DaemonSet" => Some("k8s.daemonset.name"),
+                    "Job" => Some("k8s.job.name"),
+                    "CronJob" => Some("k8s.cronjob.name"),
+                    _ => None,
+                };
+                if let Some(attr) = attr {
+                    attributes.push(string_kv(attr, &o.name));
+                }
+            }
+        }
+        if let Some(image) = k.image.as_deref() {
+            // `name[:tag][@digest]`: the tag is after the last ':' that follows the last '/'.
+            let slash = image.rfind('/').map_or(0, |i| i + 1);
+            let without_digest = image.split('@').next().unwrap_or(image);
+            match without_digest[slash.min(without_digest.len())..].rfind(':') {
+                Some(i) => {
+                    let at = slash + i;
+                    attributes.push(string_kv("container.image.name", &without_digest[..at]));
+                    let mut tags = string_kv("container.image.tags", &without_digest[at + 1..]);
+                    tags.value = Some(AnyValue {
+                        value: Some(any_value::Value::ArrayValue(super::proto::common::v1::ArrayValue {
+                            values: tags.value.take().into_iter().collect(),
+                        })),
+                    });
+                    attributes.push(tags);
+                }
+                None => attributes.push(string_kv("container.image.name", without_digest)),
+            }
+        }
+        if let Some(l) = k.namespace_labels.as_deref() {
+            for (key, v) in l {
+                attributes.push(string_kv(&format!("k8s.namespace.label.{key}"), v));
+            }
+        }
         attributes.extend(self.extra.iter().cloned());
         Resource { attributes, dropped_attributes_count: 0, entity_refs: Vec::new() }
     }
@@ -360,6 +422,45 @@ mod tests {
     use super::*;
     use crate::event::{K8sMeta, Origin};
 
+    #[test]
+    fn api_metadata_becomes_resource_attributes() {
+        let s = sink("{name: o, endpoint: 'http://x'}");
+        let r = s.inner.resource(&crate::event::test_source_with_api());
+        let attrs: Vec<(String, String)> = r
+            .attributes
+            .iter()
+            .map(|kv| {
+                let v = match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
+                    Some(any_value::Value::StringValue(s)) => s.clone(),
+                    Some(any_value::Value::ArrayValue(a)) => format!(
+                        "{:?}",
+                        a.values
+                            .iter()
+                            .map(|v| match &v.value {
+                                Some(any_value::Value::StringValue(s)) => s.clone(),
+                                _ => String::new(),
+                            })
+                            .collect::<Vec<_>>()
+                    ),
+                    Some(any_value::Value::IntValue(i)) => format!("int:{i}"),
+                    _ => String::new(),
+                };
+                (kv.key.clone(), v)
+            })
+            .collect();
+        for want in [
+            ("k8s.pod.label.app.kubernetes.io/name", "web"),
+            ("k8s.pod.label.tier", "front"),
+            ("k8s.pod.annotation.team", "checkout"),
+            ("k8s.deployment.name", "web"),
+            ("container.image.name", "registry.example.com/shop/web"),
+            ("container.image.tags", "[\"1.2\"]"),
+            ("k8s.namespace.label.env", "prod"),
+        ] {
+            assert!(attrs.iter().any(|(k, v)| k == want.0 && v == want.1), "{want:?} in {attrs:?}");
+        }
+    }
+
     fn sink(yaml: &str) -> OtlpSink {
         let c: OtlpConfig = serde_yaml_ng::from_str(yaml).unwrap();
         let ctx = SinkContext::new(prometheus::Registry::new(), "node-a".into()).unwrap();
@@ -377,6 +478,7 @@ mod tests {
                 container: "app".into(),
                 container_id: None,
                 restart_count: restart,
+                ..K8sMeta::default()
             },
         })
     }
