@@ -275,6 +275,7 @@ fn write_loop(
 ) {
     let name = metrics.name();
     let mut buf: Vec<u8> = Vec::with_capacity(WRITE_BUF + WRITE_BUF / 2);
+    let mut encoder = crate::event::JsonEncoder::default();
     while let Some(chunks) = input.blocking_recv() {
         if inject_panic {
             panic!("file sink writer: panic injected by VIGIL_TEST_FILE_SINK_WRITER_PANIC");
@@ -282,9 +283,10 @@ fn write_loop(
         buf.clear();
         for c in &chunks {
             for e in &c.events {
-                e.write_json(&mut buf);
+                encoder.write(e, &mut buf);
             }
         }
+        encoder.clear();
         let mut failures = 0u32;
         while let Err(error) = out.write(&buf) {
             // A lost descriptor (ENOSPC, EIO) is reopened on the next try.

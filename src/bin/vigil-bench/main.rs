@@ -310,6 +310,7 @@ fn parse_only(work: &Path, mb: u64) {
         let (mut parse_t, mut json_t) = (Duration::ZERO, Duration::ZERO);
         let mut out = Vec::with_capacity(4 << 20);
         let mut batch = Vec::with_capacity(2048);
+        let mut encoder = vigil::event::JsonEncoder::default();
         let mut pos = 0u64;
         for chunk in data.split(|&b| b == b'\n').filter(|l| !l.is_empty()).collect::<Vec<_>>().chunks(2048) {
             let t = Instant::now();
@@ -332,7 +333,7 @@ fn parse_only(work: &Path, mb: u64) {
             let t = Instant::now();
             out.clear();
             for e in batch.drain(..) {
-                e.write_json(&mut out);
+                encoder.write(&e, &mut out);
             }
             json_t += t.elapsed();
         }
