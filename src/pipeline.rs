@@ -7,67 +7,13 @@
 //! alternative: per-sink checkpoints (Vector's disk buffers, Fluent Bit's per-output chunks),
 //! which need a second on-disk queue; here the log files themselves are the buffer.
 //!
-//! In-flight budget: events handed to the sinks and not yet acked by all of them are limited to
-//! about `IN_FLIGHT_TIME` (1 s) of the measured commit rate, never below `MIN_IN_FLIGHT_EVENTS`
-//! (so a sink's batch can still fill by count or size instead of waiting for its timeout). With
-//! a slow sink, a line read now is delivered within about that second plus one source batch,
-//! whichever container it comes from: the noisy container's backlog stays in its file, where
-//! the tailer's round-robin reads give every file its turn, instead of in queues that every
-//! quiet line must wait behind (the queues held several seconds of it, issue 17). A fast sink
-//! commits millions of lines per second, so its budget never binds. Rejected: counting chunks
-//! (a chunk is 1 to 2048 lines) and a fixed size in lines (too small for a fast sink, seconds
-//! long for a slow one).
-//!
 //! Invariant: an offset is committed only after every sink has acknowledged every event before
 //! it. Invariant: channels are bounded, so a slow sink stops the fan-out, which stops the source.
 
 use crate::event::Event;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 use tokio::sync::mpsc;
-use tokio::time::Instant;
-
-/// Events in flight are limited to this much of the measured commit rate.
-const IN_FLIGHT_TIME: Duration = Duration::from_secs(1);
-/// ... but never to fewer events than this (the HTTP sinks' default batches fill by count or
-/// bytes below it; a budget under a batch would leave each batch waiting for its timeout).
-const MIN_IN_FLIGHT_EVENTS: u64 = 4096;
-/// The commit rate is measured over windows of at least this.
-const RATE_WINDOW: Duration = Duration::from_millis(250);
-
-/// The in-flight budget (see the module doc): the commit rate, measured per window.
-#[derive(Debug)]
-struct Budget {
-    /// Events/s; `None` until the first window closed (no limit before: nothing measured).
-    rate: Option<f64>,
-    window_start: Instant,
-    window_events: u64,
-}
-
-impl Budget {
-    fn new() -> Self {
-        Self { rate: None, window_start: Instant::now(), window_events: 0 }
-    }
-
-    /// `n` events were committed now.
-    fn committed(&mut self, n: u64) {
-        self.window_events += n;
-        let elapsed = self.window_start.elapsed();
-        if elapsed >= RATE_WINDOW {
-            let r = self.window_events as f64 / elapsed.as_secs_f64();
-            // Smoothed, so one short window does not halve the budget.
-            self.rate = Some(self.rate.map_or(r, |old| 0.5 * old + 0.5 * r));
-            self.window_start = Instant::now();
-            self.window_events = 0;
-        }
-    }
-
-    /// Most events in flight before the fan-out takes no new batch.
-    fn limit(&self) -> u64 {
-        self.rate.map_or(u64::MAX, |r| ((r * IN_FLIGHT_TIME.as_secs_f64()) as u64).max(MIN_IN_FLIGHT_EVENTS))
-    }
-}
 
 /// What the source hands to the pipeline: events, plus the file positions that become safe to
 /// resume from once they are all delivered. Positions may be given without events (e.g. a
@@ -186,26 +132,12 @@ struct Tracker {
     metrics: Option<PipelineMetrics>,
     pending: BTreeMap<u64, Pending>,
     committed: Arc<Committed>,
-    /// Events of the pending chunks.
-    pending_events: u64,
-    budget: Budget,
 }
 
 impl Tracker {
-    fn new(sinks: usize, metrics: Option<PipelineMetrics>, committed: Arc<Committed>) -> Self {
-        Self { sinks, metrics, pending: BTreeMap::new(), committed, pending_events: 0, budget: Budget::new() }
-    }
-
     fn register(&mut self, id: u64, events: u64, positions: Vec<(u64, u64)>) {
         self.pending.insert(id, Pending { acks_left: self.sinks, events, positions });
-        self.pending_events += events;
         self.drain();
-    }
-
-    /// Whether the fan-out may take another batch: always when nothing is in flight (one batch
-    /// larger than the budget still goes), else while under the budget.
-    fn has_room(&self) -> bool {
-        self.pending_events == 0 || self.pending_events < self.budget.limit()
     }
 
     fn ack(&mut self, id: u64) {
@@ -223,8 +155,6 @@ impl Tracker {
                 break;
             }
             let p = entry.remove();
-            self.pending_events -= p.events;
-            self.budget.committed(p.events);
             self.committed.apply(&p.positions);
             if let Some(m) = &self.metrics {
                 m.lines_shipped.inc_by(p.events);
@@ -253,7 +183,8 @@ impl Pipeline {
         metrics: Option<PipelineMetrics>,
     ) -> Self {
         let committed = Arc::new(Committed::default());
-        let mut tracker = Tracker::new(sinks.len(), metrics, committed.clone());
+        let mut tracker =
+            Tracker { sinks: sinks.len(), metrics, pending: BTreeMap::new(), committed: committed.clone() };
         let task = tokio::spawn(async move {
             let mut next_id: u64 = 0;
             let mut input_open = true;
@@ -264,7 +195,7 @@ impl Pipeline {
                 tokio::select! {
                     biased;
                     Some(id) = ack_rx.recv() => tracker.ack(id),
-                    batch = input.recv(), if input_open && tracker.has_room() => {
+                    batch = input.recv(), if input_open => {
                         let Some(batch) = batch else {
                             input_open = false;
                             continue;
@@ -342,7 +273,7 @@ mod tests {
     #[test]
     fn commits_need_every_sink_and_every_earlier_chunk() {
         let committed = Arc::new(Committed::default());
-        let mut t = Tracker::new(2, None, committed.clone());
+        let mut t = Tracker { sinks: 2, metrics: None, pending: BTreeMap::new(), committed: committed.clone() };
         t.register(0, 1, vec![(1, 10)]);
         t.register(1, 1, vec![(1, 20), (2, 7)]);
         t.ack(1);
@@ -373,45 +304,6 @@ mod tests {
         }
         // 1 in the sink's channel, 1 held by the fan-out waiting for room, 2 in the source channel.
         assert_eq!(sent, 4, "the pipeline buffered {sent} batches for a sink that reads nothing");
-    }
-
-    /// Regression (issue 17, fairness): behind a slow sink, the queues held all the backlog
-    /// they could take (here 16 chunks of 1000 lines: 3 s of what the sink takes), so a line
-    /// read now, from any container, waited behind all of it. Now the events in flight are
-    /// about one second of the measured commit rate (here the 4096 floor: the sink takes at
-    /// most 5000 lines/s, less on a loaded machine).
-    #[tokio::test]
-    async fn a_slow_sink_holds_about_a_second_of_events_in_flight_not_every_chunk_the_queues_take() {
-        let registry = prometheus::Registry::new();
-        let metrics = PipelineMetrics::register(&registry).unwrap();
-        let (src_tx, src_rx) = mpsc::channel(1);
-        // A roomy sink queue: only the budget can hold the fan-out back.
-        let (sink_tx, mut sink_rx) = mpsc::channel::<Arc<Chunk>>(16);
-        let (acker, ack_rx) = Acker::channel();
-        let _p = Pipeline::start(src_rx, vec![sink_tx], ack_rx, Some(metrics.clone()));
-        tokio::spawn(async move {
-            for i in 0u64.. {
-                let events = (0..1000).map(|j| event(1, i * 1000 + j + 1)).collect();
-                if src_tx.send(SourceBatch::from_events(events)).await.is_err() {
-                    return;
-                }
-            }
-        });
-        let mut most_in_flight = 0;
-        for n in 0..30 {
-            let c = sink_rx.recv().await.expect("a chunk");
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            acker.ack(c.id);
-            // After the start-up backlog (queued before any rate was measured).
-            if n >= 20 {
-                most_in_flight = most_in_flight.max(metrics.chunks_in_flight.get());
-            }
-        }
-        // Under the budget a chunk may still go: 4 chunks (4000 events) + 1.
-        assert!(
-            most_in_flight <= 5,
-            "{most_in_flight} chunks of 1000 events in flight behind a sink of 1000 per 200 ms"
-        );
     }
 
     /// Regression: with nothing in flight, closing the input used to leave the fan-out waiting

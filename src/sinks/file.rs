@@ -421,6 +421,22 @@ mod tests {
     }
 
     #[test]
+    fn sync_defaults_to_always_and_never_still_writes_every_line() {
+        let c: FileConfig = serde_yaml_ng::from_str("{name: f, path: /x}").unwrap();
+        assert_eq!(c.sync, FileSync::Always);
+        let c: FileConfig = serde_yaml_ng::from_str("{name: f, path: /x, sync: never}").unwrap();
+        assert_eq!(c.sync, FileSync::Never);
+        assert!(serde_yaml_ng::from_str::<FileConfig>("{name: f, path: /x, sync: sometimes}").is_err());
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("e.ndjson");
+        let mut o =
+            Output { path: path.clone(), file: None, size: 0, max_bytes: 0, max_files: 0, sync: FileSync::Never };
+        o.write(b"a\n").unwrap();
+        o.write(b"b\n").unwrap();
+        assert_eq!(std::fs::read_to_string(path).unwrap(), "a\nb\n");
+    }
+
+    #[test]
     fn appends_to_an_existing_file() {
         let d = tempfile::tempdir().unwrap();
         let path = d.path().join("e.ndjson");
