@@ -274,17 +274,100 @@ fn write_json_map(out: &mut Vec<u8>, map: &Labels) {
     out.push(b'}');
 }
 
+/// `,"kubernetes":{…},"node":…,"file":…`: the part of the event contract that is the same
+/// for every event of a file.
+fn write_source_json(source: &Source, out: &mut Vec<u8>) {
+    let k = &source.kubernetes;
+    out.extend_from_slice(b",\"kubernetes\":{\"namespace\":");
+    write_json_str(out, &k.namespace);
+    out.extend_from_slice(b",\"pod\":");
+    write_json_str(out, &k.pod);
+    out.extend_from_slice(b",\"pod_uid\":");
+    write_json_str(out, &k.pod_uid);
+    out.extend_from_slice(b",\"container\":");
+    write_json_str(out, &k.container);
+    if let Some(id) = &k.container_id {
+        out.extend_from_slice(b",\"container_id\":");
+        write_json_str(out, id);
+    }
+    if let Some(r) = k.restart_count {
+        use std::io::Write;
+        let _ = write!(out, ",\"restart_count\":{r}");
+    }
+    if let Some(api) = &k.api {
+        out.extend_from_slice(b",\"labels\":");
+        write_json_map(out, &api.labels);
+        if !api.annotations.is_empty() {
+            out.extend_from_slice(b",\"annotations\":");
+            write_json_map(out, &api.annotations);
+        }
+        if let Some(o) = &api.owner {
+            out.extend_from_slice(b",\"owner\":{\"kind\":");
+            write_json_str(out, &o.kind);
+            out.extend_from_slice(b",\"name\":");
+            write_json_str(out, &o.name);
+            out.push(b'}');
+        }
+    }
+    if let Some(image) = &k.image {
+        out.extend_from_slice(b",\"image\":");
+        write_json_str(out, image);
+    }
+    if let Some(l) = &k.namespace_labels {
+        out.extend_from_slice(b",\"namespace_labels\":");
+        write_json_map(out, l);
+    }
+    out.extend_from_slice(b"},\"node\":");
+    write_json_str(out, &source.node);
+    out.extend_from_slice(b",\"file\":");
+    write_json_str(out, &source.file);
+}
+
+/// Writes events exactly as `Event::write_json`, encoding the per-file part once per run of
+/// events that share one `Arc<Source>` (a batch's events of one file do) and copying it after
+/// that: escaping six strings per line was a fifth of the file sink's encoding.
+#[derive(Default)]
+pub struct JsonEncoder {
+    source: Option<Arc<Source>>,
+    encoded: Vec<u8>,
+}
+
+impl JsonEncoder {
+    pub fn write(&mut self, e: &Event, out: &mut Vec<u8>) {
+        if !self.source.as_ref().is_some_and(|s| Arc::ptr_eq(s, &e.source)) {
+            self.encoded.clear();
+            write_source_json(&e.source, &mut self.encoded);
+            self.source = Some(e.source.clone());
+        }
+        e.write_json_head(out);
+        out.extend_from_slice(&self.encoded);
+        e.write_json_end(out);
+    }
+
+    /// Lets go of the last file's facts (between batches).
+    pub fn clear(&mut self) {
+        self.source = None;
+    }
+}
+
 impl Event {
     /// Appends the event as one JSON object and `\n`: the documented event contract of the
     /// stdout and file sinks. Keys, in order: timestamp, stream, message, kubernetes
     /// {namespace, pod, pod_uid, container, container_id?, restart_count?, labels?,
     /// annotations?, owner?, image?, namespace_labels?}, node, file,
-    /// malformed? and truncated? (present only when true).
+    /// malformed? and truncated? (present only when true). `JsonEncoder` writes the same bytes
+    /// faster for runs of events of one file.
     pub fn write_json(&self, out: &mut Vec<u8>) {
-        let k = &self.source.kubernetes;
+        self.write_json_head(out);
+        write_source_json(&self.source, out);
+        self.write_json_end(out);
+    }
+
+    /// `{"timestamp":…,"stream":…,"message":…`
+    fn write_json_head(&self, out: &mut Vec<u8>) {
         let mut ts = [0u8; 30];
         let n = rfc3339_nanos_bytes(self.timestamp, &mut ts);
-        out.reserve(self.message.len() + 160 + self.source.file.len());
+        out.reserve(self.message.len() + 224 + self.source.file.len());
         out.extend_from_slice(b"{\"timestamp\":\"");
         out.extend_from_slice(&ts[..n]);
         out.extend_from_slice(match self.stream {
@@ -292,49 +375,10 @@ impl Event {
             Stream::Stderr => b"\",\"stream\":\"stderr\",\"message\":",
         });
         write_json_str(out, &self.message);
-        out.extend_from_slice(b",\"kubernetes\":{\"namespace\":");
-        write_json_str(out, &k.namespace);
-        out.extend_from_slice(b",\"pod\":");
-        write_json_str(out, &k.pod);
-        out.extend_from_slice(b",\"pod_uid\":");
-        write_json_str(out, &k.pod_uid);
-        out.extend_from_slice(b",\"container\":");
-        write_json_str(out, &k.container);
-        if let Some(id) = &k.container_id {
-            out.extend_from_slice(b",\"container_id\":");
-            write_json_str(out, id);
-        }
-        if let Some(r) = k.restart_count {
-            use std::io::Write;
-            let _ = write!(out, ",\"restart_count\":{r}");
-        }
-        if let Some(api) = &k.api {
-            out.extend_from_slice(b",\"labels\":");
-            write_json_map(out, &api.labels);
-            if !api.annotations.is_empty() {
-                out.extend_from_slice(b",\"annotations\":");
-                write_json_map(out, &api.annotations);
-            }
-            if let Some(o) = &api.owner {
-                out.extend_from_slice(b",\"owner\":{\"kind\":");
-                write_json_str(out, &o.kind);
-                out.extend_from_slice(b",\"name\":");
-                write_json_str(out, &o.name);
-                out.push(b'}');
-            }
-        }
-        if let Some(image) = &k.image {
-            out.extend_from_slice(b",\"image\":");
-            write_json_str(out, image);
-        }
-        if let Some(l) = &k.namespace_labels {
-            out.extend_from_slice(b",\"namespace_labels\":");
-            write_json_map(out, l);
-        }
-        out.extend_from_slice(b"},\"node\":");
-        write_json_str(out, &self.source.node);
-        out.extend_from_slice(b",\"file\":");
-        write_json_str(out, &self.source.file);
+    }
+
+    /// The flags and the closing `}\n`.
+    fn write_json_end(&self, out: &mut Vec<u8>) {
         if self.malformed {
             out.extend_from_slice(b",\"malformed\":true");
         }
@@ -532,7 +576,19 @@ mod tests {
             }
             ev.write_json(&mut fast);
             ev.write_json_serde(&mut slow);
-            proptest::prop_assert_eq!(String::from_utf8(fast).unwrap(), String::from_utf8(slow).unwrap());
+            proptest::prop_assert_eq!(String::from_utf8(fast.clone()).unwrap(), String::from_utf8(slow).unwrap());
+            // The encoder with its per-file cache: the same bytes, also when the file changes
+            // and changes back (another file's event in between).
+            let other = Event {
+                source: Arc::new(Source { file: "/o".into(), node: "o".into(), kubernetes: K8sMeta::default() }),
+                ..ev.clone()
+            };
+            let (mut enc, mut cached, mut plain) = (JsonEncoder::default(), Vec::new(), Vec::new());
+            for e in [&ev, &ev, &other, &ev] {
+                enc.write(e, &mut cached);
+                e.write_json(&mut plain);
+            }
+            proptest::prop_assert_eq!(cached, plain);
         }
     }
 }
