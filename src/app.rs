@@ -94,7 +94,8 @@ impl App {
         let (src_tx, src_rx) = mpsc::channel(SOURCE_QUEUE_BATCHES);
         let has_log_sinks = !sink_txs.is_empty();
         let metrics = PipelineMetrics::register(&registry).context("registering pipeline metrics")?;
-        let pipeline = Pipeline::start(src_rx, sink_txs, ack_rx, Some(metrics));
+        let stage = crate::process::Stage::from_config(&config, &registry).context("registering process metrics")?;
+        let pipeline = Pipeline::start_staged(src_rx, sink_txs, ack_rx, Some(metrics), stage);
         let source = if has_log_sinks {
             Some(LogSource::start(
                 &config.sources.containers,

@@ -12,5 +12,6 @@ pub mod event;
 pub mod logs;
 pub mod metrics;
 pub mod pipeline;
+pub mod process;
 pub mod server;
 pub mod sinks;

@@ -11,6 +11,7 @@
 //! it. Invariant: channels are bounded, so a slow sink stops the fan-out, which stops the source.
 
 use crate::event::Event;
+use crate::process::Stage;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
@@ -135,8 +136,15 @@ struct Tracker {
 }
 
 impl Tracker {
+    #[cfg(test)]
     fn register(&mut self, id: u64, events: u64, positions: Vec<(u64, u64)>) {
-        self.pending.insert(id, Pending { acks_left: self.sinks, events, positions });
+        self.register_for(id, events, positions, self.sinks);
+    }
+
+    /// Registers a chunk that `acks` sinks receive (those `match:` gave none of it to are not
+    /// waited for).
+    fn register_for(&mut self, id: u64, events: u64, positions: Vec<(u64, u64)>, acks: usize) {
+        self.pending.insert(id, Pending { acks_left: acks, events, positions });
         self.drain();
     }
 
@@ -177,10 +185,23 @@ impl Pipeline {
     /// wired; the task ends when `input` closes and every sink's channel is drained and acked,
     /// or when all sinks are gone.
     pub fn start(
+        input: mpsc::Receiver<SourceBatch>,
+        sinks: Vec<mpsc::Sender<Arc<Chunk>>>,
+        ack_rx: mpsc::UnboundedReceiver<u64>,
+        metrics: Option<PipelineMetrics>,
+    ) -> Self {
+        Self::start_staged(input, sinks, ack_rx, metrics, Stage::passthrough())
+    }
+
+    /// `start` with the processing stage (`crate::process`) applied to each batch at intake:
+    /// parse and transforms on its events, then `match:` routing per sink. The batch's
+    /// positions are registered whatever the stage removed.
+    pub fn start_staged(
         mut input: mpsc::Receiver<SourceBatch>,
         sinks: Vec<mpsc::Sender<Arc<Chunk>>>,
         mut ack_rx: mpsc::UnboundedReceiver<u64>,
         metrics: Option<PipelineMetrics>,
+        mut stage: Stage,
     ) -> Self {
         let committed = Arc::new(Committed::default());
         let mut tracker =
@@ -196,23 +217,24 @@ impl Pipeline {
                     biased;
                     Some(id) = ack_rx.recv() => tracker.ack(id),
                     batch = input.recv(), if input_open => {
-                        let Some(batch) = batch else {
+                        let Some(mut batch) = batch else {
                             input_open = false;
                             continue;
                         };
                         let id = next_id;
                         next_id += 1;
-                        tracker.register(id, batch.events.len() as u64, batch.positions);
-                        if tracker.sinks == 0 {
-                            continue;
-                        }
-                        let chunk = Arc::new(Chunk { id, events: batch.events });
-                        for tx in &sinks {
+                        stage.apply(&mut batch.events);
+                        let n = batch.events.len() as u64;
+                        let chunks = stage.route(id, batch.events, tracker.sinks);
+                        let acks = chunks.iter().filter(|c| c.is_some()).count();
+                        tracker.register_for(id, n, batch.positions, acks);
+                        for (tx, chunk) in sinks.iter().zip(chunks) {
+                            let Some(chunk) = chunk else { continue };
                             // A sink whose task died can never ack: its chunks stay pending and
                             // nothing commits past them. That is the safe side (counting it as
                             // acked would checkpoint undelivered lines); the app exits on it
                             // (`App::sink_failed`) and the lines are read again after a restart.
-                            let _ = send_while_acking(tx, chunk.clone(), &mut ack_rx, &mut tracker).await;
+                            let _ = send_while_acking(tx, chunk, &mut ack_rx, &mut tracker).await;
                         }
                     }
                     else => break,
@@ -261,6 +283,7 @@ mod tests {
             truncated: false,
             source: Arc::new(Source { file: "f".into(), node: "n".into(), kubernetes: Default::default() }),
             origin: Origin { file, offset: resume.saturating_sub(1), resume },
+            parsed: None,
         }
     }
 

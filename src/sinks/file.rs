@@ -31,6 +31,10 @@ use tokio::sync::mpsc;
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
     pub name: String,
+    /// Which lines this sink takes: the selectors of a transform's `when:` (namespace, pod,
+    /// container, labels, stream, level, message). Default: every line.
+    #[serde(default, rename = "match", skip_serializing_if = "Option::is_none")]
+    pub route: Option<crate::process::select::SelectorConfig>,
     /// File to append to (created, with its directory, when missing).
     pub path: String,
     /// Rotate when the file reaches this size. Default 100MiB; `0` never rotates.
@@ -310,8 +314,13 @@ mod tests {
         use crate::event::{Event, K8sMeta, Origin, Source, Stream};
         let d = tempfile::tempdir().unwrap();
         let path = d.path().join("events.ndjson");
-        let cfg =
-            FileConfig { name: "f".into(), path: path.display().to_string(), max_bytes: ByteSize(0), max_files: 5 };
+        let cfg = FileConfig {
+            name: "f".into(),
+            route: None,
+            path: path.display().to_string(),
+            max_bytes: ByteSize(0),
+            max_files: 5,
+        };
         let ctx = SinkContext::new(prometheus::Registry::new(), "n".into()).unwrap();
         let sink = FileSink::build(&cfg, &ctx).unwrap();
         let (acker, mut acks) = Acker::channel();
@@ -326,6 +335,7 @@ mod tests {
             truncated: false,
             source: source.clone(),
             origin: Origin { file: 1, offset: 0, resume: 1 },
+            parsed: None,
         };
         for id in 0..3u64 {
             tx.send(Arc::new(Chunk { id, events: vec![event(&format!("line {id}"))] })).await.unwrap();
@@ -364,6 +374,7 @@ mod tests {
             malformed: false,
             truncated: false,
             source,
+            parsed: None,
             origin: Origin { file: 1, offset: 0, resume: 1 },
         };
         tx.send(Arc::new(Chunk { id: 0, events: vec![event] })).await.unwrap();

@@ -40,6 +40,10 @@ use tokio::sync::mpsc;
 #[serde(deny_unknown_fields)]
 pub struct LokiConfig {
     pub name: String,
+    /// Which lines this sink takes: the selectors of a transform's `when:` (namespace, pod,
+    /// container, labels, stream, level, message). Default: every line.
+    #[serde(default, rename = "match", skip_serializing_if = "Option::is_none")]
+    pub route: Option<crate::process::select::SelectorConfig>,
     /// Loki's base URL; `/loki/api/v1/push` is appended (a path prefix and query are kept).
     pub endpoint: String,
     /// Sent as `X-Scope-OrgID` when not empty (multi-tenant Loki). Default empty.

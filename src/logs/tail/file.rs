@@ -435,6 +435,7 @@ impl FileTail {
             truncated: line.truncated,
             source,
             origin: Origin { file: self.key, offset: line.start, resume },
+            parsed: None,
         });
     }
 

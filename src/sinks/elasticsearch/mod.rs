@@ -35,6 +35,10 @@ use tokio::sync::mpsc;
 #[serde(deny_unknown_fields)]
 pub struct ElasticsearchConfig {
     pub name: String,
+    /// Which lines this sink takes: the selectors of a transform's `when:` (namespace, pod,
+    /// container, labels, stream, level, message). Default: every line.
+    #[serde(default, rename = "match", skip_serializing_if = "Option::is_none")]
+    pub route: Option<crate::process::select::SelectorConfig>,
     /// Base URL; `/_bulk` is appended, a path prefix and query string are kept (proxies,
     /// OpenSearch, VictoriaLogs' `/insert/elasticsearch`).
     pub endpoint: String,
@@ -561,6 +565,7 @@ mod tests {
             truncated: false,
             source: source.clone(),
             origin: crate::event::Origin { file, offset, resume: offset + 10 },
+            parsed: None,
         };
         let (n1, n2) = (fnv1a64(b"node-1"), fnv1a64(b"node-2"));
         let lines = [(n1, 1, 0), (n1, 1, 10), (n1, 2, 0), (n1, 2, 10), (n2, 1, 0)];

@@ -397,6 +397,7 @@ mod tests {
             truncated: false,
             source: src.clone(),
             origin: Origin { file: 1, offset: 0, resume: 1 },
+            parsed: None,
         }
     }
 
