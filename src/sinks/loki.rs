@@ -27,9 +27,11 @@ use super::{RunFuture, Sink, SinkContext};
 use crate::config::{HumanDuration, Problems, Secret};
 use crate::event::{Event, Source, Stream};
 use crate::pipeline::{Acker, Chunk};
+use crate::process::template::Template;
 use bytes::Bytes;
 use reqwest::header::{CONTENT_ENCODING, CONTENT_TYPE, HeaderMap, HeaderValue};
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
@@ -46,9 +48,23 @@ pub struct LokiConfig {
     pub route: Option<crate::process::select::SelectorConfig>,
     /// Loki's base URL; `/loki/api/v1/push` is appended (a path prefix and query are kept).
     pub endpoint: String,
-    /// Sent as `X-Scope-OrgID` when not empty (multi-tenant Loki). Default empty.
+    /// Sent as `X-Scope-OrgID` when not empty (multi-tenant Loki). Default empty. May be a
+    /// template of event fields, e.g. `"{kubernetes.namespace}"`: a tenant per namespace
+    /// (each push then holds one tenant's lines).
     #[serde(default)]
     pub tenant_id: Secret,
+    /// What a template field renders as when the event has no value for it. Default `unknown`.
+    #[serde(default = "default_template_default")]
+    pub template_default: String,
+    /// Send the parsed `level` (see `sources.containers.parse`) as the `level` label. Default
+    /// false: a label per level multiplies the streams.
+    #[serde(default)]
+    pub level_label: bool,
+    /// Where the other parsed fields go: `line` (default: the line is sent as the container
+    /// wrote it, fields and all) or `structured_metadata` (the line is the lifted message, and
+    /// the fields, `trace_id` and `span_id` are structured metadata; Loki 3).
+    #[serde(default)]
+    pub parsed_fields: ParsedFields,
     /// `protobuf` (snappy-compressed, Loki's native format) or `json`. Default protobuf: about
     /// half the bytes and CPU of JSON.
     #[serde(default)]
@@ -95,6 +111,18 @@ pub struct LokiConfig {
     /// Extra request headers. Values are secrets: never printed. Default none.
     #[serde(default)]
     pub headers: BTreeMap<String, Secret>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ParsedFields {
+    #[default]
+    Line,
+    StructuredMetadata,
+}
+
+fn default_template_default() -> String {
+    "unknown".into()
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -197,6 +225,14 @@ impl LokiConfig {
 
     pub fn validate(&self, path: &str, p: &mut Problems) {
         self.http().validate(path, p);
+        if self.tenant_id.expose().contains('{') || self.tenant_id.expose().contains('}') {
+            if let Err(e) = Template::parse(self.tenant_id.expose()) {
+                p.push(format!("{path}.tenant_id"), format!("'{}' {e}", self.tenant_id.expose()));
+            }
+        }
+        if self.template_default.is_empty() || HeaderValue::from_str(&self.template_default).is_err() {
+            p.push(format!("{path}.template_default"), "is empty or not a valid header value; expected e.g. unknown");
+        }
         if self.tenant_id.expose().contains('|') {
             p.push(format!("{path}.tenant_id"), "holds several tenants ('|'); Loki accepts one tenant per push");
         }
@@ -290,6 +326,11 @@ struct LokiInner {
     encoding: LokiEncoding,
     compression: Compression,
     tenant: Option<HeaderValue>,
+    /// `tenant_id` as a template of event fields.
+    tenant_template: Option<Template>,
+    template_default: HeaderValue,
+    level_label: bool,
+    parsed_fields: ParsedFields,
     labels: Vec<LabelField>,
     static_labels: Vec<(String, String)>,
     metadata: Vec<MetadataField>,
@@ -309,7 +350,14 @@ impl LokiSink {
         let metrics = ctx.sink_metrics(&c.name);
         let url = http::endpoint_with_path(&c.endpoint, "/loki/api/v1/push").map_err(err)?;
         let client = HttpClient::new(&c.http(), metrics.clone()).map_err(|e| err(e.to_string()))?;
+        let tenant_template = match Template::parse(c.tenant_id.expose()) {
+            Ok(t) if t.has_fields() => Some(t),
+            _ => None,
+        };
+        let template_default = HeaderValue::from_str(&c.template_default)
+            .map_err(|_| err("template_default is not a valid header value".into()))?;
         let tenant = match c.tenant_id.expose() {
+            _ if tenant_template.is_some() => None,
             "" => None,
             t => {
                 let mut v =
@@ -325,6 +373,10 @@ impl LokiSink {
             encoding: c.encoding,
             compression: c.compression,
             tenant,
+            tenant_template,
+            template_default,
+            level_label: c.level_label,
+            parsed_fields: c.parsed_fields,
             labels: c.labels.clone(),
             static_labels: c.static_labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             metadata: c.structured_metadata.clone(),
@@ -409,6 +461,7 @@ impl LokiInner {
             .iter()
             .map(|l| (l.name(), l.value(&e.source, e.stream)))
             .chain(self.static_labels.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .chain(self.level_label.then(|| e.level().map(|l| ("level", l))).flatten())
             .filter(|(_, v)| !v.is_empty())
             .collect();
         pairs.sort_unstable();
@@ -429,14 +482,16 @@ impl LokiInner {
     fn group<'a>(&'a self, events: &[&'a Event]) -> Vec<StreamEntries<'a>> {
         let mut index: HashMap<String, usize> = HashMap::new();
         let mut streams: Vec<StreamEntries<'a>> = Vec::new();
-        let mut last: Option<(&Arc<Source>, Stream, usize)> = None;
+        let mut last: Option<(&Arc<Source>, Stream, Option<&str>, usize)> = None;
         let now = Instant::now();
         let mut table = self.streams.lock().expect("stream table lock poisoned");
         let mut overflowed = 0u64;
         for &e in events {
             // Consecutive events of one file and stream share a label set: skip the lookup.
-            if let Some((src, st, i)) = last {
-                if Arc::ptr_eq(src, &e.source) && st == e.stream {
+            // (With `level_label`, the level too.)
+            let level = if self.level_label { e.level() } else { None };
+            if let Some((src, st, lv, i)) = last {
+                if Arc::ptr_eq(src, &e.source) && st == e.stream && lv == level {
                     streams[i].entries.push(e);
                     continue;
                 }
@@ -459,7 +514,7 @@ impl LokiInner {
             streams[i].entries.push(e);
             // The admission of a label set cannot change within a batch (the table only grows),
             // so followers of the same file and stream may reuse the decision.
-            last = Some((&e.source, e.stream, i));
+            last = Some((&e.source, e.stream, level, i));
         }
         drop(table);
         if overflowed > 0 {
@@ -481,12 +536,42 @@ impl LokiInner {
         streams
     }
 
-    fn metadata<'a>(&self, e: &'a Event) -> impl Iterator<Item = (&'static str, &'a str)> + use<'a, '_> {
-        self.metadata.iter().map(|m| (m.name(), m.value(&e.source))).filter(|(_, v)| !v.is_empty())
+    fn metadata<'a>(&'a self, e: &'a Event) -> Vec<(&'a str, Cow<'a, str>)> {
+        let mut md: Vec<(&str, Cow<str>)> = self
+            .metadata
+            .iter()
+            .map(|m| (m.name(), Cow::Borrowed(m.value(&e.source))))
+            .filter(|(_, v)| !v.is_empty())
+            .collect();
+        if self.parsed_fields == ParsedFields::StructuredMetadata {
+            if let Some(p) = &e.parsed {
+                for (k, v) in [("trace_id", &p.trace_id), ("span_id", &p.span_id)] {
+                    if let Some(v) = v {
+                        md.push((k, Cow::Borrowed(v.as_str())));
+                    }
+                }
+                for (k, v) in &p.fields {
+                    let v = match v {
+                        serde_json::Value::String(s) => Cow::Borrowed(s.as_str()),
+                        other => Cow::Owned(other.to_string()),
+                    };
+                    md.push((k.as_str(), v));
+                }
+            }
+        }
+        md
+    }
+
+    /// The line sent: as written, or the lifted message when the fields go to metadata.
+    fn line<'a>(&self, e: &'a Event) -> &'a str {
+        match self.parsed_fields {
+            ParsedFields::Line => e.raw_line(),
+            ParsedFields::StructuredMetadata => &e.message,
+        }
     }
 
     /// The request body and its headers.
-    fn encode(&self, events: &[&Event]) -> (Bytes, HeaderMap) {
+    fn encode(&self, events: &[&Event], tenant: Option<&HeaderValue>) -> (Bytes, HeaderMap) {
         let streams = self.group(events);
         let mut headers = HeaderMap::new();
         let raw = match self.encoding {
@@ -505,9 +590,10 @@ impl LokiInner {
                                         seconds: e.timestamp.div_euclid(1_000_000_000),
                                         nanos: e.timestamp.rem_euclid(1_000_000_000) as i32,
                                     }),
-                                    line: e.message.clone(),
+                                    line: self.line(e).to_string(),
                                     structured_metadata: self
                                         .metadata(e)
+                                        .into_iter()
                                         .map(|(n, v)| proto::LabelPairAdapter { name: n.into(), value: v.into() })
                                         .collect(),
                                 })
@@ -531,12 +617,15 @@ impl LokiInner {
                             .entries
                             .iter()
                             .map(|e| {
-                                let md: Map<String, Value> =
-                                    self.metadata(e).map(|(k, v)| (k.to_string(), Value::from(v))).collect();
+                                let md: Map<String, Value> = self
+                                    .metadata(e)
+                                    .into_iter()
+                                    .map(|(k, v)| (k.to_string(), Value::from(v.into_owned())))
+                                    .collect();
                                 if md.is_empty() {
-                                    json!([e.timestamp.to_string(), e.message])
+                                    json!([e.timestamp.to_string(), self.line(e)])
                                 } else {
-                                    json!([e.timestamp.to_string(), e.message, md])
+                                    json!([e.timestamp.to_string(), self.line(e), md])
                                 }
                             })
                             .collect();
@@ -554,7 +643,7 @@ impl LokiInner {
                 gzip(&raw)
             }
         };
-        if let Some(t) = &self.tenant {
+        if let Some(t) = tenant.or(self.tenant.as_ref()) {
             headers.insert("X-Scope-OrgID", t.clone());
         }
         (Bytes::from(body), headers)
@@ -563,8 +652,8 @@ impl LokiInner {
 
 impl LokiInner {
     /// Pushes `events` (read order), retrying until Loki takes them or refuses them for good.
-    async fn push(&self, events: &[&Event]) {
-        let (body, headers) = self.encode(events);
+    async fn push(&self, events: &[&Event], tenant: Option<&HeaderValue>) {
+        let (body, headers) = self.encode(events, tenant);
         let n = events.len() as u64;
         let m = &self.metrics;
         let mut backoff = self.retry.backoff();
@@ -586,8 +675,8 @@ impl LokiInner {
                             "loki: push too large (413); splitting it in two; lower batch.max_bytes"
                         );
                         let (a, b) = events.split_at(events.len() / 2);
-                        Box::pin(self.push(a)).await;
-                        Box::pin(self.push(b)).await;
+                        Box::pin(self.push(a, tenant)).await;
+                        Box::pin(self.push(b, tenant)).await;
                         return;
                     }
                     Ok(r) => match retry::classify(r.status) {
@@ -678,17 +767,40 @@ impl Deliver for LokiInner {
         for l in &self.labels {
             l.value(&e.source, e.stream).hash(&mut h);
         }
+        if self.level_label {
+            e.level().hash(&mut h);
+        }
         (h.finish() % self.shards as u64) as usize
     }
 
     fn size(&self, e: &Event) -> usize {
         // Line + timestamp and framing; metadata values when sent.
-        e.message.len() + 24 + self.metadata(e).map(|(k, v)| k.len() + v.len() + 4).sum::<usize>()
+        self.line(e).len() + 24 + self.metadata(e).iter().map(|(k, v)| k.len() + v.len() + 4).sum::<usize>()
     }
 
     async fn deliver(self: Arc<Self>, batch: Batch) {
         let events: Vec<&Event> = batch.events().collect();
-        self.push(&events).await;
+        let Some(template) = &self.tenant_template else {
+            return self.push(&events, None).await;
+        };
+        // One push per tenant, each in read order.
+        let mut tenants: Vec<(HeaderValue, Vec<&Event>)> = Vec::new();
+        for e in events {
+            let default = self.template_default.to_str().unwrap_or("unknown");
+            let name = template.render(e, default, crate::process::template::verbatim);
+            let mut value = match HeaderValue::from_str(&name) {
+                Ok(v) if !name.is_empty() => v,
+                _ => self.template_default.clone(),
+            };
+            value.set_sensitive(true);
+            match tenants.iter_mut().find(|(t, _)| *t == value) {
+                Some((_, list)) => list.push(e),
+                None => tenants.push((value, vec![e])),
+            }
+        }
+        for (tenant, list) in &tenants {
+            self.push(list, Some(tenant)).await;
+        }
     }
 }
 
