@@ -365,4 +365,61 @@ mod tests {
         assert_eq!(metrics.lines_shipped.get(), 3);
         assert_eq!(metrics.chunks_in_flight.get(), 0);
     }
+
+    fn stage(yaml_transforms: &str, routes: Vec<Option<&str>>) -> Stage {
+        let t: Vec<crate::process::transform::TransformConfig> = serde_yaml_ng::from_str(yaml_transforms).unwrap();
+        let routes = routes
+            .into_iter()
+            .map(|r| r.map(|r| serde_yaml_ng::from_str::<crate::process::select::SelectorConfig>(r).unwrap().compile()))
+            .collect();
+        let parse = crate::process::parse::ParseSettings {
+            mode: crate::process::parse::ParseMode::Auto,
+            use_message_time: false,
+            max_fields: 10,
+        };
+        Stage::new(parse, &t, routes, None)
+    }
+
+    /// A batch whose every line a transform drops is sent to no sink, yet its positions commit.
+    #[tokio::test]
+    async fn a_dropped_line_still_advances_the_checkpoint() {
+        let (src_tx, src_rx) = mpsc::channel(4);
+        let (sink_tx, mut sink_rx) = mpsc::channel::<Arc<Chunk>>(4);
+        let (acker, ack_rx) = Acker::channel();
+        let st = stage("[{name: d, type: drop, when: {message: '^drop'}}]", vec![None]);
+        let p = Pipeline::start_staged(src_rx, vec![sink_tx], ack_rx, None, st);
+        let committed = p.committed.clone();
+        let mut e = event(1, 10);
+        e.message = "drop me".into();
+        src_tx.send(SourceBatch::from_events(vec![e])).await.unwrap();
+        let mut kept = event(1, 20);
+        kept.message = "keep me".into();
+        src_tx.send(SourceBatch::from_events(vec![kept])).await.unwrap();
+        let chunk = tokio::time::timeout(std::time::Duration::from_secs(10), sink_rx.recv()).await.unwrap().unwrap();
+        assert_eq!(chunk.events.iter().map(|e| e.message.as_str()).collect::<Vec<_>>(), ["keep me"]);
+        assert_eq!(committed.get(1), Some(10), "the dropped line's position committed without any sink");
+        acker.ack(chunk.id);
+        drop(src_tx);
+        tokio::time::timeout(std::time::Duration::from_secs(10), p.join()).await.unwrap();
+        assert_eq!(committed.get(1), Some(20));
+    }
+
+    /// Sink 1's `match:` takes none of the chunk: only sink 0's ack is waited for.
+    #[tokio::test]
+    async fn a_sink_that_gets_none_of_a_chunk_does_not_block_its_commit() {
+        let (src_tx, src_rx) = mpsc::channel(4);
+        let (a_tx, mut a_rx) = mpsc::channel::<Arc<Chunk>>(4);
+        let (b_tx, mut b_rx) = mpsc::channel::<Arc<Chunk>>(4);
+        let (acker, ack_rx) = Acker::channel();
+        let st = stage("[]", vec![None, Some("{container: nothing-matches}")]);
+        let p = Pipeline::start_staged(src_rx, vec![a_tx, b_tx], ack_rx, None, st);
+        let committed = p.committed.clone();
+        src_tx.send(SourceBatch::from_events(vec![event(3, 30)])).await.unwrap();
+        let chunk = tokio::time::timeout(std::time::Duration::from_secs(10), a_rx.recv()).await.unwrap().unwrap();
+        acker.ack(chunk.id);
+        drop(src_tx);
+        tokio::time::timeout(std::time::Duration::from_secs(10), p.join()).await.expect("pipeline ends");
+        assert_eq!(committed.get(3), Some(30));
+        assert!(b_rx.try_recv().is_err(), "the sink that matches nothing was sent nothing");
+    }
 }
