@@ -234,3 +234,38 @@ sinks:
     assert!(c.sinks[0].route().is_some());
     assert!(c.sources.containers.use_message_time);
 }
+
+/// `parsed_fields: structured_metadata`: the line is the lifted message, the fields and trace
+/// ids are structured metadata (Loki 3's per-entry `LabelPairAdapter`s), `level` a label.
+#[tokio::test]
+async fn loki_gets_parsed_fields_as_structured_metadata() {
+    use vigil::process::parse::{ParseMode, ParseSettings, parse_event};
+    let loki = LokiServer::start().await;
+    let yaml = format!(
+        "name: loki\nendpoint: {}\nlevel_label: true\nparsed_fields: structured_metadata\nbatch: {{timeout: 20ms}}\n",
+        loki.url()
+    );
+    let c: vigil::sinks::loki::LokiConfig = serde_yaml_ng::from_str(&yaml).unwrap();
+    let (ctx, _registry) = support::context();
+    let sink = Box::new(vigil::sinks::loki::LokiSink::new(&c, &ctx).unwrap());
+    let src = support::source("shop", "web", "app");
+    let mut e = support::event(
+        &src,
+        1,
+        0,
+        1_795_847_533_000_000_000,
+        vigil::event::Stream::Stdout,
+        r#"{"level":"warn","msg":"slow query","trace_id":"t1","ms":250}"#,
+    );
+    parse_event(&mut e, &ParseSettings { mode: ParseMode::Auto, use_message_time: false, max_fields: 10 });
+    let mut run = support::Running::start(sink, 2);
+    run.send(vec![e]).await;
+    assert_eq!(run.finish().await, [0]);
+    let state = loki.state.lock().unwrap();
+    let (labels, entries) = state.stored.iter().next().expect("one stream");
+    assert_eq!(labels["level"], "warn");
+    assert_eq!(entries[0].line, "slow query");
+    let md: std::collections::BTreeMap<_, _> = entries[0].metadata.iter().cloned().collect();
+    assert_eq!(md.get("trace_id").map(String::as_str), Some("t1"));
+    assert_eq!(md.get("ms").map(String::as_str), Some("250"));
+}
