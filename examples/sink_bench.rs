@@ -50,6 +50,7 @@ fn events(n: usize) -> Vec<Vec<Event>> {
             truncated: false,
             source: sources[i % sources.len()].clone(),
             origin: Origin { file: (i % sources.len()) as u64, offset: i as u64 * 140, resume: i as u64 * 140 + 140 },
+            parsed: None,
         })
         .collect();
     all.chunks(CHUNK).map(|c| c.to_vec()).collect()

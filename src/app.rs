@@ -102,7 +102,7 @@ impl App {
         let ctx = SinkContext::new(registry.clone(), node.clone()).context("registering sink metrics")?;
         let mut built = Vec::new();
         for sc in config.sinks.iter().filter(|s| s.carries_logs()) {
-            built.push((sc.name().to_string(), sinks::build(sc, &ctx)?, None));
+            built.push((sc.name().to_string(), sinks::build(sc, &ctx)?, None, sc.route().map(|r| r.compile())));
         }
         let (src_tx, src_rx) = mpsc::channel(SOURCE_QUEUE_BATCHES);
         let has_log_sinks = !built.is_empty();
@@ -111,7 +111,8 @@ impl App {
         let metrics = PipelineMetrics::register(&registry).context("registering pipeline metrics")?;
         // Every sink joins through the `SinkSet`, so a reload can remove any of them.
         let (_no_shared_sinks, ack_rx) = Acker::channel();
-        let pipeline = Pipeline::start(src_rx, Vec::new(), ack_rx, Some(metrics));
+        let stage = crate::process::Stage::from_config(&config, &registry).context("registering process metrics")?;
+        let pipeline = Pipeline::start_staged(src_rx, Vec::new(), ack_rx, Some(metrics), stage);
         let mut sinks = JoinSet::new();
         let mut sink_names = HashMap::new();
         let mut live = HashMap::new();
@@ -243,7 +244,7 @@ impl App {
             // its backend gets the lines in order (Loki rejects a stream going back in time).
             let after = self.live.get(name).map(|old| old.done.clone());
             match sinks::build(sc, &self.ctx) {
-                Ok(sink) => built.push((name.clone(), sink, after)),
+                Ok(sink) => built.push((name.clone(), sink, after, sc.route().map(|r| r.compile()))),
                 Err(e) => problems.push(format!("sinks[{i}]: {e}")),
             }
         }
@@ -289,7 +290,7 @@ struct LiveSink {
 }
 
 /// A built sink, by name, and the end of the instance it replaces, if any.
-type Built = (String, Box<dyn sinks::Sink>, Option<watch::Receiver<()>>);
+type Built = (String, Box<dyn sinks::Sink>, Option<watch::Receiver<()>>, Option<crate::process::Selector>);
 
 /// Starts built log sinks on their own pipeline channels; returns what `SinkSet::change` adds.
 fn spawn_sinks(
@@ -300,8 +301,10 @@ fn spawn_sinks(
     live: &mut HashMap<String, LiveSink>,
 ) -> Vec<(SinkId, mpsc::Sender<Arc<crate::pipeline::Chunk>>)> {
     let mut added = Vec::new();
-    for (name, sink, after) in built {
+    for (name, sink, after, route) in built {
         let ch = pipeline.sinks.channel(SINK_QUEUE_CHUNKS);
+        // Before `change` adds it: the sink never sees a line its `match:` does not take.
+        pipeline.sinks.route(ch.id, route);
         let (ended, done) = watch::channel(());
         let task = tasks.spawn(async move {
             let _ended = ended;

@@ -140,6 +140,35 @@ pub struct Event {
     pub truncated: bool,
     pub source: Arc<Source>,
     pub origin: Origin,
+    /// What the processing stage parsed out of a JSON or logfmt message (`crate::process`);
+    /// None for plain text, so a plain event pays one pointer.
+    pub parsed: Option<Box<Parsed>>,
+}
+
+/// The structure of a parsed message: the lifted well-known keys and the other fields.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Parsed {
+    /// From `level` or `severity`, lower-cased.
+    pub level: Option<String>,
+    pub trace_id: Option<String>,
+    pub span_id: Option<String>,
+    /// The other keys (logfmt: in message order; JSON: sorted by key), at most
+    /// `sources.containers.max_fields`; nested JSON objects and arrays are kept as their JSON
+    /// text, so a field is always a scalar.
+    pub fields: Vec<(String, serde_json::Value)>,
+    /// The line as written, kept when `msg`/`message` was lifted into `Event::message`.
+    pub raw: Option<String>,
+}
+
+impl Event {
+    pub fn level(&self) -> Option<&str> {
+        self.parsed.as_ref().and_then(|p| p.level.as_deref())
+    }
+
+    /// The line as the container wrote it (before a `msg` key was lifted into `message`).
+    pub fn raw_line(&self) -> &str {
+        self.parsed.as_ref().and_then(|p| p.raw.as_deref()).unwrap_or(&self.message)
+    }
 }
 
 /// Formats UTC nanoseconds as RFC 3339 with 9 fractional digits and `Z`.
@@ -355,8 +384,9 @@ impl Event {
     /// stdout and file sinks. Keys, in order: timestamp, stream, message, kubernetes
     /// {namespace, pod, pod_uid, container, container_id?, restart_count?, labels?,
     /// annotations?, owner?, image?, namespace_labels?}, node, file,
-    /// malformed? and truncated? (present only when true). `JsonEncoder` writes the same bytes
-    /// faster for runs of events of one file.
+    /// malformed? and truncated? (present only when true), then for a parsed message level?,
+    /// trace_id?, span_id? and fields? (an object; present only when known). `JsonEncoder`
+    /// writes the same bytes faster for runs of events of one file.
     pub fn write_json(&self, out: &mut Vec<u8>) {
         self.write_json_head(out);
         write_source_json(&self.source, out);
@@ -384,6 +414,28 @@ impl Event {
         }
         if self.truncated {
             out.extend_from_slice(b",\"truncated\":true");
+        }
+        if let Some(p) = &self.parsed {
+            for (key, v) in
+                [(&b",\"level\":"[..], &p.level), (b",\"trace_id\":", &p.trace_id), (b",\"span_id\":", &p.span_id)]
+            {
+                if let Some(v) = v {
+                    out.extend_from_slice(key);
+                    write_json_str(out, v);
+                }
+            }
+            if !p.fields.is_empty() {
+                out.extend_from_slice(b",\"fields\":{");
+                for (i, (k, v)) in p.fields.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    write_json_str(out, k);
+                    out.push(b':');
+                    serde_json::to_writer(&mut *out, v).expect("writing JSON to a Vec cannot fail");
+                }
+                out.push(b'}');
+            }
         }
         out.extend_from_slice(b"}\n");
     }
@@ -474,6 +526,7 @@ mod tests {
             truncated: false,
             source: test_source_with_api(),
             origin: Origin { file: 1, offset: 0, resume: 1 },
+            parsed: None,
         };
         let mut out = Vec::new();
         ev.write_json(&mut out);
@@ -509,6 +562,7 @@ mod tests {
             truncated: false,
             source,
             origin: Origin { file: 1, offset: 0, resume: 10 },
+            parsed: None,
         };
         let mut out = Vec::new();
         ev.write_json(&mut out);
@@ -567,6 +621,7 @@ mod tests {
                 truncated,
                 source,
                 origin: Origin { file: 1, offset: 0, resume: 10 },
+                parsed: None,
             };
             let (mut fast, mut slow) = (Vec::new(), Vec::new());
             let mut ev = ev;

@@ -15,6 +15,7 @@ pub mod logs;
 pub mod metrics;
 pub mod pipeline;
 pub mod primitives;
+pub mod process;
 pub mod reload;
 pub mod server;
 pub mod sinks;

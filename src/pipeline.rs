@@ -18,6 +18,7 @@
 //! a chunk another sink has not acknowledged.
 
 use crate::event::Event;
+use crate::process::{Selector, Stage};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -181,10 +182,18 @@ impl Tracker {
     }
 
     /// Registers a chunk; returns the sinks it goes to (and waits for).
+    #[cfg(test)]
     fn register(&mut self, id: u64, events: u64, positions: Vec<(u64, u64)>) -> Vec<SinkId> {
-        self.pending.insert(id, Pending { waiting: self.sinks.clone(), events, positions });
+        let to = self.sinks.clone();
+        self.register_to(id, events, positions, to.clone());
+        to
+    }
+
+    /// Registers a chunk sent to `to` (the sinks `match:` gave any of it to; the others are
+    /// not waited for).
+    fn register_to(&mut self, id: u64, events: u64, positions: Vec<(u64, u64)>, to: Vec<SinkId>) {
+        self.pending.insert(id, Pending { waiting: to, events, positions });
         self.drain();
-        self.sinks.clone()
     }
 
     /// An ack of chunk `id` by `sink` (None: one of the sinks given to `start`).
@@ -246,6 +255,8 @@ enum Control {
     Change { close: Vec<SinkId>, add: Vec<(SinkId, mpsc::Sender<Arc<Chunk>>)>, done: oneshot::Sender<()> },
     /// No chunk waits for this sink any more.
     Forget(SinkId),
+    /// The sink's `match:` (None: every line), set before the sink is added.
+    Route(SinkId, Option<Selector>),
 }
 
 /// A handle to change the running pipeline's sinks (config reload).
@@ -286,11 +297,17 @@ impl SinkSet {
     pub fn forget(&self, sink: SinkId) {
         let _ = self.control.send(Control::Forget(sink));
     }
+
+    /// Sets the `match:` of a sink before `change` adds it (applied in order with changes).
+    pub fn route(&self, sink: SinkId, selector: Option<Selector>) {
+        let _ = self.control.send(Control::Route(sink, selector));
+    }
 }
 
 /// The fan-out task's state.
 struct FanOut {
     tracker: Tracker,
+    stage: Stage,
     senders: HashMap<SinkId, mpsc::Sender<Arc<Chunk>>>,
     shared_acks: mpsc::UnboundedReceiver<u64>,
     tagged_acks: mpsc::UnboundedReceiver<(SinkId, u64)>,
@@ -314,7 +331,9 @@ impl FanOut {
             Control::Forget(id) => {
                 self.senders.remove(&id);
                 self.tracker.forget(id);
+                self.stage.set_route(id, None);
             }
+            Control::Route(id, selector) => self.stage.set_route(id, selector),
         }
     }
 
@@ -351,10 +370,23 @@ impl Pipeline {
     /// task ends when `input` closes and every sink's channel is drained and acked, or when all
     /// sinks are gone.
     pub fn start(
+        input: mpsc::Receiver<SourceBatch>,
+        sinks: Vec<mpsc::Sender<Arc<Chunk>>>,
+        ack_rx: mpsc::UnboundedReceiver<u64>,
+        metrics: Option<PipelineMetrics>,
+    ) -> Self {
+        Self::start_staged(input, sinks, ack_rx, metrics, Stage::passthrough())
+    }
+
+    /// `start` with the processing stage (`crate::process`) applied to each batch at intake:
+    /// parse and transforms on its events, then `match:` routing per sink. The batch's
+    /// positions are registered whatever the stage removed.
+    pub fn start_staged(
         mut input: mpsc::Receiver<SourceBatch>,
         sinks: Vec<mpsc::Sender<Arc<Chunk>>>,
         ack_rx: mpsc::UnboundedReceiver<u64>,
         metrics: Option<PipelineMetrics>,
+        stage: Stage,
     ) -> Self {
         let committed = Arc::new(Committed::default());
         let (control_tx, control) = mpsc::unbounded_channel();
@@ -363,6 +395,7 @@ impl Pipeline {
             SinkSet { control: control_tx, acks: acks_tx, next_id: Arc::new(AtomicU64::new(sinks.len() as SinkId)) };
         let mut f = FanOut {
             tracker: Tracker::new(sinks.len(), metrics, committed.clone()),
+            stage,
             senders: sinks.into_iter().enumerate().map(|(i, tx)| (i as SinkId, tx)).collect(),
             shared_acks: ack_rx,
             tagged_acks,
@@ -381,19 +414,25 @@ impl Pipeline {
                     Some((s, id)) = f.tagged_acks.recv() => f.tracker.ack(Some(s), id),
                     Some(c) = f.control.recv() => f.control(c),
                     batch = input.recv(), if input_open => {
-                        let Some(batch) = batch else {
+                        let Some(mut batch) = batch else {
                             input_open = false;
                             continue;
                         };
                         let id = next_id;
                         next_id += 1;
-                        let to = f.tracker.register(id, batch.events.len() as u64, batch.positions);
-                        if to.is_empty() {
-                            continue;
-                        }
-                        let chunk = Arc::new(Chunk { id, events: batch.events });
-                        for sink in to {
-                            f.send(sink, chunk.clone()).await;
+                        f.stage.apply(&mut batch.events);
+                        let n = batch.events.len() as u64;
+                        let chunks = f.stage.route(id, batch.events, &f.tracker.sinks);
+                        let to: Vec<(SinkId, Arc<Chunk>)> = f
+                            .tracker
+                            .sinks
+                            .iter()
+                            .zip(chunks)
+                            .filter_map(|(&sink, c)| Some((sink, c?)))
+                            .collect();
+                        f.tracker.register_to(id, n, batch.positions, to.iter().map(|(s, _)| *s).collect());
+                        for (sink, chunk) in to {
+                            f.send(sink, chunk).await;
                         }
                     }
                     else => break,
@@ -426,6 +465,7 @@ mod tests {
             truncated: false,
             source: Arc::new(Source { file: "f".into(), node: "n".into(), kubernetes: Default::default() }),
             origin: Origin { file, offset: resume.saturating_sub(1), resume },
+            parsed: None,
         }
     }
 
@@ -584,5 +624,93 @@ mod tests {
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
         panic!("condition not reached within 5 s");
+    }
+
+    fn stage(yaml_transforms: &str, routes: Vec<Option<&str>>) -> Stage {
+        let t: Vec<crate::process::transform::TransformConfig> = serde_yaml_ng::from_str(yaml_transforms).unwrap();
+        let routes = routes
+            .into_iter()
+            .map(|r| r.map(|r| serde_yaml_ng::from_str::<crate::process::select::SelectorConfig>(r).unwrap().compile()))
+            .collect();
+        let parse = crate::process::parse::ParseSettings {
+            mode: crate::process::parse::ParseMode::Auto,
+            use_message_time: false,
+            max_fields: 10,
+        };
+        Stage::new(parse, &t, routes, None)
+    }
+
+    /// A batch whose every line a transform drops is sent to no sink, yet its positions commit.
+    #[tokio::test]
+    async fn a_dropped_line_still_advances_the_checkpoint() {
+        let (src_tx, src_rx) = mpsc::channel(4);
+        let (sink_tx, mut sink_rx) = mpsc::channel::<Arc<Chunk>>(4);
+        let (acker, ack_rx) = Acker::channel();
+        let st = stage("[{name: d, type: drop, when: {message: '^drop'}}]", vec![None]);
+        let p = Pipeline::start_staged(src_rx, vec![sink_tx], ack_rx, None, st);
+        let committed = p.committed.clone();
+        let mut e = event(1, 10);
+        e.message = "drop me".into();
+        src_tx.send(SourceBatch::from_events(vec![e])).await.unwrap();
+        let mut kept = event(1, 20);
+        kept.message = "keep me".into();
+        src_tx.send(SourceBatch::from_events(vec![kept])).await.unwrap();
+        let chunk = tokio::time::timeout(std::time::Duration::from_secs(10), sink_rx.recv()).await.unwrap().unwrap();
+        assert_eq!(chunk.events.iter().map(|e| e.message.as_str()).collect::<Vec<_>>(), ["keep me"]);
+        assert_eq!(committed.get(1), Some(10), "the dropped line's position committed without any sink");
+        acker.ack(chunk.id);
+        drop(src_tx);
+        tokio::time::timeout(std::time::Duration::from_secs(10), p.join()).await.unwrap();
+        assert_eq!(committed.get(1), Some(20));
+    }
+
+    /// Sink 1's `match:` takes none of the chunk: only sink 0's ack is waited for.
+    #[tokio::test]
+    async fn a_sink_that_gets_none_of_a_chunk_does_not_block_its_commit() {
+        let (src_tx, src_rx) = mpsc::channel(4);
+        let (a_tx, mut a_rx) = mpsc::channel::<Arc<Chunk>>(4);
+        let (b_tx, mut b_rx) = mpsc::channel::<Arc<Chunk>>(4);
+        let (acker, ack_rx) = Acker::channel();
+        let st = stage("[]", vec![None, Some("{container: nothing-matches}")]);
+        let p = Pipeline::start_staged(src_rx, vec![a_tx, b_tx], ack_rx, None, st);
+        let committed = p.committed.clone();
+        src_tx.send(SourceBatch::from_events(vec![event(3, 30)])).await.unwrap();
+        let chunk = tokio::time::timeout(std::time::Duration::from_secs(10), a_rx.recv()).await.unwrap().unwrap();
+        acker.ack(chunk.id);
+        drop(src_tx);
+        tokio::time::timeout(std::time::Duration::from_secs(10), p.join()).await.expect("pipeline ends");
+        assert_eq!(committed.get(3), Some(30));
+        assert!(b_rx.try_recv().is_err(), "the sink that matches nothing was sent nothing");
+    }
+
+    /// Reload: a sink added with a `match:` gets only the lines it matches.
+    #[tokio::test]
+    async fn a_sink_added_with_a_route_gets_only_what_it_matches() {
+        let (src_tx, src_rx) = mpsc::channel(4);
+        let (old_tx, mut old_rx) = mpsc::channel::<Arc<Chunk>>(8);
+        let (old_acker, ack_rx) = Acker::channel();
+        let p = Pipeline::start(src_rx, vec![old_tx], ack_rx, None);
+        let committed = p.committed.clone();
+        let mut new = p.sinks.channel(8);
+        let selector = serde_yaml_ng::from_str::<crate::process::select::SelectorConfig>("{message: '^keep'}").unwrap();
+        p.sinks.route(new.id, Some(selector.compile()));
+        p.sinks.change(vec![], vec![(new.id, new.tx.clone())]).await;
+        let mut skip = event(4, 10);
+        skip.message = "skip".into();
+        src_tx.send(SourceBatch::from_events(vec![skip])).await.unwrap();
+        let mut keep = event(4, 20);
+        keep.message = "keep".into();
+        src_tx.send(SourceBatch::from_events(vec![keep])).await.unwrap();
+        let first = old_rx.recv().await.unwrap();
+        let second = old_rx.recv().await.unwrap();
+        old_acker.ack(first.id);
+        old_acker.ack(second.id);
+        // The first chunk went to the old sink only: it commits on that ack alone.
+        eventually(|| committed.get(4) == Some(10)).await;
+        let got = new.rx.recv().await.unwrap();
+        assert_eq!(got.events.iter().map(|e| e.message.as_str()).collect::<Vec<_>>(), ["keep"]);
+        assert_eq!(committed.get(4), Some(10), "the second chunk waits for the new sink");
+        new.acker.ack(got.id);
+        eventually(|| committed.get(4) == Some(20)).await;
     }
 }

@@ -43,6 +43,10 @@ pub struct Config {
     /// The sinks, each with a unique `name` and a `type`. Default: one stdout sink.
     #[serde(default = "default_sinks")]
     pub sinks: Vec<SinkConfig>,
+    /// Steps applied in order to every line before the sinks: drop, redact, sample,
+    /// rate_limit, each with a unique `name` and an optional `when:`. Default none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub transforms: Vec<crate::process::transform::TransformConfig>,
     #[serde(default)]
     pub metrics: MetricsConfig,
     #[serde(default)]
@@ -143,7 +147,7 @@ fn default_grace() -> HumanDuration {
     HumanDuration::secs(25)
 }
 fn default_sinks() -> Vec<SinkConfig> {
-    vec![SinkConfig::Stdout(crate::sinks::stdout::StdoutConfig { name: "stdout".into() })]
+    vec![SinkConfig::Stdout(crate::sinks::stdout::StdoutConfig { name: "stdout".into(), route: None })]
 }
 
 impl Config {
@@ -198,6 +202,17 @@ impl Config {
         }
         if let Some(a) = &self.metrics.auth {
             a.validate("metrics.auth", &mut p);
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, t) in self.transforms.iter().enumerate() {
+            let path = format!("transforms[{i}]");
+            if !names.insert(t.name()) {
+                p.push(
+                    format!("{path}.name"),
+                    format!("'{}' is used by another transform; names must be unique", t.name()),
+                );
+            }
+            t.validate(&path, &mut p);
         }
         if self.sinks.is_empty() {
             p.push("sinks", "no sink configured; add at least one, e.g. {name: stdout, type: stdout}");

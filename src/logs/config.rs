@@ -92,6 +92,19 @@ pub struct ContainersConfig {
     /// per-pod controls `vigil.io/exclude`, `vigil.io/exclude-containers`. Default off.
     #[serde(default)]
     pub kubernetes: crate::logs::kubernetes::KubernetesConfig,
+    /// `auto` (default: a message that is a JSON object or clean logfmt becomes fields,
+    /// anything else ships as text), `json`, `logfmt` or `off`. See `crate::process::parse`.
+    #[serde(default)]
+    pub parse: crate::process::parse::ParseMode,
+    /// Take a parsed message's `time`/`ts` (RFC 3339 or Unix seconds/ms/µs/ns) as the event's
+    /// timestamp instead of the runtime's. Default false: the runtime's clock is trusted.
+    #[serde(default)]
+    pub use_message_time: bool,
+    /// Most fields kept from one parsed message; the rest are cut and counted in
+    /// `vigil_parse_fields_cut_total`, so one noisy app cannot explode an Elasticsearch
+    /// mapping. Default 100.
+    #[serde(default = "default_max_fields")]
+    pub max_fields: usize,
 }
 
 /// `sources.containers.multiline`: exception stack traces written over many lines become one
@@ -174,6 +187,9 @@ impl Default for ContainersConfig {
             checkpoint_interval: default_checkpoint_interval(),
             multiline: MultilineConfig::default(),
             kubernetes: Default::default(),
+            parse: Default::default(),
+            use_message_time: false,
+            max_fields: default_max_fields(),
         }
     }
 }
@@ -211,11 +227,23 @@ fn default_read_budget() -> ByteSize {
 fn default_batch_max_bytes() -> ByteSize {
     ByteSize::kib(256)
 }
+fn default_max_fields() -> usize {
+    100
+}
 fn default_checkpoint_interval() -> HumanDuration {
     HumanDuration::millis(100)
 }
 
 impl ContainersConfig {
+    /// The settings of the parse step.
+    pub fn parse_settings(&self) -> crate::process::parse::ParseSettings {
+        crate::process::parse::ParseSettings {
+            mode: self.parse,
+            use_message_time: self.use_message_time,
+            max_fields: self.max_fields,
+        }
+    }
+
     pub fn validate(&self, path: &str, p: &mut Problems) {
         for (field, globs) in [("include", &self.include), ("exclude", &self.exclude)] {
             for (i, g) in globs.iter().enumerate() {

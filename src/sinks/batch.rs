@@ -294,6 +294,7 @@ mod tests {
                 truncated: false,
                 source: source.clone(),
                 origin: Origin { file: id, offset: i as u64, resume: i as u64 + 1 },
+                parsed: None,
             })
             .collect();
         Arc::new(Chunk { id, events })

@@ -31,6 +31,10 @@ use tokio::sync::mpsc;
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
     pub name: String,
+    /// Which lines this sink takes: the selectors of a transform's `when:` (namespace, pod,
+    /// container, labels, stream, level, message). Default: every line.
+    #[serde(default, rename = "match", skip_serializing_if = "Option::is_none")]
+    pub route: Option<crate::process::select::SelectorConfig>,
     /// File to append to (created, with its directory, when missing).
     pub path: String,
     /// Rotate when the file reaches this size. Default 100MiB; `0` never rotates.
@@ -349,6 +353,7 @@ mod tests {
         let path = d.path().join("events.ndjson");
         let cfg = FileConfig {
             name: "f".into(),
+            route: None,
             path: path.display().to_string(),
             max_bytes: ByteSize(0),
             max_files: 5,
@@ -368,6 +373,7 @@ mod tests {
             truncated: false,
             source: source.clone(),
             origin: Origin { file: 1, offset: 0, resume: 1 },
+            parsed: None,
         };
         for id in 0..3u64 {
             tx.send(Arc::new(Chunk { id, events: vec![event(&format!("line {id}"))] })).await.unwrap();
@@ -407,6 +413,7 @@ mod tests {
             malformed: false,
             truncated: false,
             source,
+            parsed: None,
             origin: Origin { file: 1, offset: 0, resume: 1 },
         };
         tx.send(Arc::new(Chunk { id: 0, events: vec![event] })).await.unwrap();

@@ -28,6 +28,7 @@ use super::{RunFuture, Sink, SinkContext};
 use crate::config::{HumanDuration, Problems, Secret};
 use crate::event::{Event, Source, Stream};
 use crate::pipeline::{Acker, Chunk};
+use crate::process::template::Template;
 use bytes::Bytes;
 use reqwest::header::{CONTENT_ENCODING, CONTENT_TYPE, HeaderMap, HeaderValue};
 use serde::{Deserialize, Serialize};
@@ -42,11 +43,29 @@ use tokio::sync::mpsc;
 #[serde(deny_unknown_fields)]
 pub struct LokiConfig {
     pub name: String,
+    /// Which lines this sink takes: the selectors of a transform's `when:` (namespace, pod,
+    /// container, labels, stream, level, message). Default: every line.
+    #[serde(default, rename = "match", skip_serializing_if = "Option::is_none")]
+    pub route: Option<crate::process::select::SelectorConfig>,
     /// Loki's base URL; `/loki/api/v1/push` is appended (a path prefix and query are kept).
     pub endpoint: String,
-    /// Sent as `X-Scope-OrgID` when not empty (multi-tenant Loki). Default empty.
+    /// Sent as `X-Scope-OrgID` when not empty (multi-tenant Loki). Default empty. May be a
+    /// template of event fields, e.g. `"{kubernetes.namespace}"`: a tenant per namespace
+    /// (each push then holds one tenant's lines).
     #[serde(default)]
     pub tenant_id: Secret,
+    /// What a template field renders as when the event has no value for it. Default `unknown`.
+    #[serde(default = "default_template_default")]
+    pub template_default: String,
+    /// Send the parsed `level` (see `sources.containers.parse`) as the `level` label. Default
+    /// false: a label per level multiplies the streams.
+    #[serde(default)]
+    pub level_label: bool,
+    /// Where the other parsed fields go: `line` (default: the line is sent as the container
+    /// wrote it, fields and all) or `structured_metadata` (the line is the lifted message, and
+    /// the fields, `trace_id` and `span_id` are structured metadata; Loki 3).
+    #[serde(default)]
+    pub parsed_fields: ParsedFields,
     /// `protobuf` (snappy-compressed, Loki's native format) or `json`. Default protobuf: about
     /// half the bytes and CPU of JSON.
     #[serde(default)]
@@ -110,6 +129,18 @@ pub enum LokiEncoding {
     #[default]
     Protobuf,
     Json,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ParsedFields {
+    #[default]
+    Line,
+    StructuredMetadata,
+}
+
+fn default_template_default() -> String {
+    "unknown".into()
 }
 
 /// Event fields that may become labels: only low-cardinality ones (never the message, a
@@ -248,6 +279,14 @@ impl LokiConfig {
         if self.tenant_id.expose().contains('|') {
             p.push(format!("{path}.tenant_id"), "holds several tenants ('|'); Loki accepts one tenant per push");
         }
+        if self.tenant_id.expose().contains('{') || self.tenant_id.expose().contains('}') {
+            if let Err(e) = Template::parse(self.tenant_id.expose()) {
+                p.push(format!("{path}.tenant_id"), format!("'{}' {e}", self.tenant_id.expose()));
+            }
+        }
+        if self.template_default.is_empty() || HeaderValue::from_str(&self.template_default).is_err() {
+            p.push(format!("{path}.template_default"), "is empty or not a valid header value; expected e.g. unknown");
+        }
         for (k, v) in &self.static_labels {
             if !super::is_label_name(k) || k.starts_with("__") {
                 p.push(
@@ -350,6 +389,11 @@ struct LokiInner {
     encoding: LokiEncoding,
     compression: Compression,
     tenant: Option<HeaderValue>,
+    /// `tenant_id` as a template of event fields.
+    tenant_template: Option<Template>,
+    template_default: HeaderValue,
+    level_label: bool,
+    parsed_fields: ParsedFields,
     labels: Vec<LabelField>,
     pod_labels: Vec<(String, String)>,
     static_labels: Vec<(String, String)>,
@@ -370,7 +414,14 @@ impl LokiSink {
         let metrics = ctx.sink_metrics(&c.name).with_rejection_reasons(&REJECT_REASONS);
         let url = http::endpoint_with_path(&c.endpoint, "/loki/api/v1/push").map_err(err)?;
         let client = HttpClient::new(&c.http(), metrics.clone()).map_err(|e| err(e.to_string()))?;
+        let tenant_template = match Template::parse(c.tenant_id.expose()) {
+            Ok(t) if t.has_fields() => Some(t),
+            _ => None,
+        };
+        let template_default = HeaderValue::from_str(&c.template_default)
+            .map_err(|_| err("template_default is not a valid header value".into()))?;
         let tenant = match c.tenant_id.expose() {
+            _ if tenant_template.is_some() => None,
             "" => None,
             t => {
                 let mut v =
@@ -386,6 +437,10 @@ impl LokiSink {
             encoding: c.encoding,
             compression: c.compression,
             tenant,
+            tenant_template,
+            template_default,
+            level_label: c.level_label,
+            parsed_fields: c.parsed_fields,
             labels: c.labels.clone(),
             pod_labels: c.pod_labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             static_labels: c.static_labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
@@ -475,6 +530,7 @@ impl LokiInner {
                 Some((name.as_str(), v.as_str()))
             }))
             .chain(self.static_labels.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .chain(self.level_label.then(|| e.level().map(|l| ("level", l))).flatten())
             .filter(|(_, v)| !v.is_empty())
             .collect();
         pairs.sort_unstable();
@@ -495,14 +551,16 @@ impl LokiInner {
     fn group<'a>(&'a self, events: &[&'a Event]) -> Vec<StreamEntries<'a>> {
         let mut index: HashMap<String, usize> = HashMap::new();
         let mut streams: Vec<StreamEntries<'a>> = Vec::new();
-        let mut last: Option<(&Arc<Source>, Stream, usize)> = None;
+        let mut last: Option<(&Arc<Source>, Stream, Option<&str>, usize)> = None;
         let now = Instant::now();
         let mut table = self.streams.lock().expect("stream table lock poisoned");
         let mut overflowed = 0u64;
         for &e in events {
             // Consecutive events of one file and stream share a label set: skip the lookup.
-            if let Some((src, st, i)) = last {
-                if Arc::ptr_eq(src, &e.source) && st == e.stream {
+            // (With `level_label`, the level too.)
+            let level = if self.level_label { e.level() } else { None };
+            if let Some((src, st, lv, i)) = last {
+                if Arc::ptr_eq(src, &e.source) && st == e.stream && lv == level {
                     streams[i].entries.push(e);
                     continue;
                 }
@@ -525,7 +583,7 @@ impl LokiInner {
             streams[i].entries.push(e);
             // The admission of a label set cannot change within a batch (the table only grows),
             // so followers of the same file and stream may reuse the decision.
-            last = Some((&e.source, e.stream, i));
+            last = Some((&e.source, e.stream, level, i));
         }
         drop(table);
         if overflowed > 0 {
@@ -547,12 +605,50 @@ impl LokiInner {
         streams
     }
 
-    fn metadata<'a>(&self, e: &'a Event) -> Vec<(Cow<'static, str>, &'a str)> {
-        let mut out = Vec::new();
+    fn metadata<'a>(&self, e: &'a Event) -> Vec<(Cow<'a, str>, Cow<'a, str>)> {
+        let mut out: Vec<(Cow<'static, str>, &'a str)> = Vec::new();
         for m in &self.metadata {
             m.push(&e.source, &mut out);
         }
-        out
+        let mut md: Vec<(Cow<'a, str>, Cow<'a, str>)> = out.into_iter().map(|(k, v)| (k, Cow::Borrowed(v))).collect();
+        if self.parsed_fields == ParsedFields::StructuredMetadata {
+            if let Some(p) = &e.parsed {
+                for (k, v) in [("trace_id", &p.trace_id), ("span_id", &p.span_id)] {
+                    if let Some(v) = v {
+                        md.push((Cow::Borrowed(k), Cow::Borrowed(v.as_str())));
+                    }
+                }
+                for (k, v) in &p.fields {
+                    let v = match v {
+                        serde_json::Value::String(s) => Cow::Borrowed(s.as_str()),
+                        other => Cow::Owned(other.to_string()),
+                    };
+                    md.push((Cow::Borrowed(k.as_str()), v));
+                }
+            }
+        }
+        md
+    }
+
+    /// The line sent: as written, or the lifted message when the fields go to metadata.
+    fn line<'a>(&self, e: &'a Event) -> &'a str {
+        match self.parsed_fields {
+            ParsedFields::Line => e.raw_line(),
+            ParsedFields::StructuredMetadata => &e.message,
+        }
+    }
+
+    /// The tenant of a push (all its events have the same one, see `deliver`).
+    fn tenant_of(&self, e: Option<&&Event>) -> Option<HeaderValue> {
+        let (Some(template), Some(e)) = (&self.tenant_template, e) else { return self.tenant.clone() };
+        let default = self.template_default.to_str().unwrap_or("unknown");
+        let name = template.render(e, default, crate::process::template::verbatim);
+        let mut value = match HeaderValue::from_str(&name) {
+            Ok(v) if !name.is_empty() => v,
+            _ => self.template_default.clone(),
+        };
+        value.set_sensitive(true);
+        Some(value)
     }
 
     /// The request body and its headers.
@@ -575,11 +671,14 @@ impl LokiInner {
                                         seconds: e.timestamp.div_euclid(1_000_000_000),
                                         nanos: e.timestamp.rem_euclid(1_000_000_000) as i32,
                                     }),
-                                    line: e.message.clone(),
+                                    line: self.line(e).to_string(),
                                     structured_metadata: self
                                         .metadata(e)
                                         .into_iter()
-                                        .map(|(n, v)| proto::LabelPairAdapter { name: n.into_owned(), value: v.into() })
+                                        .map(|(n, v)| proto::LabelPairAdapter {
+                                            name: n.into_owned(),
+                                            value: v.into_owned(),
+                                        })
                                         .collect(),
                                 })
                                 .collect(),
@@ -605,12 +704,12 @@ impl LokiInner {
                                 let md: Map<String, Value> = self
                                     .metadata(e)
                                     .into_iter()
-                                    .map(|(k, v)| (k.into_owned(), Value::from(v)))
+                                    .map(|(k, v)| (k.into_owned(), Value::from(v.into_owned())))
                                     .collect();
                                 if md.is_empty() {
-                                    json!([e.timestamp.to_string(), e.message])
+                                    json!([e.timestamp.to_string(), self.line(e)])
                                 } else {
-                                    json!([e.timestamp.to_string(), e.message, md])
+                                    json!([e.timestamp.to_string(), self.line(e), md])
                                 }
                             })
                             .collect();
@@ -628,8 +727,8 @@ impl LokiInner {
                 gzip(&raw)
             }
         };
-        if let Some(t) = &self.tenant {
-            headers.insert("X-Scope-OrgID", t.clone());
+        if let Some(t) = self.tenant_of(events.first()) {
+            headers.insert("X-Scope-OrgID", t);
         }
         (Bytes::from(body), headers)
     }
@@ -756,18 +855,35 @@ impl Deliver for LokiInner {
         for l in &self.labels {
             l.value(&e.source, e.stream).hash(&mut h);
         }
+        if self.level_label {
+            e.level().hash(&mut h);
+        }
         (h.finish() % self.shards as u64) as usize
     }
 
     fn size(&self, e: &Event) -> usize {
         // Line + timestamp and framing; metadata values when sent.
-        e.message.len() + 24 + self.metadata(e).iter().map(|(k, v)| k.len() + v.len() + 4).sum::<usize>()
+        self.line(e).len() + 24 + self.metadata(e).iter().map(|(k, v)| k.len() + v.len() + 4).sum::<usize>()
     }
 
     async fn deliver(self: Arc<Self>, batch: Batch) {
         let events: Vec<&Event> = batch.events().collect();
         // Pushed in read order, retried until Loki takes them or refuses them for good.
-        deliver::deliver(&*self, &events[..], &mut ()).await;
+        if self.tenant_template.is_none() {
+            return deliver::deliver(&*self, &events[..], &mut ()).await;
+        }
+        // One push per tenant, each in read order (`encode` takes the tenant of the first).
+        let mut tenants: Vec<(Option<HeaderValue>, Vec<&Event>)> = Vec::new();
+        for e in events {
+            let t = self.tenant_of(Some(&e));
+            match tenants.iter_mut().find(|(x, _)| *x == t) {
+                Some((_, list)) => list.push(e),
+                None => tenants.push((t, vec![e])),
+            }
+        }
+        for (_, list) in &tenants {
+            deliver::deliver(&*self, &list[..], &mut ()).await;
+        }
     }
 }
 
@@ -837,6 +953,7 @@ mod tests {
             truncated: false,
             source: crate::event::test_source_with_api(),
             origin: crate::event::Origin { file: 1, offset: 0, resume: 1 },
+            parsed: None,
         };
         let (body, _) = sink.inner.encode(&[&e]);
         let v: serde_json::Value = serde_json::from_slice(&body).unwrap();

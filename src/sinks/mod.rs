@@ -82,7 +82,22 @@ impl SinkConfig {
         matches!(self, SinkConfig::PrometheusRemoteWrite(_) | SinkConfig::Elasticsearch(_) | SinkConfig::Otlp(_))
     }
 
+    /// The sink's `match:`, when it has one.
+    pub fn route(&self) -> Option<&crate::process::select::SelectorConfig> {
+        match self {
+            SinkConfig::Stdout(c) => c.route.as_ref(),
+            SinkConfig::File(c) => c.route.as_ref(),
+            SinkConfig::Loki(c) => c.route.as_ref(),
+            SinkConfig::Elasticsearch(c) => c.route.as_ref(),
+            SinkConfig::Otlp(c) => c.route.as_ref(),
+            SinkConfig::PrometheusRemoteWrite(_) => None,
+        }
+    }
+
     pub fn validate(&self, path: &str, p: &mut Problems) {
+        if let Some(m) = self.route() {
+            m.validate(&format!("{path}.match"), p);
+        }
         match self {
             SinkConfig::Stdout(_) => {}
             SinkConfig::File(c) => c.validate(path, p),

@@ -13,6 +13,10 @@ use tokio::sync::mpsc;
 #[serde(deny_unknown_fields)]
 pub struct StdoutConfig {
     pub name: String,
+    /// Which lines this sink takes: the selectors of a transform's `when:` (namespace, pod,
+    /// container, labels, stream, level, message). Default: every line.
+    #[serde(default, rename = "match", skip_serializing_if = "Option::is_none")]
+    pub route: Option<crate::process::select::SelectorConfig>,
 }
 
 pub struct StdoutSink {

@@ -160,6 +160,7 @@ pub fn event(src: &Arc<Source>, file: u64, offset: u64, ts: i64, stream: Stream,
         truncated: false,
         source: src.clone(),
         origin: Origin { file, offset, resume: offset + 1 },
+        parsed: None,
     }
 }
 

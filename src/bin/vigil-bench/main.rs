@@ -325,6 +325,7 @@ fn parse_only(work: &Path, mb: u64) {
                         truncated: false,
                         source: source.clone(),
                         origin: vigil::event::Origin { file: 1, offset: pos, resume: pos },
+                        parsed: None,
                     });
                 }
                 pos += l.len() as u64 + 1;

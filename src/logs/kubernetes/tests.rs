@@ -338,6 +338,7 @@ fn batch(sources: &[(&Arc<Source>, u64)], file: u64) -> SourceBatch {
                 truncated: false,
                 source: (*s).clone(),
                 origin: Origin { file: file + i as u64, offset: j * 10, resume: (j + 1) * 10 },
+                parsed: None,
             });
         }
     }

@@ -502,6 +502,7 @@ impl FileTail {
             truncated: line.truncated,
             source,
             origin: Origin { file: self.key, offset: line.start, resume },
+            parsed: None,
         });
     }
 

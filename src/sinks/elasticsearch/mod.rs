@@ -24,6 +24,7 @@ use super::{RunFuture, Sink, SinkContext};
 use crate::config::{HumanDuration, Problems, Secret};
 use crate::event::Event;
 use crate::pipeline::{Acker, Chunk};
+use crate::process::template::Template;
 use bulk::{BulkDoc, BulkSender};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -35,17 +36,26 @@ use tokio::sync::mpsc;
 #[serde(deny_unknown_fields)]
 pub struct ElasticsearchConfig {
     pub name: String,
+    /// Which lines this sink takes: the selectors of a transform's `when:` (namespace, pod,
+    /// container, labels, stream, level, message). Default: every line.
+    #[serde(default, rename = "match", skip_serializing_if = "Option::is_none")]
+    pub route: Option<crate::process::select::SelectorConfig>,
     /// Base URL; `/_bulk` is appended, a path prefix and query string are kept (proxies,
     /// OpenSearch, VictoriaLogs' `/insert/elasticsearch`).
     pub endpoint: String,
-    /// Index name pattern; strftime fields (`%Y %m %d`…) take the event's own date, UTC.
-    /// Default `logs-vigil-%Y.%m.%d` (when `data_stream` is not set).
+    /// Index name pattern; strftime fields (`%Y %m %d`…) take the event's own date, UTC, and
+    /// `{field}` the event's fields, e.g. `logs-{kubernetes.namespace}-%Y.%m.%d` (values
+    /// lower-cased). Default `logs-vigil-%Y.%m.%d` (when `data_stream` is not set).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub index: Option<String>,
     /// Write to this data stream instead of `index` (e.g. `logs-kubernetes-default`; needs a
     /// matching index template). Default none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data_stream: Option<String>,
+    /// What an `index` template field renders as when the event has no value for it.
+    /// Default `unknown`.
+    #[serde(default = "default_template_default")]
+    pub template_default: String,
     /// Index (a strftime pattern on the snapshot's date, UTC, or a data stream name) for
     /// metric documents, used when this sink is named under `metrics.ship.sinks`. Default
     /// `metrics-vigil-%Y.%m.%d`.
@@ -93,6 +103,9 @@ pub struct ElasticsearchConfig {
     pub headers: BTreeMap<String, Secret>,
 }
 
+fn default_template_default() -> String {
+    "unknown".into()
+}
 fn default_compression() -> Compression {
     Compression::Gzip
 }
@@ -144,8 +157,11 @@ impl ElasticsearchConfig {
             }
             (i, None) => {
                 let pattern = i.as_deref().unwrap_or(DEFAULT_INDEX);
-                if let Err(e) = IndexPattern::new(pattern) {
+                if let Err(e) = IndexTemplate::new(pattern, &self.template_default) {
                     p.push(format!("{path}.index"), format!("'{pattern}' {e}"));
+                }
+                if let Err(e) = check_index_name(&self.template_default) {
+                    p.push(format!("{path}.template_default"), format!("'{}' {e}", self.template_default));
                 }
             }
         }
@@ -276,8 +292,41 @@ impl Granularity {
     }
 }
 
+/// An index pattern with `{field}` references: rendered per event (per file when every field
+/// is one of the file's), then formatted as a strftime pattern.
+pub struct IndexTemplate {
+    template: Template,
+    /// The pattern with fields replaced by a sample value: its granularity buckets the cache.
+    sample: IndexPattern,
+    per_source: bool,
+    default: String,
+}
+
+impl IndexTemplate {
+    pub fn new(pattern: &str, default: &str) -> Result<Self, String> {
+        let template = Template::parse(pattern)?;
+        let mut sample = String::new();
+        let mut rest = pattern;
+        while let Some(open) = rest.find('{') {
+            sample.push_str(&rest[..open]);
+            sample.push('x');
+            rest = &rest[open + rest[open..].find('}').map_or(rest.len() - open, |c| c + 1)..];
+        }
+        sample.push_str(rest);
+        let sample = IndexPattern::new(&sample)?;
+        Ok(Self { per_source: template.per_source(), template, sample, default: default.to_string() })
+    }
+
+    fn render(&self, e: &Event) -> String {
+        let pattern =
+            self.template.render(e, &self.default, |v| std::borrow::Cow::Owned(v.to_lowercase().replace('%', "%%")));
+        IndexPattern { pattern, granularity: self.sample.granularity }.render(e.timestamp)
+    }
+}
+
 enum Target {
     Pattern(IndexPattern),
+    Templated(IndexTemplate),
     DataStream(Arc<str>),
 }
 
@@ -313,7 +362,15 @@ impl ElasticsearchSink {
         let sender = c.bulk_sender(metrics.clone()).map_err(err)?;
         let target = match &c.data_stream {
             Some(ds) => Target::DataStream(ds.as_str().into()),
-            None => Target::Pattern(IndexPattern::new(c.index.as_deref().unwrap_or(DEFAULT_INDEX)).map_err(err)?),
+            None => {
+                let pattern = c.index.as_deref().unwrap_or(DEFAULT_INDEX);
+                let t = IndexTemplate::new(pattern, &c.template_default).map_err(err)?;
+                if t.template.has_fields() {
+                    Target::Templated(t)
+                } else {
+                    Target::Pattern(IndexPattern::new(pattern).map_err(err)?)
+                }
+            }
         };
         let labels = (!c.labels.is_empty())
             .then(|| c.labels.iter().map(|(k, v)| (dedot(k), serde_json::Value::from(v.as_str()))).collect());
@@ -363,6 +420,17 @@ impl EsInner {
             labels: Option<&'a serde_json::Map<String, serde_json::Value>>,
             #[serde(skip_serializing_if = "Vec::is_empty")]
             tags: Vec<&'static str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            trace: Option<Id<'a>>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            span: Option<Id<'a>>,
+            /// Parsed fields, de-dotted (capped at parse: `sources.containers.max_fields`).
+            #[serde(skip_serializing_if = "Option::is_none")]
+            fields: Option<serde_json::Map<String, serde_json::Value>>,
+        }
+        #[derive(Serialize)]
+        struct Id<'a> {
+            id: &'a str,
         }
         #[derive(Serialize)]
         struct Kubernetes<'a> {
@@ -423,6 +491,8 @@ impl EsInner {
         #[derive(Serialize)]
         struct Log<'a> {
             file: File<'a>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            level: Option<&'a str>,
         }
         #[derive(Serialize)]
         struct File<'a> {
@@ -455,9 +525,20 @@ impl EsInner {
                 image: k.image.as_deref().map(|name| Image { name }),
             }),
             host: Host { name: &e.source.node },
-            log: Log { file: File { path: &e.source.file } },
+            log: Log { file: File { path: &e.source.file }, level: e.level() },
             labels: self.labels.as_ref(),
             tags,
+            trace: e.parsed.as_ref().and_then(|p| p.trace_id.as_deref()).map(|id| Id { id }),
+            span: e.parsed.as_ref().and_then(|p| p.span_id.as_deref()).map(|id| Id { id }),
+            fields: e.parsed.as_ref().filter(|p| !p.fields.is_empty()).map(|p| {
+                let mut m = serde_json::Map::new();
+                for (k, v) in &p.fields {
+                    // `a.b` and `a_b` meet after de-dotting: the first is kept (a duplicate key
+                    // would make Elasticsearch refuse the document).
+                    m.entry(dedot(k)).or_insert_with(|| v.clone());
+                }
+                m
+            }),
         };
         serde_json::to_writer(&mut *out, &doc).expect("writing JSON to a Vec cannot fail");
     }
@@ -467,10 +548,23 @@ impl EsInner {
         // Most events of a batch share a day: render the index once per bucket, and share
         // the name between documents rather than copying it per event.
         let mut cached: Option<(i64, Arc<str>)> = None;
+        let mut cached_source: Option<(usize, i64, Arc<str>)> = None;
         let mut clock = Rfc3339Cache::default();
         for e in batch.events() {
             let index = match &self.target {
                 Target::DataStream(ds) => ds.clone(),
+                Target::Templated(t) => {
+                    let bucket = t.sample.bucket(e.timestamp.div_euclid(1_000_000_000));
+                    let src = Arc::as_ptr(&e.source) as usize;
+                    match &cached_source {
+                        Some((s, b, name)) if t.per_source && *s == src && *b == bucket => name.clone(),
+                        _ => {
+                            let name: Arc<str> = t.render(e).into();
+                            cached_source = Some((src, bucket, name.clone()));
+                            name
+                        }
+                    }
+                }
                 Target::Pattern(p) => {
                     let bucket = p.bucket(e.timestamp.div_euclid(1_000_000_000));
                     match &cached {
@@ -587,6 +681,7 @@ mod tests {
             truncated: false,
             source: crate::event::test_source_with_api(),
             origin: crate::event::Origin { file: 1, offset: 0, resume: 1 },
+            parsed: None,
         };
         let mut out = Vec::new();
         inner.document(&e, &mut Rfc3339Cache::default(), &mut out);
@@ -625,6 +720,7 @@ mod tests {
             truncated: false,
             source: source.clone(),
             origin: crate::event::Origin { file, offset, resume: offset + 10 },
+            parsed: None,
         };
         let (n1, n2) = (fnv1a64(b"node-1"), fnv1a64(b"node-2"));
         let lines = [(n1, 1, 0), (n1, 1, 10), (n1, 2, 0), (n1, 2, 10), (n2, 1, 0)];

@@ -72,6 +72,27 @@ pub struct OtlpLogs {
     last_warning: AtomicU64,
 }
 
+/// A parsed level name as an OTLP severity number (the data model's ranges).
+fn level_severity(l: &str) -> SeverityNumber {
+    match l {
+        "trace" => SeverityNumber::Trace,
+        "debug" | "dbug" => SeverityNumber::Debug,
+        "info" | "information" | "notice" => SeverityNumber::Info,
+        "warn" | "warning" => SeverityNumber::Warn,
+        "error" | "err" => SeverityNumber::Error,
+        "fatal" | "critical" | "crit" | "panic" | "emerg" | "alert" => SeverityNumber::Fatal,
+        _ => SeverityNumber::Unspecified,
+    }
+}
+
+/// `len` bytes from exactly `2 * len` hex digits.
+fn hex_id(s: &str, len: usize) -> Option<Vec<u8>> {
+    if s.len() != 2 * len || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    (0..len).map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).ok()).collect()
+}
+
 impl OtlpSink {
     pub fn build(c: &OtlpConfig, ctx: &SinkContext) -> Result<Box<dyn Sink>, crate::sinks::Error> {
         Ok(Box::new(Self::new(c, ctx)?))
@@ -227,8 +248,8 @@ impl OtlpLogs {
         Resource { attributes, dropped_attributes_count: 0, entity_refs: Vec::new() }
     }
 
-    /// The severity of a record. Hook for processing: a parsed `level` will take precedence
-    /// over the stream once events carry one.
+    /// The severity of a record from its stream (a parsed `level` takes precedence in
+    /// `record`).
     fn severity(&self, e: &Event) -> (SeverityNumber, &'static str) {
         if self.severity_from_stream && e.stream == Stream::Stderr {
             (SeverityNumber::Warn, "WARN")
@@ -238,20 +259,40 @@ impl OtlpLogs {
     }
 
     fn record(&self, e: &Event, observed: u64) -> LogRecord {
-        let (severity, severity_text) = self.severity(e);
+        let (mut severity, severity_text) = self.severity(e);
+        let mut severity_text = std::borrow::Cow::Borrowed(severity_text);
+        let mut attributes =
+            vec![string_kv("log.iostream", e.stream.as_str()), string_kv("log.file.path", &e.source.file)];
+        let (mut trace_id, mut span_id) = (Vec::new(), Vec::new());
+        // A parsed message (`crate::process::parse`): its level wins over the stream, its
+        // fields become record attributes, hex trace/span ids of the right length are kept.
+        if let Some(p) = &e.parsed {
+            if let Some(l) = &p.level {
+                severity = level_severity(l);
+                severity_text = std::borrow::Cow::Owned(l.to_ascii_uppercase());
+            }
+            for (k, v) in &p.fields {
+                match v {
+                    serde_json::Value::String(s) => attributes.push(string_kv(k, s)),
+                    other => attributes.push(string_kv(k, &other.to_string())),
+                }
+            }
+            trace_id = p.trace_id.as_deref().and_then(|t| hex_id(t, 16)).unwrap_or_default();
+            span_id = p.span_id.as_deref().and_then(|t| hex_id(t, 8)).unwrap_or_default();
+        }
         LogRecord {
             // A timestamp before 1970 cannot be written; 0 means "unknown" and receivers then
             // use the observed time.
             time_unix_nano: u64::try_from(e.timestamp).unwrap_or(0),
             observed_time_unix_nano: observed,
             severity_number: severity as i32,
-            severity_text: severity_text.into(),
+            severity_text: severity_text.into_owned(),
             body: Some(AnyValue { value: Some(any_value::Value::StringValue(e.message.clone())) }),
-            attributes: vec![string_kv("log.iostream", e.stream.as_str()), string_kv("log.file.path", &e.source.file)],
+            attributes,
             dropped_attributes_count: 0,
             flags: 0,
-            trace_id: Vec::new(),
-            span_id: Vec::new(),
+            trace_id,
+            span_id,
             event_name: String::new(),
         }
     }
@@ -492,6 +533,7 @@ mod tests {
             truncated: false,
             source: src.clone(),
             origin: Origin { file: 1, offset: 0, resume: 1 },
+            parsed: None,
         }
     }
 
@@ -632,5 +674,33 @@ mod tests {
         let keys: Vec<String> =
             req.resource_logs[0].resource.as_ref().unwrap().attributes.iter().map(|kv| kv.key.clone()).collect();
         assert!(!keys.contains(&"k8s.container.restart_count".to_string()), "unknown restart count left out: {keys:?}");
+    }
+
+    #[test]
+    fn a_parsed_level_fields_and_ids_go_to_the_record() {
+        let s = sink("{name: o, endpoint: 'http://x', severity_from_stream: true}");
+        let src = source("a", "/f", None);
+        let mut e = event(&src, 1, Stream::Stderr, "{}");
+        e.parsed = Some(Box::new(crate::event::Parsed {
+            level: Some("info".into()),
+            trace_id: Some("0102030405060708090a0b0c0d0e0f10".into()),
+            span_id: Some("not-hex".into()),
+            fields: vec![("user".into(), serde_json::Value::from("bob")), ("n".into(), serde_json::Value::from(3))],
+            raw: None,
+        }));
+        let req = s.inner.request(&[(&e, 7)]);
+        let r = &req.resource_logs[0].scope_logs[0].log_records[0];
+        assert_eq!((r.severity_number, r.severity_text.as_str()), (SeverityNumber::Info as i32, "INFO"));
+        assert_eq!(r.trace_id, (1..=16).collect::<Vec<u8>>());
+        assert!(r.span_id.is_empty(), "an id that is not 16 hex digits is left out");
+        let kv: Vec<(String, String)> = r
+            .attributes
+            .iter()
+            .filter_map(|kv| match kv.value.as_ref()?.value.as_ref()? {
+                any_value::Value::StringValue(v) => Some((kv.key.clone(), v.clone())),
+                _ => None,
+            })
+            .collect();
+        assert!(kv.contains(&("user".into(), "bob".into())) && kv.contains(&("n".into(), "3".into())), "{kv:?}");
     }
 }

@@ -38,6 +38,10 @@ use std::collections::BTreeMap;
 #[serde(deny_unknown_fields)]
 pub struct OtlpConfig {
     pub name: String,
+    /// Which lines this sink takes: the selectors of a transform's `when:` (namespace, pod,
+    /// container, labels, stream, level, message). Default: every line.
+    #[serde(default, rename = "match", skip_serializing_if = "Option::is_none")]
+    pub route: Option<crate::process::select::SelectorConfig>,
     /// Base URL; `/v1/logs` and `/v1/metrics` are appended, a path prefix and query are kept:
     /// `http://otel-collector:4318`, Loki 3's `http://loki:3100/otlp`, VictoriaLogs'
     /// `http://victorialogs:9428/insert/opentelemetry`.
