@@ -119,12 +119,13 @@ impl App {
         let added = spawn_sinks(built, &pipeline, &mut sinks, &mut sink_names, &mut live);
         pipeline.sinks.change(Vec::new(), added).await;
         let source = if has_log_sinks {
-            Some(LogSource::start(
+            Some(LogSource::start_with_pods(
                 &config.sources.containers,
                 node.clone(),
                 &registry,
                 src_tx,
                 pipeline.committed.clone(),
+                kubernetes.as_ref().map(|k| k.cache.clone()),
             )?)
         } else {
             tracing::info!("no sink carries logs: container logs are not read");

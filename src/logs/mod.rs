@@ -77,6 +77,18 @@ impl LogSource {
         out: mpsc::Sender<SourceBatch>,
         committed: Arc<Committed>,
     ) -> Result<Self, Error> {
+        Self::start_with_pods(config, node, registry, out, committed, None)
+    }
+
+    /// `start`, with the pod metadata cache for the per-pod `vigil.io/multiline` annotation.
+    pub fn start_with_pods(
+        config: &config::ContainersConfig,
+        node: Arc<str>,
+        registry: &prometheus::Registry,
+        out: mpsc::Sender<SourceBatch>,
+        committed: Arc<Committed>,
+        pods: Option<Arc<kubernetes::PodCache>>,
+    ) -> Result<Self, Error> {
         let checkpoints =
             tail::checkpoint::Checkpoints::open(Path::new(&config.checkpoint_dir)).map_err(|e| match e {
                 tail::checkpoint::Error::Dir { path, error } => Error::CheckpointDir { path, error },
@@ -109,7 +121,8 @@ impl LogSource {
             out,
             stop.clone(),
         )
-        .map_err(Error::Thread)?;
+        .map_err(Error::Thread)?
+        .with_pods(pods);
         let tailer = std::thread::Builder::new()
             .name("vigil-tail".into())
             .spawn(move || fail_fast("log tailer", move || tailer.run()))

@@ -191,6 +191,11 @@ pub struct Tailer {
     dirty: Vec<PathBuf>,
     last_send: Instant,
     next_order: u64,
+    /// The pod metadata cache (`sources.containers.kubernetes`), for each pod's
+    /// `vigil.io/multiline` annotation; None with metadata off.
+    pods: Option<Arc<crate::logs::kubernetes::PodCache>>,
+    /// Keys of the files whose pod was found (its multiline annotation applied).
+    multiline_resolved: std::collections::HashSet<u64>,
 }
 
 impl Tailer {
@@ -240,6 +245,8 @@ impl Tailer {
             dirty: Vec::new(),
             last_send: now,
             next_order: 0,
+            pods: None,
+            multiline_resolved: Default::default(),
         })
     }
 
@@ -250,6 +257,32 @@ impl Tailer {
     pub(super) fn take_order(&mut self) -> u64 {
         self.next_order += 1;
         self.next_order
+    }
+
+    /// Gives the tailer the pod metadata cache, for the `vigil.io/multiline` annotation.
+    pub fn with_pods(mut self, pods: Option<Arc<crate::logs::kubernetes::PodCache>>) -> Self {
+        self.pods = pods;
+        self
+    }
+
+    /// Applies each pod's `vigil.io/multiline` annotation to the files of its containers,
+    /// once the pod is known (at the first look after its file opened, or at a later poll for
+    /// a pod the watch has not seen yet). Changing the annotation of a running pod takes
+    /// effect for its next log file.
+    pub(super) fn resolve_multiline(&mut self) {
+        let Some(pods) = &self.pods else { return };
+        for t in &mut self.files {
+            if self.multiline_resolved.contains(&t.key) {
+                continue;
+            }
+            let Some(pod) = pods.pod(&t.source.kubernetes) else { continue };
+            t.set_multiline_annotation(pod.controls.get("vigil.io/multiline").map(String::as_str));
+            self.multiline_resolved.insert(t.key);
+        }
+        if self.multiline_resolved.len() > 2 * self.files.len() + 64 {
+            let open: std::collections::HashSet<u64> = self.files.iter().map(|t| t.key).collect();
+            self.multiline_resolved.retain(|k| open.contains(k));
+        }
     }
 
     /// The key and generation of new content at `id` (a new file, a reused inode, a file

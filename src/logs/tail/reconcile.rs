@@ -35,6 +35,8 @@ impl Tailer {
         }
         let found = self.globs.walk();
         self.apply_walk(&found, now);
+        // Before the new files' first read.
+        self.resolve_multiline();
     }
 
     /// Reconciles the open files with what a walk found (`now`: when it started). Opening is a

@@ -547,3 +547,57 @@ fn a_poll_looks_at_the_files_inotify_named_and_a_full_poll_at_every_file() {
     want.extend(names("newer", 0..2));
     assert_eq!(drain(&mut t, &mut rx), want);
 }
+
+/// A pod as the API server sends it, for the metadata cache.
+fn cached_pod(
+    namespace: &str,
+    name: &str,
+    uid: &str,
+    annotations: serde_json::Value,
+) -> crate::logs::kubernetes::CachedPod {
+    let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"namespace": namespace, "name": name, "uid": uid, "annotations": annotations},
+        "spec": {"containers": [{"name": "c", "image": "img"}]},
+    }))
+    .unwrap();
+    crate::logs::kubernetes::CachedPod::from_pod(&pod, &[]).unwrap()
+}
+
+/// `vigil.io/multiline` on a pod sets the mode of its containers' files: `off` ships a Java
+/// trace line by line, `regex:<start>` joins by the pod's own pattern; a pod without the
+/// annotation keeps the configured mode (`auto`, which joins the trace).
+#[test]
+fn a_pods_multiline_annotation_sets_the_mode_of_its_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let trace = [
+        "Exception in thread \"main\" java.lang.IllegalStateException: boom",
+        "\tat a.B.c(B.java:1)",
+        "\tat a.B.main(B.java:2)",
+        "done",
+    ];
+    let regex_lines = ["START one", "  more one", "START two", "  more two"];
+    let pods = Arc::new(crate::logs::kubernetes::PodCache::new(Duration::from_secs(60), None));
+    for (pod, uid, annotations, lines) in [
+        ("plain", "u1", serde_json::json!({"vigil.io/multiline": "off"}), &trace[..]),
+        ("custom", "u2", serde_json::json!({"vigil.io/multiline": "regex:^START"}), &regex_lines[..]),
+        ("auto", "u3", serde_json::json!({}), &trace[..]),
+    ] {
+        pods.apply(cached_pod("ns", pod, uid, annotations));
+        let d = dir.path().join(format!("pods/ns_{pod}_{uid}/c"));
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("0.log"), lines.iter().map(|l| cri(l)).collect::<String>()).unwrap();
+    }
+    // A group still open at the end of a file ships after max_wait.
+    let (t, mut rx) = tailer_with(dir.path(), |c| c.multiline.max_wait = crate::config::HumanDuration::millis(1));
+    let mut t = t.with_pods(Some(pods));
+    t.rescan();
+    let mut events = drain_events(&mut t, &mut rx);
+    std::thread::sleep(Duration::from_millis(20));
+    events.extend(drain_events(&mut t, &mut rx));
+    let of = |pod: &str| -> Vec<String> {
+        events.iter().filter(|e| e.source.kubernetes.pod == pod).map(|e| e.message.clone()).collect()
+    };
+    assert_eq!(of("plain"), trace, "off: every line its own event");
+    assert_eq!(of("custom"), ["START one\n  more one", "START two\n  more two"]);
+    assert_eq!(of("auto"), [trace[..3].join("\n"), "done".to_string()], "no annotation: auto joins the trace");
+}

@@ -20,6 +20,7 @@ impl Tailer {
     /// (`touched`), those no hint covers (`poll`) and those no longer live. Partial-line
     /// timeouts and the close decisions are checked for every file either way.
     pub(super) fn maintain(&mut self, full: bool) {
+        self.resolve_multiline();
         let now_ms = self.now_ms();
         // Truncation is looked for here too, not only before a read: while the pipeline has
         // no room nothing is read, and a file copytruncated twice before the next read would
