@@ -538,11 +538,29 @@ mod in_file {
         let n = fixture(0).lines().count();
         for (annotation, events) in [(Some("off"), n), (Some("python"), n), (Some("regex:(("), 1), (None, 1)] {
             let mut t = Tail::new(data.as_bytes(), Multiline::auto(), MAX, 0);
-            t.t.set_multiline_annotation(annotation);
+            t.t.set_multiline_annotation(annotation, &mut t.out);
             t.read(4096, 0);
             t.t.finish(0, &mut t.out, &t.m);
             assert_eq!(t.batches()[0].0.len(), events, "{annotation:?}");
         }
+    }
+
+    /// The pod becomes known while a trace is open under the configured mode: the open group
+    /// ships before the lines read under the pod's mode, so the file's order holds.
+    #[test]
+    fn a_group_open_when_the_annotation_arrives_ships_before_the_lines_after_it() {
+        let head: Vec<&str> = fixture(0).lines().take(2).collect();
+        let data: String = head.iter().map(|l| records(Stream::Stdout, l, 1)).collect();
+        let mut t = Tail::new(data.as_bytes(), Multiline::auto(), MAX, 0);
+        t.read(4096, 0);
+        t.t.set_multiline_annotation(Some("off"), &mut t.out);
+        t.append(records(Stream::Stdout, "after", 1).as_bytes());
+        t.read(4096, 0);
+        t.t.finish(0, &mut t.out, &t.m);
+        let batches = t.batches();
+        let got: Vec<String> = batches.iter().flat_map(|b| b.0.iter().map(|e| e.message.clone())).collect();
+        assert_eq!(got, [head.join("\n"), "after".to_string()]);
+        check_resume(&batches).unwrap();
     }
 
     proptest! {

@@ -261,10 +261,17 @@ impl FileTail {
     /// Applies the pod's `vigil.io/multiline` annotation (`None`: not set) to this file's
     /// multiline mode: the one call the Kubernetes metadata needs. An invalid value is logged
     /// and the configured mode kept.
-    pub fn set_multiline_annotation(&mut self, annotation: Option<&str>) {
+    /// A group already open under the old mode (the pod became known after a trace started)
+    /// is shipped first, so the lines after it keep their order.
+    pub fn set_multiline_annotation(&mut self, annotation: Option<&str>, out: &mut Out) {
         let (mode, error) = self.limits.multiline.select(&self.path, annotation);
         if let Some(error) = error {
             tracing::warn!(path = %self.path.display(), %error, "ignoring the pod's multiline annotation");
+        }
+        if mode != *self.joiner.mode() && self.joiner.has_open() {
+            let groups = self.joiner.take_all();
+            self.emit_taken(groups, out);
+            self.push_position(out);
         }
         self.joiner.set_mode(mode);
     }

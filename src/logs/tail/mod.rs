@@ -276,7 +276,7 @@ impl Tailer {
                 continue;
             }
             let Some(pod) = pods.pod(&t.source.kubernetes) else { continue };
-            t.set_multiline_annotation(pod.controls.get("vigil.io/multiline").map(String::as_str));
+            t.set_multiline_annotation(pod.controls.get("vigil.io/multiline").map(String::as_str), &mut self.out);
             self.multiline_resolved.insert(t.key);
         }
         if self.multiline_resolved.len() > 2 * self.files.len() + 64 {
