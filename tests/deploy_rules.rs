@@ -10,21 +10,9 @@ mod deploy_support;
 use deploy_support::*;
 use serde_json::Value;
 use std::collections::BTreeSet;
-use std::path::Path;
 
 fn rule_object() -> Value {
-    let docs = yaml_file(&root().join("manifests/optional/prometheusrule.yaml"));
-    assert_eq!(docs.len(), 1, "one PrometheusRule");
-    docs.into_iter().next().expect("one document")
-}
-
-fn rules(obj: &Value) -> Vec<&Value> {
-    obj["spec"]["groups"]
-        .as_array()
-        .expect("spec.groups")
-        .iter()
-        .flat_map(|g| g["rules"].as_array().expect("rules"))
-        .collect()
+    prometheus_rule("manifests/optional/prometheusrule.yaml")
 }
 
 #[test]
@@ -75,27 +63,10 @@ fn metric_names(expr: &str) -> BTreeSet<String> {
     metric_selectors(expr).into_iter().map(|s| s.split('{').next().expect("name").to_string()).collect()
 }
 
-/// The rule groups as a Prometheus rule file, optionally without annotations (`promtool test
-/// rules` compares annotations too; the tests below are about expressions and labels).
-fn write_rule_file(dir: &Path, annotations: bool) -> std::path::PathBuf {
-    let mut groups = rule_object()["spec"]["groups"].clone();
-    if !annotations {
-        for g in groups.as_array_mut().expect("groups") {
-            for r in g["rules"].as_array_mut().expect("rules") {
-                r.as_object_mut().expect("rule").remove("annotations");
-            }
-        }
-    }
-    let path = dir.join(if annotations { "rules.yaml" } else { "rules-bare.yaml" });
-    let text = serde_yaml_ng::to_string(&serde_json::json!({ "groups": groups })).expect("yaml");
-    std::fs::write(&path, text).expect("write rules");
-    path
-}
-
 #[test]
 fn the_rule_groups_pass_promtool_check_rules() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let file = write_rule_file(dir.path(), true);
+    let file = write_rule_file(&rule_object(), dir.path(), true);
     let out = tool("promtool", &["check", "rules", &file.display().to_string()], dir.path());
     let report = text(&out);
     assert!(out.status.success(), "promtool check rules:\n{report}");
@@ -153,7 +124,7 @@ fn input_series(exposition: &str, series: &str, values: &str) -> String {
 fn alerts_fire_on_the_series_vigil_exports() {
     let e = vigil_exposition();
     let dir = tempfile::tempdir().expect("temp dir");
-    let rule_file = write_rule_file(dir.path(), false);
+    let rule_file = write_rule_file(&rule_object(), dir.path(), false);
     // Values: what the fixture node shows (md1 3 required, 2 active, 1 failed; bond0 1 of 2
     // slaves up; a rejected textfile), held for an hour; plus OOM kills and a filesystem
     // that turns read-only, moved from vigil's fixture values.

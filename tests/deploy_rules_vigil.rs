@@ -9,23 +9,11 @@ mod deploy_support;
 use deploy_support::*;
 use serde_json::Value;
 use std::collections::BTreeSet;
-use std::path::Path;
 
 const FILE: &str = "manifests/optional/prometheusrule-vigil.yaml";
 
 fn rule_object() -> Value {
-    let docs = yaml_file(&root().join(FILE));
-    assert_eq!(docs.len(), 1, "one PrometheusRule");
-    docs.into_iter().next().expect("one document")
-}
-
-fn rules(obj: &Value) -> Vec<&Value> {
-    obj["spec"]["groups"]
-        .as_array()
-        .expect("spec.groups")
-        .iter()
-        .flat_map(|g| g["rules"].as_array().expect("rules"))
-        .collect()
+    prometheus_rule(FILE)
 }
 
 /// The six alerts the issue asks for (issue 13, "Alerts for vigil itself").
@@ -100,27 +88,10 @@ fn the_vigil_prometheusrule_is_well_formed_and_every_alert_has_a_runbook_in_the_
     assert_eq!(names, ALERTS);
 }
 
-/// The rule groups as a Prometheus rule file, optionally without annotations (`promtool test
-/// rules` compares annotations too; the test is about expressions and labels).
-fn write_rule_file(dir: &Path, annotations: bool) -> std::path::PathBuf {
-    let mut groups = rule_object()["spec"]["groups"].clone();
-    if !annotations {
-        for g in groups.as_array_mut().expect("groups") {
-            for r in g["rules"].as_array_mut().expect("rules") {
-                r.as_object_mut().expect("rule").remove("annotations");
-            }
-        }
-    }
-    let path = dir.join(if annotations { "rules.yaml" } else { "rules-bare.yaml" });
-    let text = serde_yaml_ng::to_string(&serde_json::json!({ "groups": groups })).expect("yaml");
-    std::fs::write(&path, text).expect("write rules");
-    path
-}
-
 #[test]
 fn the_vigil_rule_groups_pass_promtool_check_rules() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let file = write_rule_file(dir.path(), true);
+    let file = write_rule_file(&rule_object(), dir.path(), true);
     let out = tool("promtool", &["check", "rules", &file.display().to_string()], dir.path());
     let report = text(&out);
     assert!(out.status.success(), "promtool check rules:\n{report}");
@@ -132,7 +103,7 @@ fn the_vigil_rule_groups_pass_promtool_check_rules() {
 #[test]
 fn each_vigil_alert_fires_on_synthetic_series_and_not_on_healthy_ones() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let rule_file = write_rule_file(dir.path(), false);
+    let rule_file = write_rule_file(&rule_object(), dir.path(), false);
     let v = |series: &str, instance: &str, values: &str| {
         let (name, rest) = series.split_once('{').unwrap_or((series, "}"));
         let sep = if rest == "}" { "" } else { "," };

@@ -381,3 +381,38 @@ pub fn labels(o: &Value, path: &[&str]) -> Map<String, Value> {
 pub fn selects(sel: &Map<String, Value>, labels: &Map<String, Value>) -> bool {
     !sel.is_empty() && sel.iter().all(|(k, v)| labels.get(k) == Some(v))
 }
+
+/// The one PrometheusRule object in `rel` (a file under the repository root).
+pub fn prometheus_rule(rel: &str) -> Value {
+    let docs = yaml_file(&root().join(rel));
+    assert_eq!(docs.len(), 1, "one PrometheusRule in {rel}");
+    docs.into_iter().next().expect("one document")
+}
+
+/// Every rule of a PrometheusRule object, group after group.
+pub fn rules(obj: &Value) -> Vec<&Value> {
+    obj["spec"]["groups"]
+        .as_array()
+        .expect("spec.groups")
+        .iter()
+        .flat_map(|g| g["rules"].as_array().expect("rules"))
+        .collect()
+}
+
+/// A PrometheusRule's groups as a Prometheus rule file in `dir`, optionally without
+/// annotations (`promtool test rules` compares annotations too; the tests are about
+/// expressions and labels).
+pub fn write_rule_file(obj: &Value, dir: &Path, annotations: bool) -> PathBuf {
+    let mut groups = obj["spec"]["groups"].clone();
+    if !annotations {
+        for g in groups.as_array_mut().expect("groups") {
+            for r in g["rules"].as_array_mut().expect("rules") {
+                r.as_object_mut().expect("rule").remove("annotations");
+            }
+        }
+    }
+    let path = dir.join(if annotations { "rules.yaml" } else { "rules-bare.yaml" });
+    let text = serde_yaml_ng::to_string(&serde_json::json!({ "groups": groups })).expect("yaml");
+    std::fs::write(&path, text).expect("write rules");
+    path
+}
