@@ -454,6 +454,145 @@ mod tests {
         assert!(!text.contains("pw"), "a secret leaked into a validation message: {text}");
     }
 
+    /// The HTTP sinks with their own required keys, and the keys their unknown-key error lists
+    /// (the contract users see; pinned before the shared definition of the HTTP settings).
+    const HTTP_SINKS: &[(&str, &str, &str)] = &[
+        (
+            "loki",
+            "endpoint: http://loki:3100",
+            "`name`, `match`, `endpoint`, `tenant_id`, `template_default`, `level_label`, `parsed_fields`, \
+             `encoding`, `compression`, `labels`, `pod_labels`, `static_labels`, `structured_metadata`, \
+             `max_streams`, `batch`, `max_in_flight`, `retry`, `request_timeout`, `tls`, `auth`, `headers`",
+        ),
+        (
+            "elasticsearch",
+            "endpoint: http://es:9200",
+            "`name`, `match`, `endpoint`, `index`, `data_stream`, `template_default`, `metrics_index`, `labels`, \
+             `dead_letter_index`, `accept_empty_response`, `compression`, `batch`, `max_in_flight`, `retry`, \
+             `request_timeout`, `tls`, `auth`, `headers`",
+        ),
+        (
+            "otlp",
+            "endpoint: http://otel:4318",
+            "`name`, `match`, `endpoint`, `protocol`, `compression`, `resource_attributes`, `logs`, \
+             `severity_from_stream`, `batch`, `max_in_flight`, `retry`, `request_timeout`, `tls`, `auth`, `headers`",
+        ),
+        (
+            "prometheus_remote_write",
+            "endpoint: http://prom:9090/api/v1/write",
+            "`name`, `endpoint`, `external_labels`, `tenant_id`, `auth`, `tls`, `headers`, `request_timeout`, \
+             `max_samples_per_send`, `queue_max_age`, `queue_max_samples`, `retry`",
+        ),
+    ];
+
+    /// `sinks: [one sink of type kind with these keys]` (a remote-write sink named under
+    /// `metrics.ship.sinks`, as it must be), loaded as `vigil run` loads it.
+    fn load_sink(kind: &str, keys: &str) -> Result<crate::config::Config, Vec<String>> {
+        let ship = if kind == "prometheus_remote_write" { "metrics:\n  ship:\n    sinks: [s]\n" } else { "" };
+        let yaml = format!("sinks:\n  - {{name: s, type: {kind}, {keys}}}\n{ship}");
+        match crate::config::Config::from_yaml(&yaml, &|_| None) {
+            Ok(c) => Ok(c),
+            Err(crate::config::Error::Invalid(e)) => Err(e),
+            Err(e) => panic!("{kind}: unexpected error kind: {e}"),
+        }
+    }
+
+    fn settings(s: &crate::sinks::SinkConfig) -> (HttpSettings<'_>, super::super::retry::RetryConfig) {
+        use crate::sinks::SinkConfig as S;
+        match s {
+            S::Loki(c) => (c.http(), c.retry),
+            S::Elasticsearch(c) => (c.http(), c.retry),
+            S::Otlp(c) => (c.http(), c.retry),
+            S::PrometheusRemoteWrite(c) => (c.http(), c.retry),
+            other => panic!("not an HTTP sink: {}", other.kind()),
+        }
+    }
+
+    /// Every key of the HTTP settings parses the same in every HTTP sink, with the same
+    /// defaults, and what users get wrong is refused with the same message naming its path.
+    #[test]
+    fn every_http_sink_keeps_its_http_keys_defaults_and_errors() {
+        let keys = "retry: {initial_backoff: 2s, max_backoff: 1m}, request_timeout: 7s, \
+                    tls: {ca_file: /ca.pem, cert_file: /c.pem, key_file: /k.pem, insecure_skip_verify: true}, \
+                    auth: {bearer_token_file: /token}, headers: {X-Scope-OrgID: team-a}";
+        for (kind, own, listed) in HTTP_SINKS {
+            let c = load_sink(kind, own).unwrap_or_else(|e| panic!("{kind}: {e:?}"));
+            let (s, retry) = settings(&c.sinks[0]);
+            assert_eq!(s.request_timeout.get(), Duration::from_secs(30), "{kind}: default request_timeout");
+            assert_eq!((s.tls, s.auth), (&TlsConfig::default(), &AuthConfig::default()), "{kind}");
+            assert!(s.headers.is_empty(), "{kind}");
+            assert_eq!(retry, super::super::retry::RetryConfig::default(), "{kind}");
+
+            let c = load_sink(kind, &format!("{own}, {keys}")).unwrap_or_else(|e| panic!("{kind}: {e:?}"));
+            let (s, retry) = settings(&c.sinks[0]);
+            assert_eq!(s.endpoint, own.trim_start_matches("endpoint: "), "{kind}");
+            assert_eq!(s.request_timeout.get(), Duration::from_secs(7), "{kind}");
+            let tls = TlsConfig {
+                ca_file: Some("/ca.pem".into()),
+                cert_file: Some("/c.pem".into()),
+                key_file: Some("/k.pem".into()),
+                insecure_skip_verify: true,
+            };
+            assert_eq!(s.tls, &tls, "{kind}");
+            assert_eq!(s.auth.bearer_token_file.as_deref(), Some(std::path::Path::new("/token")), "{kind}");
+            assert_eq!(s.headers.get("X-Scope-OrgID").map(Secret::expose), Some("team-a"), "{kind}");
+            assert_eq!(
+                (retry.initial_backoff.get(), retry.max_backoff.get()),
+                (Duration::from_secs(2), Duration::from_secs(60))
+            );
+            // `vigil validate` prints them back under the same keys, the header value masked.
+            let printed = c.to_yaml();
+            for key in [
+                "request_timeout: 7s",
+                "ca_file: /ca.pem",
+                "bearer_token_file: /token",
+                "X-Scope-OrgID:",
+                "initial_backoff: 2s",
+            ] {
+                assert!(printed.contains(key), "{kind}: {key} not in\n{printed}");
+            }
+            assert!(!printed.contains("team-a"), "{kind}: a header value was printed:\n{printed}");
+            let c = load_sink(kind, &format!("{own}, auth: {{username: u, password: p}}")).expect("basic auth");
+            assert_eq!(settings(&c.sinks[0]).0.auth.username.as_deref(), Some("u"), "{kind}");
+            let c = load_sink(kind, &format!("{own}, auth: {{api_key: k}}")).expect("api key");
+            assert_eq!(settings(&c.sinks[0]).0.auth.api_key.expose(), "k", "{kind}");
+
+            let error = |keys: &str| {
+                let e = load_sink(kind, &format!("{own}, {keys}")).expect_err(keys);
+                assert_eq!(e.len(), 1, "{kind} {keys}: {e:?}");
+                e[0].split(" at line ").next().expect("message").to_owned()
+            };
+            assert_eq!(error("bogus: 1"), format!("sinks[0]: unknown field `bogus`, expected one of {listed}"));
+            assert_eq!(
+                error("tls: {ca: /x}"),
+                "sinks[0]: unknown field `ca`, expected one of `ca_file`, `cert_file`, `key_file`, \
+                 `insecure_skip_verify`"
+            );
+            assert_eq!(
+                error("auth: {token: x}"),
+                "sinks[0]: unknown field `token`, expected one of `username`, `password`, `bearer_token`, \
+                 `bearer_token_file`, `api_key`"
+            );
+            assert_eq!(
+                error("retry: {max: 1s}"),
+                "sinks[0]: unknown field `max`, expected `initial_backoff` or `max_backoff`"
+            );
+            assert_eq!(
+                error("request_timeout: soon"),
+                "sinks[0]: 'soon' is not a duration (expected number at 0); expected e.g. 500ms, 5s, 1m30s"
+            );
+            assert_eq!(error("headers: [a]"), "sinks[0]: invalid type: sequence, expected a map");
+            assert_eq!(
+                error("request_timeout: 0s"),
+                "sinks[0].request_timeout: is 0; expected a positive duration, e.g. 30s"
+            );
+            assert_eq!(
+                error("tls: {cert_file: /c.pem}"),
+                "sinks[0].tls: cert_file and key_file go together; set both or neither"
+            );
+        }
+    }
+
     #[test]
     fn token_file_is_reread_when_it_changes() {
         let dir = tempfile::tempdir().unwrap();

@@ -237,7 +237,7 @@ pub(super) const HARD_MAX_BYTES: u64 = 64 << 20;
 pub(super) const MAX_ERROR_BODY: usize = 64 << 10;
 
 impl LokiConfig {
-    pub(super) fn http(&self) -> HttpSettings<'_> {
+    pub fn http(&self) -> HttpSettings<'_> {
         HttpSettings {
             endpoint: &self.endpoint,
             request_timeout: self.request_timeout,
