@@ -22,7 +22,7 @@
 //! Delivery (queue, retries, drops) is `metrics::ship`'s; this module encodes and sends once.
 
 use super::deliver::{self, Accepted, Exchange, Step, Texts, Unit, Whole};
-use super::http::{self, AuthConfig, HttpClient, HttpResponse, HttpSettings, TlsConfig};
+use super::http::{HttpClient, HttpResponse};
 use super::retry::{Backoff, RetryConfig};
 use super::{Error, SinkContext};
 use crate::config::{HumanDuration, Problems, Secret};
@@ -35,53 +35,38 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 
-/// A `type: prometheus_remote_write` entry of `sinks:`. It carries metrics only: it must be
-/// listed under `metrics.ship.sinks` and never receives log events.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RemoteWriteConfig {
-    pub name: String,
-    /// The full write URL, used as is: `http://prometheus:9090/api/v1/write`, Mimir's
-    /// `.../api/v1/push`, Thanos' `.../api/v1/receive`.
-    pub endpoint: String,
-    /// Labels added to every series (unless the series has that label already), e.g.
-    /// `{cluster: prod}`. Setting `instance` here replaces the default (the node's name).
-    /// Default none.
-    #[serde(default)]
-    pub external_labels: BTreeMap<String, String>,
-    /// Sent as `X-Scope-OrgID` when not empty (Mimir, Cortex, Thanos tenants). Default empty.
-    #[serde(default)]
-    pub tenant_id: Secret,
-    /// Authentication, as for every HTTP sink: `{username, password}`, `{bearer_token}` or
-    /// `{bearer_token_file}` (re-read when it changes). Default none.
-    #[serde(default)]
-    pub auth: AuthConfig,
-    /// TLS for https endpoints: `ca_file`, `cert_file` + `key_file`, `insecure_skip_verify`.
-    /// Default: the system's roots, verification on.
-    #[serde(default)]
-    pub tls: TlsConfig,
-    /// Extra request headers (values are treated as secrets: never printed). Default none.
-    #[serde(default)]
-    pub headers: BTreeMap<String, Secret>,
-    /// Time limit of one request, answer included. Default 30s (Prometheus' remote_timeout).
-    #[serde(default = "http::default_request_timeout")]
-    pub request_timeout: HumanDuration,
-    /// At most this many samples per request; a larger snapshot is split. Default 2000
-    /// (Prometheus' max_samples_per_send): well under every receiver's request-size limit.
-    #[serde(default = "default_max_samples_per_send")]
-    pub max_samples_per_send: usize,
-    /// While the receiver is unreachable, keep at most this much data (by collection time);
-    /// older samples are dropped first and counted. Default 5m: a receiver restart or a short
-    /// network outage loses nothing, and Prometheus still accepts samples that old.
-    #[serde(default = "default_queue_max_age")]
-    pub queue_max_age: HumanDuration,
-    /// Hard bound on queued samples, whatever the series count, so memory stays bounded.
-    /// Default 200000: five minutes at 15s of a node with 10000 series, a few MiB compressed.
-    #[serde(default = "default_queue_max_samples")]
-    pub queue_max_samples: usize,
-    /// Backoff between retries of a failing request (connection errors, timeouts, 429, 5xx).
-    #[serde(default)]
-    pub retry: RetryConfig,
+crate::sinks::http::http_sink_config! {
+    /// A `type: prometheus_remote_write` entry of `sinks:`. It carries metrics only: it must be
+    /// listed under `metrics.ship.sinks` and never receives log events.
+    #[derive(Debug, Clone, Serialize, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct RemoteWriteConfig {
+        pub name: String,
+        /// The full write URL, used as is: `http://prometheus:9090/api/v1/write`, Mimir's
+        /// `.../api/v1/push`, Thanos' `.../api/v1/receive`.
+        pub endpoint: String,
+        /// Labels added to every series (unless the series has that label already), e.g.
+        /// `{cluster: prod}`. Setting `instance` here replaces the default (the node's name).
+        /// Default none.
+        #[serde(default)]
+        pub external_labels: BTreeMap<String, String>,
+        /// Sent as `X-Scope-OrgID` when not empty (Mimir, Cortex, Thanos tenants). Default empty.
+        #[serde(default)]
+        pub tenant_id: Secret,
+        /// At most this many samples per request; a larger snapshot is split. Default 2000
+        /// (Prometheus' max_samples_per_send): well under every receiver's request-size limit.
+        #[serde(default = "default_max_samples_per_send")]
+        pub max_samples_per_send: usize,
+        /// While the receiver is unreachable, keep at most this much data (by collection time);
+        /// older samples are dropped first and counted. Default 5m: a receiver restart or a short
+        /// network outage loses nothing, and Prometheus still accepts samples that old.
+        #[serde(default = "default_queue_max_age")]
+        pub queue_max_age: HumanDuration,
+        /// Hard bound on queued samples, whatever the series count, so memory stays bounded.
+        /// Default 200000: five minutes at 15s of a node with 10000 series, a few MiB compressed.
+        #[serde(default = "default_queue_max_samples")]
+        pub queue_max_samples: usize,
+    }
 }
 
 fn default_max_samples_per_send() -> usize {
@@ -95,16 +80,6 @@ fn default_queue_max_samples() -> usize {
 }
 
 impl RemoteWriteConfig {
-    pub fn http(&self) -> HttpSettings<'_> {
-        HttpSettings {
-            endpoint: &self.endpoint,
-            request_timeout: self.request_timeout,
-            tls: &self.tls,
-            auth: &self.auth,
-            headers: &self.headers,
-        }
-    }
-
     pub fn validate(&self, path: &str, p: &mut Problems) {
         self.http().validate(path, p);
         for (k, v) in &self.external_labels {

@@ -17,11 +17,10 @@
 pub mod bulk;
 
 use super::batch::{self, Batch, BatchConfig, BatchLimits, Deliver, DriverConfig};
-use super::http::{self, AuthConfig, Compression, HttpClient, HttpSettings, TlsConfig};
+use super::http::{self, Compression, HttpClient};
 use super::metrics::SinkMetrics;
-use super::retry::RetryConfig;
 use super::{RunFuture, Sink, SinkContext};
-use crate::config::{HumanDuration, Problems, Secret};
+use crate::config::Problems;
 use crate::event::Event;
 use crate::pipeline::{Acker, Chunk};
 use crate::process::template::Template;
@@ -32,75 +31,64 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ElasticsearchConfig {
-    pub name: String,
-    /// Which lines this sink takes: the selectors of a transform's `when:` (namespace, pod,
-    /// container, labels, stream, level, message). Default: every line.
-    #[serde(default, rename = "match", skip_serializing_if = "Option::is_none")]
-    pub route: Option<crate::process::select::SelectorConfig>,
-    /// Base URL; `/_bulk` is appended, a path prefix and query string are kept (proxies,
-    /// OpenSearch, VictoriaLogs' `/insert/elasticsearch`).
-    pub endpoint: String,
-    /// Index name pattern; strftime fields (`%Y %m %d`…) take the event's own date, UTC, and
-    /// `{field}` the event's fields, e.g. `logs-{kubernetes.namespace}-%Y.%m.%d` (values
-    /// lower-cased). Default `logs-vigil-%Y.%m.%d` (when `data_stream` is not set).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub index: Option<String>,
-    /// Write to this data stream instead of `index` (e.g. `logs-kubernetes-default`; needs a
-    /// matching index template). Default none.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub data_stream: Option<String>,
-    /// What an `index` template field renders as when the event has no value for it.
-    /// Default `unknown`.
-    #[serde(default = "default_template_default")]
-    pub template_default: String,
-    /// Index (a strftime pattern on the snapshot's date, UTC, or a data stream name) for
-    /// metric documents, used when this sink is named under `metrics.ship.sinks`. Default
-    /// `metrics-vigil-%Y.%m.%d`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub metrics_index: Option<String>,
-    /// Constant fields added as ECS `labels.*`, e.g. `{cluster: prod}`. Dots in keys become
-    /// `_`, so `app` and `app.kubernetes.io/name` cannot clash in the mapping. Default none.
-    #[serde(default)]
-    pub labels: BTreeMap<String, String>,
-    /// Index for documents Elasticsearch rejects (400-class: mapping errors); they are stored
-    /// there with the error and the original as a string. Default none: rejected documents are
-    /// counted and logged, then dropped.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub dead_letter_index: Option<String>,
-    /// Take a 2xx `_bulk` answer with an empty body as "every document stored". Only for an
-    /// ES-compatible endpoint known to answer so: with it, nothing checks that the lines were
-    /// stored. Default false: an empty (or any non-bulk) 2xx answer is retried with an error.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub accept_empty_response: bool,
-    /// `gzip` or `none`. Default gzip: log text shrinks about tenfold, Elasticsearch accepts
-    /// gzipped requests.
-    #[serde(default = "default_compression")]
-    pub compression: Compression,
-    /// Batch limits. Defaults: 5000 events, 5MiB, 1s (Elastic advises a few MB per request).
-    #[serde(default)]
-    pub batch: BatchConfig,
-    /// Concurrent `_bulk` requests. Default 2: hides the latency of one request behind the
-    /// other (tens of thousands of lines/s per node), keeps memory to about two batches plus
-    /// their compressed bodies, and does not fill a small cluster's write queues from every
-    /// node at once.
-    #[serde(default = "default_in_flight")]
-    pub max_in_flight: usize,
-    #[serde(default)]
-    pub retry: RetryConfig,
-    /// Time limit of one request, answer included. Default 30s.
-    #[serde(default = "http::default_request_timeout")]
-    pub request_timeout: HumanDuration,
-    #[serde(default)]
-    pub tls: TlsConfig,
-    /// Basic auth (`username`/`password`) or `api_key`.
-    #[serde(default)]
-    pub auth: AuthConfig,
-    /// Extra request headers. Values are secrets: never printed. Default none.
-    #[serde(default)]
-    pub headers: BTreeMap<String, Secret>,
+crate::sinks::http::http_sink_config! {
+    #[derive(Debug, Clone, Serialize, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct ElasticsearchConfig {
+        pub name: String,
+        /// Which lines this sink takes: the selectors of a transform's `when:` (namespace, pod,
+        /// container, labels, stream, level, message). Default: every line.
+        #[serde(default, rename = "match", skip_serializing_if = "Option::is_none")]
+        pub route: Option<crate::process::select::SelectorConfig>,
+        /// Base URL; `/_bulk` is appended, a path prefix and query string are kept (proxies,
+        /// OpenSearch, VictoriaLogs' `/insert/elasticsearch`).
+        pub endpoint: String,
+        /// Index name pattern; strftime fields (`%Y %m %d`…) take the event's own date, UTC, and
+        /// `{field}` the event's fields, e.g. `logs-{kubernetes.namespace}-%Y.%m.%d` (values
+        /// lower-cased). Default `logs-vigil-%Y.%m.%d` (when `data_stream` is not set).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub index: Option<String>,
+        /// Write to this data stream instead of `index` (e.g. `logs-kubernetes-default`; needs a
+        /// matching index template). Default none.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub data_stream: Option<String>,
+        /// What an `index` template field renders as when the event has no value for it.
+        /// Default `unknown`.
+        #[serde(default = "default_template_default")]
+        pub template_default: String,
+        /// Index (a strftime pattern on the snapshot's date, UTC, or a data stream name) for
+        /// metric documents, used when this sink is named under `metrics.ship.sinks`. Default
+        /// `metrics-vigil-%Y.%m.%d`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub metrics_index: Option<String>,
+        /// Constant fields added as ECS `labels.*`, e.g. `{cluster: prod}`. Dots in keys become
+        /// `_`, so `app` and `app.kubernetes.io/name` cannot clash in the mapping. Default none.
+        #[serde(default)]
+        pub labels: BTreeMap<String, String>,
+        /// Index for documents Elasticsearch rejects (400-class: mapping errors); they are stored
+        /// there with the error and the original as a string. Default none: rejected documents are
+        /// counted and logged, then dropped.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub dead_letter_index: Option<String>,
+        /// Take a 2xx `_bulk` answer with an empty body as "every document stored". Only for an
+        /// ES-compatible endpoint known to answer so: with it, nothing checks that the lines were
+        /// stored. Default false: an empty (or any non-bulk) 2xx answer is retried with an error.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        pub accept_empty_response: bool,
+        /// `gzip` or `none`. Default gzip: log text shrinks about tenfold, Elasticsearch accepts
+        /// gzipped requests.
+        #[serde(default = "default_compression")]
+        pub compression: Compression,
+        /// Batch limits. Defaults: 5000 events, 5MiB, 1s (Elastic advises a few MB per request).
+        #[serde(default)]
+        pub batch: BatchConfig,
+        /// Concurrent `_bulk` requests. Default 2: hides the latency of one request behind the
+        /// other (tens of thousands of lines/s per node), keeps memory to about two batches plus
+        /// their compressed bodies, and does not fill a small cluster's write queues from every
+        /// node at once.
+        #[serde(default = "default_in_flight")]
+        pub max_in_flight: usize,
+    }
 }
 
 fn default_template_default() -> String {
@@ -120,16 +108,6 @@ const DEFAULT_LIMITS: BatchLimits =
 const HARD_MAX_BYTES: u64 = 90 << 20;
 
 impl ElasticsearchConfig {
-    pub fn http(&self) -> HttpSettings<'_> {
-        HttpSettings {
-            endpoint: &self.endpoint,
-            request_timeout: self.request_timeout,
-            tls: &self.tls,
-            auth: &self.auth,
-            headers: &self.headers,
-        }
-    }
-
     /// The `_bulk` sender of this sink's endpoint, auth, TLS, compression, retries and dead
     /// letters, counting into `metrics`. The metrics shipper sends its documents through the
     /// same kind of sender.

@@ -1,99 +1,88 @@
 //! `LokiConfig`: the keys of a `type: loki` sink, their defaults and their validation.
 
-use crate::config::{HumanDuration, Problems, Secret};
+use crate::config::{Problems, Secret};
 use crate::event::{Source, Stream};
 use crate::process::template::Template;
 use crate::sinks::batch::{BatchConfig, BatchLimits};
-use crate::sinks::http::{self, AuthConfig, Compression, HttpSettings, TlsConfig};
-use crate::sinks::retry::RetryConfig;
+use crate::sinks::http::Compression;
 use reqwest::header::HeaderValue;
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LokiConfig {
-    pub name: String,
-    /// Which lines this sink takes: the selectors of a transform's `when:` (namespace, pod,
-    /// container, labels, stream, level, message). Default: every line.
-    #[serde(default, rename = "match", skip_serializing_if = "Option::is_none")]
-    pub route: Option<crate::process::select::SelectorConfig>,
-    /// Loki's base URL; `/loki/api/v1/push` is appended (a path prefix and query are kept).
-    pub endpoint: String,
-    /// Sent as `X-Scope-OrgID` when not empty (multi-tenant Loki). Default empty. May be a
-    /// template of event fields, e.g. `"{kubernetes.namespace}"`: a tenant per namespace
-    /// (each push then holds one tenant's lines).
-    #[serde(default)]
-    pub tenant_id: Secret,
-    /// What a template field renders as when the event has no value for it. Default `unknown`.
-    #[serde(default = "default_template_default")]
-    pub template_default: String,
-    /// Send the parsed `level` (see `sources.containers.parse`) as the `level` label. Default
-    /// false: a label per level multiplies the streams.
-    #[serde(default)]
-    pub level_label: bool,
-    /// Where the other parsed fields go: `line` (default: the line is sent as the container
-    /// wrote it, fields and all) or `structured_metadata` (the line is the lifted message, and
-    /// the fields, `trace_id` and `span_id` are structured metadata; Loki 3).
-    #[serde(default)]
-    pub parsed_fields: ParsedFields,
-    /// `protobuf` (snappy-compressed, Loki's native format) or `json`. Default protobuf: about
-    /// half the bytes and CPU of JSON.
-    #[serde(default)]
-    pub encoding: LokiEncoding,
-    /// `none` or `gzip`, on top of the encoding. Default none: protobuf is already snappy.
-    #[serde(default = "default_compression")]
-    pub compression: Compression,
-    /// Event fields sent as labels. Default `[namespace, pod, container, node, stream]`: low
-    /// cardinality (bounded by the pods of a node) and what users filter by. Empty values are
-    /// left out.
-    #[serde(default = "default_labels")]
-    pub labels: Vec<LabelField>,
-    /// Pod labels (from the API, `sources.containers.kubernetes.enabled`) sent as Loki labels:
-    /// Loki label name → pod label key, added when the pod has that label. Default
-    /// `{app: app.kubernetes.io/name}`. Keep it to a few low-cardinality keys; send the rest
-    /// as structured metadata (`structured_metadata: [pod_labels]`).
-    #[serde(default = "default_pod_labels")]
-    pub pod_labels: BTreeMap<String, String>,
-    /// Constant labels added to every stream, e.g. `{cluster: prod}`. Default none.
-    #[serde(default)]
-    pub static_labels: BTreeMap<String, String>,
-    /// High-cardinality fields sent as structured metadata (Loki 3, or 2.9 with
-    /// `allow_structured_metadata`), not as labels: `pod_uid`, `container_id`, `file`, and the
-    /// API metadata: `pod_labels` (each as `pod_label_<key>`), `annotations`
-    /// (`pod_annotation_<key>`), `owner` (`owner_kind`, `owner_name`), `image`,
-    /// `namespace_labels` (`namespace_label_<key>`); keys outside `[a-zA-Z0-9_]` become `_`.
-    /// Default none, so older Lokis work.
-    #[serde(default)]
-    pub structured_metadata: Vec<MetadataField>,
-    /// Most distinct label sets this sink sends to at once (idle 1h = gone); past it, new
-    /// streams go to the overflow stream. Default 1000: a full node (110 pods × a few
-    /// containers × 2 streams) fits; remember Loki's tenant-wide `max_global_streams_per_user`.
-    #[serde(default = "default_max_streams")]
-    pub max_streams: usize,
-    /// Batch limits. Defaults: 10000 events, 1MiB (Promtail's size, well under Loki's default
-    /// 6MB ingestion burst: a push larger than the tenant's burst is refused with 429 every
-    /// time), 1s.
-    #[serde(default)]
-    pub batch: BatchConfig,
-    /// Requests in flight, which is also the number of stream shards (each sends one request at
-    /// a time, so a stream stays in order). Default 4.
-    #[serde(default = "default_in_flight")]
-    pub max_in_flight: usize,
-    #[serde(default)]
-    pub retry: RetryConfig,
-    /// Time limit of one request, answer included. Default 30s.
-    #[serde(default = "http::default_request_timeout")]
-    pub request_timeout: HumanDuration,
-    #[serde(default)]
-    pub tls: TlsConfig,
-    #[serde(default)]
-    pub auth: AuthConfig,
-    /// Extra request headers. Values are secrets: never printed. Default none.
-    #[serde(default)]
-    pub headers: BTreeMap<String, Secret>,
+crate::sinks::http::http_sink_config! {
+    #[derive(Debug, Clone, Serialize, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct LokiConfig {
+        pub name: String,
+        /// Which lines this sink takes: the selectors of a transform's `when:` (namespace, pod,
+        /// container, labels, stream, level, message). Default: every line.
+        #[serde(default, rename = "match", skip_serializing_if = "Option::is_none")]
+        pub route: Option<crate::process::select::SelectorConfig>,
+        /// Loki's base URL; `/loki/api/v1/push` is appended (a path prefix and query are kept).
+        pub endpoint: String,
+        /// Sent as `X-Scope-OrgID` when not empty (multi-tenant Loki). Default empty. May be a
+        /// template of event fields, e.g. `"{kubernetes.namespace}"`: a tenant per namespace
+        /// (each push then holds one tenant's lines).
+        #[serde(default)]
+        pub tenant_id: Secret,
+        /// What a template field renders as when the event has no value for it. Default `unknown`.
+        #[serde(default = "default_template_default")]
+        pub template_default: String,
+        /// Send the parsed `level` (see `sources.containers.parse`) as the `level` label. Default
+        /// false: a label per level multiplies the streams.
+        #[serde(default)]
+        pub level_label: bool,
+        /// Where the other parsed fields go: `line` (default: the line is sent as the container
+        /// wrote it, fields and all) or `structured_metadata` (the line is the lifted message, and
+        /// the fields, `trace_id` and `span_id` are structured metadata; Loki 3).
+        #[serde(default)]
+        pub parsed_fields: ParsedFields,
+        /// `protobuf` (snappy-compressed, Loki's native format) or `json`. Default protobuf: about
+        /// half the bytes and CPU of JSON.
+        #[serde(default)]
+        pub encoding: LokiEncoding,
+        /// `none` or `gzip`, on top of the encoding. Default none: protobuf is already snappy.
+        #[serde(default = "default_compression")]
+        pub compression: Compression,
+        /// Event fields sent as labels. Default `[namespace, pod, container, node, stream]`: low
+        /// cardinality (bounded by the pods of a node) and what users filter by. Empty values are
+        /// left out.
+        #[serde(default = "default_labels")]
+        pub labels: Vec<LabelField>,
+        /// Pod labels (from the API, `sources.containers.kubernetes.enabled`) sent as Loki labels:
+        /// Loki label name → pod label key, added when the pod has that label. Default
+        /// `{app: app.kubernetes.io/name}`. Keep it to a few low-cardinality keys; send the rest
+        /// as structured metadata (`structured_metadata: [pod_labels]`).
+        #[serde(default = "default_pod_labels")]
+        pub pod_labels: BTreeMap<String, String>,
+        /// Constant labels added to every stream, e.g. `{cluster: prod}`. Default none.
+        #[serde(default)]
+        pub static_labels: BTreeMap<String, String>,
+        /// High-cardinality fields sent as structured metadata (Loki 3, or 2.9 with
+        /// `allow_structured_metadata`), not as labels: `pod_uid`, `container_id`, `file`, and the
+        /// API metadata: `pod_labels` (each as `pod_label_<key>`), `annotations`
+        /// (`pod_annotation_<key>`), `owner` (`owner_kind`, `owner_name`), `image`,
+        /// `namespace_labels` (`namespace_label_<key>`); keys outside `[a-zA-Z0-9_]` become `_`.
+        /// Default none, so older Lokis work.
+        #[serde(default)]
+        pub structured_metadata: Vec<MetadataField>,
+        /// Most distinct label sets this sink sends to at once (idle 1h = gone); past it, new
+        /// streams go to the overflow stream. Default 1000: a full node (110 pods × a few
+        /// containers × 2 streams) fits; remember Loki's tenant-wide `max_global_streams_per_user`.
+        #[serde(default = "default_max_streams")]
+        pub max_streams: usize,
+        /// Batch limits. Defaults: 10000 events, 1MiB (Promtail's size, well under Loki's default
+        /// 6MB ingestion burst: a push larger than the tenant's burst is refused with 429 every
+        /// time), 1s.
+        #[serde(default)]
+        pub batch: BatchConfig,
+        /// Requests in flight, which is also the number of stream shards (each sends one request at
+        /// a time, so a stream stays in order). Default 4.
+        #[serde(default = "default_in_flight")]
+        pub max_in_flight: usize,
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -237,16 +226,6 @@ pub(super) const HARD_MAX_BYTES: u64 = 64 << 20;
 pub(super) const MAX_ERROR_BODY: usize = 64 << 10;
 
 impl LokiConfig {
-    pub fn http(&self) -> HttpSettings<'_> {
-        HttpSettings {
-            endpoint: &self.endpoint,
-            request_timeout: self.request_timeout,
-            tls: &self.tls,
-            auth: &self.auth,
-            headers: &self.headers,
-        }
-    }
-
     pub fn validate(&self, path: &str, p: &mut Problems) {
         self.http().validate(path, p);
         if self.tenant_id.expose().contains('|') {

@@ -26,70 +26,57 @@ pub mod metrics;
 pub mod proto;
 
 use super::batch::BatchConfig;
-use super::http::{self, AuthConfig, Compression, HttpSettings, TlsConfig};
-use super::retry::RetryConfig;
-use crate::config::{HumanDuration, Problems, Secret};
+use super::http::Compression;
+use crate::config::Problems;
 use proto::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-/// A `type: otlp` entry of `sinks:`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct OtlpConfig {
-    pub name: String,
-    /// Which lines this sink takes: the selectors of a transform's `when:` (namespace, pod,
-    /// container, labels, stream, level, message). Default: every line.
-    #[serde(default, rename = "match", skip_serializing_if = "Option::is_none")]
-    pub route: Option<crate::process::select::SelectorConfig>,
-    /// Base URL; `/v1/logs` and `/v1/metrics` are appended, a path prefix and query are kept:
-    /// `http://otel-collector:4318`, Loki 3's `http://loki:3100/otlp`, VictoriaLogs'
-    /// `http://victorialogs:9428/insert/opentelemetry`.
-    pub endpoint: String,
-    /// `http/protobuf`, the only one supported: OTLP/HTTP with binary protobuf bodies, which
-    /// every OTLP receiver accepts (`grpc` is refused with a clear error).
-    #[serde(default)]
-    pub protocol: OtlpProtocol,
-    /// `gzip` or `none`. Default gzip: log text shrinks about tenfold, and every OTLP receiver
-    /// must accept gzip.
-    #[serde(default = "default_compression")]
-    pub compression: Compression,
-    /// Extra resource attributes on every resource (logs and metrics), e.g.
-    /// `{k8s.cluster.name: prod}`. Keys vigil sets itself cannot be given. Default none.
-    #[serde(default)]
-    pub resource_attributes: BTreeMap<String, String>,
-    /// Whether this sink carries container logs. Set false for a metrics-only backend (Mimir,
-    /// Prometheus, VictoriaMetrics), which must then be named under `metrics.ship.sinks`.
-    /// Default true.
-    #[serde(default = "default_true")]
-    pub logs: bool,
-    /// Give stderr lines severity WARN (`severity_number` 13); stdout lines stay UNSPECIFIED.
-    /// Default false: many programs log everything, errors or not, to one stream, so the stream
-    /// says little about severity, and UNSPECIFIED is honest.
-    #[serde(default)]
-    pub severity_from_stream: bool,
-    /// Batch limits. Defaults: 10000 events, 1MiB (under Loki's default 6MB ingestion burst and
-    /// every receiver's request limit), 1s.
-    #[serde(default)]
-    pub batch: BatchConfig,
-    /// Requests in flight, which is also the number of lanes: a container's records always go
-    /// through the same lane, one request at a time, so they arrive in read order. Default 4.
-    #[serde(default = "default_in_flight")]
-    pub max_in_flight: usize,
-    #[serde(default)]
-    pub retry: RetryConfig,
-    /// Time limit of one request, answer included. Default 30s.
-    #[serde(default = "http::default_request_timeout")]
-    pub request_timeout: HumanDuration,
-    #[serde(default)]
-    pub tls: TlsConfig,
-    /// `{username, password}`, `{bearer_token}` or `{bearer_token_file}`. Default none.
-    #[serde(default)]
-    pub auth: AuthConfig,
-    /// Extra request headers (e.g. `X-Scope-OrgID` for a multi-tenant Loki or Mimir). Values are
-    /// secrets: never printed. Default none.
-    #[serde(default)]
-    pub headers: BTreeMap<String, Secret>,
+crate::sinks::http::http_sink_config! {
+    /// A `type: otlp` entry of `sinks:`.
+    #[derive(Debug, Clone, Serialize, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct OtlpConfig {
+        pub name: String,
+        /// Which lines this sink takes: the selectors of a transform's `when:` (namespace, pod,
+        /// container, labels, stream, level, message). Default: every line.
+        #[serde(default, rename = "match", skip_serializing_if = "Option::is_none")]
+        pub route: Option<crate::process::select::SelectorConfig>,
+        /// Base URL; `/v1/logs` and `/v1/metrics` are appended, a path prefix and query are kept:
+        /// `http://otel-collector:4318`, Loki 3's `http://loki:3100/otlp`, VictoriaLogs'
+        /// `http://victorialogs:9428/insert/opentelemetry`.
+        pub endpoint: String,
+        /// `http/protobuf`, the only one supported: OTLP/HTTP with binary protobuf bodies, which
+        /// every OTLP receiver accepts (`grpc` is refused with a clear error).
+        #[serde(default)]
+        pub protocol: OtlpProtocol,
+        /// `gzip` or `none`. Default gzip: log text shrinks about tenfold, and every OTLP receiver
+        /// must accept gzip.
+        #[serde(default = "default_compression")]
+        pub compression: Compression,
+        /// Extra resource attributes on every resource (logs and metrics), e.g.
+        /// `{k8s.cluster.name: prod}`. Keys vigil sets itself cannot be given. Default none.
+        #[serde(default)]
+        pub resource_attributes: BTreeMap<String, String>,
+        /// Whether this sink carries container logs. Set false for a metrics-only backend (Mimir,
+        /// Prometheus, VictoriaMetrics), which must then be named under `metrics.ship.sinks`.
+        /// Default true.
+        #[serde(default = "default_true")]
+        pub logs: bool,
+        /// Give stderr lines severity WARN (`severity_number` 13); stdout lines stay UNSPECIFIED.
+        /// Default false: many programs log everything, errors or not, to one stream, so the stream
+        /// says little about severity, and UNSPECIFIED is honest.
+        #[serde(default)]
+        pub severity_from_stream: bool,
+        /// Batch limits. Defaults: 10000 events, 1MiB (under Loki's default 6MB ingestion burst and
+        /// every receiver's request limit), 1s.
+        #[serde(default)]
+        pub batch: BatchConfig,
+        /// Requests in flight, which is also the number of lanes: a container's records always go
+        /// through the same lane, one request at a time, so they arrive in read order. Default 4.
+        #[serde(default = "default_in_flight")]
+        pub max_in_flight: usize,
+    }
 }
 
 /// `protocol:` of an OTLP sink.
@@ -137,16 +124,6 @@ const HARD_MAX_BYTES: u64 = 64 << 20;
 const MAX_ANSWER_BODY: usize = 64 << 10;
 
 impl OtlpConfig {
-    pub fn http(&self) -> HttpSettings<'_> {
-        HttpSettings {
-            endpoint: &self.endpoint,
-            request_timeout: self.request_timeout,
-            tls: &self.tls,
-            auth: &self.auth,
-            headers: &self.headers,
-        }
-    }
-
     pub fn validate(&self, path: &str, p: &mut Problems) {
         self.http().validate(path, p);
         match self.protocol {
