@@ -73,10 +73,6 @@ pub fn tool(name: &str, args: &[&str], cwd: &Path) -> Output {
     })
 }
 
-pub fn have(name: &str) -> bool {
-    Command::new(name).arg("--help").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok()
-}
-
 pub fn text(o: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
 }
@@ -201,11 +197,6 @@ pub fn kustomize(dir: &Path) -> Result<Vec<Value>, String> {
         }
     };
     Ok(yaml_docs(&text, &format!("{} {}", k.describe(), dir.display())))
-}
-
-/// (kind, namespace, name): what kustomize calls a resource id.
-pub fn id(o: &Value) -> (String, String, String) {
-    (str_at(o, &["kind"]), str_at(o, &["metadata", "namespace"]), str_at(o, &["metadata", "name"]))
 }
 
 /// The string at a path of map keys, or "".
@@ -352,12 +343,6 @@ pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String, S
         .map(|(_, v)| v.trim().to_owned())
         .unwrap_or_default();
     Ok((status, ctype, body.to_owned()))
-}
-
-/// Sorted, for order-independent comparison of rendered object lists.
-pub fn sorted(mut objs: Vec<Value>) -> Vec<Value> {
-    objs.sort_by_key(id);
-    objs
 }
 
 /// A map of the object's labels.
