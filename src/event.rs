@@ -204,13 +204,7 @@ fn rfc3339_nanos_bytes(ns: i64, b: &mut [u8; 30]) -> usize {
     let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
     let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
     let year = (yoe + era * 400 + if month <= 2 { 1 } else { 0 }).clamp(0, 9999) as u32;
-    let put = |b: &mut [u8; 30], at: usize, v: u32, width: usize| {
-        let mut v = v;
-        for i in (0..width).rev() {
-            b[at + i] = b'0' + (v % 10) as u8;
-            v /= 10;
-        }
-    };
+    let put = put_digits;
     put(b, 0, year, 4);
     b[4] = b'-';
     put(b, 5, month, 2);
@@ -226,6 +220,15 @@ fn rfc3339_nanos_bytes(ns: i64, b: &mut [u8; 30]) -> usize {
     put(b, 20, nanos, 9);
     b[29] = b'Z';
     30
+}
+
+/// Writes `v` as `width` decimal digits (zero-padded) at `b[at..]`.
+#[inline]
+fn put_digits(b: &mut [u8; 30], at: usize, mut v: u32, width: usize) {
+    for i in (0..width).rev() {
+        b[at + i] = b'0' + (v % 10) as u8;
+        v /= 10;
+    }
 }
 
 /// Whether any of the 8 bytes in `w` needs escaping in JSON (`< 0x20`, `"` or `\\`). SWAR:
@@ -354,11 +357,16 @@ fn write_source_json(source: &Source, out: &mut Vec<u8>) {
 
 /// Writes events exactly as `Event::write_json`, encoding the per-file part once per run of
 /// events that share one `Arc<Source>` (a batch's events of one file do) and copying it after
-/// that: escaping six strings per line was a fifth of the file sink's encoding.
+/// that: escaping six strings per line was a fifth of the file sink's encoding. Likewise the
+/// timestamp's date and time of day are formatted once per second and only the nanoseconds per
+/// event (the calendar arithmetic was 5% of vigil's CPU to the file sink).
 #[derive(Default)]
 pub struct JsonEncoder {
     source: Option<Arc<Source>>,
     encoded: Vec<u8>,
+    /// The second (Unix seconds) whose `YYYY-MM-DDTHH:MM:SS.` is in `second_text`.
+    second: Option<i64>,
+    second_text: [u8; 20],
 }
 
 impl JsonEncoder {
@@ -368,7 +376,18 @@ impl JsonEncoder {
             write_source_json(&e.source, &mut self.encoded);
             self.source = Some(e.source.clone());
         }
-        e.write_json_head(out);
+        let secs = e.timestamp.div_euclid(1_000_000_000);
+        let mut ts = [0u8; 30];
+        if self.second == Some(secs) {
+            ts[..20].copy_from_slice(&self.second_text);
+            put_digits(&mut ts, 20, e.timestamp.rem_euclid(1_000_000_000) as u32, 9);
+            ts[29] = b'Z';
+        } else {
+            rfc3339_nanos_bytes(e.timestamp, &mut ts);
+            self.second = Some(secs);
+            self.second_text.copy_from_slice(&ts[..20]);
+        }
+        e.write_json_head(&ts, out);
         out.extend_from_slice(&self.encoded);
         e.write_json_end(out);
     }
@@ -388,18 +407,18 @@ impl Event {
     /// trace_id?, span_id? and fields? (an object; present only when known). `JsonEncoder`
     /// writes the same bytes faster for runs of events of one file.
     pub fn write_json(&self, out: &mut Vec<u8>) {
-        self.write_json_head(out);
+        let mut ts = [0u8; 30];
+        rfc3339_nanos_bytes(self.timestamp, &mut ts);
+        self.write_json_head(&ts, out);
         write_source_json(&self.source, out);
         self.write_json_end(out);
     }
 
-    /// `{"timestamp":…,"stream":…,"message":…`
-    fn write_json_head(&self, out: &mut Vec<u8>) {
-        let mut ts = [0u8; 30];
-        let n = rfc3339_nanos_bytes(self.timestamp, &mut ts);
+    /// `{"timestamp":…,"stream":…,"message":…`, `ts`: the formatted timestamp.
+    fn write_json_head(&self, ts: &[u8; 30], out: &mut Vec<u8>) {
         out.reserve(self.message.len() + 224 + self.source.file.len());
         out.extend_from_slice(b"{\"timestamp\":\"");
-        out.extend_from_slice(&ts[..n]);
+        out.extend_from_slice(ts);
         out.extend_from_slice(match self.stream {
             Stream::Stdout => b"\",\"stream\":\"stdout\",\"message\":",
             Stream::Stderr => b"\",\"stream\":\"stderr\",\"message\":",
@@ -588,6 +607,7 @@ mod tests {
             id in proptest::option::of("[0-9a-f]{0,64}"),
             restart in proptest::option::of(proptest::prelude::any::<u32>()),
             ts in 0i64..i64::MAX,
+            nanos2 in 0i64..1_000_000_000,
             malformed: bool,
             truncated: bool,
             stderr: bool,
@@ -638,8 +658,13 @@ mod tests {
                 source: Arc::new(Source { file: "/o".into(), node: "o".into(), kubernetes: K8sMeta::default() }),
                 ..ev.clone()
             };
+            // And with its per-second timestamp cache: another time in the same second, the
+            // next second, and back.
+            let second = ev.timestamp.div_euclid(1_000_000_000) * 1_000_000_000;
+            let same_second = Event { timestamp: second + nanos2, ..ev.clone() };
+            let next_second = Event { timestamp: second.saturating_add(1_000_000_000 + nanos2), ..other.clone() };
             let (mut enc, mut cached, mut plain) = (JsonEncoder::default(), Vec::new(), Vec::new());
-            for e in [&ev, &ev, &other, &ev] {
+            for e in [&ev, &ev, &same_second, &other, &next_second, &ev, &same_second] {
                 enc.write(e, &mut cached);
                 e.write_json(&mut plain);
             }
