@@ -246,6 +246,36 @@ fn word_needs_escape(w: u64) -> bool {
     (control | quote | backslash) != 0
 }
 
+/// Whether any of the 16 bytes needs escaping in JSON: SSE2 (part of every x86_64 CPU) compares
+/// all 16 at once; elsewhere two SWAR words. perf (CRI → file sink): the 8-byte SWAR scan alone
+/// was 8% of vigil's CPU.
+#[inline]
+fn block16_needs_escape(b: &[u8; 16]) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{
+            __m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_max_epu8, _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8,
+        };
+        // SAFETY: SSE2 is in the x86_64 baseline; the unaligned load reads exactly the 16 bytes
+        // of `b`.
+        unsafe {
+            let v = _mm_loadu_si128(b.as_ptr().cast::<__m128i>());
+            let quote = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'"' as i8));
+            let backslash = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'\\' as i8));
+            // Unsigned v <= 0x1f exactly when max(v, 0x1f) == 0x1f.
+            let low = _mm_set1_epi8(0x1f);
+            let control = _mm_cmpeq_epi8(_mm_max_epu8(v, low), low);
+            _mm_movemask_epi8(_mm_or_si128(_mm_or_si128(quote, backslash), control)) != 0
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let (a, c) = b.split_at(8);
+        word_needs_escape(u64::from_le_bytes(a.try_into().expect("8 bytes")))
+            || word_needs_escape(u64::from_le_bytes(c.try_into().expect("8 bytes")))
+    }
+}
+
 /// Appends `s` as a JSON string, escaped exactly as serde_json does (`"`, `\\`, control
 /// characters; `\\u00xx` in lower-case hex for those without a short form).
 fn write_json_str(out: &mut Vec<u8>, s: &str) {
@@ -276,6 +306,14 @@ fn write_json_str(out: &mut Vec<u8>, s: &str) {
         }
         *start = j + 1;
     };
+    while i + 16 <= bytes.len() {
+        if block16_needs_escape(bytes[i..i + 16].try_into().expect("16 bytes")) {
+            for j in i..i + 16 {
+                escape_byte(out, j, &mut start);
+            }
+        }
+        i += 16;
+    }
     while i + 8 <= bytes.len() {
         let w = u64::from_le_bytes(bytes[i..i + 8].try_into().expect("8 bytes"));
         if word_needs_escape(w) {
@@ -595,6 +633,23 @@ mod tests {
         assert_eq!(v["file"], "/var/log/pods/ns_p_uid/c/0.log");
         assert!(v.get("malformed").is_none());
         assert!(out.ends_with(b"}\n"));
+    }
+
+    /// The 16-byte block scan finds a character to escape at every position of a block, in
+    /// the 8-byte and byte tails after it, and ignores bytes ≥ 0x80 (UTF-8) and DEL.
+    #[test]
+    fn escapes_at_every_position_match_serde() {
+        for len in [15, 16, 17, 24, 31, 32, 40] {
+            for at in 0..len {
+                for c in ['"', '\\', '\u{0}', '\n', '\u{1f}', '\u{7f}', 'é', ' '] {
+                    let mut m: String = "a".repeat(len);
+                    m.replace_range(at..at + 1, &c.to_string());
+                    let mut out = Vec::new();
+                    write_json_str(&mut out, &m);
+                    assert_eq!(out, serde_json::to_vec(&m).unwrap(), "{m:?}");
+                }
+            }
+        }
     }
 
     proptest::proptest! {
