@@ -45,8 +45,10 @@ pub struct FileConfig {
     pub max_files: u32,
     /// When written lines are made durable before they are acknowledged. `always` (default):
     /// `fdatasync` after every write (at most 1 MiB of lines), so an acknowledged line survives
-    /// a crash of the node. `never`: acknowledged once in the page cache; a node crash (not a
-    /// vigil crash) can lose the last lines written, since their offsets may be checkpointed.
+    /// a crash of the node; the synced pages older than the last 8 MiB are then dropped from
+    /// the page cache (`DROP_BEHIND_KEEP`). `never`: acknowledged once in the page cache; a
+    /// node crash (not a vigil crash) can lose the last lines written, since their offsets may
+    /// be checkpointed.
     #[serde(default, skip_serializing_if = "FileSync::is_default")]
     pub sync: FileSync,
 }
@@ -87,6 +89,15 @@ impl FileConfig {
 /// Most bytes encoded before a write (several chunks are coalesced up to this).
 const WRITE_BUF: usize = 1 << 20;
 
+/// With `sync: always`, the output's last bytes kept in the page cache; older (synced, so
+/// clean) pages are dropped after each sync. Measured (perf, CRI → file): copying into fresh
+/// page-cache pages was 45% of vigil's CPU; pages dropped behind are freed and handed out
+/// again, hot, for the next writes (a 1 MiB write + fdatasync loop: 1.1 s → 0.25 s of system
+/// time per 768 MiB here), and the node's page cache (charged to vigil's memory cgroup) is not
+/// filled with a log nobody reads back. A reader tailing the output within the window still
+/// reads from memory.
+const DROP_BEHIND_KEEP: u64 = 8 << 20;
+
 pub struct FileSink {
     path: PathBuf,
     max_bytes: u64,
@@ -126,6 +137,8 @@ struct Output {
     max_bytes: u64,
     max_files: u32,
     sync: FileSync,
+    /// Offset below which the current file's pages were dropped from the page cache.
+    dropped: u64,
 }
 
 impl Output {
@@ -136,6 +149,7 @@ impl Output {
             }
             let f = OpenOptions::new().create(true).read(true).append(true).open(&self.path)?;
             self.size = drop_torn_tail(&f)?;
+            self.dropped = 0;
             self.file = Some(f);
         }
         Ok(self.file.as_mut().expect("just opened"))
@@ -153,7 +167,31 @@ impl Output {
             f.sync_data()?;
         }
         self.size += buf.len() as u64;
+        if sync == FileSync::Always {
+            self.drop_behind();
+        }
         Ok(())
+    }
+
+    /// Advises the kernel to drop the synced pages before the last `DROP_BEHIND_KEEP` bytes
+    /// (whole 1 MiB steps). Advice only: a failure changes nothing written, so it is ignored.
+    fn drop_behind(&mut self) {
+        use std::os::fd::AsRawFd;
+        let end = self.size.saturating_sub(DROP_BEHIND_KEEP) & !((1 << 20) - 1);
+        let Some(f) = &self.file else { return };
+        if end <= self.dropped {
+            return;
+        }
+        // SAFETY: plain syscall on a descriptor this struct owns; no memory is passed.
+        unsafe {
+            libc::posix_fadvise(
+                f.as_raw_fd(),
+                self.dropped as libc::off_t,
+                (end - self.dropped) as libc::off_t,
+                libc::POSIX_FADV_DONTNEED,
+            );
+        }
+        self.dropped = end;
     }
 
     fn rotate(&mut self) -> std::io::Result<()> {
@@ -217,6 +255,7 @@ impl Sink for FileSink {
                 max_bytes: self.max_bytes,
                 max_files: self.max_files,
                 sync: self.sync,
+                dropped: 0,
             };
             // One dedicated writer thread (not the blocking pool): its buffers stay in one
             // allocator arena, and the hand-off queue of one coalesced batch bounds memory.
@@ -323,8 +362,15 @@ mod tests {
     fn rotates_by_size_and_keeps_max_files() {
         let d = tempfile::tempdir().unwrap();
         let path = d.path().join("out/events.ndjson");
-        let mut o =
-            Output { path: path.clone(), file: None, size: 0, max_bytes: 10, max_files: 2, sync: FileSync::Always };
+        let mut o = Output {
+            path: path.clone(),
+            file: None,
+            size: 0,
+            max_bytes: 10,
+            max_files: 2,
+            sync: FileSync::Always,
+            dropped: 0,
+        };
         for i in 0..5 {
             o.write(format!("line{i}-----\n").as_bytes()).unwrap();
         }
@@ -340,8 +386,15 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let path = d.path().join("e.ndjson");
         std::fs::write(&path, "{\"a\":1}\n{\"b\":").unwrap();
-        let mut o =
-            Output { path: path.clone(), file: None, size: 0, max_bytes: 0, max_files: 0, sync: FileSync::Always };
+        let mut o = Output {
+            path: path.clone(),
+            file: None,
+            size: 0,
+            max_bytes: 0,
+            max_files: 0,
+            sync: FileSync::Always,
+            dropped: 0,
+        };
         o.write(b"{\"c\":3}\n").unwrap();
         assert_eq!(std::fs::read_to_string(path).unwrap(), "{\"a\":1}\n{\"c\":3}\n");
     }
@@ -436,11 +489,47 @@ mod tests {
         assert!(serde_yaml_ng::from_str::<FileConfig>("{name: f, path: /x, sync: sometimes}").is_err());
         let d = tempfile::tempdir().unwrap();
         let path = d.path().join("e.ndjson");
-        let mut o =
-            Output { path: path.clone(), file: None, size: 0, max_bytes: 0, max_files: 0, sync: FileSync::Never };
+        let mut o = Output {
+            path: path.clone(),
+            file: None,
+            size: 0,
+            max_bytes: 0,
+            max_files: 0,
+            sync: FileSync::Never,
+            dropped: 0,
+        };
         o.write(b"a\n").unwrap();
         o.write(b"b\n").unwrap();
         assert_eq!(std::fs::read_to_string(path).unwrap(), "a\nb\n");
+    }
+
+    /// Dropping synced pages behind the writer never touches what is written, follows the
+    /// current file across a rotation, and stays a window behind the end.
+    #[test]
+    fn drop_behind_keeps_every_line_and_restarts_after_rotation() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("e.ndjson");
+        let mut o = Output {
+            path: path.clone(),
+            file: None,
+            size: 0,
+            max_bytes: 12 << 20,
+            max_files: 1,
+            sync: FileSync::Always,
+            dropped: 0,
+        };
+        let line = |i: usize| format!("{i:0>1023}\n").into_bytes();
+        // 64 KiB writes (one sync each) of 1 KiB lines.
+        for w in 0..12 * 16 {
+            o.write(&(w * 64..(w + 1) * 64).flat_map(line).collect::<Vec<u8>>()).unwrap();
+        }
+        assert_eq!(o.dropped, 4 << 20, "8 MiB kept behind the end, in whole MiB");
+        o.write(&line(12 * 1024)).unwrap();
+        assert_eq!(o.dropped, 0, "a rotated-in file starts from its beginning");
+        let rotated = std::fs::read(d.path().join("e.ndjson.1")).unwrap();
+        let want: Vec<u8> = (0..12 * 1024).flat_map(line).collect();
+        assert!(rotated == want, "every line of the rotated file intact");
+        assert_eq!(std::fs::read(&path).unwrap(), line(12 * 1024));
     }
 
     #[test]
@@ -448,8 +537,15 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let path = d.path().join("e.ndjson");
         std::fs::write(&path, "old\n").unwrap();
-        let mut o =
-            Output { path: path.clone(), file: None, size: 0, max_bytes: 0, max_files: 0, sync: FileSync::Always };
+        let mut o = Output {
+            path: path.clone(),
+            file: None,
+            size: 0,
+            max_bytes: 0,
+            max_files: 0,
+            sync: FileSync::Always,
+            dropped: 0,
+        };
         o.write(b"new\n").unwrap();
         assert_eq!(std::fs::read_to_string(path).unwrap(), "old\nnew\n");
     }

@@ -23,8 +23,9 @@
 //! Usage: `cargo build --release --bin vigil --bin vigil-bench && target/release/vigil-bench
 //! [--mb 256] [--files 10] [--repeat 3] [--dir /tmp] [--format cri|docker] [--only
 //! throughput,latency,fairness,idle] [--latency-secs 10] [--fairness-secs 30]
-//! [--compare fluent-bit=PATH]... [--quick] [--check FILE] [--write-baseline FILE]
-//! [--tolerance 0.3] [--parse-only]` (expects the `vigil` binary next to itself).
+//! [--sinks file,file-never,loki,elasticsearch,otlp] [--compare fluent-bit=PATH]... [--quick]
+//! [--check FILE] [--write-baseline FILE] [--tolerance 0.3] [--parse-only]` (expects the
+//! `vigil` binary next to itself).
 
 mod check;
 mod compare;
@@ -126,8 +127,12 @@ fn main() {
             "{:<7} {:<30} {:>8} {:>9} {:>7} {:>8} {:>8} {:>9} {:>11}",
             "format", "reader → sink", "MB/s", "CPU-s/GB", "spread", "RSS MB", "vs cat", "over file", "rcv CPU-s/GB"
         );
-        let sinks: Vec<&str> =
-            if quick { vec!["file"] } else { vec!["file", "file-never", "loki", "elasticsearch", "otlp"] };
+        let sinks_arg = a.value("--sinks");
+        let sinks: Vec<&str> = match &sinks_arg {
+            Some(list) => list.split(',').collect(),
+            None if quick => vec!["file"],
+            None => vec!["file", "file-never", "loki", "elasticsearch", "otlp"],
+        };
         for &fmt in &formats {
             let (root, paths, lines, bytes) = scenarios::dataset(&work, fmt, files, mb);
             let gb = bytes as f64 / 1e9;
