@@ -43,9 +43,19 @@ impl Tailer {
     /// separate step: a listed file may be rotated before it is opened (see `open`).
     pub(super) fn apply_walk(&mut self, found: &[Found], now: Instant) {
         {
+            // Only a flag that flips counts as a change: an idle walk of 10,000 files must not
+            // make the checkpoint writer rebuild and compare every entry.
             let ids: HashSet<FileId> = found.iter().map(|f| f.id).collect();
-            for t in self.shared.registry().values_mut().filter(|t| t.closed.is_some()) {
-                t.visible = ids.contains(&t.id);
+            let mut reg = self.shared.registry.lock().expect("tail registry lock poisoned");
+            let mut flipped = false;
+            for t in reg.values_mut().filter(|t| t.closed.is_some()) {
+                let visible = ids.contains(&t.id);
+                flipped |= t.visible != visible;
+                t.visible = visible;
+            }
+            drop(reg);
+            if flipped {
+                self.shared.note_change();
             }
         }
         // The open files by identity and by path, kept current as files are opened below:
