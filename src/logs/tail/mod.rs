@@ -183,6 +183,10 @@ pub struct Tailer {
     /// Generations for new file content (new files, reused inodes, refilled truncated files).
     generations: Generations,
     first_scan: bool,
+    /// inotify watches are added after the first round shipped (`start_watching`): at 10,000
+    /// pods adding 20,000 watches, and handling the IN_OPEN events of the first walk's opens,
+    /// delayed the first line shipped after a restart.
+    watch_deferred: bool,
     buf: Vec<u8>,
     out: Out,
     tx: mpsc::Sender<SourceBatch>,
@@ -239,6 +243,7 @@ impl Tailer {
                 m
             }),
             first_scan: true,
+            watch_deferred: true,
             buf: vec![0; READ_BUF],
             out,
             tx,

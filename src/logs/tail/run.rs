@@ -81,6 +81,10 @@ impl Tailer {
                 self.out.seal();
             }
             let Some(backlog) = self.push() else { break };
+            if self.watch_deferred {
+                self.start_watching();
+                continue;
+            }
             if backlog {
                 if !self.wait_for_room() {
                     break;
