@@ -76,19 +76,25 @@ kill -TERM "$pid"; wait "$pid" || true; pid=
 last=$(ls -d "$work"/node/pods/*/c | tail -1)/0.log
 echo "2026-11-30T03:00:01.000000000Z stdout F after restart" >> "$last"
 t0=$(now)
-"$VIGIL" run --config "$work/vigil.yaml" >/dev/null 2>>"$work/vigil.err" & pid=$!
+perfpid=
 if [ -n "${PROFILE_SECS:-}" ]; then
-  perf record -q -g -o "$work/perf-start.data" -p "$pid" -- sleep "$PROFILE_SECS" 2>/dev/null &
+  # Started under perf: `perf record -p` after the start would miss the threads spawned later
+  # (the tailer among them).
+  perf record -q -g -o "$work/perf-start.data" -- "$VIGIL" run --config "$work/vigil.yaml" >/dev/null 2>>"$work/vigil.err" & perfpid=$!
+  until pid=$(pgrep -P "$perfpid"); do sleep 0.01; done
+else
+  "$VIGIL" run --config "$work/vigil.yaml" >/dev/null 2>>"$work/vigil.err" & pid=$!
 fi
 wait_lines "$((N + 1))"
 warm=$(echo "$(now) - $t0" | bc)
-if [ -n "${PROFILE_SECS:-}" ]; then
-  wait %?perf 2>/dev/null || sleep "$PROFILE_SECS"
-  echo "--- start-up profile (first $PROFILE_SECS s after the restart)"
+hwm2=$(awk '/VmHWM/ {printf "%.1f", $2 / 1024}' "/proc/$pid/status")
+kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
+if [ -n "$perfpid" ]; then
+  wait "$perfpid" || true
+  echo "--- start-up profile (from the restart to the stop after the first new line)"
   perf report -q -i "$work/perf-start.data" --no-children --sort dso,sym --stdio -g none 2>/dev/null | grep '%' | head -25 || true
 fi
-hwm2=$(awk '/VmHWM/ {printf "%.1f", $2 / 1024}' "/proc/$pid/status")
-kill -TERM "$pid"; wait "$pid" || true; pid=
+pid=
 [ "$(lines)" -eq "$((N + 1))" ] || echo "warning: $(lines) lines shipped, want $((N + 1)) (duplicates after restart?)" >&2
 
 printf "files=%d idle_cpu=%s%%_of_a_core (over %ss) peak_rss=%sMB cold_start_all_lines=%.2fs restart_with_checkpoint_first_line=%.2fs (rss %sMB)\n" \

@@ -14,7 +14,6 @@
 
 use super::identity::{FileId, Fingerprint};
 use serde::{Deserialize, Serialize};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 pub const FILE_NAME: &str = "checkpoints.json";
@@ -31,7 +30,7 @@ pub enum Error {
 }
 
 /// One file's entry.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Entry {
     /// The path the file was discovered under (its rotated names share this prefix).
     pub path: String,
@@ -70,6 +69,13 @@ impl Entry {
 struct Document {
     version: u32,
     files: Vec<Entry>,
+}
+
+/// `Document` as written: borrows the entries (no copy of 10,000 of them to write one file).
+#[derive(Serialize)]
+struct DocumentRef<'a> {
+    version: u32,
+    files: &'a [Entry],
 }
 
 mod hex_u64 {
@@ -137,14 +143,17 @@ impl Checkpoints {
     }
 
     /// Replaces the checkpoint atomically: temp file, fsync, rename, fsync of the directory.
-    pub fn store(&self, files: Vec<Entry>) -> Result<(), Error> {
+    /// Serialized straight into the file (through a small buffer): no document-sized copy.
+    pub fn store(&self, files: &[Entry]) -> Result<(), Error> {
         let path = self.path();
         let tmp = self.dir.join(format!("{FILE_NAME}.tmp"));
         let werr = |error| Error::Write { path: path.display().to_string(), error };
-        let doc = Document { version: VERSION, files };
-        let bytes = serde_json::to_vec(&doc).expect("checkpoint document serializes");
-        let mut f = std::fs::File::create(&tmp).map_err(werr)?;
-        f.write_all(&bytes).and_then(|_| f.sync_all()).map_err(werr)?;
+        let doc = DocumentRef { version: VERSION, files };
+        let f = std::fs::File::create(&tmp).map_err(werr)?;
+        let mut w = std::io::BufWriter::with_capacity(64 * 1024, f);
+        serde_json::to_writer(&mut w, &doc).map_err(std::io::Error::from).map_err(werr)?;
+        let f = w.into_inner().map_err(|e| werr(e.into_error()))?;
+        f.sync_all().map_err(werr)?;
         drop(f);
         std::fs::rename(&tmp, &path).map_err(werr)?;
         std::fs::File::open(&self.dir).and_then(|d| d.sync_all()).map_err(werr)?;
@@ -175,8 +184,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cp = Checkpoints::open(&dir.path().join("sub")).unwrap();
         assert!(cp.load().unwrap().is_empty());
-        cp.store(vec![entry(10)]).unwrap();
-        cp.store(vec![entry(20)]).unwrap();
+        cp.store(&[entry(10)]).unwrap();
+        cp.store(&[entry(20)]).unwrap();
         assert_eq!(cp.load().unwrap(), vec![entry(20)]);
         assert!(!dir.path().join("sub").join("checkpoints.json.tmp").exists());
     }
@@ -208,7 +217,7 @@ mod tests {
             .collect();
         assert_eq!(aside.len(), 1);
         // And a new checkpoint can be written after it.
-        cp.store(vec![entry(1)]).unwrap();
+        cp.store(&[entry(1)]).unwrap();
         assert_eq!(cp.load().unwrap(), vec![entry(1)]);
     }
 }

@@ -30,7 +30,7 @@ impl Tailer {
         let interval =
             if self.watcher.failed { self.s.rescan_interval.min(FALLBACK_RESCAN) } else { self.s.rescan_interval };
         self.next_rescan = now + interval;
-        if !self.watcher.failed && !self.watcher.watch(&self.globs.roots()) {
+        if !self.watcher.failed && !self.watch_deferred && !self.watcher.watch(&self.globs.roots()) {
             self.shared.metrics.inotify_fallback.set(1);
         }
         let found = self.globs.walk();
@@ -39,13 +39,40 @@ impl Tailer {
         self.resolve_multiline();
     }
 
+    /// Adds the inotify watches, once the first round has shipped what the start found. What
+    /// changed before they existed sent no hint, so every file is looked at in the next round
+    /// and the globs are walked again soon (`MIN_RESCAN_GAP`).
+    pub(super) fn start_watching(&mut self) {
+        self.watch_deferred = false;
+        if self.watcher.failed {
+            return;
+        }
+        if !self.watcher.watch(&self.globs.roots()) {
+            self.shared.metrics.inotify_fallback.set(1);
+        }
+        for f in &mut self.files {
+            f.at_eof = false;
+        }
+        self.rescan_wanted = true;
+    }
+
     /// Reconciles the open files with what a walk found (`now`: when it started). Opening is a
     /// separate step: a listed file may be rotated before it is opened (see `open`).
     pub(super) fn apply_walk(&mut self, found: &[Found], now: Instant) {
         {
+            // Only a flag that flips counts as a change: an idle walk of 10,000 files must not
+            // make the checkpoint writer rebuild and compare every entry.
             let ids: HashSet<FileId> = found.iter().map(|f| f.id).collect();
-            for t in self.shared.registry().values_mut().filter(|t| t.closed.is_some()) {
-                t.visible = ids.contains(&t.id);
+            let mut reg = self.shared.registry.lock().expect("tail registry lock poisoned");
+            let mut flipped = false;
+            for t in reg.values_mut().filter(|t| t.closed.is_some()) {
+                let visible = ids.contains(&t.id);
+                flipped |= t.visible != visible;
+                t.visible = visible;
+            }
+            drop(reg);
+            if flipped {
+                self.shared.note_change();
             }
         }
         // The open files by identity and by path, kept current as files are opened below:

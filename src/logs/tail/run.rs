@@ -13,7 +13,7 @@
 //! every 250 ms (an fstat and a 256-byte head read each, 1.6% of a core for 1,000 idle files).
 
 use super::file::State;
-use super::{BATCH_LINGER, FULL_POLL_EVERY, MIN_RESCAN_GAP, Tailer, update_fp};
+use super::{BATCH_LINGER, MIN_RESCAN_GAP, Tailer, update_fp};
 use crate::logs::discover::{self, Wake};
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -72,7 +72,7 @@ impl Tailer {
                 let now = Instant::now();
                 self.next_poll = now + self.s.poll_interval;
                 if full {
-                    self.next_full_poll = now + self.s.poll_interval * FULL_POLL_EVERY;
+                    self.next_full_poll = now + self.s.poll_interval.saturating_mul(self.s.full_poll_every);
                 }
             }
             let hot = !backlog && self.files.iter().any(|f| !f.at_eof && !f.blocked);
@@ -81,6 +81,10 @@ impl Tailer {
                 self.out.seal();
             }
             let Some(backlog) = self.push() else { break };
+            if self.watch_deferred {
+                self.start_watching();
+                continue;
+            }
             if backlog {
                 if !self.wait_for_room() {
                     break;
@@ -131,6 +135,7 @@ impl Tailer {
             *o = (*o).min(f.order);
         }
         let mut progressed = false;
+        self.pass += 1;
         let start = self.cursor % n;
         self.cursor = self.cursor.wrapping_add(1);
         for j in 0..n {
@@ -143,9 +148,21 @@ impl Tailer {
             }
             let now_ms = self.epoch.elapsed().as_millis() as u64;
             // Checked before every read: a file truncated and written again past the old
-            // offset would otherwise be read on from the wrong place.
-            if f.truncation_seen() {
-                self.truncation(i, now_ms);
+            // offset would otherwise be read on from the wrong place. The same look (one fstat,
+            // one head read) serves this pass's upkeep, and a file with nothing new is not
+            // read at all.
+            if let Some(Ok(look)) = f.look() {
+                f.looked = Some((self.pass, look));
+                if look.fp_grew {
+                    update_fp(&self.shared, f);
+                }
+                if look.truncated {
+                    self.truncation(i, now_ms);
+                    self.files[i].looked = None;
+                } else if look.size == f.offset && !f.is_gz() {
+                    f.at_eof = true;
+                    continue;
+                }
             }
             let f = &mut self.files[i];
             match f.read_slice(&mut self.buf, self.s.read_budget, now_ms, &mut self.out, &self.shared.metrics) {

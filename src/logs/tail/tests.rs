@@ -601,3 +601,114 @@ fn a_pods_multiline_annotation_sets_the_mode_of_its_files() {
     assert_eq!(of("custom"), ["START one\n  more one", "START two\n  more two"]);
     assert_eq!(of("auto"), [trace[..3].join("\n"), "done".to_string()], "no annotation: auto joins the trace");
 }
+
+/// Issue 17: full polls are rare (every 120 polls), so what a change needs must come from
+/// inotify. With full polls and periodic rescans off altogether, a copytruncate (IN_MODIFY names
+/// the file, the next poll looks at it and sees the truncation) and the deletion of a file
+/// with lines not read yet (IN_DELETE asks for a rescan, which finds it deleted; it is read to
+/// its end, then closed) still lose nothing.
+#[test]
+fn with_full_polls_and_rescans_off_inotify_alone_catches_truncation_and_deletion() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().join("pods/ns_p_uid/c");
+    std::fs::create_dir_all(&dir).unwrap();
+    let live = dir.join("0.log");
+    std::fs::write(&live, lines("old", 0..3)).unwrap();
+    let (mut t, mut rx) = tailer_with(d.path(), |c| {
+        c.poll_interval = crate::config::HumanDuration::millis(20);
+        c.rescan_interval = crate::config::HumanDuration::secs(3600);
+    });
+    t.s.full_poll_every = u32::MAX;
+    let (shared, stop) = (t.shared.clone(), t.stop.clone());
+    let tailer = std::thread::spawn(move || t.run());
+    let mut got: Vec<String> = Vec::new();
+    // Waits (at most a minute: the machine may be loaded) until `done` holds.
+    let mut wait = |what: &str, done: &dyn Fn(&[String]) -> bool| {
+        let until = Instant::now() + Duration::from_secs(60);
+        while !done(&got) {
+            assert!(Instant::now() < until, "timed out waiting for {what}; got {got:?}");
+            while let Ok(b) = rx.try_recv() {
+                got.extend(b.events.into_iter().map(|e| e.message));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    };
+    wait("the first lines", &|g| g.len() >= 3);
+
+    copytruncate(&live, Some(&dir.join("0.log.1")));
+    std::fs::OpenOptions::new().append(true).open(&live).unwrap().write_all(lines("new", 0..2).as_bytes()).unwrap();
+    wait("the lines after the truncation", &|g| g.len() >= 5);
+    assert_eq!(shared.metrics.truncations.get(), 1);
+
+    std::fs::OpenOptions::new().append(true).open(&live).unwrap().write_all(lines("last", 0..2).as_bytes()).unwrap();
+    std::fs::remove_file(&live).unwrap();
+    wait("the deleted file's lines", &|g| g.len() >= 7);
+    let until = Instant::now() + Duration::from_secs(60);
+    // The deleted file (and the drained copy) are closed once read to their end.
+    while shared.metrics.files_tailed.get() > 0 {
+        assert!(Instant::now() < until, "deleted file never closed");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    stop.set();
+    tailer.join().unwrap();
+    let mut want = names("old", 0..3);
+    want.extend(names("new", 0..2));
+    want.extend(names("last", 0..2));
+    assert_eq!(got, want);
+}
+
+/// Issue 17 (peak RSS at 10,000 files): a file at its end kept its own copy of its source
+/// (path and pod metadata, a few hundred bytes) from the last batch it was in, forever; the
+/// next poll after the batch is sealed lets it go, and a later line gets a fresh one.
+#[test]
+fn an_idle_file_lets_go_of_its_batch_copy_of_the_source() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().join("pods/ns_p_uid/c");
+    std::fs::create_dir_all(&dir).unwrap();
+    let live = dir.join("0.log");
+    std::fs::write(&live, lines("a", 0..2)).unwrap();
+    let (mut t, mut rx) = tailer(d.path(), ReadFrom::Beginning);
+    t.rescan();
+    t.round(true);
+    assert!(t.files[0].holds_batch_source());
+    assert!(t.send());
+    t.maintain(true);
+    assert!(!t.files[0].holds_batch_source(), "released once its batch was sealed");
+    std::fs::OpenOptions::new().append(true).open(&live).unwrap().write_all(lines("b", 0..1).as_bytes()).unwrap();
+    let mut got = names("a", 0..2);
+    got.extend(names("b", 0..1));
+    let mut all: Vec<String> = Vec::new();
+    while let Ok(b) = rx.try_recv() {
+        all.extend(b.events.into_iter().map(|e| e.message));
+    }
+    all.extend(drain(&mut t, &mut rx));
+    assert_eq!(all, got);
+}
+
+/// Issue 17 (start-up at 10,000 files): inotify watches are added only after the first round
+/// shipped; a line written before they existed (no hint ever comes for it) is still read at
+/// the next round, not at the next full poll 30 s later.
+#[test]
+fn a_line_written_before_the_watches_exist_is_read_at_the_next_round() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().join("pods/ns_p_uid/c");
+    std::fs::create_dir_all(&dir).unwrap();
+    let live = dir.join("0.log");
+    std::fs::write(&live, lines("a", 0..1)).unwrap();
+    let (mut t, mut rx) = tailer(d.path(), ReadFrom::Beginning);
+    t.rescan();
+    t.round(true);
+    assert!(t.watch_deferred, "no watch before the first round shipped");
+    std::fs::OpenOptions::new().append(true).open(&live).unwrap().write_all(lines("b", 0..1).as_bytes()).unwrap();
+    t.start_watching();
+    assert!(t.rescan_wanted, "a file created before the watches is found by the next walk");
+    t.round(false);
+    assert!(t.send());
+    let mut got = Vec::new();
+    while let Ok(b) = rx.try_recv() {
+        got.extend(b.events.into_iter().map(|e| e.message));
+    }
+    let mut want = names("a", 0..1);
+    want.extend(names("b", 0..1));
+    assert_eq!(got, want);
+}

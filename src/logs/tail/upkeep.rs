@@ -27,9 +27,25 @@ impl Tailer {
         // have its middle generation only in a copy that logrotate then moves on (`.1` →
         // `.2.gz`). Looking costs no data read; the copy found is held open from now on.
         // Files added by `truncation` (at the end) are new content, not looked at again.
+        // A file `round` looked at in this pass is not looked at again (one fstat and one
+        // head read per file per poll, not five system calls).
+        let pass = self.pass;
         for i in 0..self.files.len() {
-            if looked_at(&self.files[i], full) && self.files[i].truncation_seen() {
-                self.truncation(i, now_ms);
+            let f = &mut self.files[i];
+            if !looked_at(f, full) || f.looked.is_some_and(|(p, _)| p == pass) {
+                continue;
+            }
+            f.looked = None;
+            if let Some(Ok(look)) = f.look() {
+                f.looked = Some((pass, look));
+                if look.fp_grew {
+                    update_fp(&self.shared, f);
+                }
+                if look.truncated {
+                    self.truncation(i, now_ms);
+                    // The file now holds other content (or is the copy): looked at afresh below.
+                    self.files[i].looked = None;
+                }
             }
         }
         // (index, why its rest is dropped: None when it is done)
@@ -38,7 +54,19 @@ impl Tailer {
         for (i, f) in self.files.iter_mut().enumerate() {
             let look = looked_at(f, full);
             f.touched = false;
-            match if look { f.stat() } else { None } {
+            let fresh = f.looked.take().filter(|(p, _)| *p == pass).map(|(_, l)| Ok((l.size, l.nlink)));
+            let stat = if fresh.is_some() {
+                fresh
+            } else if !look {
+                None
+            } else {
+                let stat = f.stat();
+                if f.refresh_fingerprint() {
+                    update_fp(&self.shared, f);
+                }
+                stat
+            };
+            match stat {
                 Some(Ok((size, nlink))) => {
                     // Truncation is handled above and before each read (`round`).
                     f.size = size;
@@ -53,10 +81,10 @@ impl Tailer {
                 }
                 None => {}
             }
-            if look && f.refresh_fingerprint() {
-                update_fp(&self.shared, f);
-            }
             f.flush_expired(now_ms, self.s.partial_timeout_ms, &mut self.out);
+            if f.at_eof {
+                f.release_idle(self.out.generation);
+            }
             if self.out.full() {
                 self.out.seal();
             }
