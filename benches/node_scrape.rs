@@ -22,37 +22,9 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use support::node_collectors::{COLLECTORS, HARDWARE_COLLECTORS};
 use support::{Vigil, free_port, http_get, wait_for};
 use vigil::metrics::node::config::{DEFAULT_DISK_DEVICE_EXCLUDE, DEFAULT_MOUNT_POINTS_EXCLUDE, DEFAULT_NETSTAT_FIELDS};
-
-/// The core collectors and the first half of issue 12, on by default in both.
-const COLLECTORS: &[&str] = &[
-    "cpu",
-    "diskstats",
-    "filesystem",
-    "loadavg",
-    "meminfo",
-    "netdev",
-    "os",
-    "stat",
-    "time",
-    "uname",
-    // Issue 12, first half.
-    "filefd",
-    "conntrack",
-    "timex",
-    "vmstat",
-    "textfile",
-    "netclass",
-    "mdadm",
-    "bonding",
-    "pressure",
-    "netstat",
-    "sockstat",
-];
-/// The hardware, scheduler and queue collectors on by default in both (processes is off).
-const HARDWARE_COLLECTORS: [&str; 9] =
-    ["arp", "cpufreq", "entropy", "hwmon", "powersupplyclass", "schedstat", "softnet", "thermal_zone", "udp_queues"];
 
 /// Samples in an exposition (lines that are not comments).
 fn series(text: &str) -> usize {
@@ -159,7 +131,7 @@ fn main() {
     vigil.wait_ready(Duration::from_secs(20));
     let defaults_only = std::env::var_os("VIGIL_BENCH_DEFAULTS_ONLY").is_some_and(|v| v != "0" && !v.is_empty());
 
-    let all: Vec<&str> = COLLECTORS.iter().chain(&HARDWARE_COLLECTORS).copied().collect();
+    let all: Vec<&str> = COLLECTORS.iter().chain(HARDWARE_COLLECTORS).copied().collect();
     // 1. The same collectors and excludes in both.
     let mut same = vec!["--collector.disable-defaults".to_string()];
     same.extend(all.iter().map(|c| format!("--collector.{c}")));
