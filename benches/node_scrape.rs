@@ -5,6 +5,11 @@
 //! /proc/<pid>/stat) per scrape of each process, and the series count of each.
 //!
 //! Run: `cargo bench --bench node_scrape` (VIGIL_BENCH_SCRAPES=N to change the default 1000).
+//! `VIGIL_BIN=path` runs that vigil binary instead of the one cargo built with the bench (to
+//! compare two builds with the same bench, e.g. `target/measure/vigil` against a copy of the
+//! one from before a change); `VIGIL_BENCH_DEFAULTS_ONLY=1` runs only the second comparison.
+//! Each comparison also prints the mean `node_scrape_collector_duration_seconds` of every
+//! collector in both, over all the scrapes (wall time inside each exporter).
 //! Scrapes alternate between the two servers so both see the same machine load. Requests carry
 //! no Accept-Encoding, so neither compresses (Prometheus asks for gzip, which would add
 //! node_exporter's gzip cost; this measures the collectors and the encoding only).
@@ -12,41 +17,14 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use support::node_collectors::{COLLECTORS, HARDWARE_COLLECTORS};
 use support::{Vigil, free_port, http_get, wait_for};
 use vigil::metrics::node::config::{DEFAULT_DISK_DEVICE_EXCLUDE, DEFAULT_MOUNT_POINTS_EXCLUDE, DEFAULT_NETSTAT_FIELDS};
-
-/// The core collectors and the first half of issue 12, on by default in both.
-const COLLECTORS: &[&str] = &[
-    "cpu",
-    "diskstats",
-    "filesystem",
-    "loadavg",
-    "meminfo",
-    "netdev",
-    "os",
-    "stat",
-    "time",
-    "uname",
-    // Issue 12, first half.
-    "filefd",
-    "conntrack",
-    "timex",
-    "vmstat",
-    "textfile",
-    "netclass",
-    "mdadm",
-    "bonding",
-    "pressure",
-    "netstat",
-    "sockstat",
-];
-/// The hardware, scheduler and queue collectors on by default in both (processes is off).
-const HARDWARE_COLLECTORS: [&str; 9] =
-    ["arp", "cpufreq", "entropy", "hwmon", "powersupplyclass", "schedstat", "softnet", "thermal_zone", "udp_queues"];
 
 /// Samples in an exposition (lines that are not comments).
 fn series(text: &str) -> usize {
@@ -65,8 +43,20 @@ fn cpu_seconds(pid: u32) -> f64 {
     ticks as f64 / hz
 }
 
-/// One GET /metrics over a fresh connection; returns the body length.
-fn scrape(addr: SocketAddr) -> usize {
+/// Adds each collector's `node_scrape_collector_duration_seconds` in `response` to `sums`.
+fn add_durations(response: &[u8], sums: &mut BTreeMap<String, f64>) {
+    const PREFIX: &str = "node_scrape_collector_duration_seconds{collector=\"";
+    for line in String::from_utf8_lossy(response).lines() {
+        let Some(rest) = line.strip_prefix(PREFIX) else { continue };
+        let Some((name, value)) = rest.split_once("\"} ") else { continue };
+        if let Ok(v) = value.trim().parse::<f64>() {
+            *sums.entry(name.to_string()).or_default() += v;
+        }
+    }
+}
+
+/// One GET /metrics over a fresh connection; returns the whole response.
+fn scrape(addr: SocketAddr) -> Vec<u8> {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     write!(s, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
@@ -77,13 +67,15 @@ fn scrape(addr: SocketAddr) -> usize {
         "scrape failed: {}",
         String::from_utf8_lossy(&buf[..buf.len().min(200)])
     );
-    buf.len()
+    buf
 }
 
 struct Stats {
     latencies: Vec<Duration>,
     cpu: f64,
     bytes: usize,
+    /// Sum over the scrapes of each collector's reported duration, in seconds.
+    collectors: BTreeMap<String, f64>,
 }
 
 impl Stats {
@@ -119,10 +111,27 @@ fn main() {
          metrics:\n  listen: {vaddr}\nlog:\n  level: warn\n",
         d = dir.path().display()
     );
-    let mut vigil = Vigil::start(dir.path(), &config, vaddr);
+    let mut vigil = match std::env::var_os("VIGIL_BIN") {
+        Some(bin) => {
+            let path = dir.path().join("vigil.yaml");
+            std::fs::write(&path, &config).unwrap();
+            let child = Command::new(bin)
+                .args(["run", "--config"])
+                .arg(&path)
+                .env_remove("RUST_LOG")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("VIGIL_BIN runs");
+            Vigil { child, addr: vaddr, config: path }
+        }
+        None => Vigil::start(dir.path(), &config, vaddr),
+    };
     vigil.wait_ready(Duration::from_secs(20));
+    let defaults_only = std::env::var_os("VIGIL_BENCH_DEFAULTS_ONLY").is_some_and(|v| v != "0" && !v.is_empty());
 
-    let all: Vec<&str> = COLLECTORS.iter().chain(&HARDWARE_COLLECTORS).copied().collect();
+    let all: Vec<&str> = COLLECTORS.iter().chain(HARDWARE_COLLECTORS).copied().collect();
     // 1. The same collectors and excludes in both.
     let mut same = vec!["--collector.disable-defaults".to_string()];
     same.extend(all.iter().map(|c| format!("--collector.{c}")));
@@ -132,8 +141,10 @@ fn main() {
     same.push("--collector.netclass.ignored-devices=^$".to_string());
     same.push(format!("--collector.netstat.fields={DEFAULT_NETSTAT_FIELDS}"));
     println!("node metrics scrape, {n} scrapes each, alternating");
-    println!("\n1. same collectors in both: {}", all.join(","));
-    compare(&vigil, &same, n);
+    if !defaults_only {
+        println!("\n1. same collectors in both: {}", all.join(","));
+        compare(&vigil, &same, n);
+    }
     // 2. Each with its default collectors, as deployed (the issue's target: vigil ≤ 0.2x).
     println!("\n2. each with its own default collectors (node_exporter as packaged)");
     compare(&vigil, &[], n);
@@ -160,16 +171,20 @@ fn compare(vigil: &Vigil, args: &[String], n: usize) {
         scrape(naddr);
     }
     let (vpid, npid) = (vigil.child.id(), ne.0.id());
-    let mut v = Stats { latencies: Vec::with_capacity(n), cpu: 0.0, bytes: 0 };
-    let mut e = Stats { latencies: Vec::with_capacity(n), cpu: 0.0, bytes: 0 };
+    let mut v = Stats { latencies: Vec::with_capacity(n), cpu: 0.0, bytes: 0, collectors: BTreeMap::new() };
+    let mut e = Stats { latencies: Vec::with_capacity(n), cpu: 0.0, bytes: 0, collectors: BTreeMap::new() };
     let (v0, e0) = (cpu_seconds(vpid), cpu_seconds(npid));
     for _ in 0..n {
         let t = Instant::now();
-        v.bytes = scrape(vaddr);
+        let vr = scrape(vaddr);
         v.latencies.push(t.elapsed());
         let t = Instant::now();
-        e.bytes = scrape(naddr);
+        let er = scrape(naddr);
         e.latencies.push(t.elapsed());
+        // The client's parsing is not in either process's CPU time.
+        (v.bytes, e.bytes) = (vr.len(), er.len());
+        add_durations(&vr, &mut v.collectors);
+        add_durations(&er, &mut e.collectors);
     }
     v.cpu = cpu_seconds(vpid) - v0;
     e.cpu = cpu_seconds(npid) - e0;
@@ -195,4 +210,12 @@ fn compare(vigil: &Vigil, args: &[String], n: usize) {
         ratio(v.pct(0.5), e.pct(0.5)),
         ratio(v.pct(0.99), e.pct(0.99)),
     );
+    println!("mean node_scrape_collector_duration_seconds, ms (wall time inside each exporter):");
+    println!("{:<20} {:>8} {:>14}", "collector", "vigil", "node_exporter");
+    let names: BTreeSet<&String> = v.collectors.keys().chain(e.collectors.keys()).collect();
+    let mean = |s: &Stats, c: &String| s.collectors.get(c).map(|t| format!("{:.3}", t * 1000.0 / n as f64));
+    for c in names {
+        let (a, b) = (mean(&v, c), mean(&e, c));
+        println!("{c:<20} {:>8} {:>14}", a.as_deref().unwrap_or("-"), b.as_deref().unwrap_or("-"));
+    }
 }

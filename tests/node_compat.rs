@@ -11,51 +11,17 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
+use support::node_collectors::{COLLECTORS, HARDWARE_COLLECTORS, OFF_BY_DEFAULT};
 use support::prometheus::Prometheus;
 use support::{Vigil, free_port, http_get, wait_for};
 use vigil::metrics::node::config::{DEFAULT_DISK_DEVICE_EXCLUDE, DEFAULT_MOUNT_POINTS_EXCLUDE, DEFAULT_NETSTAT_FIELDS};
 
-/// The collectors vigil implements, as node_exporter names them.
-const COLLECTORS: &[&str] = &[
-    "cpu",
-    "diskstats",
-    "filesystem",
-    "loadavg",
-    "meminfo",
-    "netdev",
-    "os",
-    "stat",
-    "time",
-    "uname",
-    // Issue 12, first half. textfile has no directory here (node_textfile_scrape_error 0 in both).
-    "filefd",
-    "conntrack",
-    "timex",
-    "vmstat",
-    "textfile",
-    "netclass",
-    "mdadm",
-    "bonding",
-    "pressure",
-    "netstat",
-    "sockstat",
-];
-
-/// The hardware, scheduler and queue collectors (processes is off by default in both and
+/// The hardware, scheduler and queue collectors, and processes (off by default in both,
 /// switched on here in both). Where this machine lacks a tree (no /proc/schedstat or
 /// /sys/class/hwmon in a sandbox), both must agree that there is no data.
-const HARDWARE_COLLECTORS: [&str; 10] = [
-    "arp",
-    "cpufreq",
-    "entropy",
-    "hwmon",
-    "powersupplyclass",
-    "processes",
-    "schedstat",
-    "softnet",
-    "thermal_zone",
-    "udp_queues",
-];
+fn hardware_collectors() -> impl Iterator<Item = &'static str> {
+    HARDWARE_COLLECTORS.iter().chain(OFF_BY_DEFAULT).copied()
+}
 
 /// node_exporter, on 127.0.0.1, with only the given collectors (`start`: `COLLECTORS` and
 /// `HARDWARE_COLLECTORS`), and with upstream's default excludes
@@ -67,7 +33,7 @@ struct NodeExporter {
 
 impl NodeExporter {
     fn start() -> NodeExporter {
-        let all: Vec<&str> = COLLECTORS.iter().chain(&HARDWARE_COLLECTORS).copied().collect();
+        let all: Vec<&str> = COLLECTORS.iter().copied().chain(hardware_collectors()).collect();
         Self::start_with(&all, &[])
     }
 
@@ -329,7 +295,7 @@ fn same_series_as_node_exporter_on_this_machine() {
     }
     // The hardware collectors ran in both and agree on success (1, or 0 for "no data" where
     // this machine lacks the tree); the values were compared above.
-    for c in HARDWARE_COLLECTORS {
+    for c in hardware_collectors() {
         let key = format!("node_scrape_collector_success{{collector=\"{c}\"}}");
         assert!(ours.series.contains_key(&key), "{c} did not run");
         assert_eq!(ours.series.get(&key), ne_exp.series.get(&key), "{c}");

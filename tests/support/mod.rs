@@ -7,6 +7,7 @@
 
 pub mod es;
 pub mod loki;
+pub mod node_collectors;
 pub mod otlp;
 pub mod prometheus;
 pub mod server;

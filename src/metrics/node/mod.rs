@@ -154,12 +154,27 @@ impl Buf {
     }
 
     fn read_raw(&self, path: &Path) -> std::io::Result<MutexGuard<'_, String>> {
-        use std::io::Read;
         let mut g = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        g.clear();
-        std::fs::File::open(path)?.read_to_string(&mut g)?;
+        read_into(path, &mut g)?;
         Ok(g)
     }
+}
+
+/// Reads the whole file at `path` into `text` (cleared first), reusing its capacity.
+/// `File::read_to_string` asks the file's size (statx) and position (lseek) first to size the
+/// buffer, which /proc and /sys files do not know (they report 0): two system calls per file
+/// for nothing. Through a reader that only has `read`, std's generic loop reads straight into
+/// the spare capacity until EOF.
+pub(crate) fn read_into(path: &Path, text: &mut String) -> std::io::Result<()> {
+    use std::io::Read;
+    struct Plain(std::fs::File);
+    impl Read for Plain {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            self.0.read(buf)
+        }
+    }
+    text.clear();
+    Plain(std::fs::File::open(path)?).read_to_string(text).map(drop)
 }
 
 /// All enabled node collectors as one `prometheus` collector.
@@ -400,8 +415,9 @@ pub(crate) struct Family {
     cuts: Vec<u32>,
     /// Per sample: the end of its labels in `cuts`, and its value.
     samples: Vec<(u32, f64)>,
-    /// A histogram or summary read from a textfile.
-    proto: Option<MetricFamily>,
+    /// A histogram or summary read from a textfile (boxed: families are moved around when
+    /// sorted, and a `MetricFamily` inline would make every move several times longer).
+    proto: Option<Box<MetricFamily>>,
 }
 
 impl Family {
@@ -433,7 +449,7 @@ impl Family {
     /// A family built elsewhere as a `MetricFamily` (textfile histograms and summaries).
     pub fn from_proto(mf: MetricFamily) -> Self {
         let mut f = Self::new(mf.name(), mf.help(), mf.get_field_type());
-        f.proto = Some(mf);
+        f.proto = Some(Box::new(mf));
         f
     }
 
@@ -508,7 +524,7 @@ impl Family {
     /// The same content as a protobuf `MetricFamily`, metrics sorted as `Registry::gather` does.
     pub fn to_proto(&self) -> MetricFamily {
         if let Some(p) = &self.proto {
-            return p.clone();
+            return MetricFamily::clone(p);
         }
         let mut mf = MetricFamily::default();
         mf.set_name(self.name.clone());
@@ -614,7 +630,6 @@ pub fn render_text(registry: &Registry, out: &mut Vec<u8>, encode: impl Fn(&[Met
 /// the `prometheus` crate's `TextEncoder` writes them (no HELP line when the help is empty,
 /// values by `f64`'s `Display`), untyped ones as `server`'s writer (HELP always, `+Inf`).
 fn write_text(f: &Family, out: &mut Vec<u8>) {
-    use std::io::Write;
     let untyped = f.kind == MetricType::UNTYPED;
     if untyped || !f.help.is_empty() {
         out.extend_from_slice(b"# HELP ");
@@ -649,12 +664,37 @@ fn write_text(f: &Family, out: &mut Vec<u8>) {
         out.push(b' ');
         match f.samples[i].1 {
             v if untyped && v.is_infinite() => out.extend_from_slice(if v > 0.0 { b"+Inf" } else { b"-Inf" }),
-            v => {
-                let _ = write!(out, "{v}");
-            }
+            v => write_value(v, out),
         }
         out.push(b'\n');
     }
+}
+
+/// `v` as `f64`'s `Display` writes it. Most node values are whole numbers (counters, bytes,
+/// flags), which `Display` writes as their digits: those skip the float formatting.
+fn write_value(v: f64, out: &mut Vec<u8>) {
+    use std::io::Write;
+    // Below 2^53 every whole f64 is exact and `Display` writes its plain digits; -0.0 is "-0".
+    if v.fract() == 0.0 && v.abs() < 9.0e15 && !(v == 0.0 && v.is_sign_negative()) {
+        let mut n = v as i64;
+        let mut digits = [0u8; 20];
+        let mut at = digits.len();
+        let negative = n < 0;
+        loop {
+            at -= 1;
+            digits[at] = b'0' + (n % 10).unsigned_abs() as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        if negative {
+            out.push(b'-');
+        }
+        out.extend_from_slice(&digits[at..]);
+        return;
+    }
+    let _ = write!(out, "{v}");
 }
 
 /// The text format's escaping: `\\` and newline always, `"` in label values.
@@ -679,25 +719,29 @@ fn escape(s: &str, quote: bool, out: &mut Vec<u8>) {
 pub(crate) struct NetFile {
     node: PathBuf,
     own: PathBuf,
+    buf: Buf,
 }
 
 impl NetFile {
     pub fn new(paths: &Paths, rel: &str) -> Self {
-        Self { node: paths.proc(&format!("1/net/{rel}")), own: paths.proc(&format!("net/{rel}")) }
+        Self { node: paths.proc(&format!("1/net/{rel}")), own: paths.proc(&format!("net/{rel}")), buf: Buf::new() }
     }
 
-    /// The text and the path it came from; the error is the fallback's.
-    pub fn read(&self) -> Result<(String, &Path), Error> {
-        match std::fs::read_to_string(&self.node) {
+    /// The text and the path it came from; the error is the fallback's. Read into a buffer
+    /// kept between scrapes.
+    pub fn read(&self) -> Result<(MutexGuard<'_, String>, &Path), Error> {
+        match self.buf.read_raw(&self.node) {
             Ok(t) => Ok((t, &self.node)),
-            Err(_) => read_file(&self.own).map(|t| (t, self.own.as_path())),
+            Err(_) => self.buf.read(&self.own).map(|t| (t, self.own.as_path())),
         }
     }
 }
 
 /// A whole small file (sysfs attributes, /proc/sys values).
 pub(crate) fn read_file(path: &Path) -> Result<String, Error> {
-    std::fs::read_to_string(path).map_err(|error| Error::Read { path: path.to_path_buf(), error })
+    let mut text = String::with_capacity(256);
+    read_into(path, &mut text).map_err(|error| Error::Read { path: path.to_path_buf(), error })?;
+    Ok(text)
 }
 
 pub(crate) fn parse_err(path: &Path, what: impl Into<String>) -> Error {
@@ -711,4 +755,66 @@ pub(crate) fn regex(field: &str, re: &str) -> Result<Option<regex::Regex>, Error
         return Ok(None);
     }
     regex::Regex::new(re).map(Some).map_err(|e| Error::Config(format!("{field}: '{re}' is not a regex: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The whole-number shortcut writes exactly what `f64`'s `Display` writes.
+    #[test]
+    fn write_value_matches_display() {
+        let mut values = vec![
+            0.0,
+            -0.0,
+            1.0,
+            -1.0,
+            7.0,
+            10.0,
+            125_000.0,
+            -125_000.0,
+            0.5,
+            1e-9,
+            0.000_123,
+            123.456,
+            -3.25,
+            4_294_967_295.0,
+            9.0e15 - 1.0,
+            9.0e15,
+            2f64.powi(53),
+            2f64.powi(53) + 2.0,
+            1e21,
+            -1e300,
+            f64::MAX,
+            f64::MIN_POSITIVE,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            f64::NAN,
+        ];
+        values.extend((0..2000).map(|i| (i as f64 - 1000.0) * 9_973.0));
+        values.extend((0..64).map(|i| 2f64.powi(i) - 1.0));
+        for v in values {
+            let mut out = Vec::new();
+            write_value(v, &mut out);
+            assert_eq!(String::from_utf8(out).unwrap(), format!("{v}"), "{v:?}");
+        }
+    }
+
+    /// A file is read whole into the kept buffer, also when it is larger than its capacity,
+    /// and a second read replaces the first one's text.
+    #[test]
+    fn read_into_reads_whole_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let big: String = (0..5000).map(|i| format!("line {i}\n")).collect();
+        std::fs::write(dir.path().join("big"), &big).unwrap();
+        std::fs::write(dir.path().join("small"), "cpu 1 2 3\n").unwrap();
+        let mut text = String::with_capacity(16);
+        read_into(&dir.path().join("big"), &mut text).unwrap();
+        assert_eq!(text, big);
+        read_into(&dir.path().join("small"), &mut text).unwrap();
+        assert_eq!(text, "cpu 1 2 3\n");
+        std::fs::write(dir.path().join("bad"), b"\xff\xfe").unwrap();
+        assert!(read_into(&dir.path().join("bad"), &mut text).is_err());
+        assert!(read_into(&dir.path().join("missing"), &mut text).is_err());
+    }
 }
