@@ -42,8 +42,10 @@ use tokio::task::JoinSet;
 
 /// Chunks a sink may have queued before the fan-out waits for it.
 const SINK_QUEUE_CHUNKS: usize = 4;
-/// Batches the source may have queued before it stops reading.
-const SOURCE_QUEUE_BATCHES: usize = 4;
+/// Batches the source may have queued before it stops reading. One: behind a slow sink every
+/// queued batch (up to 2048 lines) is time a line read now waits, whatever its container; the
+/// pipeline's in-flight budget is the buffer that matters (issue 17).
+const SOURCE_QUEUE_BATCHES: usize = 1;
 
 pub struct App {
     pub server: Server,

@@ -7,6 +7,23 @@
 //! alternative: per-sink checkpoints (Vector's disk buffers, Fluent Bit's per-output chunks),
 //! which need a second on-disk queue; here the log files themselves are the buffer.
 //!
+//! In-flight budget: events handed to the sinks and not yet acked by all of them are limited to
+//! about `IN_FLIGHT_TIME` (0.5 s) of the measured commit rate, never below
+//! `MIN_IN_FLIGHT_EVENTS`. Behind a slow sink, a line read now is delivered within about that
+//! plus two source batches (about a second in all), whichever container it comes from: the noisy container's backlog stays in its file,
+//! where the tailer's round-robin reads give every file its turn, instead of in queues that
+//! every quiet line waits behind (they held 5 to 7 s of it, issue 17). A fast sink commits its
+//! lines within a round trip, so the budget (0.5 s of its rate) never binds there. This relies on
+//! the HTTP sinks' flush-when-idle batching (`sinks::batch`): a batch held below its size limit
+//! by the budget leaves as soon as its lane has a free request slot. The first attempt, without
+//! it, left each batch waiting for its 1 s timeout and lost throughput (README, Performance).
+//! Rejected: counting chunks (1 to 2048 lines each), a fixed count of lines (too small for a
+//! fast sink, seconds long for a slow one), and per-sink budgets (the slowest sink decides
+//! when a line commits anyway). Known limit: the budget cannot tell a saturated sink from a slow
+//! round trip, so a sink whose requests take longer than `IN_FLIGHT_TIME` even when idle is
+//! held to about `MIN_IN_FLIGHT_EVENTS` per round trip (measured rate and budget shrink
+//! together); growing the budget while the commit rate grows with it (AIMD) would lift that.
+//!
 //! Invariant: an offset is committed only after every sink has acknowledged every event before
 //! it. Invariant: channels are bounded, so a slow sink stops the fan-out, which stops the source.
 //!
@@ -22,7 +39,53 @@ use crate::process::{Selector, Stage};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+/// Events in flight are limited to this much of the measured commit rate. Half a second: the
+/// source side holds up to two more batches (the source queue and the one being built), about
+/// as much again behind a slow sink, so a line waits about a second in all.
+const IN_FLIGHT_TIME: Duration = Duration::from_millis(500);
+/// ... but never to fewer events than this (before the first measurement, and while the
+/// pipeline idles, the budget is this floor; a burst grows it within a few windows). One
+/// source batch (2048 events at most).
+const MIN_IN_FLIGHT_EVENTS: u64 = 2048;
+/// The commit rate is measured over windows of at least this.
+const RATE_WINDOW: Duration = Duration::from_millis(250);
+
+/// The in-flight budget (see the module doc): the commit rate, measured per window.
+#[derive(Debug)]
+struct Budget {
+    /// Events/s, smoothed; 0 until the first window closed.
+    rate: f64,
+    window_start: Instant,
+    window_events: u64,
+}
+
+impl Budget {
+    fn new() -> Self {
+        Self { rate: 0.0, window_start: Instant::now(), window_events: 0 }
+    }
+
+    /// `n` events were committed now.
+    fn committed(&mut self, n: u64) {
+        self.window_events += n;
+        let elapsed = self.window_start.elapsed();
+        if elapsed >= RATE_WINDOW {
+            let r = self.window_events as f64 / elapsed.as_secs_f64();
+            // Smoothed, so one short window does not halve the budget.
+            self.rate = 0.5 * self.rate + 0.5 * r;
+            self.window_start = Instant::now();
+            self.window_events = 0;
+        }
+    }
+
+    /// Most events in flight before the fan-out takes no new batch.
+    fn limit(&self) -> u64 {
+        ((self.rate * IN_FLIGHT_TIME.as_secs_f64()) as u64).max(MIN_IN_FLIGHT_EVENTS)
+    }
+}
 
 /// What the source hands to the pipeline: events, plus the file positions that become safe to
 /// resume from once they are all delivered. Positions may be given without events (e.g. a
@@ -173,12 +236,34 @@ struct Tracker {
     metrics: Option<PipelineMetrics>,
     pending: BTreeMap<u64, Pending>,
     committed: Arc<Committed>,
+    /// Events of the pending chunks.
+    pending_events: u64,
+    /// Events of the last chunk registered: the next is taken only if one like it fits.
+    last_events: u64,
+    budget: Budget,
 }
 
 impl Tracker {
     fn new(shared: usize, metrics: Option<PipelineMetrics>, committed: Arc<Committed>) -> Self {
         let shared = shared as SinkId;
-        Self { sinks: (0..shared).collect(), shared, metrics, pending: BTreeMap::new(), committed }
+        Self {
+            sinks: (0..shared).collect(),
+            shared,
+            metrics,
+            pending: BTreeMap::new(),
+            committed,
+            pending_events: 0,
+            last_events: 0,
+            budget: Budget::new(),
+        }
+    }
+
+    /// Whether the fan-out may take another batch: always when nothing is in flight (one batch
+    /// larger than the budget still goes), else while a batch as large as the last one fits
+    /// in the budget (a batch is up to 2048 events: checking only `pending < limit` let the
+    /// events in flight pass the budget by most of a batch).
+    fn has_room(&self) -> bool {
+        self.pending_events == 0 || self.pending_events + self.last_events <= self.budget.limit()
     }
 
     /// Registers a chunk; returns the sinks it goes to (and waits for).
@@ -193,6 +278,8 @@ impl Tracker {
     /// not waited for).
     fn register_to(&mut self, id: u64, events: u64, positions: Vec<(u64, u64)>, to: Vec<SinkId>) {
         self.pending.insert(id, Pending { waiting: to, events, positions });
+        self.pending_events += events;
+        self.last_events = events;
         self.drain();
     }
 
@@ -229,6 +316,8 @@ impl Tracker {
                 break;
             }
             let p = entry.remove();
+            self.pending_events -= p.events;
+            self.budget.committed(p.events);
             self.committed.apply(&p.positions);
             if let Some(m) = &self.metrics {
                 m.lines_shipped.inc_by(p.events);
@@ -413,7 +502,7 @@ impl Pipeline {
                     Some(id) = f.shared_acks.recv() => f.tracker.ack(None, id),
                     Some((s, id)) = f.tagged_acks.recv() => f.tracker.ack(Some(s), id),
                     Some(c) = f.control.recv() => f.control(c),
-                    batch = input.recv(), if input_open => {
+                    batch = input.recv(), if input_open && f.tracker.has_room() => {
                         let Some(mut batch) = batch else {
                             input_open = false;
                             continue;
@@ -509,6 +598,46 @@ mod tests {
         }
         // 1 in the sink's channel, 1 held by the fan-out waiting for room, 2 in the source channel.
         assert_eq!(sent, 4, "the pipeline buffered {sent} batches for a sink that reads nothing");
+    }
+
+    /// Regression (issue 17, fairness): behind a slow sink, the queues held all the backlog
+    /// they could take (here 16 chunks of 1000 lines: 3 s of what the sink takes), so a line
+    /// read now, from any container, waited behind all of it. Now the events in flight are
+    /// about half a second of the measured commit rate (here at most 2500: the sink acks 1000
+    /// lines per 200 ms at best, less on a loaded machine, down to the 2048 floor).
+    /// Seen failing without the budget (16 chunks in flight).
+    #[tokio::test]
+    async fn a_slow_sink_holds_about_a_second_of_events_in_flight_not_every_chunk_the_queues_take() {
+        let registry = prometheus::Registry::new();
+        let metrics = PipelineMetrics::register(&registry).unwrap();
+        let (src_tx, src_rx) = mpsc::channel(1);
+        // A roomy sink queue: only the budget can hold the fan-out back.
+        let (sink_tx, mut sink_rx) = mpsc::channel::<Arc<Chunk>>(16);
+        let (acker, ack_rx) = Acker::channel();
+        let _p = Pipeline::start(src_rx, vec![sink_tx], ack_rx, Some(metrics.clone()));
+        tokio::spawn(async move {
+            for i in 0u64.. {
+                let events = (0..1000).map(|j| event(1, i * 1000 + j + 1)).collect();
+                if src_tx.send(SourceBatch::from_events(events)).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let mut most_in_flight = 0;
+        for n in 0..30 {
+            let c = tokio::time::timeout(Duration::from_secs(30), sink_rx.recv()).await.unwrap().expect("a chunk");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            acker.ack(c.id);
+            // After the start-up (the first windows measure the rate).
+            if n >= 20 {
+                most_in_flight = most_in_flight.max(metrics.chunks_in_flight.get());
+            }
+        }
+        // 0.5 s of at most 5000 lines/s: 2 chunks (2500 events), 1 more for slack.
+        assert!(
+            most_in_flight <= 3,
+            "{most_in_flight} chunks of 1000 events in flight behind a sink of 1000 per 200 ms"
+        );
     }
 
     /// Regression: with nothing in flight, closing the input used to leave the fan-out waiting

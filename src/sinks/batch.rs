@@ -15,6 +15,16 @@
 //! Elasticsearch sink uses one lane with several concurrent requests (idempotent `_id`s make
 //! order irrelevant).
 //!
+//! When a batch leaves: at its size limits (`max_events`, `max_bytes`), or as soon as its lane
+//! has a free request slot ("flush when idle"), or at `timeout` after its first event, whichever
+//! comes first. So at a low rate every chunk leaves at once in a small request (latency is one
+//! round trip, not the timeout), and at a high rate, or behind a slow backend, events gather
+//! while the lane's requests are in flight and batches grow up to their size limits by
+//! themselves: the request rate adapts to the backend's speed without a setting. Chunks already
+//! waiting in the input are taken together before an idle lane flushes. Rejected: sending only
+//! at size or timeout (the old rule: at 10,000 lines/s a 1 MiB Loki batch waited ~0.5 s to fill,
+//! p99 0.9 s), and a shorter default timeout (small requests at every rate, still a fixed wait).
+//!
 //! Memory bound: at most `lanes × (concurrency + 1 ready + 1 building)` batches, plus one chunk
 //! of overshoot. When a lane has a batch ready that it cannot send, the driver stops reading
 //! its input; the bounded channel then stops the pipeline, which stops the tailers: the files
@@ -49,7 +59,8 @@ pub struct BatchConfig {
     /// is sent alone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_bytes: Option<ByteSize>,
-    /// Longest time the first event of a batch waits for the batch to fill.
+    /// Longest time the first event of a batch waits for the batch to fill, while its lane's
+    /// requests are all in flight (a lane with a free request slot sends what it has at once).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<HumanDuration>,
 }
@@ -171,8 +182,13 @@ pub async fn run<D: Deliver>(deliver: Arc<D>, cfg: DriverConfig, mut input: mpsc
     let limits = cfg.limits;
 
     loop {
-        // Send what can be sent.
+        // Send what can be sent. Flush when idle: a lane with a free request slot and nothing
+        // sealed sends what it is building now, without waiting for the batch to fill or time
+        // out (see the module doc).
         for (i, lane) in lanes.iter_mut().enumerate() {
+            if lane.ready.is_empty() && lane.in_flight < cfg.lane_concurrency {
+                seal(lane);
+            }
             while lane.in_flight < cfg.lane_concurrency {
                 let Some(batch) = lane.ready.pop_front() else { break };
                 lane.in_flight += 1;
@@ -228,27 +244,14 @@ pub async fn run<D: Deliver>(deliver: Arc<D>, cfg: DriverConfig, mut input: mpsc
             }
             chunk = input.recv(), if input_open && !blocked => match chunk {
                 Some(chunk) => {
-                    if chunk.events.is_empty() {
-                        acker.ack(chunk.id);
-                        continue;
-                    }
-                    outstanding.insert(chunk.id, chunk.events.len());
-                    deliver.arrived(&chunk);
-                    for (idx, event) in chunk.events.iter().enumerate() {
-                        let lane = &mut lanes[deliver.lane(event) % lanes_n];
-                        let size = deliver.size(event);
-                        if lane.building.events > 0
-                            && (lane.building.events >= limits.max_events
-                                || lane.building.bytes + size > limits.max_bytes)
-                        {
-                            seal(lane);
-                        }
-                        if lane.building.events == 0 {
-                            lane.deadline = Some(Instant::now() + limits.timeout);
-                        }
-                        lane.building.push(&chunk, idx as u32, size);
-                        if lane.building.events >= limits.max_events {
-                            seal(lane);
+                    // Every chunk already waiting joins the batches before the idle lanes
+                    // flush: what arrived together leaves together (fuller requests at no
+                    // cost in latency).
+                    let mut next = Some(chunk);
+                    while let Some(chunk) = next.take() {
+                        take(&*deliver, &mut lanes, &mut outstanding, &acker, limits, chunk);
+                        if !lanes.iter().any(|l| l.ready.len() >= READY_PER_LANE) {
+                            next = input.try_recv().ok();
                         }
                     }
                 }
@@ -259,6 +262,40 @@ pub async fn run<D: Deliver>(deliver: Arc<D>, cfg: DriverConfig, mut input: mpsc
                     }
                 }
             },
+        }
+    }
+}
+
+/// Adds a chunk's events to their lanes' batches, sealing a batch that reaches a size limit.
+fn take<D: Deliver>(
+    deliver: &D,
+    lanes: &mut [Lane],
+    outstanding: &mut HashMap<u64, usize>,
+    acker: &Acker,
+    limits: BatchLimits,
+    chunk: Arc<Chunk>,
+) {
+    if chunk.events.is_empty() {
+        acker.ack(chunk.id);
+        return;
+    }
+    outstanding.insert(chunk.id, chunk.events.len());
+    deliver.arrived(&chunk);
+    let lanes_n = lanes.len();
+    for (idx, event) in chunk.events.iter().enumerate() {
+        let lane = &mut lanes[deliver.lane(event) % lanes_n];
+        let size = deliver.size(event);
+        if lane.building.events > 0
+            && (lane.building.events >= limits.max_events || lane.building.bytes + size > limits.max_bytes)
+        {
+            seal(lane);
+        }
+        if lane.building.events == 0 {
+            lane.deadline = Some(Instant::now() + limits.timeout);
+        }
+        lane.building.push(&chunk, idx as u32, size);
+        if lane.building.events >= limits.max_events {
+            seal(lane);
         }
     }
 }
@@ -391,6 +428,106 @@ mod tests {
         assert_eq!(all, vec!["7-0", "7-1", "7-2", "7-3", "7-4"]);
         // 3-byte messages, 8-byte limit: two per batch.
         assert!(rec.batches.lock().unwrap().iter().all(|b| b.1.len() <= 2));
+    }
+
+    /// One lane; each delivery first reaches the gate (counted), then waits for a permit.
+    struct Gated {
+        batches: Mutex<Vec<Vec<String>>>,
+        gate: tokio::sync::Semaphore,
+        at_gate: std::sync::atomic::AtomicUsize,
+    }
+
+    impl Deliver for Gated {
+        fn lane(&self, _: &Event) -> usize {
+            0
+        }
+        fn size(&self, e: &Event) -> usize {
+            e.message.len()
+        }
+        async fn deliver(self: Arc<Self>, batch: Batch) {
+            self.at_gate.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            self.gate.acquire().await.unwrap().forget();
+            self.batches.lock().unwrap().push(batch.events().map(|e| e.message.clone()).collect());
+        }
+    }
+
+    fn gated(permits: usize) -> Arc<Gated> {
+        Arc::new(Gated {
+            batches: Mutex::default(),
+            gate: tokio::sync::Semaphore::new(permits),
+            at_gate: Default::default(),
+        })
+    }
+
+    /// A batch that can never fill by size, and a timeout far beyond the test's patience.
+    fn patient(lane_concurrency: usize) -> DriverConfig {
+        DriverConfig {
+            limits: BatchLimits { max_events: 10_000, max_bytes: 1 << 20, timeout: Duration::from_secs(60) },
+            lanes: 1,
+            lane_concurrency,
+        }
+    }
+
+    /// Regression (issue 17, Loki p99 0.9 s at 10,000 lines/s): a batch left only at its size
+    /// limit or its timeout, so a lone line waited the whole timeout although nothing was in
+    /// flight. Seen failing before flush-when-idle (no ack within 30 s of a 60 s timeout).
+    #[tokio::test]
+    async fn an_idle_lane_sends_a_single_line_without_waiting_for_the_batch_timeout() {
+        let rec = gated(100);
+        let (tx, rx) = mpsc::channel(4);
+        let (acker, mut acks) = Acker::channel();
+        let task = tokio::spawn(run(rec.clone(), patient(1), rx, acker));
+        tx.send(chunk(0, 1)).await.unwrap();
+        let acked = tokio::time::timeout(Duration::from_secs(30), acks.recv()).await;
+        assert_eq!(acked.ok().flatten(), Some(0), "a single line waited for the 60 s batch timeout");
+        assert_eq!(rec.batches.lock().unwrap().clone(), vec![vec!["0-0".to_string()]]);
+        drop(tx);
+        task.await.unwrap();
+    }
+
+    /// While a lane's one request is in flight, what arrives gathers in one batch, which leaves
+    /// as soon as the request returns (not at the timeout).
+    #[tokio::test]
+    async fn lines_arriving_while_a_request_is_in_flight_leave_together_as_soon_as_it_returns() {
+        let rec = gated(0);
+        let (tx, rx) = mpsc::channel(4);
+        let (acker, mut acks) = Acker::channel();
+        let task = tokio::spawn(run(rec.clone(), patient(1), rx, acker));
+        tx.send(chunk(0, 1)).await.unwrap();
+        let at_gate = tokio::time::timeout(Duration::from_secs(30), async {
+            while rec.at_gate.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await;
+        assert!(at_gate.is_ok(), "the first line was not sent at once");
+        tx.send(chunk(1, 2)).await.unwrap();
+        tx.send(chunk(2, 1)).await.unwrap();
+        // Positive signal: the driver took both chunks from its input (into the building batch).
+        let taken = tokio::time::timeout(Duration::from_secs(30), async {
+            while tx.capacity() < tx.max_capacity() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await;
+        assert!(taken.is_ok(), "the driver stopped reading its input while a request was in flight");
+        assert_eq!(
+            rec.at_gate.load(std::sync::atomic::Ordering::SeqCst),
+            1,
+            "a second request while one was in flight"
+        );
+        rec.gate.add_permits(100);
+        let mut got = Vec::new();
+        for _ in 0..3 {
+            let ack = tokio::time::timeout(Duration::from_secs(30), acks.recv()).await;
+            got.push(ack.ok().flatten().expect("every chunk acked without waiting for the 60 s timeout"));
+        }
+        got.sort();
+        assert_eq!(got, vec![0, 1, 2]);
+        let batches = rec.batches.lock().unwrap().clone();
+        assert_eq!(batches, vec![vec!["0-0".to_string()], vec!["1-0".into(), "1-1".into(), "2-0".into()]]);
+        drop(tx);
+        task.await.unwrap();
     }
 
     struct Panicky;

@@ -169,7 +169,10 @@ pub fn percentiles(mut v: Vec<u64>) -> Latency {
 
 /// Starts vigil on `streams` (each file gets one untimed line first, and the run begins once
 /// those arrived), writes for `secs`, waits up to `drain` for the rest; returns per tag the
-/// latencies (ns) of timed lines, the lines written per stream and vigil's usage.
+/// latencies (ns) of timed lines delivered by then, the lines written per stream, the time
+/// from the first write to the end of the wait, and vigil's usage. What vigil delivers while it
+/// shuts down is not counted (it was counted before, so the noisy container's rate came out
+/// above the receiver's cap: the shutdown's drain added seconds of deliveries).
 // The child is reaped by `stop` (wait4, for its rusage), which clippy cannot see.
 #[allow(clippy::zombie_processes)]
 fn timed_run(
@@ -180,7 +183,7 @@ fn timed_run(
     target: &Target,
     secs: f64,
     drain: Duration,
-) -> (Vec<Vec<u64>>, Vec<u64>, Usage) {
+) -> (Vec<Vec<u64>>, Vec<u64>, Duration, Usage) {
     let root = work.join("node");
     let _ = std::fs::remove_dir_all(&root);
     for s in &streams {
@@ -243,19 +246,20 @@ fn timed_run(
         }
         std::thread::sleep(Duration::from_millis(1));
     }
-    let usage = stop(&child, started);
+    let window = t0.elapsed();
     if let Target::Http(_, rx) = target {
         lat = rx.stats.latencies.lock().unwrap().clone();
         lat.resize(10, Vec::new());
     }
-    (lat, written.unwrap_or_default(), usage)
+    let usage = stop(&child, started);
+    (lat, written.unwrap_or_default(), window, usage)
 }
 
 /// Write-to-delivery latency of one container writing `rate` lines/s for `secs`.
 pub fn latency(vigil: &Path, work: &Path, target: &Target, rate: f64, secs: f64) -> (Latency, u64) {
     let root = work.join("node");
     let streams = vec![Stream { path: log_path(&root, Fmt::Cri, 0), lines_per_sec: rate, tag: 0 }];
-    let (lat, written, _) = timed_run(vigil, work, Fmt::Cri, streams, target, secs, Duration::from_secs(10));
+    let (lat, written, _, _) = timed_run(vigil, work, Fmt::Cri, streams, target, secs, Duration::from_secs(10));
     (percentiles(lat[0].clone()), written.iter().sum())
 }
 
@@ -278,7 +282,7 @@ pub fn fairness(vigil: &Path, work: &Path, rt: &tokio::runtime::Handle, noisy: f
         streams.push(Stream { path: log_path(&root, Fmt::Cri, q as usize), lines_per_sec: 5.0, tag: q });
     }
     // No drain: what is missing when the writers stop (plus 2 s) is reported.
-    let (lat, written, _) = timed_run(vigil, work, Fmt::Cri, streams, &target, secs, Duration::from_secs(2));
+    let (lat, written, window, _) = timed_run(vigil, work, Fmt::Cri, streams, &target, secs, Duration::from_secs(2));
     let quiet: Vec<u64> = lat[1..=5].iter().flatten().copied().collect();
     let quiet_written: u64 = written.iter().skip(1).sum();
     let delivered_quiet = quiet.len() as u64;
@@ -287,7 +291,7 @@ pub fn fairness(vigil: &Path, work: &Path, rt: &tokio::runtime::Handle, noisy: f
         quiet: percentiles(quiet),
         quiet_written,
         quiet_missing: quiet_written.saturating_sub(delivered_quiet),
-        noisy_per_sec: noisy_delivered / (secs + 2.0),
+        noisy_per_sec: noisy_delivered / window.as_secs_f64(),
         noisy_written_per_sec: written.first().copied().unwrap_or(0) as f64 / secs,
     }
 }

@@ -3,7 +3,8 @@
 //!
 //! Key decision: streams are sharded. Every event goes to the shard given by a hash of its label
 //! values, and each shard has its own batch and sends one request at a time, retried until Loki
-//! takes it. So the entries of a stream leave in read order (sorted by timestamp inside a
+//! takes it; a shard with no request in flight sends what it has at once (`batch`: flush when
+//! idle), so a line waits for the push before it, not for the batch to fill. So the entries of a stream leave in read order (sorted by timestamp inside a
 //! request), and a 429 or an error stalls only the streams of that shard while the other
 //! shards keep sending what they hold; once the stalled shard's next batch is full, intake
 //! pauses for all (memory is bounded and nothing may be dropped or reordered), and the files on
