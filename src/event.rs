@@ -278,7 +278,7 @@ fn block16_needs_escape(b: &[u8; 16]) -> bool {
 
 /// Appends `s` as a JSON string, escaped exactly as serde_json does (`"`, `\\`, control
 /// characters; `\\u00xx` in lower-case hex for those without a short form).
-fn write_json_str(out: &mut Vec<u8>, s: &str) {
+pub(crate) fn write_json_str(out: &mut Vec<u8>, s: &str) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let bytes = s.as_bytes();
     out.reserve(bytes.len() + 2);

@@ -18,6 +18,12 @@
 //! stored. The one exception is opt-in: `accept_empty_response` takes an empty 2xx body as
 //! "all stored", for ES-compatible endpoints known to answer that way. Rejected: trusting any
 //! 2xx (a proxy in front of Elasticsearch then silently swallows every line).
+//!
+//! Encoding: a delivery's documents are written once, action line and source back to back,
+//! into one buffer (`BulkDocs`), which is the first attempt's body as is; a later attempt copies
+//! only the spans of the documents still pending. Rejected: a `Vec` per document and a second
+//! copy into the body (an allocation and a copy of every byte per document, for a retry path
+//! that is rare).
 
 use super::super::deliver::{self, Accepted, Exchange, Retry, Texts, Unit};
 use super::super::http::{Compression, HttpClient, HttpResponse, gzip};
@@ -78,7 +84,35 @@ const MAX_RESPONSE_BODY: usize = 64 << 20;
 /// (`errors` is only a summary of them, so it is not trusted on its own).
 #[derive(Deserialize)]
 struct Response {
-    items: Option<Vec<BTreeMap<String, ItemResult>>>,
+    items: Option<Vec<Item>>,
+}
+
+/// One answer item, `{"create": {…}}`: the result under its one key (the action's name), read
+/// without building a map per item; `None` for an empty object.
+struct Item(Option<ItemResult>);
+
+impl<'de> Deserialize<'de> for Item {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Item;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a bulk answer item")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Item, A::Error> {
+                let mut first = None;
+                while map.next_key::<serde::de::IgnoredAny>()?.is_some() {
+                    if first.is_none() {
+                        first = Some(map.next_value::<ItemResult>()?);
+                    } else {
+                        map.next_value::<serde::de::IgnoredAny>()?;
+                    }
+                }
+                Ok(Item(first))
+            }
+        }
+        d.deserialize_map(V)
+    }
 }
 
 #[derive(Deserialize)]
@@ -96,10 +130,130 @@ struct ItemError {
     reason: String,
 }
 
-/// Pending document: the doc and whether it is already a dead letter.
-struct Pending {
-    doc: BulkDoc,
-    dead_letter: bool,
+/// The documents of one delivery, encoded once: each one's action line, source and `\n`,
+/// back to back in one buffer, which is the body of the first attempt as is.
+pub struct BulkDocs {
+    buf: Vec<u8>,
+    spans: Vec<Span>,
+    /// The last index and its action line up to the `_id` (`{"create":{"_index":"…"`): the
+    /// documents of a batch mostly share one.
+    last_index: String,
+    action_head: Vec<u8>,
+}
+
+/// Where one document is in the buffer: `start..source` is its action line (newline
+/// included), `source..end` its source and newline.
+#[derive(Debug, Clone, Copy)]
+struct Span {
+    start: usize,
+    source: usize,
+    end: usize,
+}
+
+impl BulkDocs {
+    /// Room for about `bytes` of NDJSON and `docs` documents.
+    pub fn with_capacity(bytes: usize, docs: usize) -> Self {
+        Self {
+            buf: Vec::with_capacity(bytes),
+            spans: Vec::with_capacity(docs),
+            last_index: String::new(),
+            action_head: Vec::new(),
+        }
+    }
+
+    /// Appends a document `create`d in `index` with `id` (`None`: Elasticsearch picks one);
+    /// `source` appends the document itself (one JSON object, no newline) to the buffer.
+    pub fn push(&mut self, index: &str, id: Option<&str>, source: impl FnOnce(&mut Vec<u8>)) {
+        if self.action_head.is_empty() || self.last_index != index {
+            self.last_index.clear();
+            self.last_index.push_str(index);
+            self.action_head.clear();
+            self.action_head.extend_from_slice(b"{\"create\":{\"_index\":");
+            crate::event::write_json_str(&mut self.action_head, index);
+        }
+        let start = self.buf.len();
+        self.buf.extend_from_slice(&self.action_head);
+        if let Some(id) = id {
+            self.buf.extend_from_slice(b",\"_id\":");
+            crate::event::write_json_str(&mut self.buf, id);
+        }
+        self.buf.extend_from_slice(b"}}\n");
+        let src = self.buf.len();
+        source(&mut self.buf);
+        self.buf.push(b'\n');
+        self.spans.push(Span { start, source: src, end: self.buf.len() });
+    }
+
+    pub fn len(&self) -> usize {
+        self.spans.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.spans.is_empty()
+    }
+
+    /// The NDJSON body of every document (what the first attempt sends).
+    pub fn body(&self) -> &[u8] {
+        &self.buf
+    }
+
+    fn into_pending(self) -> Docs {
+        let items = self.spans.into_iter().map(Doc::Encoded).collect();
+        Docs { body: Bytes::from(self.buf), items }
+    }
+}
+
+/// The documents still pending in a delivery: spans of the delivery's buffer (shared by the
+/// halves of a split) and dead letters.
+pub struct Docs {
+    body: Bytes,
+    items: Vec<Doc>,
+}
+
+enum Doc {
+    Encoded(Span),
+    DeadLetter(BulkDoc),
+}
+
+impl deliver::Pending for Docs {
+    fn count(&self) -> usize {
+        self.items.len()
+    }
+    fn halve(mut self) -> (Self, Self) {
+        let second = self.items.split_off(self.items.len() / 2);
+        let body = self.body.clone();
+        (self, Docs { body, items: second })
+    }
+}
+
+impl Docs {
+    /// The body of the next attempt: the buffer as is while every document is pending in
+    /// order, otherwise the pending documents copied together.
+    fn request_body(&self) -> Bytes {
+        let mut next = 0;
+        let whole = self.items.iter().all(|d| match d {
+            Doc::Encoded(s) if s.start == next => {
+                next = s.end;
+                true
+            }
+            _ => false,
+        }) && next == self.body.len();
+        if whole {
+            return self.body.clone();
+        }
+        let mut out = Vec::new();
+        for d in &self.items {
+            match d {
+                Doc::Encoded(s) => out.extend_from_slice(&self.body[s.start..s.end]),
+                Doc::DeadLetter(doc) => {
+                    write_action(&mut out, doc);
+                    out.extend_from_slice(&doc.source);
+                    out.push(b'\n');
+                }
+            }
+        }
+        Bytes::from(out)
+    }
 }
 
 impl BulkSender {
@@ -107,15 +261,24 @@ impl BulkSender {
     /// stored, already there, dead-lettered, or rejected. Counts rejections and dead letters in
     /// the sink's metrics; the caller counts what it delivered (events or samples).
     pub async fn deliver(&self, docs: Vec<BulkDoc>) -> BulkOutcome {
-        let pending: Vec<Pending> = docs.into_iter().map(|doc| Pending { doc, dead_letter: false }).collect();
+        let size = docs.iter().map(|d| d.source.len() + d.index.len() + 64).sum();
+        let mut encoded = BulkDocs::with_capacity(size, docs.len());
+        for d in &docs {
+            encoded.push(&d.index, d.id.as_deref(), |out| out.extend_from_slice(&d.source));
+        }
+        self.deliver_encoded(encoded).await
+    }
+
+    /// `deliver` for documents already encoded.
+    pub async fn deliver_encoded(&self, docs: BulkDocs) -> BulkOutcome {
         let mut out = BulkOutcome::default();
-        deliver::deliver(self, pending, &mut out).await;
+        deliver::deliver(self, docs.into_pending(), &mut out).await;
         out
     }
 
-    fn all_stored(&self, pending: &mut Vec<Pending>, out: &mut BulkOutcome) {
-        for p in pending.drain(..) {
-            if p.dead_letter {
+    fn all_stored(&self, pending: &mut Docs, out: &mut BulkOutcome) {
+        for d in pending.items.drain(..) {
+            if let Doc::DeadLetter(_) = d {
                 out.dead_lettered += 1;
                 self.client.metrics().dead_lettered.inc();
             } else {
@@ -128,22 +291,23 @@ impl BulkSender {
     /// retryable failure and its error, for the metrics and the retry log line.
     fn per_item(
         &self,
-        pending: Vec<Pending>,
-        items: Vec<BTreeMap<String, ItemResult>>,
+        pending: &mut Docs,
+        items: Vec<Item>,
         out: &mut BulkOutcome,
         first: &mut Option<(Failure, String)>,
-    ) -> Vec<Pending> {
+    ) {
         let m = self.client.metrics();
         let mut still = Vec::new();
-        for (p, item) in pending.into_iter().zip(items) {
-            let Some(res) = item.into_values().next() else {
+        for (p, item) in std::mem::take(&mut pending.items).into_iter().zip(items) {
+            let Item(Some(res)) = item else {
                 first.get_or_insert((Failure::InvalidAnswer, "answer item without a result".into()));
                 still.push(p);
                 continue;
             };
+            let is_dead_letter = matches!(p, Doc::DeadLetter(_));
             match res.status {
                 200..=299 | 409 => {
-                    if p.dead_letter {
+                    if is_dead_letter {
                         out.dead_lettered += 1;
                         m.dead_lettered.inc();
                     } else if res.status == 409 {
@@ -166,40 +330,34 @@ impl BulkSender {
                         let text = item_error_text(s, &res.error);
                         m.rejected(&reason, 1, &text);
                         *out.rejected.entry(reason).or_default() += 1;
-                        if let (Some(dlq), false) = (&self.dead_letter_index, p.dead_letter) {
-                            still.push(Pending { doc: dead_letter(dlq, &p.doc, &text), dead_letter: true });
+                        if let (Some(dlq), Doc::Encoded(span)) = (&self.dead_letter_index, p) {
+                            still.push(Doc::DeadLetter(dead_letter(dlq, &pending.body, span, &text)));
                         }
                     }
                 },
             }
         }
-        still
+        pending.items = still;
     }
 
-    fn encode(&self, pending: &[Pending]) -> (Bytes, HeaderMap) {
-        let size: usize = pending.iter().map(|p| p.doc.source.len() + p.doc.index.len() + 64).sum();
-        let mut body = Vec::with_capacity(size);
-        for p in pending {
-            write_action(&mut body, &p.doc);
-            body.extend_from_slice(&p.doc.source);
-            body.push(b'\n');
-        }
+    fn encode(&self, pending: &Docs) -> (Bytes, HeaderMap) {
+        let body = pending.request_body();
         let mut headers = HeaderMap::new();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/x-ndjson"));
         let body = match self.compression {
             Compression::None => body,
             Compression::Gzip => {
                 headers.insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
-                gzip(&body)
+                Bytes::from(gzip(&body))
             }
         };
-        (Bytes::from(body), headers)
+        (body, headers)
     }
 }
 
 /// `_bulk`'s part of the shared delivery loop (`deliver`): each try sends the documents still
 /// pending.
-impl Exchange<Vec<Pending>> for BulkSender {
+impl Exchange<Docs> for BulkSender {
     type Outcome = BulkOutcome;
 
     fn client(&self) -> &HttpClient {
@@ -223,11 +381,11 @@ impl Exchange<Vec<Pending>> for BulkSender {
             retrying: "elasticsearch bulk failed; retrying the failed documents",
         }
     }
-    fn encode_request(&self, pending: &Vec<Pending>) -> (Bytes, HeaderMap) {
+    fn encode_request(&self, pending: &Docs) -> (Bytes, HeaderMap) {
         BulkSender::encode(self, pending)
     }
 
-    fn accepted(&self, pending: &mut Vec<Pending>, r: &HttpResponse, out: &mut BulkOutcome) -> Accepted {
+    fn accepted(&self, pending: &mut Docs, r: &HttpResponse, out: &mut BulkOutcome) -> Accepted {
         let invalid =
             |error: String| Accepted::Retry(Retry { failure: Failure::InvalidAnswer, retry_after: None, error });
         if r.body.trim_ascii().is_empty() && self.accept_empty_response {
@@ -235,10 +393,10 @@ impl Exchange<Vec<Pending>> for BulkSender {
             return Accepted::All;
         }
         match serde_json::from_slice::<Response>(&r.body) {
-            Ok(Response { items: Some(items) }) if items.len() == pending.len() => {
+            Ok(Response { items: Some(items) }) if items.len() == pending.items.len() => {
                 let mut first = None;
-                *pending = self.per_item(std::mem::take(pending), items, out, &mut first);
-                if pending.is_empty() {
+                self.per_item(pending, items, out, &mut first);
+                if pending.items.is_empty() {
                     return Accepted::All;
                 }
                 // Nothing failed retryably: what is left are new dead letters, to send at once,
@@ -249,7 +407,7 @@ impl Exchange<Vec<Pending>> for BulkSender {
                 "HTTP {}: answer has {} items for {} documents (filter_path in the endpoint's query?)",
                 r.status,
                 items.len(),
-                pending.len()
+                pending.items.len()
             )),
             Ok(Response { items: None }) => invalid(format!(
                 "HTTP {}: answer without items, so nothing says the documents were stored \
@@ -268,17 +426,17 @@ impl Exchange<Vec<Pending>> for BulkSender {
         }
     }
 
-    fn rejected(&self, pending: &Vec<Pending>, r: &HttpResponse, out: &mut BulkOutcome) {
+    fn rejected(&self, pending: &Docs, r: &HttpResponse, out: &mut BulkOutcome) {
         // The request as a whole is refused for its content (400, 413 for a single document):
         // every pending document is rejected with that reason.
         let reason = format!("status_{}", r.status);
         let sample = format!("HTTP {}: {}", r.status, r.body_sample(512));
-        self.client.metrics().rejected(&reason, pending.len() as u64, &sample);
-        *out.rejected.entry(reason).or_default() += pending.len();
+        self.client.metrics().rejected(&reason, pending.items.len() as u64, &sample);
+        *out.rejected.entry(reason).or_default() += pending.items.len();
     }
 }
 
-fn write_action(out: &mut Vec<u8>, doc: &BulkDoc) {
+pub(super) fn write_action(out: &mut Vec<u8>, doc: &BulkDoc) {
     #[derive(serde::Serialize)]
     struct Meta<'a> {
         _index: &'a str,
@@ -315,20 +473,30 @@ fn item_error_text(status: u16, e: &Option<ItemError>) -> String {
 /// The dead-letter document of a rejected one: when, why, where it was going, and the
 /// original document as a string (`event.original`, ECS), which cannot conflict with any
 /// mapping. Same `_id`, so dead-lettering is idempotent too.
-fn dead_letter(index: &str, doc: &BulkDoc, error: &str) -> BulkDoc {
+fn dead_letter(index: &str, body: &[u8], doc: Span, error: &str) -> BulkDoc {
+    #[derive(Deserialize)]
+    struct Action {
+        create: Meta,
+    }
+    #[derive(Deserialize)]
+    struct Meta {
+        _index: String,
+        #[serde(default)]
+        _id: Option<String>,
+    }
+    // The action line is vigil's own (`BulkDocs::push`): it always reads back.
+    let Action { create: Meta { _index: original_index, _id: id } } =
+        serde_json::from_slice(&body[doc.start..doc.source]).expect("an action line vigil wrote");
+    let source = &body[doc.source..doc.end - 1];
     let mut ts = String::new();
     crate::event::format_rfc3339_nanos(chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default(), &mut ts);
     let source = serde_json::json!({
         "@timestamp": ts,
-        "event": { "original": String::from_utf8_lossy(&doc.source) },
+        "event": { "original": String::from_utf8_lossy(source) },
         "error": { "message": error },
-        "vigil": { "index": &*doc.index },
+        "vigil": { "index": original_index },
     });
-    BulkDoc {
-        index: index.into(),
-        id: doc.id.clone(),
-        source: serde_json::to_vec(&source).expect("JSON values serialize"),
-    }
+    BulkDoc { index: index.into(), id, source: serde_json::to_vec(&source).expect("JSON values serialize") }
 }
 
 #[cfg(test)]

@@ -21,9 +21,13 @@
 //! shards), so a container's records arrive in read order and a retried lane holds back only
 //! its own containers.
 
-use super::proto::collector::logs::v1::{ExportLogsServiceRequest, ExportLogsServiceResponse};
+#[cfg(test)]
+use super::proto::collector::logs::v1::ExportLogsServiceRequest;
+use super::proto::collector::logs::v1::ExportLogsServiceResponse;
 use super::proto::common::v1::{AnyValue, KeyValue, any_value};
-use super::proto::logs::v1::{LogRecord, ResourceLogs, ScopeLogs, SeverityNumber};
+use super::proto::logs::v1::SeverityNumber;
+#[cfg(test)]
+use super::proto::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
 use super::proto::resource::v1::Resource;
 use super::{MAX_ANSWER_BODY, OtlpConfig, int_kv, now_unix_nanos, reject_reason, scope, string_kv};
 use crate::event::{Event, Source, Stream};
@@ -258,6 +262,8 @@ impl OtlpLogs {
         }
     }
 
+    /// The record as a prost message: the reference `write_record` is tested against.
+    #[cfg(test)]
     fn record(&self, e: &Event, observed: u64) -> LogRecord {
         let (mut severity, severity_text) = self.severity(e);
         let mut severity_text = std::borrow::Cow::Borrowed(severity_text);
@@ -299,7 +305,16 @@ impl OtlpLogs {
 
     /// The request for `events` (read order, each with its observed time): one `ResourceLogs`
     /// per container, in the order of each container's first event, its records in read order.
+    /// What `encode_raw` writes, read back.
+    #[cfg(test)]
     pub fn request(&self, events: &[(&Event, u64)]) -> ExportLogsServiceRequest {
+        ExportLogsServiceRequest::decode(&self.encode_raw(events)[..]).expect("vigil's own protobuf")
+    }
+
+    /// The same request built from prost messages: the encoding `encode_raw` replaced, kept as
+    /// its oracle.
+    #[cfg(test)]
+    fn request_messages(&self, events: &[(&Event, u64)]) -> ExportLogsServiceRequest {
         let mut index: HashMap<ResourceKey<'_>, usize> = HashMap::new();
         let mut resources: Vec<ResourceLogs> = Vec::new();
         let mut last: Option<(&Arc<Source>, usize)> = None;
@@ -326,9 +341,109 @@ impl OtlpLogs {
         ExportLogsServiceRequest { resource_logs: resources }
     }
 
+    /// Appends one `LogRecord` (the message `record` builds) in protobuf, written directly:
+    /// no `LogRecord`, no copy of the message or the path into owned strings. Fields in tag
+    /// order, proto3 defaults left out, as prost writes them.
+    fn write_record(&self, e: &Event, observed: u64, out: &mut Vec<u8>) {
+        use prost::encoding::{WireType, encode_key, encode_varint};
+        let (mut severity, severity_text) = self.severity(e);
+        let mut severity_text = std::borrow::Cow::Borrowed(severity_text);
+        let parsed = e.parsed.as_deref();
+        if let Some(l) = parsed.and_then(|p| p.level.as_deref()) {
+            severity = level_severity(l);
+            severity_text = std::borrow::Cow::Owned(l.to_ascii_uppercase());
+        }
+        let time = u64::try_from(e.timestamp).unwrap_or(0);
+        if time != 0 {
+            encode_key(1, WireType::SixtyFourBit, out);
+            out.extend_from_slice(&time.to_le_bytes());
+        }
+        if severity as i32 != 0 {
+            encode_key(2, WireType::Varint, out);
+            encode_varint(severity as i32 as u64, out);
+        }
+        write_bytes(3, severity_text.as_bytes(), out);
+        // body: AnyValue { string_value (1) }, always present.
+        let msg = e.message.as_bytes();
+        encode_key(5, WireType::LengthDelimited, out);
+        encode_varint((1 + prost::encoding::encoded_len_varint(msg.len() as u64) + msg.len()) as u64, out);
+        encode_key(1, WireType::LengthDelimited, out);
+        encode_varint(msg.len() as u64, out);
+        out.extend_from_slice(msg);
+        write_string_kv(6, "log.iostream", e.stream.as_str(), out);
+        write_string_kv(6, "log.file.path", &e.source.file, out);
+        let (mut trace_id, mut span_id) = (None, None);
+        if let Some(p) = parsed {
+            for (k, v) in &p.fields {
+                match v {
+                    serde_json::Value::String(s) => write_string_kv(6, k, s, out),
+                    other => write_string_kv(6, k, &other.to_string(), out),
+                }
+            }
+            trace_id = p.trace_id.as_deref().and_then(|t| hex_id(t, 16));
+            span_id = p.span_id.as_deref().and_then(|t| hex_id(t, 8));
+        }
+        write_bytes(9, trace_id.as_deref().unwrap_or_default(), out);
+        write_bytes(10, span_id.as_deref().unwrap_or_default(), out);
+        if observed != 0 {
+            encode_key(11, WireType::SixtyFourBit, out);
+            out.extend_from_slice(&observed.to_le_bytes());
+        }
+    }
+
+    /// The protobuf of `request(events)`, written directly: the resources and the scope
+    /// through prost (once per container), every record by `write_record` into one buffer
+    /// per resource, then the nesting with its lengths.
+    pub fn encode_raw(&self, events: &[(&Event, u64)]) -> Vec<u8> {
+        use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint};
+        let scope = scope().encode_to_vec();
+        let mut index: HashMap<ResourceKey<'_>, usize> = HashMap::new();
+        // Per resource: its encoded `Resource` and its records, each with key and length.
+        let mut resources: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        let mut last: Option<(&Arc<Source>, usize)> = None;
+        let mut record = Vec::new();
+        for &(e, observed) in events {
+            let i = match last {
+                Some((src, i)) if Arc::ptr_eq(src, &e.source) => i,
+                _ => *index.entry(ResourceKey::of(&e.source)).or_insert_with(|| {
+                    resources.push((self.resource(&e.source).encode_to_vec(), Vec::new()));
+                    resources.len() - 1
+                }),
+            };
+            last = Some((&e.source, i));
+            record.clear();
+            self.write_record(e, observed, &mut record);
+            let records = &mut resources[i].1;
+            encode_key(2, WireType::LengthDelimited, records);
+            encode_varint(record.len() as u64, records);
+            records.extend_from_slice(&record);
+        }
+        let nested = |len: usize| 1 + encoded_len_varint(len as u64) + len;
+        let scope_logs_len = |records: &[u8]| nested(scope.len()) + records.len();
+        let resource_logs_len =
+            |(res, records): &(Vec<u8>, Vec<u8>)| nested(res.len()) + nested(scope_logs_len(records));
+        let total: usize = resources.iter().map(|r| nested(resource_logs_len(r))).sum();
+        let mut out = Vec::with_capacity(total);
+        for r in &resources {
+            let (res, records) = r;
+            encode_key(1, WireType::LengthDelimited, &mut out);
+            encode_varint(resource_logs_len(r) as u64, &mut out);
+            encode_key(1, WireType::LengthDelimited, &mut out);
+            encode_varint(res.len() as u64, &mut out);
+            out.extend_from_slice(res);
+            encode_key(2, WireType::LengthDelimited, &mut out);
+            encode_varint(scope_logs_len(records) as u64, &mut out);
+            encode_key(1, WireType::LengthDelimited, &mut out);
+            encode_varint(scope.len() as u64, &mut out);
+            out.extend_from_slice(&scope);
+            out.extend_from_slice(records);
+        }
+        out
+    }
+
     /// The request body and its headers.
     fn encode(&self, events: &[(&Event, u64)]) -> (Bytes, HeaderMap) {
-        let raw = self.request(events).encode_to_vec();
+        let raw = self.encode_raw(events);
         let mut headers = HeaderMap::new();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/x-protobuf"));
         let body = match self.compression {
@@ -411,6 +526,33 @@ impl<'a, 'b> Exchange<&'a [(&'b Event, u64)]> for OtlpLogs {
         let sample = format!("HTTP {}: {}", r.status, r.body_sample(512));
         self.metrics.rejected(reject_reason(r.status), events.len() as u64, &sample);
     }
+}
+
+/// A proto3 `string`/`bytes` field: left out when empty, as prost does.
+fn write_bytes(tag: u32, v: &[u8], out: &mut Vec<u8>) {
+    use prost::encoding::{WireType, encode_key, encode_varint};
+    if !v.is_empty() {
+        encode_key(tag, WireType::LengthDelimited, out);
+        encode_varint(v.len() as u64, out);
+        out.extend_from_slice(v);
+    }
+}
+
+/// A `KeyValue` with a string value (`string_kv`) as field `tag`.
+fn write_string_kv(tag: u32, key: &str, value: &str, out: &mut Vec<u8>) {
+    use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint};
+    let field = |len: usize| 1 + encoded_len_varint(len as u64) + len;
+    let key_len = if key.is_empty() { 0 } else { field(key.len()) };
+    // AnyValue { string_value (1) }: a oneof member is written even when empty.
+    let any_len = field(value.len());
+    encode_key(tag, WireType::LengthDelimited, out);
+    encode_varint((key_len + field(any_len)) as u64, out);
+    write_bytes(1, key.as_bytes(), out);
+    encode_key(2, WireType::LengthDelimited, out);
+    encode_varint(any_len as u64, out);
+    encode_key(1, WireType::LengthDelimited, out);
+    encode_varint(value.len() as u64, out);
+    out.extend_from_slice(value.as_bytes());
 }
 
 impl Deliver for OtlpLogs {
@@ -534,6 +676,74 @@ mod tests {
             source: src.clone(),
             origin: Origin { file: 1, offset: 0, resume: 1 },
             parsed: None,
+        }
+    }
+
+    mod oracle {
+        use super::*;
+        use crate::event::Parsed;
+        use proptest::prelude::*;
+
+        fn text() -> impl Strategy<Value = String> {
+            prop_oneof![any::<String>(), "[a-f0-9\\x00\"é]{0,34}", Just(String::new())]
+        }
+
+        fn event(sources: Vec<Arc<Source>>) -> impl Strategy<Value = Event> {
+            let value = prop_oneof![
+                text().prop_map(serde_json::Value::from),
+                any::<i64>().prop_map(serde_json::Value::from),
+                Just(serde_json::json!({"a": [1, "b"]})),
+            ];
+            let parsed = proptest::option::of(
+                (
+                    proptest::option::of(prop_oneof![text(), Just("error".to_string()), Just("Info".to_string())]),
+                    proptest::option::of(prop_oneof![text(), "[0-9a-f]{32}"]),
+                    proptest::option::of(prop_oneof![text(), "[0-9a-f]{16}"]),
+                    proptest::collection::vec((text(), value), 0..3),
+                )
+                    .prop_map(|(level, trace_id, span_id, fields)| {
+                        Box::new(Parsed { level, trace_id, span_id, fields, raw: None })
+                    }),
+            );
+            (0..sources.len(), text(), any::<i64>(), any::<bool>(), parsed).prop_map(
+                move |(src, message, timestamp, stderr, parsed)| Event {
+                    timestamp,
+                    stream: if stderr { Stream::Stderr } else { Stream::Stdout },
+                    message,
+                    malformed: false,
+                    truncated: false,
+                    source: sources[src].clone(),
+                    origin: Origin { file: 1, offset: 0, resume: 1 },
+                    parsed,
+                },
+            )
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(128))]
+            /// The direct encoder writes byte for byte what prost wrote for the same request:
+            /// resources in first-seen order, records in read order, any text, parsed fields.
+            #[test]
+            fn direct_logs_encoding_is_byte_for_byte_the_prost_one(
+                events in proptest::collection::vec(
+                    event(vec![
+                        source("a", "/p/a/0.log", Some(0)),
+                        source("b", "", None),
+                        crate::event::test_source_with_api(),
+                        source("a", "/p/a/0.log.1", Some(0)),
+                    ]),
+                    0..6,
+                ),
+                observed in prop_oneof![Just(0u64), any::<u64>()],
+                by_stream: bool,
+            ) {
+                let yaml = format!(
+                    "{{name: o, endpoint: 'http://x', severity_from_stream: {by_stream}, resource_attributes: {{k8s.cluster.name: prod}}}}"
+                );
+                let s = sink(&yaml);
+                let refs: Vec<(&Event, u64)> = events.iter().map(|e| (e, observed)).collect();
+                prop_assert_eq!(s.inner.encode_raw(&refs), s.inner.request_messages(&refs).encode_to_vec());
+            }
         }
     }
 
