@@ -203,10 +203,10 @@ async fn handle(
     }
     Ok(match req.uri().path() {
         "/metrics" => {
-            let body = tokio::task::spawn_blocking(move || render(&registry)).await.unwrap_or_default();
+            let body = tokio::task::spawn_blocking(move || render_pooled(&registry)).await.unwrap_or_default();
             Response::builder()
                 .header("content-type", "text/plain; version=0.0.4; charset=utf-8")
-                .body(Full::new(Bytes::from(body)))
+                .body(Full::new(body))
                 .expect("metrics response is valid")
         }
         "/healthz" => text(StatusCode::OK, "ok\n"),
@@ -223,6 +223,48 @@ pub fn render(registry: &Registry) -> Vec<u8> {
     let mut buf = Vec::with_capacity(64 * 1024);
     crate::metrics::node::render_text(registry, &mut buf, encode);
     buf
+}
+
+/// The buffer of the last `/metrics` response, back from hyper once the response is written,
+/// for the next scrape: no 64 KiB+ allocation, growth (realloc and copy) and free per scrape
+/// (freeing a chunk that size made glibc consolidate its fast bins every time).
+static SPARE: std::sync::Mutex<Vec<u8>> = std::sync::Mutex::new(Vec::new());
+
+/// A buffer above this is not kept (a one-off huge textfile must not pin its memory).
+const SPARE_MAX: usize = 4 << 20;
+
+/// The response body: the rendered buffer itself (no copy), given back to `SPARE` on drop.
+struct Pooled(Vec<u8>);
+
+impl AsRef<[u8]> for Pooled {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        let mut buf = std::mem::take(&mut self.0);
+        if buf.capacity() > SPARE_MAX {
+            return;
+        }
+        buf.clear();
+        let mut spare = SPARE.lock().unwrap_or_else(|p| p.into_inner());
+        // Two scrapes at once: keep the bigger buffer.
+        if spare.capacity() < buf.capacity() {
+            *spare = buf;
+        }
+    }
+}
+
+/// `render` into the kept buffer, as the body of a response.
+fn render_pooled(registry: &Registry) -> Bytes {
+    let mut buf = std::mem::take(&mut *SPARE.lock().unwrap_or_else(|p| p.into_inner()));
+    if buf.capacity() == 0 {
+        buf.reserve(64 * 1024);
+    }
+    crate::metrics::node::render_text(registry, &mut buf, encode);
+    Bytes::from_owner(Pooled(buf))
 }
 
 /// Gathered families in the text format. The crate's encoder panics on untyped families
@@ -273,5 +315,40 @@ fn prometheus_value(v: f64) -> String {
         if v > 0.0 { "+Inf".into() } else { "-Inf".into() }
     } else {
         v.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    async fn get_metrics(addr: SocketAddr) -> String {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n").await.unwrap();
+        let mut resp = Vec::new();
+        s.read_to_end(&mut resp).await.unwrap();
+        let resp = String::from_utf8(resp).unwrap();
+        let (head, body) = resp.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.0 200"), "{head}");
+        body.to_string()
+    }
+
+    /// The response buffer is kept from one scrape to the next: the next body must be that
+    /// scrape's text alone, never appended to the last one's.
+    #[tokio::test]
+    async fn kept_response_buffer_gives_each_scrape_only_its_own_text() {
+        let registry = Registry::new();
+        let c = prometheus::IntCounter::new("vigil_test_scrapes_total", "Scrapes.").unwrap();
+        registry.register(Box::new(c.clone())).unwrap();
+        let server = Server::start("127.0.0.1:0", registry.clone(), Arc::new(Health::default())).await.unwrap();
+        for n in 0..3 {
+            c.inc();
+            let body = get_metrics(server.local_addr).await;
+            assert_eq!(body, String::from_utf8(render(&registry)).unwrap());
+            assert!(body.ends_with(&format!("vigil_test_scrapes_total {}\n", n + 1)), "{body}");
+            assert_eq!(body.matches("# TYPE").count(), 1, "{body}");
+        }
+        server.stop().await;
     }
 }

@@ -83,7 +83,7 @@ impl Collect for ConntrackCollector {
             }
         }
         for (sum, (_, name, help)) in sums.into_iter().zip(STATS) {
-            let mut f = Family::gauge(&format!("node_nf_conntrack_stat_{name}"), help);
+            let mut f = Family::gauge(format!("node_nf_conntrack_stat_{name}"), help);
             f.push(&[], sum as f64);
             out.push(f.finish());
         }

@@ -56,7 +56,7 @@ impl Collect for CpufreqCollector {
 
     fn collect(&self, _scrape: &Scrape<'_>, out: &mut Vec<Family>) -> Result<(), Error> {
         let offline = read_opt(&self.dir.join("offline"))?.unwrap_or_default();
-        let mut families: Vec<Family> = FREQS.iter().map(|(_, name, help)| Family::gauge(name, help)).collect();
+        let mut families: Vec<Family> = FREQS.iter().map(|(_, name, help)| Family::gauge(*name, *help)).collect();
         let mut governor = Family::gauge("node_cpu_scaling_governor", "Current enabled CPU frequency governor.");
         for (n, dir) in super::thermal_zone::numbered(&self.dir, "cpu")? {
             let freq = dir.join("cpufreq");

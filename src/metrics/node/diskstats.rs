@@ -103,7 +103,7 @@ impl Collect for DiskstatsCollector {
             .iter()
             .map(
                 |(_, name, help, _, counter)| {
-                    if *counter { Family::counter(name, help) } else { Family::gauge(name, help) }
+                    if *counter { Family::counter(*name, *help) } else { Family::gauge(*name, *help) }
                 },
             )
             .collect();

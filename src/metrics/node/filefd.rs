@@ -27,7 +27,7 @@ impl Collect for FilefdCollector {
         };
         for (name, value) in [("allocated", allocated), ("maximum", maximum)] {
             let v: u64 = value.parse().map_err(|_| parse_err(&self.path, format!("'{value}' is not a number")))?;
-            let mut f = Family::gauge(&format!("node_filefd_{name}"), &format!("File descriptor statistics: {name}."));
+            let mut f = Family::gauge(format!("node_filefd_{name}"), format!("File descriptor statistics: {name}."));
             f.push(&[], v as f64);
             out.push(f.finish());
         }

@@ -125,7 +125,13 @@ impl Families {
     fn push(&mut self, name: &str, help: &str, counter: bool, labels: &[(&str, &str)], v: f64) {
         self.0
             .entry(name.to_string())
-            .or_insert_with(|| if counter { Family::counter(name, help) } else { Family::gauge(name, help) })
+            .or_insert_with(|| {
+                if counter {
+                    Family::counter(name.to_string(), help.to_string())
+                } else {
+                    Family::gauge(name.to_string(), help.to_string())
+                }
+            })
             .push(labels, v);
     }
 }

@@ -57,7 +57,7 @@ impl Collect for MeminfoCollector {
                 Some(unit) => return Err(parse_err(&self.path, format!("'{key}' has unknown unit '{unit}'"))),
             };
             let field = field_name(key, kb);
-            let mut f = Family::gauge(&format!("node_memory_{field}"), &format!("Memory information field {field}."));
+            let mut f = Family::gauge(format!("node_memory_{field}"), format!("Memory information field {field}."));
             f.push(&[], value);
             out.push(f.finish());
         }

@@ -61,6 +61,7 @@ use config::NodeMetricsConfig;
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::{Counter, Gauge, LabelPair, Metric, MetricFamily, MetricType};
 use prometheus::{IntCounterVec, Opts, Registry};
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
@@ -163,18 +164,13 @@ impl Buf {
 /// Reads the whole file at `path` into `text` (cleared first), reusing its capacity.
 /// `File::read_to_string` asks the file's size (statx) and position (lseek) first to size the
 /// buffer, which /proc and /sys files do not know (they report 0): two system calls per file
-/// for nothing. Through a reader that only has `read`, std's generic loop reads straight into
-/// the spare capacity until EOF.
+/// for nothing. Through `Take` (which has no size hint), std's generic loop reads straight into
+/// the spare capacity until EOF. Not through a reader that has only `read`: std then zeroes the
+/// whole spare capacity before reading into it, for every file (a 64 KiB memset per read).
 pub(crate) fn read_into(path: &Path, text: &mut String) -> std::io::Result<()> {
     use std::io::Read;
-    struct Plain(std::fs::File);
-    impl Read for Plain {
-        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-            self.0.read(buf)
-        }
-    }
     text.clear();
-    Plain(std::fs::File::open(path)?).read_to_string(text).map(drop)
+    std::fs::File::open(path)?.take(u64::MAX).read_to_string(text).map(drop)
 }
 
 /// All enabled node collectors as one `prometheus` collector.
@@ -341,8 +337,8 @@ impl Collector for NodeCollector {
 
     fn collect(&self) -> Vec<MetricFamily> {
         let mut out = Vec::with_capacity(96);
-        let mut duration = Family::gauge("node_scrape_collector_duration_seconds", self.descs[0].help.as_str());
-        let mut success = Family::gauge("node_scrape_collector_success", self.descs[1].help.as_str());
+        let mut duration = Family::gauge("node_scrape_collector_duration_seconds", self.descs[0].help.clone());
+        let mut success = Family::gauge("node_scrape_collector_success", self.descs[1].help.clone());
         let mut failed_now = Vec::with_capacity(self.collectors.len());
         let mut no_data: Vec<&'static str> = Vec::new();
         let scrape = Scrape { stat_buf: &self.stat_buf, proc_stat: Default::default() };
@@ -406,8 +402,9 @@ impl Collector for NodeCollector {
 /// does with static names. Histograms and summaries (only from textfiles) are carried as their
 /// `MetricFamily`.
 pub(crate) struct Family {
-    name: String,
-    help: String,
+    /// Mostly the collectors' literals: no allocation for them per scrape.
+    name: Cow<'static, str>,
+    help: Cow<'static, str>,
     kind: MetricType,
     /// Label names and values of every sample, back to back.
     text: String,
@@ -421,34 +418,26 @@ pub(crate) struct Family {
 }
 
 impl Family {
-    pub fn gauge(name: &str, help: &str) -> Self {
-        Self::new(name, help, MetricType::GAUGE)
+    pub fn gauge(name: impl Into<Cow<'static, str>>, help: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(name.into(), help.into(), MetricType::GAUGE)
     }
 
-    pub fn counter(name: &str, help: &str) -> Self {
-        Self::new(name, help, MetricType::COUNTER)
+    pub fn counter(name: impl Into<Cow<'static, str>>, help: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(name.into(), help.into(), MetricType::COUNTER)
     }
 
     /// node_exporter's untyped families (vmstat, netstat, textfile samples without TYPE).
-    pub fn untyped(name: &str, help: &str) -> Self {
-        Self::new(name, help, MetricType::UNTYPED)
+    pub fn untyped(name: impl Into<Cow<'static, str>>, help: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(name.into(), help.into(), MetricType::UNTYPED)
     }
 
-    fn new(name: &str, help: &str, kind: MetricType) -> Self {
-        Self {
-            name: name.to_string(),
-            help: help.to_string(),
-            kind,
-            text: String::new(),
-            cuts: Vec::new(),
-            samples: Vec::new(),
-            proto: None,
-        }
+    fn new(name: Cow<'static, str>, help: Cow<'static, str>, kind: MetricType) -> Self {
+        Self { name, help, kind, text: String::new(), cuts: Vec::new(), samples: Vec::new(), proto: None }
     }
 
     /// A family built elsewhere as a `MetricFamily` (textfile histograms and summaries).
     pub fn from_proto(mf: MetricFamily) -> Self {
-        let mut f = Self::new(mf.name(), mf.help(), mf.get_field_type());
+        let mut f = Self::new(mf.name().to_string().into(), mf.help().to_string().into(), mf.get_field_type());
         f.proto = Some(Box::new(mf));
         f
     }
@@ -527,8 +516,8 @@ impl Family {
             return MetricFamily::clone(p);
         }
         let mut mf = MetricFamily::default();
-        mf.set_name(self.name.clone());
-        mf.set_help(self.help.clone());
+        mf.set_name(self.name.to_string());
+        mf.set_help(self.help.to_string());
         mf.set_field_type(self.kind);
         for i in 0..self.samples.len() {
             let mut m = Metric::default();
@@ -607,12 +596,12 @@ pub fn render_text(registry: &Registry, out: &mut Vec<u8>, encode: impl Fn(&[Met
     let (mut g, mut n) = (gathered.as_slice(), merged.as_slice());
     while !g.is_empty() || !n.is_empty() {
         let take_gathered = match (g.first(), n.first()) {
-            (Some(a), Some(b)) => a.name() <= b.name.as_str(),
+            (Some(a), Some(b)) => a.name() <= &*b.name,
             (Some(_), None) => true,
             _ => false,
         };
         if take_gathered {
-            let run = g.iter().take_while(|f| n.first().is_none_or(|b| f.name() <= b.name.as_str())).count();
+            let run = g.iter().take_while(|f| n.first().is_none_or(|b| f.name() <= &*b.name)).count();
             encode(&g[..run], out);
             g = &g[run..];
         } else {

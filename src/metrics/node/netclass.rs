@@ -147,7 +147,7 @@ impl Collect for NetclassCollector {
             .iter()
             .map(|(_, name, counter)| {
                 let (full, help) = (format!("node_network_{name}"), format!("Network device property: {name}"));
-                if *counter { Family::counter(&full, &help) } else { Family::gauge(&full, &help) }
+                if *counter { Family::counter(full, help) } else { Family::gauge(full, help) }
             })
             .collect();
         let mut attrs = Attributes::new();

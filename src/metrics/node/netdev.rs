@@ -70,7 +70,7 @@ impl Collect for NetdevCollector {
             .map(|name| {
                 // "Network device statistic receive_bytes." as node_exporter.
                 let stat = &name["node_network_".len()..name.len() - "_total".len()];
-                Family::counter(name, &format!("Network device statistic {stat}."))
+                Family::counter(*name, format!("Network device statistic {stat}."))
             })
             .collect();
         // Two header lines, then `  name: 16 numbers`.

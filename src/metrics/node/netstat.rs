@@ -126,7 +126,7 @@ impl Collect for NetstatCollector {
         let mut cache = self.columns.lock().unwrap_or_else(|p| p.into_inner());
         let mut emit = |column: &Column, v: f64| {
             if let Some((name, help)) = column {
-                let mut f = Family::untyped(name, help);
+                let mut f = Family::untyped(name.clone(), help.clone());
                 f.push(&[], v);
                 out.push(f.finish());
             }

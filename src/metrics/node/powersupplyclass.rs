@@ -122,8 +122,8 @@ impl Collect for PowerSupplyClassCollector {
                 fams.entry(suffix)
                     .or_insert_with(|| {
                         Family::gauge(
-                            &format!("node_power_supply_{suffix}"),
-                            &format!("{suffix} value of /sys/class/power_supply/<power_supply>."),
+                            format!("node_power_supply_{suffix}"),
+                            format!("{suffix} value of /sys/class/power_supply/<power_supply>."),
                         )
                     })
                     .push(&[("power_supply", name)], v as f64 / divisor);

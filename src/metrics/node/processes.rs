@@ -82,7 +82,7 @@ impl Collect for ProcessesCollector {
         }
         let max_threads = read_number(&self.procfs.join("sys/kernel/threads-max"))?;
         let max_pids = read_number(&self.procfs.join("sys/kernel/pid_max"))?;
-        let single = |name: &str, help: &str, v: f64| {
+        let single = |name: &'static str, help: &'static str, v: f64| {
             let mut f = Family::gauge(name, help);
             f.push(&[], v);
             f.finish()

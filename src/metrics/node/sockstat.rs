@@ -63,15 +63,15 @@ impl Collect for SockstatCollector {
                         continue;
                     }
                     let mut f = Family::gauge(
-                        &format!("node_sockstat_{proto}_{key}"),
-                        &format!("Number of {proto} sockets in state {key}."),
+                        format!("node_sockstat_{proto}_{key}"),
+                        format!("Number of {proto} sockets in state {key}."),
                     );
                     f.push(&[], v as f64);
                     out.push(f.finish());
                     if key == "mem" {
                         let mut f = Family::gauge(
-                            &format!("node_sockstat_{proto}_mem_bytes"),
-                            &format!("Number of {proto} sockets in state mem_bytes."),
+                            format!("node_sockstat_{proto}_mem_bytes"),
+                            format!("Number of {proto} sockets in state mem_bytes."),
                         );
                         f.push(&[], v as f64 * self.page_size);
                         out.push(f.finish());

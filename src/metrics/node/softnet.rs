@@ -45,7 +45,7 @@ impl Collect for SoftnetCollector {
             .iter()
             .map(
                 |(_, name, help, counter)| {
-                    if *counter { Family::counter(name, help) } else { Family::gauge(name, help) }
+                    if *counter { Family::counter(*name, *help) } else { Family::gauge(*name, *help) }
                 },
             )
             .collect();

@@ -46,7 +46,7 @@ impl Collect for StatCollector {
         }
         for ((name, help, counter, key), v) in FIELDS.iter().zip(values) {
             let v = v.ok_or_else(|| parse_err(&self.path, format!("no '{key}' line")))?;
-            let mut f = if *counter { Family::counter(name, help) } else { Family::gauge(name, help) };
+            let mut f = if *counter { Family::counter(*name, *help) } else { Family::gauge(*name, *help) };
             f.push(&[], v);
             out.push(f.finish());
         }

@@ -271,9 +271,9 @@ fn build(name: &str, f: TextFamily) -> Family {
     match special {
         None => {
             let mut fam = match f.kind {
-                MetricType::COUNTER => Family::counter(name, &help),
-                MetricType::GAUGE => Family::gauge(name, &help),
-                _ => Family::untyped(name, &help),
+                MetricType::COUNTER => Family::counter(name.to_string(), help.clone()),
+                MetricType::GAUGE => Family::gauge(name.to_string(), help.clone()),
+                _ => Family::untyped(name.to_string(), help.clone()),
             };
             let mut seen = HashSet::new();
             for s in &f.samples {

@@ -100,7 +100,7 @@ pub(crate) fn families(t: &Timex, out: &mut Vec<Family>) {
         ("tai_offset_seconds", "International Atomic Time (TAI) offset.", t.tai as f64),
     ];
     for (name, help, v) in gauges {
-        let mut f = Family::gauge(&format!("node_timex_{name}"), help);
+        let mut f = Family::gauge(format!("node_timex_{name}"), help);
         f.push(&[], v);
         out.push(f.finish());
     }
@@ -110,7 +110,7 @@ pub(crate) fn families(t: &Timex, out: &mut Vec<Family>) {
         ("pps_error_total", "Pulse per second count of calibration errors.", t.errcnt),
         ("pps_stability_exceeded_total", "Pulse per second count of stability limit exceeded events.", t.stbcnt),
     ] {
-        let mut f = Family::counter(&format!("node_timex_{name}"), help);
+        let mut f = Family::counter(format!("node_timex_{name}"), help);
         f.push(&[], v as f64);
         out.push(f.finish());
     }

@@ -40,7 +40,7 @@ impl Collect for VmstatCollector {
                 continue;
             }
             let mut f =
-                Family::untyped(&format!("node_vmstat_{field}"), &format!("/proc/vmstat information field {field}."));
+                Family::untyped(format!("node_vmstat_{field}"), format!("/proc/vmstat information field {field}."));
             f.push(&[], v);
             out.push(f.finish());
         }
