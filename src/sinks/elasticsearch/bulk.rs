@@ -329,7 +329,11 @@ impl Docs {
         if whole {
             return self.body.clone();
         }
-        let mut out = Vec::new();
+        let size = self.items.iter().map(|d| match d {
+            Doc::Encoded(s) => s.end - s.start,
+            Doc::DeadLetter(doc) => doc.source.len() + doc.index.len() + 100,
+        });
+        let mut out = Vec::with_capacity(size.sum());
         for d in &self.items {
             match d {
                 Doc::Encoded(s) => out.extend_from_slice(&self.body[s.start..s.end]),
