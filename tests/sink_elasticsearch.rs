@@ -372,3 +372,53 @@ async fn a_413_from_a_proxy_splits_the_request_until_it_fits() {
     assert_eq!(metric(&registry, "vigil_sink_events_sent_total{sink=\"es\"}"), 10.0);
     assert_eq!(server.state.lock().unwrap().resent_stored, 0);
 }
+
+/// Elasticsearch answers `"errors": false` when no operation failed; vigil then only counts the
+/// items. A large all-success answer (the receiver writes one item per document, as ES does) is
+/// still taken as every document stored, in one request, and acked.
+#[tokio::test]
+async fn an_all_success_answer_with_a_huge_item_list_is_accepted_and_acked() {
+    let server = EsServer::start().await;
+    let (s, registry) =
+        sink(&config(&server.url(), "batch: {max_events: 10000, max_bytes: 64MiB, timeout: 50ms}\ncompression: none"));
+    let mut run = Running::start(s, 1);
+    run.send(events(10_000, "bulk")).await;
+    assert_eq!(run.finish().await, vec![0]);
+    let st = server.state.lock().unwrap();
+    assert_eq!(st.requests.len(), 1, "one request, taken as stored at once");
+    assert_eq!(st.requests[0].docs.len(), 10_000);
+    assert_eq!(st.order.len(), 10_000);
+    drop(st);
+    assert_eq!(metric(&registry, "vigil_sink_events_sent_total{sink=\"es\"}"), 10_000.0);
+}
+
+/// With `"errors": false` the items are only counted, so the count must still cover the request:
+/// an answer cut short (a proxy's body limit, `filter_path`) is retried, never taken as stored.
+#[tokio::test]
+async fn an_errors_false_answer_with_fewer_items_than_documents_is_retried() {
+    let n = Arc::new(AtomicUsize::new(0));
+    let k = n.clone();
+    let short = Reply::json(
+        200,
+        &serde_json::json!({"took": 1, "errors": false,
+            "items": [{"create": {"_index": "x", "_id": "y", "status": 201, "result": "created"}}]}),
+    );
+    let server = EsServer::scripted(
+        Box::new(move |_| {
+            if k.fetch_add(1, Ordering::SeqCst) == 0 {
+                RequestAnswer::Refuse(short.clone())
+            } else {
+                RequestAnswer::Process(Duration::ZERO)
+            }
+        }),
+        Box::new(|_| None),
+    )
+    .await;
+    let (s, registry) = sink(&config(&server.url(), ""));
+    let mut run = Running::start(s, 1);
+    run.send(events(5, "short")).await;
+    assert_eq!(run.finish().await, vec![0]);
+    assert_eq!(n.load(Ordering::SeqCst), 2, "retried after the short answer");
+    assert_eq!(server.messages().len(), 5);
+    assert_eq!(metric(&registry, "vigil_sink_events_sent_total{sink=\"es\"}"), 5.0);
+}

@@ -321,6 +321,10 @@ struct EsInner {
     /// Hash of the node name in hex, the first part of every `_id` (`document_id`).
     node_hex: [u8; 16],
     metrics: SinkMetrics,
+    /// Encoded bytes per estimated byte (`size`) of the last delivery, in thousandths: the
+    /// next buffer is sized from it, so it is not regrown (a copy of all of it) when the
+    /// estimate runs short (e.g. long container ids and image names).
+    encoded_per_estimated: std::sync::atomic::AtomicUsize,
 }
 
 impl ElasticsearchSink {
@@ -357,7 +361,7 @@ impl ElasticsearchSink {
         });
         let mut node_hex = [0u8; 16];
         hex16(fnv1a64(ctx.node_name.as_bytes()), &mut node_hex);
-        let inner = EsInner { sender, target, labels_json, node_hex, metrics };
+        let inner = EsInner { sender, target, labels_json, node_hex, metrics, encoded_per_estimated: 1125.into() };
         let driver = DriverConfig {
             limits: c.batch.resolve(DEFAULT_LIMITS),
             lanes: 1,
@@ -524,7 +528,9 @@ impl EsInner {
     }
 
     fn documents(&self, batch: &Batch) -> BulkDocs {
-        let mut docs = BulkDocs::with_capacity(batch.bytes + batch.bytes / 8, batch.events);
+        use std::sync::atomic::Ordering::Relaxed;
+        let ratio = self.encoded_per_estimated.load(Relaxed);
+        let mut docs = BulkDocs::with_capacity(batch.bytes.saturating_mul(ratio) / 1000, batch.events);
         // Most events of a batch share a day: render the index once per bucket, and share
         // the name between documents rather than copying it per event.
         let mut cached: Option<(i64, Arc<str>)> = None;
@@ -558,6 +564,10 @@ impl EsInner {
                 }
             };
             self.push(&mut docs, &index, e, &mut clock);
+        }
+        // A sixteenth to spare, for a batch of longer lines than the last.
+        if let Some(r) = docs.body().len().saturating_mul(1000).checked_div(batch.bytes) {
+            self.encoded_per_estimated.store((r + r / 16).clamp(500, 4000), Relaxed);
         }
         docs
     }
