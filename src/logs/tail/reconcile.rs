@@ -206,7 +206,7 @@ impl Tailer {
                 t.key = key;
                 self.register(key, generation, &f.path.display().to_string(), &t, 0);
                 t.order = self.take_order();
-                self.files.push(t);
+                self.files.push(Box::new(t));
             }
         }
     }
@@ -307,7 +307,7 @@ impl Tailer {
         t.state = state;
         t.poll = f.link.as_deref() == Some(f.path.as_path());
         t.order = self.take_order();
-        self.files.push(t);
+        self.files.push(Box::new(t));
     }
 
     /// Start-up: checkpointed files no longer at their path are looked for among their
@@ -337,7 +337,7 @@ impl Tailer {
                         r.copy = copy;
                     }
                     t.order = self.take_order();
-                    self.files.push(t);
+                    self.files.push(Box::new(t));
                     if !families.contains(&family) {
                         families.push(family.clone());
                     }
@@ -363,7 +363,7 @@ impl Tailer {
                     t.key = key;
                     self.register(key, generation, &family.display().to_string(), &t, 0);
                     t.order = self.take_order();
-                    self.files.push(t);
+                    self.files.push(Box::new(t));
                 }
             }
         }
@@ -470,7 +470,7 @@ impl Tailer {
 /// Adds `files[from..]` to the indexes of `Tailer::apply_walk` (plain files by identity, as the
 /// walk finds them; every file by path).
 fn index_files(
-    files: &[FileTail],
+    files: &[Box<FileTail>],
     from: usize,
     by_id: &mut HashMap<FileId, usize>,
     by_path: &mut HashMap<PathBuf, Vec<usize>>,

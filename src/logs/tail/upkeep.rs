@@ -212,7 +212,7 @@ impl Tailer {
                     t.state = state;
                     self.register(key, generation, &family.display().to_string(), &t, 0);
                     t.order = self.take_order();
-                    self.files.push(t);
+                    self.files.push(Box::new(t));
                     self.reindex();
                     return;
                 }
