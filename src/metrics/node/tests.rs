@@ -1,4 +1,3 @@
-
 use super::*;
 
 /// The whole-number shortcut writes exactly what `f64`'s `Display` writes.
