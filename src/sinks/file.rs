@@ -358,19 +358,16 @@ fn write_loop(
 mod tests {
     use super::*;
 
+    /// An output not yet opened, as `FileSink` builds it.
+    fn output(path: &Path, max_bytes: u64, max_files: u32, sync: FileSync) -> Output {
+        Output { path: path.to_path_buf(), file: None, size: 0, max_bytes, max_files, sync, dropped: 0 }
+    }
+
     #[test]
     fn rotates_by_size_and_keeps_max_files() {
         let d = tempfile::tempdir().unwrap();
         let path = d.path().join("out/events.ndjson");
-        let mut o = Output {
-            path: path.clone(),
-            file: None,
-            size: 0,
-            max_bytes: 10,
-            max_files: 2,
-            sync: FileSync::Always,
-            dropped: 0,
-        };
+        let mut o = output(&path, 10, 2, FileSync::Always);
         for i in 0..5 {
             o.write(format!("line{i}-----\n").as_bytes()).unwrap();
         }
@@ -386,15 +383,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let path = d.path().join("e.ndjson");
         std::fs::write(&path, "{\"a\":1}\n{\"b\":").unwrap();
-        let mut o = Output {
-            path: path.clone(),
-            file: None,
-            size: 0,
-            max_bytes: 0,
-            max_files: 0,
-            sync: FileSync::Always,
-            dropped: 0,
-        };
+        let mut o = output(&path, 0, 0, FileSync::Always);
         o.write(b"{\"c\":3}\n").unwrap();
         assert_eq!(std::fs::read_to_string(path).unwrap(), "{\"a\":1}\n{\"c\":3}\n");
     }
@@ -489,15 +478,7 @@ mod tests {
         assert!(serde_yaml_ng::from_str::<FileConfig>("{name: f, path: /x, sync: sometimes}").is_err());
         let d = tempfile::tempdir().unwrap();
         let path = d.path().join("e.ndjson");
-        let mut o = Output {
-            path: path.clone(),
-            file: None,
-            size: 0,
-            max_bytes: 0,
-            max_files: 0,
-            sync: FileSync::Never,
-            dropped: 0,
-        };
+        let mut o = output(&path, 0, 0, FileSync::Never);
         o.write(b"a\n").unwrap();
         o.write(b"b\n").unwrap();
         assert_eq!(std::fs::read_to_string(path).unwrap(), "a\nb\n");
@@ -509,15 +490,7 @@ mod tests {
     fn drop_behind_keeps_every_line_and_restarts_after_rotation() {
         let d = tempfile::tempdir().unwrap();
         let path = d.path().join("e.ndjson");
-        let mut o = Output {
-            path: path.clone(),
-            file: None,
-            size: 0,
-            max_bytes: 12 << 20,
-            max_files: 1,
-            sync: FileSync::Always,
-            dropped: 0,
-        };
+        let mut o = output(&path, 12 << 20, 1, FileSync::Always);
         let line = |i: usize| format!("{i:0>1023}\n").into_bytes();
         // 64 KiB writes (one sync each) of 1 KiB lines.
         for w in 0..12 * 16 {
@@ -537,15 +510,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let path = d.path().join("e.ndjson");
         std::fs::write(&path, "old\n").unwrap();
-        let mut o = Output {
-            path: path.clone(),
-            file: None,
-            size: 0,
-            max_bytes: 0,
-            max_files: 0,
-            sync: FileSync::Always,
-            dropped: 0,
-        };
+        let mut o = output(&path, 0, 0, FileSync::Always);
         o.write(b"new\n").unwrap();
         assert_eq!(std::fs::read_to_string(path).unwrap(), "old\nnew\n");
     }

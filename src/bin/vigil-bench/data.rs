@@ -83,8 +83,8 @@ pub fn generate(root: &Path, fmt: Fmt, files: usize, total: u64) -> (Vec<PathBuf
     (paths, (per_file * files) as u64)
 }
 
-/// Reads what was appended to `path` since `pos`, calling `each` for every complete line.
-pub fn follow(path: &Path, pos: &mut u64, carry: &mut Vec<u8>, mut each: impl FnMut(&[u8])) {
+/// Reads what was appended to `path` since `pos`, handing each read to `each`.
+fn appended(path: &Path, pos: &mut u64, mut each: impl FnMut(&[u8])) {
     let Ok(mut f) = std::fs::File::open(path) else { return };
     if f.seek(SeekFrom::Start(*pos)).is_err() {
         return;
@@ -95,39 +95,32 @@ pub fn follow(path: &Path, pos: &mut u64, carry: &mut Vec<u8>, mut each: impl Fn
             Ok(0) | Err(_) => return,
             Ok(n) => {
                 *pos += n as u64;
-                let mut data = &buf[..n];
-                while let Some(i) = memchr::memchr(b'\n', data) {
-                    if carry.is_empty() {
-                        each(&data[..i]);
-                    } else {
-                        carry.extend_from_slice(&data[..i]);
-                        each(carry);
-                        carry.clear();
-                    }
-                    data = &data[i + 1..];
-                }
-                carry.extend_from_slice(data);
+                each(&buf[..n]);
             }
         }
     }
 }
 
+/// Reads what was appended to `path` since `pos`, calling `each` for every complete line.
+pub fn follow(path: &Path, pos: &mut u64, carry: &mut Vec<u8>, mut each: impl FnMut(&[u8])) {
+    appended(path, pos, |mut data| {
+        while let Some(i) = memchr::memchr(b'\n', data) {
+            if carry.is_empty() {
+                each(&data[..i]);
+            } else {
+                carry.extend_from_slice(&data[..i]);
+                each(carry);
+                carry.clear();
+            }
+            data = &data[i + 1..];
+        }
+        carry.extend_from_slice(data);
+    });
+}
+
 /// Counts newlines appended to `path` since `pos`.
 pub fn count_newlines(path: &Path, pos: &mut u64, count: &mut u64) {
-    let Ok(mut f) = std::fs::File::open(path) else { return };
-    if f.seek(SeekFrom::Start(*pos)).is_err() {
-        return;
-    }
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        match f.read(&mut buf) {
-            Ok(0) | Err(_) => return,
-            Ok(n) => {
-                *count += memchr::memchr_iter(b'\n', &buf[..n]).count() as u64;
-                *pos += n as u64;
-            }
-        }
-    }
+    appended(path, pos, |data| *count += memchr::memchr_iter(b'\n', data).count() as u64);
 }
 
 /// Every marker in `data`: (write time ns, tag).
