@@ -142,6 +142,8 @@ impl Budget {
     /// The end of a probe period whose commit rate was `rate`; a raise is at least `batch`.
     fn judge(&mut self, rate: f64, batch: u64) {
         let limit = self.limit();
+        // A probe failing now holds from the next period on: this one is not counted.
+        let mut failed_now = false;
         if let Some(from) = self.probing.take() {
             // Half the raise in the rate (the period holds the raise for about half its length),
             // with room for noise: a quarter.
@@ -150,9 +152,10 @@ impl Budget {
                 // The sink did not commit more with more in flight (or the source set the pace).
                 self.extra /= 2;
                 self.hold = PROBE_HOLD;
+                failed_now = true;
             }
         }
-        if self.probing.is_none() && self.period_bound {
+        if self.probing.is_none() && self.period_bound && !failed_now {
             if self.hold > 0 {
                 self.hold -= 1;
             } else {

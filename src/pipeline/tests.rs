@@ -337,3 +337,24 @@ async fn a_sink_added_with_a_route_gets_only_what_it_matches() {
     new.acker.ack(got.id);
     eventually(|| committed.get(4) == Some(20)).await;
 }
+
+/// Regression: a failed probe set the hold and the same judgement counted one period off it,
+/// so the budget held for 4 periods, not the documented `PROBE_HOLD`.
+#[test]
+fn a_failed_probe_holds_for_probe_hold_periods() {
+    let mut b = Budget::new();
+    // The rate is 0, so the floor sets the budget and every period is bound.
+    let period = |b: &mut Budget| {
+        b.period_bound = true;
+        b.judge(1000.0, 100);
+        b.probing.is_some()
+    };
+    assert!(period(&mut b), "a bound period starts a probe");
+    assert!(!period(&mut b), "the rate did not follow: the probe failed");
+    let mut held = 0;
+    while !period(&mut b) {
+        held += 1;
+        assert!(held < 20, "never probed again");
+    }
+    assert_eq!(held, PROBE_HOLD, "periods without a probe after the failed one");
+}
