@@ -13,19 +13,17 @@
 //! - fairness: one container at 12,000 lines/s and five at 5 lines/s into an Elasticsearch
 //!   receiver capped at 5,000 documents/s: the quiet containers' latency and the noisy one's
 //!   throughput.
-//! - idle / many files: `scripts/bench-idle.sh` (when present) is run and its output printed.
+//! - idle / many files: `scripts/bench-idle.sh` (when present) is run for each of `--idle-files`
+//!   (1,000 and 10,000) idle files and its output printed: idle CPU, peak RSS, start-up.
+//! - scrape: CPU per `/metrics` scrape against `prometheus-node-exporter` when it is installed
+//!   (`scrape`), each with its default collectors.
 //! - `--compare fluent-bit=PATH|vector=PATH`: the same throughput rows for another agent.
 //!
 //! The machine is shared: every throughput row is the best (least CPU) of `--repeat` runs, and
 //! the spread (worst / best − 1) is printed next to it. `--quick --check FILE` is the regression
 //! guard (see `check`).
 //!
-//! Usage: `cargo build --release --bin vigil --bin vigil-bench && target/release/vigil-bench
-//! [--mb 256] [--files 10] [--repeat 3] [--dir /tmp] [--format cri|docker] [--only
-//! throughput,latency,fairness,idle] [--latency-secs 10] [--fairness-secs 30]
-//! [--sinks file,file-never,loki,elasticsearch,otlp] [--compare fluent-bit=PATH]... [--quick]
-//! [--check FILE] [--write-baseline FILE] [--tolerance 0.3] [--parse-only]` (expects the
-//! `vigil` binary next to itself).
+//! Usage: see `USAGE` (`vigil-bench --help`). Expects the `vigil` binary next to itself.
 
 mod check;
 mod compare;
@@ -33,6 +31,7 @@ mod data;
 mod proc;
 mod receiver;
 mod scenarios;
+mod scrape;
 
 use data::Fmt;
 use proc::Usage;
@@ -42,11 +41,69 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+const USAGE: &str = "\
+usage: cargo build --release --bin vigil --bin vigil-bench && target/release/vigil-bench [options]
+  --only LIST            sections: throughput,latency,fairness,idle,scrape (default: all)
+  --mb N                 MB of 200-byte lines per format (256; --quick 64)
+  --files N              files per data set (10)
+  --repeat N             runs per throughput row, best kept (3; --quick 5)
+  --dir DIR              where data and outputs go (the temp dir)
+  --format cri|docker    one format only
+  --sinks LIST           file,file-never,loki,elasticsearch,otlp (all; --quick file)
+  --compare AGENT=PATH   also run fluent-bit=PATH or vector=PATH (repeatable)
+  --latency-secs S       latency run length (10)
+  --fairness-secs S      fairness run length (30)
+  --idle-files LIST      idle file counts for scripts/bench-idle.sh (1000,10000)
+  --idle-secs S          idle measurement length (30)
+  --scrapes N            scrapes of each exporter (500)
+  --node-exporter PATH   node_exporter binary (prometheus-node-exporter on PATH)
+  --quick                the regression guard's run: throughput to the file sink only
+  --check FILE           fail (exit 1) when CPU-s/GB is worse than FILE by more than --tolerance
+  --tolerance F          0.3
+  --write-baseline FILE  write this run's figures as the baseline
+  --parse-only           in-process parse and encode cost per line, no I/O
+  --help                 this text
+";
+
+/// Options that take a value; the others are flags.
+const VALUED: &[&str] = &[
+    "--only",
+    "--mb",
+    "--files",
+    "--repeat",
+    "--dir",
+    "--format",
+    "--sinks",
+    "--compare",
+    "--latency-secs",
+    "--fairness-secs",
+    "--idle-files",
+    "--idle-secs",
+    "--scrapes",
+    "--node-exporter",
+    "--check",
+    "--tolerance",
+    "--write-baseline",
+];
+const FLAGS: &[&str] = &["--quick", "--parse-only", "--help", "-h"];
+
 struct Args {
     args: Vec<String>,
 }
 
 impl Args {
+    /// The first argument that is neither a known option nor an option's value.
+    fn unknown(&self) -> Option<&str> {
+        let mut rest = self.args.iter().skip(1);
+        while let Some(a) = rest.next() {
+            if VALUED.contains(&a.as_str()) {
+                rest.next()?;
+            } else if !FLAGS.contains(&a.as_str()) {
+                return Some(a);
+            }
+        }
+        None
+    }
     fn value(&self, name: &str) -> Option<String> {
         self.args.iter().position(|a| a == name).and_then(|i| self.args.get(i + 1)).cloned()
     }
@@ -82,6 +139,14 @@ fn ms(d: Duration) -> f64 {
 
 fn main() {
     let a = Args { args: std::env::args().collect() };
+    if a.flag("--help") || a.flag("-h") {
+        print!("{USAGE}");
+        return;
+    }
+    if let Some(arg) = a.unknown() {
+        eprint!("vigil-bench: unknown argument '{arg}' (or an option without its value)\n{USAGE}");
+        std::process::exit(2);
+    }
     let quick = a.flag("--quick");
     let mb: u64 = a.num("--mb", if quick { 64 } else { 256 });
     let files: usize = a.num("--files", 10);
@@ -244,7 +309,33 @@ fn main() {
     }
     if wants("idle") && !quick {
         println!();
-        idle_rows();
+        let secs: u64 = a.num("--idle-secs", 30);
+        let counts = a.value("--idle-files").unwrap_or_else(|| "1000,10000".into());
+        idle_rows(&vigil, counts.split(',').map(str::trim), secs);
+    }
+    if wants("scrape") && !quick {
+        println!();
+        let n: usize = a.num("--scrapes", 500);
+        let ne = a.value("--node-exporter").map(PathBuf::from).or_else(scrape::find_node_exporter);
+        match ne {
+            None => println!("scrape: not measured (no prometheus-node-exporter on PATH; --node-exporter PATH)"),
+            Some(ne) => {
+                println!("scrape: CPU per /metrics scrape, {n} scrapes each, alternating, default collectors, no gzip");
+                match scrape::compare(&vigil, &ne, &work, n) {
+                    Ok((v, e)) => {
+                        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+                        println!("{:<26} {:>14} {:>8}", "exporter", "CPU ms/scrape", "series");
+                        println!("{:<26} {:>14.3} {:>8}", "vigil", ms(v.cpu_per_scrape), v.series);
+                        println!("{:<26} {:>14.3} {:>8}", ne.display(), ms(e.cpu_per_scrape), e.series);
+                        println!(
+                            "vigil / node_exporter CPU per scrape: {:.2}x",
+                            ms(v.cpu_per_scrape) / ms(e.cpu_per_scrape).max(1e-9)
+                        );
+                    }
+                    Err(e) => println!("scrape: failed: {e}"),
+                }
+            }
+        }
     }
     let _ = std::fs::remove_dir_all(&work);
 
@@ -273,8 +364,8 @@ fn main() {
 }
 
 /// The idle and many-files rows come from `scripts/bench-idle.sh` (owned with the tailer's idle
-/// work); it prints its own rows.
-fn idle_rows() {
+/// work), run once per file count on the `vigil` next to this binary; it prints its own rows.
+fn idle_rows<'a>(vigil: &Path, counts: impl Iterator<Item = &'a str>, secs: u64) {
     let script = Path::new("scripts/bench-idle.sh");
     if !script.exists() {
         println!(
@@ -282,11 +373,17 @@ fn idle_rows() {
         );
         return;
     }
-    println!("idle / many files (scripts/bench-idle.sh):");
-    match std::process::Command::new("bash").arg(script).output() {
-        Ok(o) if o.status.success() => print!("{}", String::from_utf8_lossy(&o.stdout)),
-        Ok(o) => println!("scripts/bench-idle.sh failed ({}): {}", o.status, String::from_utf8_lossy(&o.stderr)),
-        Err(e) => println!("scripts/bench-idle.sh: {e}"),
+    println!("idle / many files (scripts/bench-idle.sh N {secs}):");
+    for n in counts {
+        let run =
+            std::process::Command::new("bash").arg(script).arg(n).arg(secs.to_string()).env("VIGIL", vigil).output();
+        match run {
+            Ok(o) if o.status.success() => print!("{}", String::from_utf8_lossy(&o.stdout)),
+            Ok(o) => {
+                println!("scripts/bench-idle.sh {n} failed ({}): {}", o.status, String::from_utf8_lossy(&o.stderr))
+            }
+            Err(e) => println!("scripts/bench-idle.sh: {e}"),
+        }
     }
 }
 
