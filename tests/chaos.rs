@@ -356,7 +356,20 @@ fn checkpoint_dir(scenario: &str, secs: u64) {
     // written, plus what was in flight.
     let bound = at_risk + 2 * DUPLICATES_PER_KILL;
     assert!(l.duplicated <= bound, "{scenario}: {} lines sent twice to Loki (at most {bound})", l.duplicated);
-    assert_no_es_duplicates(scenario, &rx, &w, &e);
+    // Not `assert_no_es_duplicates`: a file first seen while no checkpoint can be written (the
+    // kubelet rotated in the read-only or full window before the kill) has a generation that
+    // was never stored, so its lines sent again after the kill get a new file key, hence new
+    // `_id`s. By design (`identity::Generations`): a wall-clock generation never names two
+    // contents, where one derived from the file (e.g. its birth time) would, after a
+    // copytruncate that was not checkpointed either, and Elasticsearch would overwrite the
+    // old lines with the new. Seen once in ~20 runs; with 4 s between the failure and the
+    // kill, 2,289 of 8,699 lines. Bounded like Loki's.
+    assert!(
+        e.duplicated <= bound,
+        "{scenario}: Elasticsearch stored {} lines under two _ids (at most {bound}), e.g. {:?}",
+        e.duplicated,
+        rx.es_duplicates(3)
+    );
 }
 
 #[test]
