@@ -348,6 +348,12 @@ fn write_loop(
         for c in &chunks {
             acker.ack(c.id);
         }
+        // The messages' buffers go back to the tailer to be filled again (`recycle`).
+        for c in chunks {
+            if let Some(c) = Arc::into_inner(c) {
+                crate::logs::parse::recycle::give_back(c.events);
+            }
+        }
         if buf.capacity() > 4 * WRITE_BUF {
             buf = Vec::with_capacity(WRITE_BUF + WRITE_BUF / 2);
         }

@@ -20,6 +20,7 @@
 pub mod cri;
 pub mod docker;
 pub mod merge;
+pub mod recycle;
 pub mod time;
 
 use crate::event::Stream;
