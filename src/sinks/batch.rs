@@ -130,6 +130,17 @@ impl Batch {
         self.bytes += bytes;
     }
 
+    /// Lets go of the batch's events, once encoded (acks go by chunk id and count): a chunk no
+    /// other batch or sink still holds hands its messages' buffers back to the parsers
+    /// (`logs::parse::recycle`) instead of freeing them here.
+    pub fn recycle(self) {
+        for p in self.pieces {
+            if let Some(c) = Arc::into_inner(p.chunk) {
+                crate::logs::parse::recycle::give_back(c.events);
+            }
+        }
+    }
+
     fn ack_counts(&self) -> Vec<(u64, usize)> {
         self.pieces.iter().map(|p| (p.chunk.id, p.indices.len())).collect()
     }

@@ -395,6 +395,7 @@ fn write_loop(
                 for c in &chunks {
                     acker.ack(c.id);
                 }
+                give_back(chunks);
             }
             Commit::Sync { jobs, .. } => {
                 // A send fails only when the syncer died: joined below.
@@ -411,6 +412,16 @@ fn write_loop(
         drop(jobs);
         if let Err(panic) = syncer.join() {
             std::panic::resume_unwind(panic);
+        }
+    }
+}
+
+/// The messages' buffers of delivered chunks go back to the tailer to be filled again
+/// (`recycle`); a chunk another sink still holds is left to it.
+fn give_back(chunks: Vec<Arc<Chunk>>) {
+    for c in chunks {
+        if let Some(c) = Arc::into_inner(c) {
+            crate::logs::parse::recycle::give_back(c.events);
         }
     }
 }
@@ -506,6 +517,7 @@ fn sync_loop(
             for c in &u.chunks {
                 acker.ack(c.id);
             }
+            give_back(u.chunks);
         }
         if !failed.is_empty() {
             metrics.failing();

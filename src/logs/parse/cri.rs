@@ -29,7 +29,9 @@ pub fn parse(line: &[u8], max_message: usize) -> Result<(Record, bool), ParseErr
     let msg = if tag_end < rest.len() { &rest[tag_end + 1..] } else { &[][..] };
     let cut = msg.len() > max_message;
     let msg = if cut { &msg[..max_message] } else { msg };
-    Ok((Record { timestamp, stream, partial, message: msg.to_vec() }, cut))
+    let mut message = super::recycle::buffer(msg.len());
+    message.extend_from_slice(msg);
+    Ok((Record { timestamp, stream, partial, message }, cut))
 }
 
 #[cfg(test)]

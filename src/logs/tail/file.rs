@@ -102,7 +102,10 @@ impl Out {
         if self.events.is_empty() && self.positions.is_empty() {
             return;
         }
-        let events = std::mem::take(&mut self.events);
+        // The next batch is sized like this one (cpu-path: growing it by doubling copied
+        // every event about twice).
+        let next = Vec::with_capacity(self.events.len());
+        let events = std::mem::replace(&mut self.events, next);
         let positions = std::mem::take(&mut self.positions);
         self.ready.push_back(SourceBatch { events, positions });
         self.message_bytes = 0;

@@ -268,11 +268,16 @@ mod oracle {
             let ctx = crate::sinks::SinkContext::new(prometheus::Registry::new(), node.as_str().into()).unwrap();
             let inner = ElasticsearchSink::new(&c, &ctx).unwrap().inner;
             let labels = labels_object(&c);
-            let (mut docs, mut clock) = (bulk::BulkDocs::with_capacity(0, 0), Rfc3339Cache::default());
+            let (mut docs, mut cache) = (bulk::BulkDocs::with_capacity(0, 0), DocCache::default());
             let mut want = Vec::new();
             let mut oracle_clock = Rfc3339Cache::default();
-            for e in &events {
-                inner.push(&mut docs, &index, e, &mut clock);
+            // Events of one file in a row, another file's in between, and back: the per-file
+            // part of a document is written once per run of one file's events.
+            let first = &events[0];
+            let again = Event { message: format!("{}again", first.message), ..first.clone() };
+            let events: Vec<&Event> = events.iter().chain([first, &again]).collect();
+            for e in events {
+                inner.push(&mut docs, &index, e, &mut cache);
                 let id = document_id(fnv1a64(node.as_bytes()), e);
                 bulk::write_action(&mut want, &bulk::BulkDoc { index: index.as_str().into(), id: Some(id), source: vec![] });
                 document_serde(labels.as_ref(), e, &mut oracle_clock, &mut want);
@@ -326,7 +331,7 @@ fn documents_carry_the_api_metadata_dedotted() {
         parsed: None,
     };
     let mut out = Vec::new();
-    inner.document(&e, &mut Rfc3339Cache::default(), &mut out);
+    inner.document(&e, &mut DocCache::default(), &mut out);
     let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
     let k = &v["kubernetes"];
     assert_eq!(k["labels"], serde_json::json!({"app_kubernetes_io/name": "web", "tier": "front"}));
