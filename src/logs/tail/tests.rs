@@ -712,3 +712,36 @@ fn a_line_written_before_the_watches_exist_is_read_at_the_next_round() {
     want.extend(names("b", 0..1));
     assert_eq!(got, want);
 }
+
+/// Issue 17 (peak RSS at 10,000 files): the line assembly state (pending partials, open
+/// multiline groups, ~290 bytes) is made at a file's first line and let go when the file is
+/// idle with nothing pending; a partial line waiting for its last piece keeps it, so the
+/// line is shipped whole once the piece arrives.
+#[test]
+fn an_idle_file_lets_go_of_its_line_assembly_but_never_of_a_pending_partial() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().join("pods/ns_p_uid/c");
+    std::fs::create_dir_all(&dir).unwrap();
+    let live = dir.join("0.log");
+    std::fs::write(&live, "2026-11-28T06:12:13.123456789Z stdout P first half, \n").unwrap();
+    let (mut t, mut rx) = tailer(d.path(), ReadFrom::Beginning);
+    t.rescan();
+    assert!(!t.files[0].holds_assembly(), "nothing read yet");
+    t.round(true);
+    assert!(t.send());
+    t.maintain(true);
+    assert!(t.files[0].at_eof);
+    assert!(t.files[0].holds_assembly(), "a pending partial keeps its state while the file is idle");
+    let append =
+        |s: &str| std::fs::OpenOptions::new().append(true).open(&live).unwrap().write_all(s.as_bytes()).unwrap();
+    append("2026-11-28T06:12:13.223456789Z stdout F second half\n");
+    let mut got: Vec<String> = Vec::new();
+    while let Ok(b) = rx.try_recv() {
+        got.extend(b.events.into_iter().map(|e| e.message));
+    }
+    got.extend(drain(&mut t, &mut rx));
+    assert_eq!(got, ["first half, second half"]);
+    assert!(!t.files[0].holds_assembly(), "idle with nothing pending: let go");
+    append(&lines("b", 0..2));
+    assert_eq!(drain(&mut t, &mut rx), names("b", 0..2), "made again for the next line");
+}
