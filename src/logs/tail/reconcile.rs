@@ -31,30 +31,29 @@ impl Tailer {
         let interval =
             if self.watcher.failed { self.s.rescan_interval.min(FALLBACK_RESCAN) } else { self.s.rescan_interval };
         self.next_rescan = now + interval;
-        if !self.watcher.failed && !self.watch_deferred && !self.watcher.watch(&self.globs.roots()) {
+        let watch = !self.watcher.failed && !self.watch_deferred;
+        let found = self.globs.walk(watch.then_some(&mut self.watcher));
+        if watch && self.watcher.failed {
             self.shared.metrics.inotify_fallback.set(1);
         }
-        let found = self.globs.walk();
         self.apply_walk(&found, now);
         // Before the new files' first read.
         self.resolve_multiline();
     }
 
-    /// Adds the inotify watches, once the first round has shipped what the start found. What
-    /// changed before they existed sent no hint, so every file is looked at in the next round
-    /// and the globs are walked again soon (`MIN_RESCAN_GAP`).
+    /// Starts watching, once the first round has shipped what the start found: a walk adds a
+    /// watch to every directory before reading it again, so an entry made since is listed or
+    /// sends a hint. A file written before its directory's watch existed sent no hint, so every
+    /// file is looked at in the next round.
     pub(super) fn start_watching(&mut self) {
         self.watch_deferred = false;
         if self.watcher.failed {
             return;
         }
-        if !self.watcher.watch(&self.globs.roots()) {
-            self.shared.metrics.inotify_fallback.set(1);
-        }
+        self.rescan();
         for f in &mut self.files {
             f.at_eof = false;
         }
-        self.rescan_wanted = true;
     }
 
     /// Reconciles the open files with what a walk found (`now`: when it started). Opening is a

@@ -325,7 +325,7 @@ fn a_file_renamed_away_between_walk_and_open_is_followed() {
     let live = dir.join("0.log");
     std::fs::write(&live, cri("old 0")).unwrap();
     let (mut t, mut rx) = tailer(d.path(), ReadFrom::Beginning);
-    let found = t.globs.walk();
+    let found = t.globs.walk(None);
     let mut w = std::fs::OpenOptions::new().append(true).open(&live).unwrap();
     std::fs::rename(&live, dir.join("0.log.20261128-061201")).unwrap();
     t.apply_walk(&found, Instant::now());
@@ -349,7 +349,7 @@ fn a_file_rotated_between_walk_and_open_is_still_read_first() {
         let live = dir.join("0.log");
         std::fs::write(&live, cri("old 0") + &cri("old 1")).unwrap();
         let (mut t, mut rx) = tailer(d.path(), read_from);
-        let found = t.globs.walk();
+        let found = t.globs.walk(None);
         assert_eq!(found.len(), 1);
 
         // Rotated twice before the tailer gets to open the listed file.
@@ -442,7 +442,7 @@ fn rotated_files_restored_at_a_restart_are_read_oldest_first_and_never_again() {
     // A restart whose first walk follows the live file, rotated between the walk and the
     // open, under its rotated name: the older checkpointed files still come first.
     let (mut t, mut rx) = tailer(d.path(), ReadFrom::Beginning);
-    let found = t.globs.walk();
+    let found = t.globs.walk(None);
     let r3 = dir.join("0.log.20261128-061203");
     std::fs::rename(&live, &r3).unwrap();
     std::fs::write(&live, lines("d", 0..6)).unwrap();
@@ -657,6 +657,81 @@ fn with_full_polls_and_rescans_off_inotify_alone_catches_truncation_and_deletion
     assert_eq!(got, want);
 }
 
+/// Issue 17 (peak RSS at 10,000 files): the walk watches each directory it lists (notify's
+/// recursive watch cost ~5.6 MB there). With full polls and periodic rescans off, every change
+/// must come through those watches: a new pod directory and its file (the root's watch asks for
+/// a rescan, which watches the new directories), lines appended to that file (its directory's
+/// watch names it), a rotation in it, and the pod directory removed and made again under the
+/// same name (watched anew).
+#[test]
+fn with_full_polls_and_rescans_off_the_walks_watches_see_new_pods_writes_and_rotations() {
+    let d = tempfile::tempdir().unwrap();
+    let old = d.path().join("pods/ns_old_uid/c");
+    std::fs::create_dir_all(&old).unwrap();
+    std::fs::write(old.join("0.log"), lines("old", 0..2)).unwrap();
+    let (mut t, mut rx) = tailer_with(d.path(), |c| {
+        c.poll_interval = crate::config::HumanDuration::millis(20);
+        c.rescan_interval = crate::config::HumanDuration::secs(3600);
+    });
+    t.s.full_poll_every = u32::MAX;
+    let stop = t.stop.clone();
+    let tailer = std::thread::spawn(move || t.run());
+    let mut got: Vec<String> = Vec::new();
+    // Waits (at most a minute: the machine may be loaded) until `done` holds.
+    let mut wait = |what: &str, done: &dyn Fn(&[String]) -> bool| {
+        let until = Instant::now() + Duration::from_secs(60);
+        while !done(&got) {
+            assert!(Instant::now() < until, "timed out waiting for {what}; got {got:?}");
+            while let Ok(b) = rx.try_recv() {
+                got.extend(b.events.into_iter().map(|e| e.message));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    };
+    let append = |p: &Path, s: String| {
+        std::fs::OpenOptions::new().append(true).open(p).unwrap().write_all(s.as_bytes()).unwrap()
+    };
+    wait("the first lines", &|g| g.len() >= 2);
+    // The watches exist once a walk after the first round ran: a write to the old file is
+    // named by its directory's watch.
+    let k = std::cell::Cell::new(0);
+    wait("a write named by inotify", &|g| {
+        g.iter().any(|l| l.starts_with("ping")) || {
+            append(&old.join("0.log"), lines("ping", k.get()..k.get() + 1));
+            k.set(k.get() + 1);
+            std::thread::sleep(Duration::from_millis(100));
+            false
+        }
+    });
+
+    let new = d.path().join("pods/ns_new_uid/c");
+    std::fs::create_dir_all(&new).unwrap();
+    std::fs::write(new.join("0.log"), lines("a", 0..2)).unwrap();
+    wait("the new pod's file", &|g| g.iter().any(|l| l == "a 1"));
+    append(&new.join("0.log"), lines("b", 0..2));
+    wait("the lines appended to it", &|g| g.iter().any(|l| l == "b 1"));
+    std::fs::rename(new.join("0.log"), new.join("0.log.20261130-000000")).unwrap();
+    std::fs::write(new.join("0.log"), lines("c", 0..2)).unwrap();
+    wait("the file after the rotation", &|g| g.iter().any(|l| l == "c 1"));
+    append(&new.join("0.log"), lines("d", 0..2));
+    wait("the lines appended after the rotation", &|g| g.iter().any(|l| l == "d 1"));
+
+    std::fs::remove_dir_all(d.path().join("pods/ns_new_uid")).unwrap();
+    std::fs::create_dir_all(&new).unwrap();
+    std::fs::write(new.join("0.log"), lines("e", 0..2)).unwrap();
+    wait("the file of the pod directory made again", &|g| g.iter().any(|l| l == "e 1"));
+    append(&new.join("0.log"), lines("f", 0..2));
+    wait("the lines appended to it", &|g| g.iter().any(|l| l == "f 1"));
+    stop.set();
+    tailer.join().unwrap();
+    let after: Vec<String> = got.into_iter().filter(|l| !l.starts_with("old") && !l.starts_with("ping")).collect();
+    let mut want = Vec::new();
+    for what in ["a", "b", "c", "d", "e", "f"] {
+        want.extend(names(what, 0..2));
+    }
+    assert_eq!(after, want);
+}
+
 /// Issue 17 (peak RSS at 10,000 files): a file at its end kept its own copy of its source
 /// (path and pod metadata, a few hundred bytes) from the last batch it was in, forever; the
 /// next poll after the batch is sealed lets it go, and a later line gets a fresh one.
@@ -701,7 +776,8 @@ fn a_line_written_before_the_watches_exist_is_read_at_the_next_round() {
     assert!(t.watch_deferred, "no watch before the first round shipped");
     std::fs::OpenOptions::new().append(true).open(&live).unwrap().write_all(lines("b", 0..1).as_bytes()).unwrap();
     t.start_watching();
-    assert!(t.rescan_wanted, "a file created before the watches is found by the next walk");
+    assert!(!t.watch_deferred);
+    assert!(t.watcher.watched() > 0, "the walk that adds the watches ran");
     t.round(false);
     assert!(t.send());
     let mut got = Vec::new();
