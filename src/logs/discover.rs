@@ -90,6 +90,9 @@ pub struct Globs {
     patterns: Vec<Pattern>,
     exclude: GlobSet,
     update: GlobsUpdate,
+    /// Paths the last walk found: the next one's list starts at that capacity (doubling from
+    /// empty left up to half of it unused, ~0.5 MB at 10,000 files).
+    last_found: usize,
 }
 
 /// New include/exclude globs from a config reload, waiting for the tailer's next scan
@@ -149,7 +152,7 @@ impl Globs {
         for g in exclude {
             ex.add(GlobBuilder::new(g).literal_separator(true).build()?);
         }
-        Ok(Self { patterns, exclude: ex.build()?, update: GlobsUpdate::default() })
+        Ok(Self { patterns, exclude: ex.build()?, update: GlobsUpdate::default(), last_found: 0 })
     }
 
     /// The handle through which a config reload replaces these globs.
@@ -171,12 +174,13 @@ impl Globs {
     /// listed is watched (before it is read), so a directory made since the last walk is
     /// watched by the walk that finds it.
     pub fn walk(&mut self, mut watch: Option<&mut Watcher>) -> Vec<Found> {
-        let mut found = Vec::new();
+        let mut found = Vec::with_capacity(self.last_found + self.last_found / 16);
         let now = std::time::SystemTime::now();
         for p in &mut self.patterns {
             let mut w = Walk { m: &p.matcher, ex: &self.exclude, now, watch: watch.as_deref_mut() };
             w.dir(&p.root, 0, p.root.as_os_str(), p.levels.unwrap_or(64), &mut p.listing, &mut found);
         }
+        self.last_found = found.len();
         group(found)
     }
 }
