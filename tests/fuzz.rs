@@ -496,7 +496,7 @@ fn tail_file(data: &[u8], buf_len: usize, max_line: usize, max_raw: usize) -> Yi
         key: 1,
         id: FileId { dev: 1, ino: 1 },
         fp: Fingerprint::of_bytes(data),
-        path: path.clone(),
+        path: path.as_path().into(),
         source,
         file,
         offset: 0,

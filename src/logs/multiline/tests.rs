@@ -349,7 +349,7 @@ mod in_file {
                 key: 1,
                 id: FileId { dev: 1, ino: 1 },
                 fp: Fingerprint::of_bytes(first),
-                path: path.clone(),
+                path: path.as_path().into(),
                 source,
                 file,
                 offset: 0,

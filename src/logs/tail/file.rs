@@ -25,7 +25,7 @@
 use super::identity::{FileId, Fingerprint};
 use crate::event::{Event, Origin, Source, Stream};
 use crate::logs::metrics::LogMetrics;
-use crate::logs::multiline::{Joiner, Multiline};
+use crate::logs::multiline::{Joiner, Mode, Multiline};
 use crate::logs::parse::merge::{Line, Merger};
 use crate::logs::parse::{self, Format};
 use crate::pipeline::SourceBatch;
@@ -33,7 +33,7 @@ use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::unix::fs::{FileExt, MetadataExt};
-use std::path::PathBuf;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -117,8 +117,8 @@ pub struct FileTail {
     pub key: u64,
     pub id: FileId,
     pub fp: Fingerprint,
-    /// The path it was discovered under.
-    pub path: PathBuf,
+    /// The path it was discovered under (shared with `Tailer::by_path` and the registry).
+    pub path: Arc<Path>,
     pub source: Arc<Source>,
     /// The copy of `source` shared by this file's events in the current batch, and the batch.
     batch_source: Option<(u64, Arc<Source>)>,
@@ -132,9 +132,11 @@ pub struct FileTail {
     carry: Vec<u8>,
     carry_cut: bool,
     format: Option<Format>,
-    merger: Merger,
-    /// Stack traces joined after the merge (`logs::multiline`).
-    joiner: Joiner,
+    /// Partial lines being merged and open multiline groups: made at the first line, dropped
+    /// again when the file is idle with nothing pending (`release_idle`).
+    asm: Option<Box<Assembly>>,
+    /// The multiline mode of this file's lines (`logs::multiline`).
+    mode: Mode,
     limits: Limits,
     /// Last resume offset handed out as a position.
     pub last_position: u64,
@@ -157,10 +159,25 @@ pub struct FileTail {
     /// No inotify hint names this file (found only through a symlink, whose target may sit
     /// outside the watched directories): it is looked at every poll.
     pub poll: bool,
-    /// Malformed lines since the last warning about them, and when that was (rate limit).
+    /// Rate limits of the warnings about bad lines; made at the first one.
+    warned: Option<Box<Warned>>,
+}
+
+/// The line assembly state of a file (~290 bytes): boxed and made only while lines are read,
+/// since at 10,000 idle files keeping it in every `FileTail` (which was ~600 bytes) cost ~3 MB.
+/// Lossless to drop when nothing is pending: a `Merger` and a `Joiner` hold nothing else.
+struct Assembly {
+    merger: Merger,
+    /// Stack traces joined after the merge (`logs::multiline`).
+    joiner: Joiner,
+}
+
+/// Malformed lines since the last warning about them, and when that was (rate limit); the same
+/// for lines with invalid UTF-8 (replaced, shipped as normal lines).
+#[derive(Default)]
+struct Warned {
     malformed_unlogged: u64,
     malformed_logged_at: Option<Instant>,
-    /// The same for lines with invalid UTF-8 (replaced, shipped as normal lines).
     invalid_utf8_unlogged: u64,
     invalid_utf8_logged_at: Option<Instant>,
 }
@@ -173,8 +190,8 @@ pub struct Opened {
     pub key: u64,
     pub id: FileId,
     pub fp: Fingerprint,
-    /// The path it was discovered under.
-    pub path: PathBuf,
+    /// The path it was discovered under (shared with `Tailer::by_path` and the registry).
+    pub path: Arc<Path>,
     pub source: Arc<Source>,
     pub file: File,
     /// Where reading starts (decompressed bytes for a `.gz`).
@@ -218,7 +235,7 @@ impl FileTail {
         key: u64,
         id: FileId,
         fp: Fingerprint,
-        path: PathBuf,
+        path: Arc<Path>,
         source: Arc<Source>,
         body: Body,
         offset: u64,
@@ -227,7 +244,8 @@ impl FileTail {
     ) -> Self {
         let (mode, _) = limits.multiline.select(&path, None);
         Self {
-            joiner: Joiner::new(mode, limits.max_line, limits.multiline.max_wait_ms),
+            asm: None,
+            mode,
             key,
             id,
             fp,
@@ -241,7 +259,6 @@ impl FileTail {
             carry: Vec::new(),
             carry_cut: false,
             format: None,
-            merger: Merger::new(limits.max_line),
             limits,
             last_position: offset,
             last_data: Instant::now(),
@@ -252,17 +269,31 @@ impl FileTail {
             touched: false,
             looked: None,
             poll: false,
-            malformed_unlogged: 0,
-            malformed_logged_at: None,
-            invalid_utf8_unlogged: 0,
-            invalid_utf8_logged_at: None,
+            warned: None,
         }
     }
 
     /// Where reading may resume once everything emitted so far is delivered.
     pub fn resume(&self) -> u64 {
-        let r = self.merger.pending_start().map_or(self.consumed, |p| p.min(self.consumed));
-        self.joiner.pending_start().map_or(r, |g| g.min(r))
+        let Some(a) = &self.asm else { return self.consumed };
+        let r = a.merger.pending_start().map_or(self.consumed, |p| p.min(self.consumed));
+        a.joiner.pending_start().map_or(r, |g| g.min(r))
+    }
+
+    /// The line assembly state, made if the file has none.
+    fn asm(&mut self) -> &mut Assembly {
+        let (mode, limits) = (&self.mode, &self.limits);
+        self.asm.get_or_insert_with(|| {
+            Box::new(Assembly {
+                merger: Merger::new(limits.max_line),
+                joiner: Joiner::new(mode.clone(), limits.max_line, limits.multiline.max_wait_ms),
+            })
+        })
+    }
+
+    /// Whether partial lines or multiline groups are pending.
+    fn assembling(&self) -> bool {
+        self.asm.as_ref().is_some_and(|a| a.merger.has_pending() || a.joiner.has_open())
     }
 
     /// Applies the pod's `vigil.io/multiline` annotation (`None`: not set) to this file's
@@ -275,12 +306,17 @@ impl FileTail {
         if let Some(error) = error {
             tracing::warn!(path = %self.path.display(), %error, "ignoring the pod's multiline annotation");
         }
-        if mode != *self.joiner.mode() && self.joiner.has_open() {
-            let groups = self.joiner.take_all();
+        if mode != self.mode
+            && let Some(a) = self.asm.as_mut().filter(|a| a.joiner.has_open())
+        {
+            let groups = a.joiner.take_all();
             self.emit_taken(groups, out);
             self.push_position(out);
         }
-        self.joiner.set_mode(mode);
+        if let Some(a) = &mut self.asm {
+            a.joiner.set_mode(mode.clone());
+        }
+        self.mode = mode;
     }
 
     /// Frees what a file at its end keeps for nothing: its copy of the source for a batch
@@ -293,6 +329,15 @@ impl FileTail {
         if self.carry.is_empty() && self.carry.capacity() > 0 {
             self.carry = Vec::new();
         }
+        if !self.assembling() {
+            self.asm = None;
+        }
+    }
+
+    /// Whether the file keeps its line assembly state (tests).
+    #[cfg(test)]
+    pub fn holds_assembly(&self) -> bool {
+        self.asm.is_some()
     }
 
     /// Whether the file keeps a copy of its source for a batch (tests).
@@ -336,6 +381,12 @@ impl FileTail {
             };
             if n == 0 {
                 self.at_eof = true;
+                // Read to its end with nothing pending: the assembly state goes until the next
+                // line (a first round over 10,000 files made 10,000 of them, ~3 MB, all alive
+                // until the next poll).
+                if !self.assembling() {
+                    self.asm = None;
+                }
                 break;
             }
             self.process(&buf[..n], now_ms, out, m);
@@ -426,22 +477,23 @@ impl FileTail {
             Ok((rec, cut)) => {
                 // A raw cut inside a docker record breaks its JSON, so it cannot get here; a
                 // cut CRI record keeps its header and is flagged.
-                if let Some(line) = self.merger.push(rec, cut || raw_cut, start, now_ms) {
+                if let Some(line) = self.asm().merger.push(rec, cut || raw_cut, start, now_ms) {
                     self.join(line, now_ms, u64::MAX, out);
                 }
             }
             Err(e) => {
                 m.parse_error(e);
-                self.malformed_unlogged += 1;
-                if self.malformed_logged_at.is_none_or(|t| t.elapsed() >= MALFORMED_LOG_EVERY) {
+                let w = self.warned.get_or_insert_default();
+                w.malformed_unlogged += 1;
+                if w.malformed_logged_at.is_none_or(|t| t.elapsed() >= MALFORMED_LOG_EVERY) {
                     let sample = String::from_utf8_lossy(&raw[..raw.len().min(120)]).into_owned();
                     tracing::warn!(
-                        path = %self.path.display(), offset = start, error = e.kind(), lines = self.malformed_unlogged,
+                        path = %self.path.display(), offset = start, error = e.kind(), lines = w.malformed_unlogged,
                         %sample,
                         "shipping malformed lines as raw text, flagged \"malformed\" (at most one warning per file per minute)"
                     );
-                    self.malformed_unlogged = 0;
-                    self.malformed_logged_at = Some(Instant::now());
+                    w.malformed_unlogged = 0;
+                    w.malformed_logged_at = Some(Instant::now());
                 }
                 let (message, cut) = parse::raw_message(raw, self.limits.max_line);
                 let line = Line {
@@ -462,7 +514,7 @@ impl FileTail {
     /// line closed, then the line unless a group holds it. `rest`: the smallest start of the
     /// lines taken out of the merger but not handed here yet (flush paths; else `u64::MAX`).
     fn join(&mut self, line: Line, now_ms: u64, rest: u64, out: &mut Out) {
-        let pushed = self.joiner.push(line, now_ms);
+        let pushed = self.asm().joiner.push(line, now_ms);
         if let Some(group) = pushed.closed {
             // The line that closed the group is not emitted yet: neither this event's resume
             // nor a batch sealed after it may pass that line's start.
@@ -501,15 +553,16 @@ impl FileTail {
         out.truncated += line.truncated as u64;
         if line.invalid_utf8 {
             out.invalid_utf8 += 1;
-            self.invalid_utf8_unlogged += 1;
-            if self.invalid_utf8_logged_at.is_none_or(|t| t.elapsed() >= MALFORMED_LOG_EVERY) {
+            let w = self.warned.get_or_insert_default();
+            w.invalid_utf8_unlogged += 1;
+            if w.invalid_utf8_logged_at.is_none_or(|t| t.elapsed() >= MALFORMED_LOG_EVERY) {
                 tracing::warn!(
                     path = %self.path.display(), offset = line.start, error = "invalid UTF-8",
-                    lines = self.invalid_utf8_unlogged,
+                    lines = w.invalid_utf8_unlogged,
                     "replaced bytes that are not UTF-8 with U+FFFD in log lines (at most one warning per file per minute)"
                 );
-                self.invalid_utf8_unlogged = 0;
-                self.invalid_utf8_logged_at = Some(Instant::now());
+                w.invalid_utf8_unlogged = 0;
+                w.invalid_utf8_logged_at = Some(Instant::now());
             }
         }
         out.message_bytes += line.message.len();
@@ -517,13 +570,20 @@ impl FileTail {
         // One `Arc<Source>` per file *per batch*: the sink drops a batch's references on its
         // thread while this thread takes references for the next batch; with a single shared
         // Arc both would hammer one reference count across cores (a cache-line transfer per
-        // event). Cloning the few metadata strings once per batch is cheaper.
+        // event). Cloning the few metadata strings once per batch is cheaper. The first event
+        // of a file in a batch takes the file's own `Arc` (one count change per batch on
+        // each side is no contention); the copy is made at its second: a batch of the first
+        // lines of 10,000 files held 10,000 copies (~3 MB) for nothing.
         let source = match &self.batch_source {
-            Some((generation, s)) if *generation == out.generation => s.clone(),
-            _ => {
+            Some((generation, s)) if *generation == out.generation && !Arc::ptr_eq(s, &self.source) => s.clone(),
+            Some((generation, _)) if *generation == out.generation => {
                 let s = Arc::new((*self.source).clone());
                 self.batch_source = Some((out.generation, s.clone()));
                 s
+            }
+            _ => {
+                self.batch_source = Some((out.generation, self.source.clone()));
+                self.source.clone()
             }
         };
         out.events.push(Event {
@@ -554,13 +614,13 @@ impl FileTail {
     /// file has unread bytes (they may continue it; the wait is then the backlog's, not the
     /// group's).
     pub fn flush_expired(&mut self, now_ms: u64, timeout_ms: u64, out: &mut Out) {
-        if !self.merger.has_pending() && !self.joiner.has_open() {
+        if !self.assembling() {
             return;
         }
-        let lines = self.merger.take_expired(now_ms, timeout_ms);
+        let lines = self.asm().merger.take_expired(now_ms, timeout_ms);
         self.join_taken(lines, now_ms, out);
         if self.at_eof {
-            let groups = self.joiner.take_expired(now_ms);
+            let groups = self.asm().joiner.take_expired(now_ms);
             self.emit_taken(groups, out);
         }
         self.push_position(out);
@@ -568,9 +628,12 @@ impl FileTail {
 
     /// Ships every pending partial (through the multiline stage), then every open group.
     fn flush_all(&mut self, now_ms: u64, out: &mut Out) {
-        let lines = self.merger.take_all();
+        if self.asm.is_none() {
+            return;
+        }
+        let lines = self.asm().merger.take_all();
         self.join_taken(lines, now_ms, out);
-        let groups = self.joiner.take_all();
+        let groups = self.asm().joiner.take_all();
         self.emit_taken(groups, out);
     }
 
@@ -683,8 +746,7 @@ impl FileTail {
         self.carry.clear();
         self.carry_cut = false;
         self.format = None;
-        self.merger = Merger::new(self.limits.max_line);
-        self.joiner = Joiner::new(self.joiner.mode().clone(), self.limits.max_line, self.limits.multiline.max_wait_ms);
+        self.asm = None;
         self.last_position = u64::MAX;
         self.size = 0;
         self.push_position(out);

@@ -179,7 +179,8 @@ pub struct Tailer {
     /// 10,000 files the vector alone held 16,384 slots (9.3 MB); boxed, the slots are pointers.
     #[allow(clippy::vec_box)]
     files: Vec<Box<FileTail>>,
-    by_path: HashMap<PathBuf, usize>,
+    /// The live file of each path (its key shared with `FileTail::path`).
+    by_path: HashMap<Arc<Path>, usize>,
     /// Checkpoint entries not matched to a file yet (start-up only). Several per id: a
     /// deleted file's inode may have been reused by a file that is also checkpointed.
     restore: HashMap<FileId, Vec<Entry>>,
@@ -324,11 +325,11 @@ impl Tailer {
         })
     }
 
-    pub(super) fn register(&self, key: u64, generation: u64, family: &str, t: &FileTail, base: u64) {
+    pub(super) fn register(&self, key: u64, generation: u64, t: &FileTail, base: u64) {
         self.shared.registry().insert(
             key,
             Tracked {
-                path: family.to_string(),
+                path: t.path.clone(),
                 id: t.id,
                 fp: t.fp,
                 generation,

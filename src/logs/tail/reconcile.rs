@@ -18,6 +18,7 @@ use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 impl Tailer {
@@ -30,30 +31,29 @@ impl Tailer {
         let interval =
             if self.watcher.failed { self.s.rescan_interval.min(FALLBACK_RESCAN) } else { self.s.rescan_interval };
         self.next_rescan = now + interval;
-        if !self.watcher.failed && !self.watch_deferred && !self.watcher.watch(&self.globs.roots()) {
+        let watch = !self.watcher.failed && !self.watch_deferred;
+        let found = self.globs.walk(watch.then_some(&mut self.watcher));
+        if watch && self.watcher.failed {
             self.shared.metrics.inotify_fallback.set(1);
         }
-        let found = self.globs.walk();
         self.apply_walk(&found, now);
         // Before the new files' first read.
         self.resolve_multiline();
     }
 
-    /// Adds the inotify watches, once the first round has shipped what the start found. What
-    /// changed before they existed sent no hint, so every file is looked at in the next round
-    /// and the globs are walked again soon (`MIN_RESCAN_GAP`).
+    /// Starts watching, once the first round has shipped what the start found: a walk adds a
+    /// watch to every directory before reading it again, so an entry made since is listed or
+    /// sends a hint. A file written before its directory's watch existed sent no hint, so every
+    /// file is looked at in the next round.
     pub(super) fn start_watching(&mut self) {
         self.watch_deferred = false;
         if self.watcher.failed {
             return;
         }
-        if !self.watcher.watch(&self.globs.roots()) {
-            self.shared.metrics.inotify_fallback.set(1);
-        }
+        self.rescan();
         for f in &mut self.files {
             f.at_eof = false;
         }
-        self.rescan_wanted = true;
     }
 
     /// Reconciles the open files with what a walk found (`now`: when it started). Opening is a
@@ -61,42 +61,83 @@ impl Tailer {
     pub(super) fn apply_walk(&mut self, found: &[Found], now: Instant) {
         {
             // Only a flag that flips counts as a change: an idle walk of 10,000 files must not
-            // make the checkpoint writer rebuild and compare every entry.
-            let ids: HashSet<FileId> = found.iter().map(|f| f.id).collect();
+            // make the checkpoint writer rebuild and compare every entry. The set of found
+            // identities is built only when some entry is closed (rarely: rotated files).
             let mut reg = self.shared.registry.lock().expect("tail registry lock poisoned");
-            let mut flipped = false;
-            for t in reg.values_mut().filter(|t| t.closed.is_some()) {
-                let visible = ids.contains(&t.id);
-                flipped |= t.visible != visible;
-                t.visible = visible;
-            }
-            drop(reg);
-            if flipped {
-                self.shared.note_change();
+            if reg.values().any(|t| t.closed.is_some()) {
+                let ids: HashSet<FileId> = found.iter().map(|f| f.id).collect();
+                let mut flipped = false;
+                for t in reg.values_mut().filter(|t| t.closed.is_some()) {
+                    let visible = ids.contains(&t.id);
+                    flipped |= t.visible != visible;
+                    t.visible = visible;
+                }
+                drop(reg);
+                if flipped {
+                    self.shared.note_change();
+                }
             }
         }
-        // The open files by identity and by path, kept current as files are opened below:
-        // looking each listed file up by a scan of the open ones made a walk quadratic (half a
-        // second for 1,000 files on a busy node, during which listed files get rotated away).
-        let mut by_id: HashMap<FileId, usize> = HashMap::new();
-        let mut by_path: HashMap<PathBuf, Vec<usize>> = HashMap::new();
-        index_files(&self.files, 0, &mut by_id, &mut by_path);
-        let mut seen: HashSet<&Path> = HashSet::new();
+        // The open files by identity, kept current as files are opened below: looking each
+        // listed file up by a scan of the open ones made a walk quadratic (half a second for
+        // 1,000 files on a busy node, during which listed files get rotated away). The open
+        // files at the path of a new file are found by one pass over them against the found
+        // paths (borrowed, never copied: maps of copied paths were ~2 MB at each walk of
+        // 10,000 files).
+        let mut by_id: HashMap<FileId, usize> = HashMap::with_capacity(self.files.len());
+        index_ids(&self.files, 0, &mut by_id);
+        // Each found path, with the first found file at it whose identity is new (`NONE`: no
+        // new file there).
+        const NONE: usize = usize::MAX;
+        let mut at: HashMap<&Path, usize> = HashMap::with_capacity(found.len());
         // Whether a file was opened or left or regained its path (`by_path` is rebuilt then).
         let mut changed = self.first_scan;
-        for f in found {
-            seen.insert(&f.path);
-            if let Some(&i) = by_id.get(&f.id) {
-                let t = &mut self.files[i];
-                if t.path == f.path && matches!(t.state, State::Moved { .. }) {
-                    // Renamed back (a failed kubelet reopen): it is live again.
-                    t.state = State::Live;
-                    changed = true;
+        for (k, f) in found.iter().enumerate() {
+            let fresh = match by_id.get(&f.id) {
+                Some(&i) => {
+                    changed |= renamed_back(&mut self.files[i], f);
+                    NONE
                 }
+                None => k,
+            };
+            let first = at.entry(f.path.as_path()).or_insert(fresh);
+            if *first == NONE {
+                *first = fresh;
+            }
+        }
+        // (new found file, open file at its path): those were rotated away.
+        let mut replaced: Vec<(usize, usize)> = self
+            .files
+            .iter()
+            .enumerate()
+            .filter_map(|(i, t)| at.get(&*t.path).filter(|&&k| k != NONE).map(|&k| (k, i)))
+            .collect();
+        replaced.sort_unstable();
+        // Two found files at one path (include globs that overlap, and the file replaced
+        // between their stats): the files opened for the first are rotated away by the second.
+        let overlap = at.len() < found.len();
+        let mut opened_at: HashMap<&Path, std::ops::Range<usize>> = HashMap::new();
+        let mut r = 0;
+        for (k, f) in found.iter().enumerate() {
+            if let Some(&i) = by_id.get(&f.id) {
+                // Known, or opened earlier in this walk (a rotated name the globs also match).
+                changed |= renamed_back(&mut self.files[i], f);
                 continue;
             }
             // A new file at this path: whatever we had there was rotated away.
-            for &i in by_path.get(&f.path).into_iter().flatten() {
+            while replaced.get(r).is_some_and(|&(rk, _)| rk < k) {
+                r += 1;
+            }
+            let mut gone: Vec<usize> = Vec::new();
+            while let Some(&(rk, i)) = replaced.get(r).filter(|&&(rk, _)| rk == k) {
+                debug_assert_eq!(rk, k);
+                gone.push(i);
+                r += 1;
+            }
+            if overlap && let Some(range) = opened_at.get(f.path.as_path()) {
+                gone.extend(range.clone());
+            }
+            for i in gone {
                 let t = &mut self.files[i];
                 match t.state {
                     State::Live => {
@@ -110,10 +151,13 @@ impl Tailer {
             let opened = self.files.len();
             changed = true;
             self.open(f);
-            index_files(&self.files, opened, &mut by_id, &mut by_path);
+            index_ids(&self.files, opened, &mut by_id);
+            if overlap {
+                opened_at.insert(f.path.as_path(), opened..self.files.len());
+            }
         }
         for t in &mut self.files {
-            if matches!(t.state, State::Live) && !seen.contains(t.path.as_path()) {
+            if matches!(t.state, State::Live) && !at.contains_key(&*t.path) {
                 match t.stat() {
                     Some(Ok((_, 0))) => t.state = State::Deleted { since: now },
                     _ => {
@@ -204,7 +248,7 @@ impl Tailer {
                 tracing::info!(path = %c.display(), "reading a file rotated twice between discovery and open");
                 let (key, generation) = self.new_key(t.id);
                 t.key = key;
-                self.register(key, generation, &f.path.display().to_string(), &t, 0);
+                self.register(key, generation, &t, 0);
                 t.order = self.take_order();
                 self.files.push(Box::new(t));
             }
@@ -243,7 +287,7 @@ impl Tailer {
             let reg = self.shared.registry();
             let (&key, t) = reg.iter().find(|(_, t)| t.id == id && t.closed.is_some() && t.fp.matches(&head))?;
             Some(Entry {
-                path: t.path.clone(),
+                path: t.path.display().to_string(),
                 dev: id.dev,
                 ino: id.ino,
                 fingerprint_len: t.fp.len,
@@ -288,22 +332,13 @@ impl Tailer {
             }
         };
         let source = self.source(&f.path, f.link.as_deref());
+        let path: Arc<Path> = f.path.as_path().into();
         self.shared.registry().insert(
             key,
-            Tracked {
-                path: f.path.display().to_string(),
-                id,
-                fp,
-                generation,
-                base: offset,
-                closed: None,
-                visible: false,
-                copy: false,
-            },
+            Tracked { path: path.clone(), id, fp, generation, base: offset, closed: None, visible: false, copy: false },
         );
         tracing::debug!(path = %f.path.display(), offset, "tailing log file");
-        let mut t =
-            FileTail::plain(Opened { key, id, fp, path: f.path.clone(), source, file, offset, limits: self.s.limits });
+        let mut t = FileTail::plain(Opened { key, id, fp, path, source, file, offset, limits: self.s.limits });
         t.state = state;
         t.poll = f.link.as_deref() == Some(f.path.as_path());
         t.order = self.take_order();
@@ -332,7 +367,7 @@ impl Tailer {
             for c in candidates {
                 if let Some(mut t) = self.open_rotated(e, &family, &c) {
                     tracing::info!(path = %c.display(), offset = e.offset, "finishing a file rotated while vigil was stopped");
-                    self.register(e.key, e.generation, &e.path, &t, e.offset);
+                    self.register(e.key, e.generation, &t, e.offset);
                     if let Some(r) = self.shared.registry().get_mut(&e.key) {
                         r.copy = copy;
                     }
@@ -361,7 +396,7 @@ impl Tailer {
                     tracing::info!(path = %c.display(), "reading a file rotated twice while vigil was stopped");
                     let (key, generation) = self.new_key(t.id);
                     t.key = key;
-                    self.register(key, generation, &family.display().to_string(), &t, 0);
+                    self.register(key, generation, &t, 0);
                     t.order = self.take_order();
                     self.files.push(Box::new(t));
                 }
@@ -389,7 +424,7 @@ impl Tailer {
             .files
             .iter()
             .enumerate()
-            .filter(|(_, t)| t.path == family && !matches!(t.state, State::Live))
+            .filter(|(_, t)| *t.path == *family && !matches!(t.state, State::Live))
             .filter_map(|(i, t)| Some((i, suffixes.get(&t.id)?.clone())))
             .collect();
         let mut orders: Vec<u64> = rotated.iter().map(|&(i, _)| self.files[i].order).collect();
@@ -421,7 +456,7 @@ impl Tailer {
         }
         let fp = Fingerprint::of_bytes(&head);
         let source = self.source(family, None);
-        let o = Opened { key: 0, id, fp, path: family.to_path_buf(), source, file, offset: 0, limits: self.s.limits };
+        let o = Opened { key: 0, id, fp, path: family.into(), source, file, offset: 0, limits: self.s.limits };
         FileTail::rotated(o, gz).ok()
     }
 
@@ -456,7 +491,7 @@ impl Tailer {
         };
         let fp = Fingerprint::of_bytes(&head);
         let source = self.source(family, None);
-        let o = Opened { key: e.key, id, fp, path: family.to_path_buf(), source, file, offset, limits: self.s.limits };
+        let o = Opened { key: e.key, id, fp, path: family.into(), source, file, offset, limits: self.s.limits };
         match FileTail::rotated(o, gz) {
             Ok(t) => Some(t),
             Err(error) => {
@@ -467,20 +502,24 @@ impl Tailer {
     }
 }
 
-/// Adds `files[from..]` to the indexes of `Tailer::apply_walk` (plain files by identity, as the
-/// walk finds them; every file by path).
-fn index_files(
-    files: &[Box<FileTail>],
-    from: usize,
-    by_id: &mut HashMap<FileId, usize>,
-    by_path: &mut HashMap<PathBuf, Vec<usize>>,
-) {
+/// Adds `files[from..]` to the identities of `Tailer::apply_walk` (plain files: the walk
+/// finds no `.gz` by its identity).
+fn index_ids(files: &[Box<FileTail>], from: usize, by_id: &mut HashMap<FileId, usize>) {
     for (i, t) in files.iter().enumerate().skip(from) {
         if !t.is_gz() {
             by_id.entry(t.id).or_insert(i);
         }
-        by_path.entry(t.path.clone()).or_default().push(i);
     }
+}
+
+/// A found file vigil already tails: when it is back at the path it was rotated away from (a
+/// failed kubelet reopen), it is live again. Returns whether it was.
+fn renamed_back(t: &mut FileTail, f: &Found) -> bool {
+    if *t.path == *f.path && matches!(t.state, State::Moved { .. }) {
+        t.state = State::Live;
+        return true;
+    }
+    false
 }
 
 /// The offset just after the last `\n` before `size` (`read_from: end` starts at a line).

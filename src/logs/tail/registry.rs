@@ -11,6 +11,7 @@ use super::identity::{FileId, Fingerprint};
 use crate::logs::metrics::LogMetrics;
 use crate::pipeline::Committed;
 use std::collections::{HashMap, HashSet};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
@@ -18,7 +19,8 @@ use std::time::SystemTime;
 /// What the checkpoint writer needs to know about a file.
 #[derive(Debug, Clone)]
 pub struct Tracked {
-    pub path: String,
+    /// The path events name (shared with the open file's `FileTail::path`).
+    pub path: Arc<Path>,
     pub id: FileId,
     pub fp: Fingerprint,
     /// When vigil first saw this content (the key is derived from it).
@@ -93,7 +95,7 @@ impl Shared {
                         return None;
                     }
                     Some(Entry {
-                        path: t.path.clone(),
+                        path: t.path.display().to_string(),
                         dev: t.id.dev,
                         ino: t.id.ino,
                         fingerprint_len: t.fp.len,

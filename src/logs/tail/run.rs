@@ -16,7 +16,8 @@ use super::file::State;
 use super::{BATCH_LINGER, MIN_RESCAN_GAP, Tailer, update_fp};
 use crate::logs::discover::{self, Wake};
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::Path;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::RecvTimeoutError;
 use std::time::Instant;
@@ -48,7 +49,7 @@ impl Tailer {
                 self.rescan();
             }
             for p in std::mem::take(&mut self.dirty) {
-                if let Some(&i) = self.by_path.get(&p) {
+                if let Some(&i) = self.by_path.get(p.as_path()) {
                     self.files[i].at_eof = false;
                     self.files[i].touched = true;
                 }
@@ -129,7 +130,7 @@ impl Tailer {
             return false;
         }
         // Per path, the oldest file that is no longer live: it is read to its end first.
-        let mut oldest_gone: HashMap<PathBuf, u64> = HashMap::new();
+        let mut oldest_gone: HashMap<Arc<Path>, u64> = HashMap::new();
         for f in self.files.iter().filter(|f| !matches!(f.state, State::Live)) {
             let o = oldest_gone.entry(f.path.clone()).or_insert(f.order);
             *o = (*o).min(f.order);

@@ -210,7 +210,7 @@ impl Tailer {
                     };
                     let mut t = FileTail::plain(o);
                     t.state = state;
-                    self.register(key, generation, &family.display().to_string(), &t, 0);
+                    self.register(key, generation, &t, 0);
                     t.order = self.take_order();
                     self.files.push(Box::new(t));
                     self.reindex();
@@ -234,7 +234,7 @@ impl Tailer {
         reg.insert(
             key,
             Tracked {
-                path: f.path.display().to_string(),
+                path: f.path.clone(),
                 id: f.id,
                 fp: f.fp,
                 generation,
