@@ -217,9 +217,23 @@ fn rfc3339_nanos_bytes(ns: i64, b: &mut [u8; 30]) -> usize {
     b[16] = b':';
     put(b, 17, sod % 60, 2);
     b[19] = b'.';
-    put(b, 20, nanos, 9);
+    put_nanos(b, nanos);
     b[29] = b'Z';
     30
+}
+
+/// Writes nanoseconds (`v` < 10⁹) as 9 digits at `b[20..29]`: two digits per step from a
+/// table, so five dependent divisions instead of nine (this runs once per event).
+#[inline]
+fn put_nanos(b: &mut [u8; 30], v: u32) {
+    const PAIRS: &[u8; 200] = b"00010203040506070809101112131415161718192021222324252627282930313233343536373839404142434445464748495051525354555657585960616263646566676869707172737475767778798081828384858687888990919293949596979899";
+    let mut v = v % 1_000_000_000;
+    for at in [27, 25, 23, 21] {
+        let d = (v % 100) as usize * 2;
+        v /= 100;
+        b[at..at + 2].copy_from_slice(&PAIRS[d..d + 2]);
+    }
+    b[20] = b'0' + v as u8;
 }
 
 /// Writes `v` as `width` decimal digits (zero-padded) at `b[at..]`.
@@ -418,7 +432,7 @@ impl JsonEncoder {
         let mut ts = [0u8; 30];
         if self.second == Some(secs) {
             ts[..20].copy_from_slice(&self.second_text);
-            put_digits(&mut ts, 20, e.timestamp.rem_euclid(1_000_000_000) as u32, 9);
+            put_nanos(&mut ts, e.timestamp.rem_euclid(1_000_000_000) as u32);
             ts[29] = b'Z';
         } else {
             rfc3339_nanos_bytes(e.timestamp, &mut ts);

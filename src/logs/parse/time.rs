@@ -10,10 +10,25 @@
 
 use std::cell::Cell;
 
+/// The last `YYYY-MM-DDTHH:MM:SS` that was valid, as three words (bytes 0..8, 8..16, 15..19),
+/// and its seconds since the epoch (before the offset). Separate cells, read one word at a
+/// time: copying one 27-byte tuple out of a `Cell` went through the stack and stalled on store
+/// forwarding (perf showed it as most of the function). The initial zeros never match: a
+/// timestamp has `-` at byte 4.
+struct LastSecond {
+    head: [Cell<u64>; 3],
+    secs: Cell<i64>,
+}
+
 thread_local! {
-    /// The last `YYYY-MM-DDTHH:MM:SS` that was valid and its seconds since the epoch (before
-    /// the offset). The zero bytes of the initial value never match: a timestamp has `-` at 4.
-    static LAST_SECOND: Cell<([u8; 19], i64)> = const { Cell::new(([0; 19], 0)) };
+    static LAST_SECOND: LastSecond =
+        const { LastSecond { head: [Cell::new(0), Cell::new(0), Cell::new(0)], secs: Cell::new(0) } };
+}
+
+/// The 19 bytes of `YYYY-MM-DDTHH:MM:SS` as three words (the last two overlap by one byte).
+fn head_words(b: &[u8]) -> [u64; 3] {
+    let word = |at: usize| u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"));
+    [word(0), word(8), u32::from_le_bytes(b[15..19].try_into().expect("4 bytes")) as u64]
 }
 
 /// Parses an RFC 3339 timestamp into UTC nanoseconds since the Unix epoch. Fraction digits
@@ -28,14 +43,20 @@ pub fn parse_rfc3339(b: &[u8]) -> Option<i64> {
     {
         return None;
     }
-    let head: &[u8; 19] = b[..19].try_into().expect("length checked");
-    let last = LAST_SECOND.get();
-    let local_secs = if last.0 == *head {
-        last.1
-    } else {
-        let secs = date_time_secs(b)?;
-        LAST_SECOND.set((*head, secs));
-        secs
+    let head = head_words(b);
+    let cached = LAST_SECOND.with(|l| (l.head.iter().zip(head).all(|(c, w)| c.get() == w)).then(|| l.secs.get()));
+    let local_secs = match cached {
+        Some(secs) => secs,
+        None => {
+            let secs = date_time_secs(b)?;
+            LAST_SECOND.with(|l| {
+                for (c, w) in l.head.iter().zip(head) {
+                    c.set(w);
+                }
+                l.secs.set(secs);
+            });
+            secs
+        }
     };
     let mut i = 19;
     let mut nanos: i64 = 0;
@@ -204,7 +225,7 @@ mod tests {
             for (i, tail) in tails.iter().enumerate() {
                 let s = format!("{}{tail}", heads[i % heads.len()]);
                 let cached = parse_rfc3339(s.as_bytes());
-                LAST_SECOND.set(([0; 19], 0));
+                LAST_SECOND.with(|l| l.head.iter().for_each(|c| c.set(0)));
                 prop_assert_eq!(cached, parse_rfc3339(s.as_bytes()), "{}", s);
             }
         }
