@@ -12,25 +12,36 @@
 use super::{Collect, Error, Family, Paths, Scrape};
 use std::path::{Path, PathBuf};
 
-/// (sysfs attribute, metric suffix, counter?), in node_exporter's order.
-const NUMERIC: [(&str, &str, bool); 17] = [
-    ("addr_assign_type", "address_assign_type", false),
-    ("carrier", "carrier", false),
-    ("carrier_changes", "carrier_changes_total", true),
-    ("carrier_up_count", "carrier_up_changes_total", true),
-    ("carrier_down_count", "carrier_down_changes_total", true),
-    ("dev_id", "device_id", false),
-    ("dormant", "dormant", false),
-    ("flags", "flags", false),
-    ("ifindex", "iface_id", false),
-    ("iflink", "iface_link", false),
-    ("link_mode", "iface_link_mode", false),
-    ("mtu", "mtu_bytes", false),
-    ("name_assign_type", "name_assign_type", false),
-    ("netdev_group", "net_dev_group", false),
-    ("speed", "speed_bytes", false),
-    ("tx_queue_len", "transmit_queue_length", false),
-    ("type", "protocol_type", false),
+/// (sysfs attribute, metric name, HELP, counter?), in node_exporter's order; the HELP is
+/// "Network device property: <metric suffix>".
+const NUMERIC: [(&str, &str, &str, bool); 17] = [
+    ("addr_assign_type", "node_network_address_assign_type", "Network device property: address_assign_type", false),
+    ("carrier", "node_network_carrier", "Network device property: carrier", false),
+    ("carrier_changes", "node_network_carrier_changes_total", "Network device property: carrier_changes_total", true),
+    (
+        "carrier_up_count",
+        "node_network_carrier_up_changes_total",
+        "Network device property: carrier_up_changes_total",
+        true,
+    ),
+    (
+        "carrier_down_count",
+        "node_network_carrier_down_changes_total",
+        "Network device property: carrier_down_changes_total",
+        true,
+    ),
+    ("dev_id", "node_network_device_id", "Network device property: device_id", false),
+    ("dormant", "node_network_dormant", "Network device property: dormant", false),
+    ("flags", "node_network_flags", "Network device property: flags", false),
+    ("ifindex", "node_network_iface_id", "Network device property: iface_id", false),
+    ("iflink", "node_network_iface_link", "Network device property: iface_link", false),
+    ("link_mode", "node_network_iface_link_mode", "Network device property: iface_link_mode", false),
+    ("mtu", "node_network_mtu_bytes", "Network device property: mtu_bytes", false),
+    ("name_assign_type", "node_network_name_assign_type", "Network device property: name_assign_type", false),
+    ("netdev_group", "node_network_net_dev_group", "Network device property: net_dev_group", false),
+    ("speed", "node_network_speed_bytes", "Network device property: speed_bytes", false),
+    ("tx_queue_len", "node_network_transmit_queue_length", "Network device property: transmit_queue_length", false),
+    ("type", "node_network_protocol_type", "Network device property: protocol_type", false),
 ];
 
 pub(super) struct NetclassCollector {
@@ -145,10 +156,11 @@ impl Collect for NetclassCollector {
             Family::gauge("node_network_info", "Non-numeric data from /sys/class/net/<iface>, value is always 1.");
         let mut numeric: Vec<Family> = NUMERIC
             .iter()
-            .map(|(_, name, counter)| {
-                let (full, help) = (format!("node_network_{name}"), format!("Network device property: {name}"));
-                if *counter { Family::counter(full, help) } else { Family::gauge(full, help) }
-            })
+            .map(
+                |&(_, name, help, counter)| {
+                    if counter { Family::counter(name, help) } else { Family::gauge(name, help) }
+                },
+            )
             .collect();
         let mut attrs = Attributes::new();
         for device in &devices {
@@ -173,7 +185,7 @@ impl Collect for NetclassCollector {
                 ],
                 1.0,
             );
-            for (family, (attr, _, _)) in numeric.iter_mut().zip(NUMERIC) {
+            for (family, (attr, _, _, _)) in numeric.iter_mut().zip(NUMERIC) {
                 // flags was read above for adminstate.
                 let v = if attr == "flags" { flags } else { attrs.integer(attr)? };
                 let Some(v) = v else { continue };
