@@ -157,3 +157,33 @@ fn parse_f64_matches_the_float_parser() {
         assert_eq!(ours.map(f64::to_bits), float.map(f64::to_bits), "{t:?}");
     }
 }
+
+/// netclass on the real sysfs keeps attribute descriptors open between scrapes, and a scrape
+/// through kept descriptors writes what a fresh collector (opening every attribute) writes for
+/// `lo` (present in every network namespace; its attributes do not change).
+#[test]
+fn netclass_kept_attributes_read_as_fresh_ones() {
+    fn lo(c: &netclass::NetclassCollector) -> String {
+        let buf = Buf::new();
+        let scrape = Scrape { stat_buf: &buf, proc_stat: Default::default() };
+        let mut families = Vec::new();
+        c.collect(&scrape, &mut families).unwrap();
+        let mut out = Vec::new();
+        for f in &families {
+            write_text(f, &mut out);
+        }
+        let text = String::from_utf8(out).unwrap();
+        text.lines().filter(|l| l.contains("device=\"lo\"")).map(|l| format!("{l}\n")).collect()
+    }
+    assert!(Path::new("/sys/class/net/lo").exists(), "the test needs the real sysfs");
+    let paths = Paths { rootfs: "/".into(), procfs: "/proc".into(), sysfs: "/sys".into() };
+    let kept = netclass::NetclassCollector::new(&paths);
+    let first = lo(&kept);
+    assert!(kept.kept_descriptors() > 0, "nothing kept on sysfs");
+    let again = lo(&kept);
+    let fresh = lo(&netclass::NetclassCollector::new(&paths));
+    assert!(first.contains("node_network_mtu_bytes{device=\"lo\"}"), "{first}");
+    assert!(first.contains("node_network_info{"), "{first}");
+    assert_eq!(again, fresh);
+    assert_eq!(again, first);
+}
