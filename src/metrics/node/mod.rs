@@ -165,11 +165,29 @@ impl Buf {
     }
 
     fn read_raw(&self, path: &Path) -> std::io::Result<MutexGuard<'_, String>> {
+        self.read_kept(path, None)
+    }
+
+    /// Reads a procfs seq_file of records no longer than `max_record` bytes. Such a file's
+    /// read(2) fills the kernel's buffer (at least a page) with whole records and stops only
+    /// when the next one does not fit, when the caller's buffer is full, or at the end: so a
+    /// first read from a kept file that returns less than a page minus `max_record` (into a
+    /// larger buffer) got the whole text, and the read that would return 0 is skipped. That
+    /// read is not free: the kernel seeks to the end by walking the table again (net/udp walks
+    /// every bucket of the UDP hash). A longer text is read to EOF as any other file.
+    pub fn read_records(&self, path: &Path, max_record: usize) -> Result<MutexGuard<'_, String>, Error> {
+        self.read_kept(path, Some(max_record)).map_err(|error| Error::Read { path: path.to_path_buf(), error })
+    }
+
+    fn read_kept(&self, path: &Path, max_record: Option<usize>) -> std::io::Result<MutexGuard<'_, String>> {
         use std::io::{Read, Seek};
         let mut text = self.text.lock().unwrap_or_else(|p| p.into_inner());
         let mut kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
         text.clear();
         if let Some((kept_path, file)) = kept.as_mut().filter(|(p, _)| p == path) {
+            if max_record.is_some_and(|max| first_read_whole(file, &mut text, max)) {
+                return Ok(text);
+            }
             let again = file.rewind().and_then(|()| file.take(u64::MAX).read_to_string(&mut text));
             match again {
                 Ok(n) if n > 0 => return Ok(text),
@@ -184,6 +202,37 @@ impl Buf {
         let n = (&mut file).take(u64::MAX).read_to_string(&mut text)?;
         *kept = (n > 0 && generated_by_kernel(&file)).then(|| (path.to_path_buf(), file));
         Ok(text)
+    }
+}
+
+/// One read(2) at offset 0 of a kept seq_file into `text` (cleared); true if it got the whole
+/// text (see [`Buf::read_records`]): at least one byte, and less than a page minus `max_record`.
+/// Else `text` is left empty.
+fn first_read_whole(file: &std::fs::File, text: &mut String, max_record: usize) -> bool {
+    use std::os::unix::fs::FileExt;
+    const PAGE: usize = 4096;
+    let mut bytes = std::mem::take(text).into_bytes();
+    bytes.clear();
+    bytes.resize(2 * PAGE, 0);
+    let n = file.read_at(&mut bytes, 0).unwrap_or(0);
+    bytes.truncate(n);
+    let whole = n > 0 && n + max_record <= PAGE;
+    match String::from_utf8(bytes) {
+        Ok(s) if whole => {
+            *text = s;
+            true
+        }
+        Ok(s) => {
+            *text = s;
+            text.clear();
+            false
+        }
+        Err(e) => {
+            let mut bytes = e.into_bytes();
+            bytes.clear();
+            *text = String::from_utf8(bytes).unwrap_or_default();
+            false
+        }
     }
 }
 

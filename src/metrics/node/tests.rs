@@ -187,3 +187,24 @@ fn netclass_kept_attributes_read_as_fresh_ones() {
     assert_eq!(again, fresh);
     assert_eq!(again, first);
 }
+
+/// A kept seq_file read in one read(2) (no read to EOF) gives the whole text, as does the
+/// usual read to EOF when the first read may be partial (a record as long as a page), and a
+/// regular file (never kept) is read whole too.
+#[test]
+fn read_records_gives_the_whole_table() {
+    let udp = Path::new("/proc/net/udp");
+    assert!(udp.exists(), "the test needs the real procfs");
+    let buf = Buf::new();
+    for max_record in [512, 4096, 512] {
+        for _ in 0..2 {
+            let text = buf.read_records(udp, max_record).unwrap();
+            assert!(text.starts_with("   sl  local_address"), "{text}");
+            assert_eq!(*text, std::fs::read_to_string(udp).unwrap());
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let table: String = (0..100).map(|i| format!("{i:>127}\n")).collect();
+    std::fs::write(dir.path().join("udp"), &table).unwrap();
+    assert_eq!(*buf.read_records(&dir.path().join("udp"), 512).unwrap(), table);
+}

@@ -9,6 +9,10 @@
 use super::{Buf, Collect, Error, Family, Paths, Scrape, parse_err};
 use std::path::{Path, PathBuf};
 
+/// The longest line of net/udp (128 bytes, padded) and net/udp6 (about 170) with room to spare:
+/// a first read shorter than a page minus this is the whole table (see `Buf::read_records`).
+const MAX_RECORD: usize = 512;
+
 pub(super) struct UdpQueuesCollector {
     /// (ip label, file, fallback, its own buffer so each is kept open: see `Buf`).
     files: [(&'static str, PathBuf, PathBuf, Buf); 2],
@@ -53,9 +57,9 @@ impl Collect for UdpQueuesCollector {
         let mut f =
             Family::gauge("node_udp_queues", "Number of allocated memory in the kernel for UDP datagrams in bytes.");
         for (ip, path, fallback, buf) in &self.files {
-            let (text, path) = match buf.read(path) {
+            let (text, path) = match buf.read_records(path, MAX_RECORD) {
                 Ok(t) => (t, path),
-                Err(_) => match buf.read(fallback) {
+                Err(_) => match buf.read_records(fallback, MAX_RECORD) {
                     Ok(t) => (t, fallback),
                     Err(e) if e.is_not_found() => continue,
                     Err(e) => return Err(e),
