@@ -11,8 +11,9 @@
 //! Each comparison also prints the mean `node_scrape_collector_duration_seconds` of every
 //! collector in both, over all the scrapes (wall time inside each exporter).
 //! Scrapes alternate between the two servers so both see the same machine load. Requests carry
-//! no Accept-Encoding, so neither compresses (Prometheus asks for gzip, which would add
-//! node_exporter's gzip cost; this measures the collectors and the encoding only).
+//! no Accept-Encoding, so neither compresses (this measures the collectors and the encoding
+//! only). `VIGIL_BENCH_GZIP=1` sends `Accept-Encoding: gzip` as Prometheus does: node_exporter
+//! then compresses its answer (and its per-collector durations are not read), vigil does not.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -55,11 +56,17 @@ fn add_durations(response: &[u8], sums: &mut BTreeMap<String, f64>) {
     }
 }
 
+/// Whether to ask for gzip as Prometheus does (`VIGIL_BENCH_GZIP=1`).
+fn gzip() -> bool {
+    std::env::var_os("VIGIL_BENCH_GZIP").is_some_and(|v| v != "0" && !v.is_empty())
+}
+
 /// One GET /metrics over a fresh connection; returns the whole response.
 fn scrape(addr: SocketAddr) -> Vec<u8> {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(s, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    let accept = if gzip() { "Accept-Encoding: gzip\r\n" } else { "" };
+    write!(s, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n{accept}\r\n").unwrap();
     let mut buf = Vec::with_capacity(128 * 1024);
     s.read_to_end(&mut buf).unwrap();
     assert!(
@@ -140,7 +147,10 @@ fn main() {
     same.push("--collector.netdev.device-exclude=".to_string());
     same.push("--collector.netclass.ignored-devices=^$".to_string());
     same.push(format!("--collector.netstat.fields={DEFAULT_NETSTAT_FIELDS}"));
-    println!("node metrics scrape, {n} scrapes each, alternating");
+    println!(
+        "node metrics scrape, {n} scrapes each, alternating{}",
+        if gzip() { ", Accept-Encoding: gzip" } else { "" }
+    );
     if !defaults_only {
         println!("\n1. same collectors in both: {}", all.join(","));
         compare(&vigil, &same, n);

@@ -8,28 +8,34 @@
 //! (with the module loaded the limit is the node's; the count is the pod's without host
 //! networking).
 
-use super::{Collect, Error, Family, NetFile, Paths, Scrape, parse_err, read_file};
+use super::{Buf, Collect, Error, Family, NetFile, Paths, Scrape, parse_err};
 use std::path::PathBuf;
 
-/// (0-based column of net/stat/nf_conntrack, metric suffix, HELP), as node_exporter.
+/// (0-based column of net/stat/nf_conntrack, metric name, HELP), as node_exporter.
 const STATS: [(usize, &str, &str); 8] = [
-    (2, "found", "Number of searched entries which were successful."),
-    (4, "invalid", "Number of packets seen which can not be tracked."),
-    (5, "ignore", "Number of packets seen which are already connected to a conntrack entry."),
-    (8, "insert", "Number of entries inserted into the list."),
-    (9, "insert_failed", "Number of entries for which list insertion was attempted but failed."),
-    (10, "drop", "Number of packets dropped due to conntrack failure."),
+    (2, "node_nf_conntrack_stat_found", "Number of searched entries which were successful."),
+    (4, "node_nf_conntrack_stat_invalid", "Number of packets seen which can not be tracked."),
+    (5, "node_nf_conntrack_stat_ignore", "Number of packets seen which are already connected to a conntrack entry."),
+    (8, "node_nf_conntrack_stat_insert", "Number of entries inserted into the list."),
+    (9, "node_nf_conntrack_stat_insert_failed", "Number of entries for which list insertion was attempted but failed."),
+    (10, "node_nf_conntrack_stat_drop", "Number of packets dropped due to conntrack failure."),
     (
         11,
-        "early_drop",
+        "node_nf_conntrack_stat_early_drop",
         "Number of dropped conntrack entries to make room for new ones, if maximum table size was reached.",
     ),
-    (16, "search_restart", "Number of conntrack table lookups which had to be restarted due to hashtable resizes."),
+    (
+        16,
+        "node_nf_conntrack_stat_search_restart",
+        "Number of conntrack table lookups which had to be restarted due to hashtable resizes.",
+    ),
 ];
 
 pub(super) struct ConntrackCollector {
     count: PathBuf,
     max: PathBuf,
+    /// For count and max, one each (kept open: see `Buf`).
+    bufs: [Buf; 2],
     stat: NetFile,
 }
 
@@ -38,6 +44,7 @@ impl ConntrackCollector {
         Self {
             count: paths.proc("sys/net/netfilter/nf_conntrack_count"),
             max: paths.proc("sys/net/netfilter/nf_conntrack_max"),
+            bufs: [Buf::new(), Buf::new()],
             stat: NetFile::new(paths, "stat/nf_conntrack"),
         }
     }
@@ -53,15 +60,16 @@ impl Collect for ConntrackCollector {
     }
 
     fn collect(&self, _scrape: &Scrape<'_>, out: &mut Vec<Family>) -> Result<(), Error> {
-        for (path, name, help) in [
+        for (path, buf, name, help) in [
             (
                 &self.count,
+                &self.bufs[0],
                 "node_nf_conntrack_entries",
                 "Number of currently allocated flow entries for connection tracking.",
             ),
-            (&self.max, "node_nf_conntrack_entries_limit", "Maximum size of connection tracking table."),
+            (&self.max, &self.bufs[1], "node_nf_conntrack_entries_limit", "Maximum size of connection tracking table."),
         ] {
-            let text = read_file(path).map_err(no_data_if_missing)?;
+            let text = buf.read(path).map_err(no_data_if_missing)?;
             let v: u64 =
                 text.trim().parse().map_err(|_| parse_err(path, format!("'{}' is not a number", text.trim())))?;
             let mut f = Family::gauge(name, help);
@@ -83,7 +91,7 @@ impl Collect for ConntrackCollector {
             }
         }
         for (sum, (_, name, help)) in sums.into_iter().zip(STATS) {
-            let mut f = Family::gauge(format!("node_nf_conntrack_stat_{name}"), help);
+            let mut f = Family::gauge(name, help);
             f.push(&[], sum as f64);
             out.push(f.finish());
         }

@@ -8,7 +8,8 @@ use std::path::PathBuf;
 pub(super) struct EntropyCollector {
     avail: PathBuf,
     pool: PathBuf,
-    buf: Buf,
+    /// One per file, so each is kept open (see `Buf`).
+    bufs: [Buf; 2],
 }
 
 impl EntropyCollector {
@@ -16,7 +17,7 @@ impl EntropyCollector {
         Self {
             avail: paths.proc("sys/kernel/random/entropy_avail"),
             pool: paths.proc("sys/kernel/random/poolsize"),
-            buf: Buf::new(),
+            bufs: [Buf::new(), Buf::new()],
         }
     }
 }
@@ -27,11 +28,11 @@ impl Collect for EntropyCollector {
     }
 
     fn collect(&self, _scrape: &Scrape<'_>, out: &mut Vec<Family>) -> Result<(), Error> {
-        for (path, name, help) in [
-            (&self.avail, "node_entropy_available_bits", "Bits of available entropy."),
-            (&self.pool, "node_entropy_pool_size_bits", "Bits of entropy pool."),
+        for (path, buf, name, help) in [
+            (&self.avail, &self.bufs[0], "node_entropy_available_bits", "Bits of available entropy."),
+            (&self.pool, &self.bufs[1], "node_entropy_pool_size_bits", "Bits of entropy pool."),
         ] {
-            let text = self.buf.read(path)?;
+            let text = buf.read(path)?;
             let v: u64 =
                 text.trim().parse().map_err(|_| parse_err(path, format!("'{}' is not a number", text.trim())))?;
             let mut f = Family::gauge(name, help);

@@ -1,16 +1,17 @@
 //! `filefd`: `node_filefd_allocated` and `node_filefd_maximum` from `<procfs>/sys/fs/file-nr`
 //! (allocated, unused, maximum; node_exporter ignores the middle field, so does vigil).
 
-use super::{Collect, Error, Family, Paths, Scrape, parse_err, read_file};
+use super::{Buf, Collect, Error, Family, Paths, Scrape, parse_err};
 use std::path::PathBuf;
 
 pub(super) struct FilefdCollector {
     path: PathBuf,
+    buf: Buf,
 }
 
 impl FilefdCollector {
     pub fn new(paths: &Paths) -> Self {
-        Self { path: paths.proc("sys/fs/file-nr") }
+        Self { path: paths.proc("sys/fs/file-nr"), buf: Buf::new() }
     }
 }
 
@@ -20,14 +21,17 @@ impl Collect for FilefdCollector {
     }
 
     fn collect(&self, _scrape: &Scrape<'_>, out: &mut Vec<Family>) -> Result<(), Error> {
-        let text = read_file(&self.path)?;
+        let text = self.buf.read(&self.path)?;
         let fields: Vec<&str> = text.split_ascii_whitespace().collect();
         let [allocated, _, maximum] = fields[..] else {
             return Err(parse_err(&self.path, format!("{} fields, expected 3", fields.len())));
         };
-        for (name, value) in [("allocated", allocated), ("maximum", maximum)] {
+        for (name, help, value) in [
+            ("node_filefd_allocated", "File descriptor statistics: allocated.", allocated),
+            ("node_filefd_maximum", "File descriptor statistics: maximum.", maximum),
+        ] {
             let v: u64 = value.parse().map_err(|_| parse_err(&self.path, format!("'{value}' is not a number")))?;
-            let mut f = Family::gauge(format!("node_filefd_{name}"), format!("File descriptor statistics: {name}."));
+            let mut f = Family::gauge(name, help);
             f.push(&[], v as f64);
             out.push(f.finish());
         }

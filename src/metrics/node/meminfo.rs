@@ -5,17 +5,19 @@
 //! Every line is exported, as node_exporter up to 1.8 did; newer releases export a fixed list
 //! that is a subset of this, so every series they have is here with the same name and value.
 
-use super::{Buf, Collect, Error, Family, Paths, Scrape, parse_err};
+use super::{Buf, ByLine, Collect, Error, Family, Paths, Scrape, Text, by_line, parse_err};
 use std::path::PathBuf;
 
 pub(super) struct MeminfoCollector {
     path: PathBuf,
     buf: Buf,
+    /// Per line: whether the value was in kB, the family's name and help.
+    names: ByLine<(bool, Text, Text)>,
 }
 
 impl MeminfoCollector {
     pub fn new(paths: &Paths) -> Self {
-        Self { path: paths.proc("meminfo"), buf: Buf::new() }
+        Self { path: paths.proc("meminfo"), buf: Buf::new(), names: ByLine::new() }
     }
 }
 
@@ -36,6 +38,12 @@ fn field_name(key: &str, kb: bool) -> String {
     name
 }
 
+/// Whether `key`'s value is in kB, and its family's name and help.
+fn naming(key: &str, kb: bool) -> (bool, Text, Text) {
+    let field = field_name(key, kb);
+    (kb, format!("node_memory_{field}").into(), format!("Memory information field {field}.").into())
+}
+
 impl Collect for MeminfoCollector {
     fn name(&self) -> &'static str {
         "meminfo"
@@ -44,6 +52,8 @@ impl Collect for MeminfoCollector {
     fn collect(&self, _scrape: &Scrape<'_>, out: &mut Vec<Family>) -> Result<(), Error> {
         let text = self.buf.read(&self.path)?;
         let before = out.len();
+        let mut names = self.names.lock();
+        let mut at = 0;
         for line in text.lines() {
             let mut it = line.split_ascii_whitespace();
             let (Some(key), Some(value)) = (it.next(), it.next()) else { continue };
@@ -56,8 +66,12 @@ impl Collect for MeminfoCollector {
                 None => (value as f64, false),
                 Some(unit) => return Err(parse_err(&self.path, format!("'{key}' has unknown unit '{unit}'"))),
             };
-            let field = field_name(key, kb);
-            let mut f = Family::gauge(format!("node_memory_{field}"), format!("Memory information field {field}."));
+            if names.get(at).is_some_and(|(_, (was_kb, _, _))| *was_kb != kb) {
+                // The unit changed: not seen from any kernel, but the name must follow it.
+                names.truncate(at);
+            }
+            let named = by_line(&mut names, &mut at, key, || naming(key, kb));
+            let mut f = Family::gauge(named.1.clone(), named.2.clone());
             f.push(&[], value);
             out.push(f.finish());
         }

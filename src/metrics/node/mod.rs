@@ -61,9 +61,8 @@ use config::NodeMetricsConfig;
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::{Counter, Gauge, LabelPair, Metric, MetricFamily, MetricType};
 use prometheus::{IntCounterVec, Opts, Registry};
-use std::borrow::Cow;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 /// Why a collector produced no data this scrape. It is reported as
@@ -143,11 +142,22 @@ impl Scrape<'_> {
 /// A read buffer kept between scrapes. procfs files report size 0, so `fs::read_to_string`
 /// starts from an empty buffer and grows it read by read; reading into a kept buffer costs no
 /// allocation and one or two read(2) calls per file.
-pub(crate) struct Buf(Mutex<String>);
+///
+/// A procfs or sysfs file is also kept open: the kernel writes such a file's text afresh when
+/// it is read from offset 0, so the next scrape seeks back and reads again, instead of opening
+/// (a path walk; under `/proc/1/net` a PID lookup too) and closing it every time. Only for
+/// those two filesystems (checked with fstatfs when the file is opened): a regular file (a
+/// fixture tree in tests) may be replaced by another, which an open descriptor would not see.
+/// A file that read empty is not kept: seq_file does not start over on a seek to 0 from 0.
+pub(crate) struct Buf {
+    text: Mutex<String>,
+    /// The open file and its path.
+    kept: Mutex<Option<(PathBuf, std::fs::File)>>,
+}
 
 impl Buf {
     pub fn new() -> Self {
-        Buf(Mutex::new(String::with_capacity(8192)))
+        Buf { text: Mutex::new(String::with_capacity(8192)), kept: Mutex::new(None) }
     }
 
     pub fn read(&self, path: &Path) -> Result<MutexGuard<'_, String>, Error> {
@@ -155,10 +165,89 @@ impl Buf {
     }
 
     fn read_raw(&self, path: &Path) -> std::io::Result<MutexGuard<'_, String>> {
-        let mut g = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        read_into(path, &mut g)?;
-        Ok(g)
+        self.read_kept(path, None)
     }
+
+    /// Reads a procfs seq_file of records no longer than `max_record` bytes. Such a file's
+    /// read(2) fills the kernel's buffer (at least a page) with whole records and stops only
+    /// when the next one does not fit, when the caller's buffer is full, or at the end: so a
+    /// first read from a kept file that returns less than a page minus `max_record` (into a
+    /// larger buffer) got the whole text, and the read that would return 0 is skipped. That
+    /// read is not free: the kernel seeks to the end by walking the table again (net/udp walks
+    /// every bucket of the UDP hash). A longer text is read to EOF as any other file.
+    pub fn read_records(&self, path: &Path, max_record: usize) -> Result<MutexGuard<'_, String>, Error> {
+        self.read_kept(path, Some(max_record)).map_err(|error| Error::Read { path: path.to_path_buf(), error })
+    }
+
+    fn read_kept(&self, path: &Path, max_record: Option<usize>) -> std::io::Result<MutexGuard<'_, String>> {
+        use std::io::{Read, Seek};
+        let mut text = self.text.lock().unwrap_or_else(|p| p.into_inner());
+        let mut kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
+        text.clear();
+        if let Some((kept_path, file)) = kept.as_mut().filter(|(p, _)| p == path) {
+            if max_record.is_some_and(|max| first_read_whole(file, &mut text, max)) {
+                return Ok(text);
+            }
+            let again = file.rewind().and_then(|()| file.take(u64::MAX).read_to_string(&mut text));
+            match again {
+                Ok(n) if n > 0 => return Ok(text),
+                // Gone (a device removed, a process ended) or empty: open it again.
+                _ => {
+                    tracing::trace!(path = %kept_path.display(), "node: kept file reopened");
+                    text.clear();
+                }
+            }
+        }
+        let mut file = std::fs::File::open(path)?;
+        let n = (&mut file).take(u64::MAX).read_to_string(&mut text)?;
+        *kept = (n > 0 && generated_by_kernel(&file)).then(|| (path.to_path_buf(), file));
+        Ok(text)
+    }
+}
+
+/// One read(2) at offset 0 of a kept seq_file into `text` (cleared); true if it got the whole
+/// text (see [`Buf::read_records`]): at least one byte, and less than a page minus `max_record`.
+/// Else `text` is left empty.
+fn first_read_whole(file: &std::fs::File, text: &mut String, max_record: usize) -> bool {
+    use std::os::unix::fs::FileExt;
+    const PAGE: usize = 4096;
+    let mut bytes = std::mem::take(text).into_bytes();
+    bytes.clear();
+    bytes.resize(2 * PAGE, 0);
+    let n = file.read_at(&mut bytes, 0).unwrap_or(0);
+    bytes.truncate(n);
+    let whole = n > 0 && n + max_record <= PAGE;
+    match String::from_utf8(bytes) {
+        Ok(s) if whole => {
+            *text = s;
+            true
+        }
+        Ok(s) => {
+            *text = s;
+            text.clear();
+            false
+        }
+        Err(e) => {
+            let mut bytes = e.into_bytes();
+            bytes.clear();
+            *text = String::from_utf8(bytes).unwrap_or_default();
+            false
+        }
+    }
+}
+
+/// Whether `file` is on procfs or sysfs, whose files the kernel generates at each read.
+fn generated_by_kernel(file: &std::fs::File) -> bool {
+    use std::os::fd::AsRawFd;
+    const PROC_SUPER_MAGIC: i64 = 0x9fa0;
+    const SYSFS_MAGIC: i64 = 0x6265_6572;
+    // SAFETY: `fs` is a plain C struct for fstatfs to fill; the descriptor is open.
+    let mut fs: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    if unsafe { libc::fstatfs(file.as_raw_fd(), &mut fs) } != 0 {
+        return false;
+    }
+    matches!(fs.f_type as i64, PROC_SUPER_MAGIC | SYSFS_MAGIC)
 }
 
 /// Reads the whole file at `path` into `text` (cleared first), reusing its capacity.
@@ -336,7 +425,8 @@ impl Collector for NodeCollector {
     }
 
     fn collect(&self) -> Vec<MetricFamily> {
-        let mut out = Vec::with_capacity(96);
+        let mut out = std::mem::take(&mut *SPARE_FAMILIES.lock().unwrap_or_else(|p| p.into_inner()));
+        out.reserve(512);
         let mut duration = Family::gauge("node_scrape_collector_duration_seconds", self.descs[0].help.clone());
         let mut success = Family::gauge("node_scrape_collector_success", self.descs[1].help.clone());
         let mut failed_now = Vec::with_capacity(self.collectors.len());
@@ -386,9 +476,20 @@ impl Collector for NodeCollector {
         out.extend(self.errors.collect().into_iter().map(Family::from_proto));
         out.retain(|f| !f.is_empty());
         // Under `render_text` the families go out as they are; anywhere else as protobuf.
-        match CAPTURED.with(|c| c.borrow_mut().as_mut().map(|captured| captured.append(&mut out))) {
+        let captured = CAPTURED.with(|c| {
+            c.borrow_mut().as_mut().map(|captured| match captured.is_empty() {
+                true => std::mem::swap(captured, &mut out),
+                false => captured.append(&mut out),
+            })
+        });
+        match captured {
             Some(()) => Vec::new(),
-            None => out.iter().map(Family::to_proto).collect(),
+            None => {
+                let families = out.iter().map(Family::to_proto).collect();
+                out.clear();
+                *SPARE_FAMILIES.lock().unwrap_or_else(|p| p.into_inner()) = out;
+                families
+            }
         }
     }
 }
@@ -402,9 +503,10 @@ impl Collector for NodeCollector {
 /// does with static names. Histograms and summaries (only from textfiles) are carried as their
 /// `MetricFamily`.
 pub(crate) struct Family {
-    /// Mostly the collectors' literals: no allocation for them per scrape.
-    name: Cow<'static, str>,
-    help: Cow<'static, str>,
+    /// Mostly the collectors' literals, or names a collector built once and keeps: no
+    /// allocation for them per scrape.
+    name: Text,
+    help: Text,
     kind: MetricType,
     /// Label names and values of every sample, back to back.
     text: String,
@@ -418,20 +520,20 @@ pub(crate) struct Family {
 }
 
 impl Family {
-    pub fn gauge(name: impl Into<Cow<'static, str>>, help: impl Into<Cow<'static, str>>) -> Self {
+    pub fn gauge(name: impl Into<Text>, help: impl Into<Text>) -> Self {
         Self::new(name.into(), help.into(), MetricType::GAUGE)
     }
 
-    pub fn counter(name: impl Into<Cow<'static, str>>, help: impl Into<Cow<'static, str>>) -> Self {
+    pub fn counter(name: impl Into<Text>, help: impl Into<Text>) -> Self {
         Self::new(name.into(), help.into(), MetricType::COUNTER)
     }
 
     /// node_exporter's untyped families (vmstat, netstat, textfile samples without TYPE).
-    pub fn untyped(name: impl Into<Cow<'static, str>>, help: impl Into<Cow<'static, str>>) -> Self {
+    pub fn untyped(name: impl Into<Text>, help: impl Into<Text>) -> Self {
         Self::new(name.into(), help.into(), MetricType::UNTYPED)
     }
 
-    fn new(name: Cow<'static, str>, help: Cow<'static, str>, kind: MetricType) -> Self {
+    fn new(name: Text, help: Text, kind: MetricType) -> Self {
         Self { name, help, kind, text: String::new(), cuts: Vec::new(), samples: Vec::new(), proto: None }
     }
 
@@ -483,17 +585,19 @@ impl Family {
         })
     }
 
-    /// Sample indices in the order `Registry::gather` sorts metrics: by label values.
-    fn order(&self) -> Vec<usize> {
-        let mut order: Vec<usize> = (0..self.samples.len()).collect();
+    /// Sample indices in the order `Registry::gather` sorts metrics (by label values), or None
+    /// if the samples are in that order already, as most families are (no allocation then).
+    fn order(&self) -> Option<Vec<usize>> {
         let key = |i: usize| self.labels(i).map(|(_, v)| v);
-        if !order.windows(2).all(|w| key(w[0]).cmp(key(w[1])).is_le()) {
-            order.sort_by(|&a, &b| {
-                let (la, lb) = (self.labels(a).count(), self.labels(b).count());
-                la.cmp(&lb).then_with(|| key(a).cmp(key(b)))
-            });
+        if (1..self.samples.len()).all(|i| key(i - 1).cmp(key(i)).is_le()) {
+            return None;
         }
-        order
+        let mut order: Vec<usize> = (0..self.samples.len()).collect();
+        order.sort_by(|&a, &b| {
+            let (la, lb) = (self.labels(a).count(), self.labels(b).count());
+            la.cmp(&lb).then_with(|| key(a).cmp(key(b)))
+        });
+        Some(order)
     }
 
     /// Moves `other`'s samples (a family of the same name) into this one.
@@ -556,8 +660,7 @@ impl Family {
             }
             mf.mut_metric().push(m);
         }
-        let order = self.order();
-        if order.iter().enumerate().any(|(i, &o)| i != o) {
+        if let Some(order) = self.order() {
             let mut metrics = mf.take_metric();
             let mut sorted: Vec<Metric> = Vec::with_capacity(metrics.len());
             let mut slots: Vec<Option<Metric>> = metrics.drain(..).map(Some).collect();
@@ -567,6 +670,49 @@ impl Family {
             mf.set_metric(sorted);
         }
         mf
+    }
+}
+
+/// A family's name or help text: a literal, or text a collector built once (from the keys of
+/// the file it reads: meminfo's fields, netstat's columns) and shares with every scrape, so a
+/// family costs no allocation for its name.
+#[derive(Clone, Debug)]
+pub(crate) enum Text {
+    Static(&'static str),
+    Shared(Arc<str>),
+}
+
+impl std::ops::Deref for Text {
+    type Target = str;
+    fn deref(&self) -> &str {
+        match self {
+            Text::Static(s) => s,
+            Text::Shared(s) => s,
+        }
+    }
+}
+
+impl From<&'static str> for Text {
+    fn from(s: &'static str) -> Self {
+        Text::Static(s)
+    }
+}
+
+impl From<String> for Text {
+    fn from(s: String) -> Self {
+        Text::Shared(s.into())
+    }
+}
+
+impl From<&String> for Text {
+    fn from(s: &String) -> Self {
+        Text::Shared(s.as_str().into())
+    }
+}
+
+impl From<Arc<str>> for Text {
+    fn from(s: Arc<str>) -> Self {
+        Text::Shared(s)
     }
 }
 
@@ -584,36 +730,70 @@ pub fn render_text(registry: &Registry, out: &mut Vec<u8>, encode: impl Fn(&[Met
     CAPTURED.with(|c| *c.borrow_mut() = Some(Vec::new()));
     let gathered = registry.gather();
     let mut node = CAPTURED.with(|c| c.borrow_mut().take()).unwrap_or_default();
-    // Sorted and merged by name, as gather does.
-    node.sort_by(|a, b| a.name().cmp(b.name()));
-    let mut merged: Vec<Family> = Vec::with_capacity(node.len());
-    for f in node {
-        match merged.last_mut() {
-            Some(last) if last.name == f.name => last.append(f),
-            _ => merged.push(f),
-        }
+    // Sorted by name (stable), as gather does. The indices are sorted, not the families (a
+    // family is over a hundred bytes, an index four). Collectors emit the same families in the
+    // same order at every scrape, so the last order is checked first (one comparison per
+    // family); only if it no longer sorts them is there a sort.
+    let mut by_name = std::mem::take(&mut *LAST_ORDER.lock().unwrap_or_else(|p| p.into_inner()));
+    let key = |i: u32| (node[i as usize].name(), i);
+    if by_name.len() != node.len() || !by_name.windows(2).all(|w| key(w[0]) < key(w[1])) {
+        by_name.clear();
+        by_name.extend(0..node.len() as u32);
+        by_name.sort_by(|&a, &b| node[a as usize].name().cmp(node[b as usize].name()));
     }
-    let (mut g, mut n) = (gathered.as_slice(), merged.as_slice());
+    let (mut g, mut n) = (gathered.as_slice(), by_name.as_slice());
+    fn name<'a>(node: &'a [Family], n: &[u32]) -> Option<&'a str> {
+        n.first().map(|&i| &*node[i as usize].name)
+    }
     while !g.is_empty() || !n.is_empty() {
-        let take_gathered = match (g.first(), n.first()) {
-            (Some(a), Some(b)) => a.name() <= &*b.name,
+        let take_gathered = match (g.first(), name(&node, n)) {
+            (Some(a), Some(b)) => a.name() <= b,
             (Some(_), None) => true,
             _ => false,
         };
         if take_gathered {
-            let run = g.iter().take_while(|f| n.first().is_none_or(|b| f.name() <= &*b.name)).count();
+            let run = g.iter().take_while(|f| name(&node, n).is_none_or(|b| f.name() <= b)).count();
             encode(&g[..run], out);
             g = &g[run..];
-        } else {
-            let f = &n[0];
-            match &f.proto {
-                Some(p) => encode(std::slice::from_ref(p), out),
-                None => write_text(f, out),
-            }
-            n = &n[1..];
+            continue;
         }
+        // Families of the same name (from different collectors) go out as one, as gather
+        // merges them.
+        let same = n.iter().take_while(|&&i| *node[i as usize].name == *node[n[0] as usize].name).count();
+        let merged;
+        let f = if same == 1 {
+            &node[n[0] as usize]
+        } else {
+            let mut first = std::mem::replace(&mut node[n[0] as usize], Family::gauge("", ""));
+            for &i in &n[1..same] {
+                first.append(std::mem::replace(&mut node[i as usize], Family::gauge("", "")));
+            }
+            merged = first;
+            &merged
+        };
+        match &f.proto {
+            Some(p) => encode(std::slice::from_ref(p), out),
+            None => write_text(f, out),
+        }
+        n = &n[same..];
+    }
+    node.clear();
+    if node.capacity() <= MAX_KEPT_FAMILIES {
+        *SPARE_FAMILIES.lock().unwrap_or_else(|p| p.into_inner()) = node;
+        *LAST_ORDER.lock().unwrap_or_else(|p| p.into_inner()) = by_name;
     }
 }
+
+/// The order (indices into the node collector's list) of the last render's families.
+static LAST_ORDER: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+
+/// The node collector's list of families, kept (empty) from one `/metrics` render to the next so
+/// a scrape does not allocate, grow and free it (some 70 KB, whose allocation also made glibc
+/// consolidate its fast bins at every scrape).
+static SPARE_FAMILIES: Mutex<Vec<Family>> = Mutex::new(Vec::new());
+
+/// A list longer than this (a one-off huge textfile) is not kept.
+const MAX_KEPT_FAMILIES: usize = 4096;
 
 /// One family in the Prometheus text format 0.0.4, byte for byte as before: typed families as
 /// the `prometheus` crate's `TextEncoder` writes them (no HELP line when the help is empty,
@@ -636,7 +816,9 @@ fn write_text(f: &Family, out: &mut Vec<u8>) {
         MetricType::SUMMARY => b" summary\n",
         _ => b" untyped\n",
     });
-    for i in f.order() {
+    let order = f.order();
+    for i in 0..f.samples.len() {
+        let i = order.as_ref().map_or(i, |o| o[i]);
         out.extend_from_slice(f.name.as_bytes());
         let mut first = true;
         for (k, v) in f.labels(i) {
@@ -723,6 +905,52 @@ impl NetFile {
             Ok(t) => Ok((t, &self.node)),
             Err(_) => self.buf.read(&self.own).map(|t| (t, self.own.as_path())),
         }
+    }
+}
+
+/// What a collector derives from each key of a file whose keys the kernel writes in the same
+/// order at every read (meminfo's fields, vmstat's, sockstat's): family names and helps, and
+/// whether a field filter keeps the key. Kept by line position and checked against the key, so
+/// a scrape costs one comparison per line instead of formatting two names (and matching a
+/// regex) per line. Holds at most one entry per line of the file.
+pub(crate) struct ByLine<V>(Mutex<Vec<(Box<str>, V)>>);
+
+impl<V> ByLine<V> {
+    pub fn new() -> Self {
+        ByLine(Mutex::new(Vec::new()))
+    }
+
+    pub fn lock(&self) -> MutexGuard<'_, Vec<(Box<str>, V)>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The next entry (`at` counts the keys asked so far this scrape, from 0) if it was built for
+/// `key`, otherwise built now by `build` and kept in its place.
+pub(crate) fn by_line<'c, V>(
+    cache: &'c mut Vec<(Box<str>, V)>,
+    at: &mut usize,
+    key: &str,
+    build: impl FnOnce() -> V,
+) -> &'c V {
+    let i = *at;
+    *at += 1;
+    match cache.get(i) {
+        Some((k, _)) if **k == *key => {}
+        Some(_) => cache[i] = (key.into(), build()),
+        None => cache.push((key.into(), build())),
+    }
+    &cache[i].1
+}
+
+/// `text` as `f64`, exactly as `str::parse::<f64>` reads it, faster for what the kernel writes:
+/// a whole non-negative number goes through the integer parser, and `u64 as f64` rounds to
+/// the nearest float as the float parser does; anything else (a sign, a fraction, a number
+/// beyond u64) goes to the float parser.
+pub(crate) fn parse_f64(text: &str) -> Option<f64> {
+    match text.parse::<u64>() {
+        Ok(v) => Some(v as f64),
+        Err(_) => text.parse().ok(),
     }
 }
 

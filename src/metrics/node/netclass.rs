@@ -11,35 +11,99 @@
 
 use super::{Collect, Error, Family, Paths, Scrape};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
-/// (sysfs attribute, metric suffix, counter?), in node_exporter's order.
-const NUMERIC: [(&str, &str, bool); 17] = [
-    ("addr_assign_type", "address_assign_type", false),
-    ("carrier", "carrier", false),
-    ("carrier_changes", "carrier_changes_total", true),
-    ("carrier_up_count", "carrier_up_changes_total", true),
-    ("carrier_down_count", "carrier_down_changes_total", true),
-    ("dev_id", "device_id", false),
-    ("dormant", "dormant", false),
-    ("flags", "flags", false),
-    ("ifindex", "iface_id", false),
-    ("iflink", "iface_link", false),
-    ("link_mode", "iface_link_mode", false),
-    ("mtu", "mtu_bytes", false),
-    ("name_assign_type", "name_assign_type", false),
-    ("netdev_group", "net_dev_group", false),
-    ("speed", "speed_bytes", false),
-    ("tx_queue_len", "transmit_queue_length", false),
-    ("type", "protocol_type", false),
+/// (sysfs attribute, metric name, HELP, counter?), in node_exporter's order; the HELP is
+/// "Network device property: <metric suffix>".
+const NUMERIC: [(&str, &str, &str, bool); 17] = [
+    ("addr_assign_type", "node_network_address_assign_type", "Network device property: address_assign_type", false),
+    ("carrier", "node_network_carrier", "Network device property: carrier", false),
+    ("carrier_changes", "node_network_carrier_changes_total", "Network device property: carrier_changes_total", true),
+    (
+        "carrier_up_count",
+        "node_network_carrier_up_changes_total",
+        "Network device property: carrier_up_changes_total",
+        true,
+    ),
+    (
+        "carrier_down_count",
+        "node_network_carrier_down_changes_total",
+        "Network device property: carrier_down_changes_total",
+        true,
+    ),
+    ("dev_id", "node_network_device_id", "Network device property: device_id", false),
+    ("dormant", "node_network_dormant", "Network device property: dormant", false),
+    ("flags", "node_network_flags", "Network device property: flags", false),
+    ("ifindex", "node_network_iface_id", "Network device property: iface_id", false),
+    ("iflink", "node_network_iface_link", "Network device property: iface_link", false),
+    ("link_mode", "node_network_iface_link_mode", "Network device property: iface_link_mode", false),
+    ("mtu", "node_network_mtu_bytes", "Network device property: mtu_bytes", false),
+    ("name_assign_type", "node_network_name_assign_type", "Network device property: name_assign_type", false),
+    ("netdev_group", "node_network_net_dev_group", "Network device property: net_dev_group", false),
+    ("speed", "node_network_speed_bytes", "Network device property: speed_bytes", false),
+    ("tx_queue_len", "node_network_transmit_queue_length", "Network device property: transmit_queue_length", false),
+    ("type", "node_network_protocol_type", "Network device property: protocol_type", false),
 ];
+
+/// Every attribute read per device: the five text ones, then [`NUMERIC`]'s.
+const ATTRS: [&str; 22] = {
+    let mut all = [""; 22];
+    let text = ["operstate", "address", "broadcast", "duplex", "ifalias"];
+    let mut i = 0;
+    while i < text.len() {
+        all[i] = text[i];
+        i += 1;
+    }
+    let mut j = 0;
+    while j < NUMERIC.len() {
+        all[text.len() + j] = NUMERIC[j].0;
+        j += 1;
+    }
+    all
+};
+const OPERSTATE: usize = 0;
+const ADDRESS: usize = 1;
+const BROADCAST: usize = 2;
+const DUPLEX: usize = 3;
+const IFALIAS: usize = 4;
+/// Index in [`ATTRS`] of `NUMERIC[i]`.
+const fn numeric_index(i: usize) -> usize {
+    5 + i
+}
+/// Index of `flags` in [`NUMERIC`].
+const FLAGS: usize = 7;
+const _: () = assert!(matches!(NUMERIC[FLAGS].0.as_bytes(), b"flags"));
+
+/// The most attribute descriptors kept open between scrapes (about eleven interfaces): the
+/// tailer holds a descriptor per log file, so a node with hundreds of veth interfaces must not
+/// cost thousands more; beyond this, attributes are opened at each scrape as before.
+const MAX_KEPT: usize = 256;
 
 pub(super) struct NetclassCollector {
     dir: PathBuf,
+    /// Attribute descriptors kept from the last scrape, by device name (sorted).
+    kept: Mutex<Vec<Kept>>,
+}
+
+/// The attributes of one device kept open: a sysfs attribute gives the kernel's current text
+/// at each read from offset 0 (pread), so one read(2) replaces open, read and close.
+struct Kept {
+    name: String,
+    /// The inode of the device's entry in `class/net`: a device removed and created again, or
+    /// renamed while another one took its name, has another, and its kept files are dropped.
+    ino: u64,
+    files: [Option<std::fs::File>; ATTRS.len()],
 }
 
 impl NetclassCollector {
     pub fn new(paths: &Paths) -> Self {
-        Self { dir: paths.sys("class/net") }
+        Self { dir: paths.sys("class/net"), kept: Mutex::new(Vec::new()) }
+    }
+
+    /// Attribute descriptors kept open now.
+    #[cfg(test)]
+    pub fn kept_descriptors(&self) -> usize {
+        self.kept.lock().unwrap().iter().map(|k| k.files.iter().flatten().count()).sum()
     }
 }
 
@@ -48,33 +112,67 @@ impl NetclassCollector {
 /// `class/net/<device>` and its symlink into `devices/` again for every attribute), and a sysfs
 /// attribute gives its whole text (at most a page) to the first read(2), so open, one read and
 /// close replace `fs::read`'s path walk, stat and extra read to EOF, with no allocation.
+/// On sysfs (not in a fixture tree, whose files may be replaced), an attribute that read
+/// non-empty is kept open for the next scrape (up to [`MAX_KEPT`] in all); a kept one that fails
+/// or reads empty is dropped and read afresh, so any failure is the fresh read's, as before.
 struct Attributes {
     /// The device's directory, for error messages and the fallback.
     path: PathBuf,
-    /// The device's directory opened with O_PATH; None if that failed, then every attribute is
-    /// opened by path and fails (or not) as it would alone.
-    dir: Option<std::fs::File>,
+    /// The device's directory opened with O_PATH, opened at the first attribute not kept:
+    /// None before; Some(None) if that failed, then every attribute is opened by path and fails
+    /// (or not) as it would alone.
+    dir: Option<Option<std::fs::File>>,
+    /// Whether the device's directory is on sysfs (attributes may be kept).
+    sysfs: bool,
+    /// The device's kept descriptors.
+    files: [Option<std::fs::File>; ATTRS.len()],
+    /// Descriptors kept in all, this scrape.
+    kept: usize,
     buf: Box<[u8; 4096]>,
 }
 
 impl Attributes {
     fn new() -> Self {
-        Self { path: PathBuf::new(), dir: None, buf: Box::new([0; 4096]) }
+        Self {
+            path: PathBuf::new(),
+            dir: None,
+            sysfs: false,
+            files: Default::default(),
+            kept: 0,
+            buf: Box::new([0; 4096]),
+        }
     }
 
-    /// Points the reader at `<class_net>/<device>`.
-    fn device(&mut self, class_net: &Path, device: &str) {
-        use std::os::unix::fs::OpenOptionsExt;
+    /// Points the reader at `<class_net>/<device>`, with the descriptors kept for it.
+    fn device(&mut self, class_net: &Path, device: &str, files: [Option<std::fs::File>; ATTRS.len()]) {
         self.path.clear();
         self.path.push(class_net);
         self.path.push(device);
-        self.dir =
-            std::fs::OpenOptions::new().read(true).custom_flags(libc::O_PATH | libc::O_DIRECTORY).open(&self.path).ok();
+        self.dir = None;
+        // Kept descriptors were only ever opened on sysfs.
+        self.sysfs = files.iter().any(Option::is_some);
+        self.kept += files.iter().flatten().count();
+        self.files = files;
     }
 
-    fn open(&self, name: &str) -> std::io::Result<std::fs::File> {
+    /// Takes the device's descriptors to keep for the next scrape.
+    fn take_files(&mut self) -> [Option<std::fs::File>; ATTRS.len()] {
+        std::mem::take(&mut self.files)
+    }
+
+    fn open(&mut self, name: &str) -> std::io::Result<std::fs::File> {
         use std::os::fd::{AsRawFd, FromRawFd};
-        let Some(dir) = &self.dir else { return std::fs::File::open(self.path.join(name)) };
+        use std::os::unix::fs::OpenOptionsExt;
+        if self.dir.is_none() {
+            let dir = std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
+                .open(&self.path)
+                .ok();
+            self.sysfs = dir.as_ref().is_some_and(super::generated_by_kernel);
+            self.dir = Some(dir);
+        }
+        let Some(Some(dir)) = &self.dir else { return std::fs::File::open(self.path.join(name)) };
         let c = std::ffi::CString::new(name).map_err(std::io::Error::other)?;
         // SAFETY: `c` is NUL-terminated and `dir` an open descriptor; openat returns -1 or a new
         // descriptor that nothing else owns.
@@ -86,11 +184,30 @@ impl Attributes {
         Ok(unsafe { std::fs::File::from_raw_fd(fd) })
     }
 
-    /// The first 128 bytes of attribute `name`, untrimmed; None if the kernel does not give it
-    /// for this device.
-    fn raw(&mut self, name: &str) -> Result<Option<&[u8]>, Error> {
+    /// The first 128 bytes of attribute `ATTRS[i]`, untrimmed; None if the kernel does not give
+    /// it for this device.
+    fn raw(&mut self, i: usize) -> Result<Option<&[u8]>, Error> {
         use std::io::Read;
-        let read = self.open(name).and_then(|mut f| f.read(&mut self.buf[..]));
+        use std::os::unix::fs::FileExt;
+        if let Some(file) = &self.files[i] {
+            match file.read_at(&mut self.buf[..], 0) {
+                Ok(n) if n > 0 => return Ok(Some(&self.buf[..n.min(128)])),
+                // Gone, failing or empty: read it afresh below.
+                _ => {
+                    self.files[i] = None;
+                    self.kept -= 1;
+                }
+            }
+        }
+        let name = ATTRS[i];
+        let read = self.open(name).and_then(|mut f| {
+            let n = f.read(&mut self.buf[..])?;
+            if n > 0 && self.sysfs && self.kept < MAX_KEPT {
+                self.files[i] = Some(f);
+                self.kept += 1;
+            }
+            Ok(n)
+        });
         match read {
             Ok(n) => Ok(Some(&self.buf[..n.min(128)])),
             Err(e)
@@ -105,13 +222,13 @@ impl Attributes {
     }
 
     /// One attribute, trimmed; None if the kernel does not give it for this device.
-    fn text(&mut self, name: &str) -> Result<Option<String>, Error> {
-        Ok(self.raw(name)?.map(|b| String::from_utf8_lossy(b).trim().to_string()))
+    fn text(&mut self, i: usize) -> Result<Option<String>, Error> {
+        Ok(self.raw(i)?.map(|b| String::from_utf8_lossy(b).trim().to_string()))
     }
 
     /// One integer attribute; None if absent or not an integer.
-    fn integer(&mut self, name: &str) -> Result<Option<i64>, Error> {
-        Ok(self.raw(name)?.and_then(|b| integer(String::from_utf8_lossy(b).trim())))
+    fn integer(&mut self, i: usize) -> Result<Option<i64>, Error> {
+        Ok(self.raw(i)?.and_then(|b| integer(String::from_utf8_lossy(b).trim())))
     }
 }
 
@@ -133,10 +250,14 @@ impl Collect for NetclassCollector {
             .map_err(|e| Error::NoData(format!("netclass: cannot list {}: {e}", self.dir.display())))?;
         // Interfaces are the entries that are not regular files (symlinks into
         // devices/; bonding_masters is a file).
-        let mut devices: Vec<String> = entries
+        let mut devices: Vec<(String, u64)> = entries
             .filter_map(|e| e.ok())
             .filter(|e| e.file_type().is_ok_and(|t| !t.is_file()))
-            .filter_map(|e| e.file_name().into_string().ok())
+            .filter_map(|e| {
+                use std::os::unix::fs::DirEntryExt;
+                let ino = e.ino();
+                e.file_name().into_string().ok().map(|name| (name, ino))
+            })
             .collect();
         devices.sort();
 
@@ -145,41 +266,29 @@ impl Collect for NetclassCollector {
             Family::gauge("node_network_info", "Non-numeric data from /sys/class/net/<iface>, value is always 1.");
         let mut numeric: Vec<Family> = NUMERIC
             .iter()
-            .map(|(_, name, counter)| {
-                let (full, help) = (format!("node_network_{name}"), format!("Network device property: {name}"));
-                if *counter { Family::counter(full, help) } else { Family::gauge(full, help) }
-            })
+            .map(
+                |&(_, name, help, counter)| {
+                    if counter { Family::counter(name, help) } else { Family::gauge(name, help) }
+                },
+            )
             .collect();
+        let mut kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
+        // The last scrape's descriptors, by name; those of devices gone or replaced close here.
+        let mut last = std::mem::take(&mut *kept).into_iter().peekable();
         let mut attrs = Attributes::new();
-        for device in &devices {
-            attrs.device(&self.dir, device);
-            let operstate = attrs.text("operstate")?.unwrap_or_default();
-            up.push(&[("device", device)], if operstate == "up" { 1.0 } else { 0.0 });
-            let flags = attrs.integer("flags")?;
-            let adminstate = match flags {
-                Some(f) if f & libc::IFF_UP as i64 != 0 => "up",
-                Some(_) => "down",
-                None => "unknown",
+        for (device, ino) in &devices {
+            while last.next_if(|k| k.name < *device).is_some() {}
+            let files = match last.next_if(|k| k.name == *device) {
+                Some(k) if k.ino == *ino => k.files,
+                _ => Default::default(),
             };
-            info.push(
-                &[
-                    ("address", &attrs.text("address")?.unwrap_or_default()),
-                    ("adminstate", adminstate),
-                    ("broadcast", &attrs.text("broadcast")?.unwrap_or_default()),
-                    ("device", device),
-                    ("duplex", &attrs.text("duplex")?.unwrap_or_default()),
-                    ("ifalias", &attrs.text("ifalias")?.unwrap_or_default()),
-                    ("operstate", &operstate),
-                ],
-                1.0,
-            );
-            for (family, (attr, _, _)) in numeric.iter_mut().zip(NUMERIC) {
-                // flags was read above for adminstate.
-                let v = if attr == "flags" { flags } else { attrs.integer(attr)? };
-                let Some(v) = v else { continue };
-                let v = if attr == "speed" { v as f64 * 125_000.0 } else { v as f64 };
-                family.push(&[("device", device)], v);
+            attrs.device(&self.dir, device, files);
+            let read = device_samples(&mut attrs, device, &mut up, &mut info, &mut numeric);
+            let files = attrs.take_files();
+            if files.iter().any(Option::is_some) {
+                kept.push(Kept { name: device.clone(), ino: *ino, files });
             }
+            read?;
         }
         up.finish_into(out);
         info.finish_into(out);
@@ -188,4 +297,42 @@ impl Collect for NetclassCollector {
         }
         Ok(())
     }
+}
+
+/// The samples of one device.
+fn device_samples(
+    attrs: &mut Attributes,
+    device: &str,
+    up: &mut Family,
+    info: &mut Family,
+    numeric: &mut [Family],
+) -> Result<(), Error> {
+    let operstate = attrs.text(OPERSTATE)?.unwrap_or_default();
+    up.push(&[("device", device)], if operstate == "up" { 1.0 } else { 0.0 });
+    let flags = attrs.integer(numeric_index(FLAGS))?;
+    let adminstate = match flags {
+        Some(f) if f & libc::IFF_UP as i64 != 0 => "up",
+        Some(_) => "down",
+        None => "unknown",
+    };
+    info.push(
+        &[
+            ("address", &attrs.text(ADDRESS)?.unwrap_or_default()),
+            ("adminstate", adminstate),
+            ("broadcast", &attrs.text(BROADCAST)?.unwrap_or_default()),
+            ("device", device),
+            ("duplex", &attrs.text(DUPLEX)?.unwrap_or_default()),
+            ("ifalias", &attrs.text(IFALIAS)?.unwrap_or_default()),
+            ("operstate", &operstate),
+        ],
+        1.0,
+    );
+    for (i, (family, (attr, _, _, _))) in numeric.iter_mut().zip(NUMERIC).enumerate() {
+        // flags was read above for adminstate.
+        let v = if i == FLAGS { flags } else { attrs.integer(numeric_index(i))? };
+        let Some(v) = v else { continue };
+        let v = if attr == "speed" { v as f64 * 125_000.0 } else { v as f64 };
+        family.push(&[("device", device)], v);
+    }
+    Ok(())
 }

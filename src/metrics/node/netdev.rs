@@ -18,23 +18,24 @@ use super::{Buf, Collect, Error, Family, Paths, Scrape, parse_err, regex};
 use regex::Regex;
 use std::path::PathBuf;
 
-const FIELDS: [&str; 16] = [
-    "node_network_receive_bytes_total",
-    "node_network_receive_packets_total",
-    "node_network_receive_errs_total",
-    "node_network_receive_drop_total",
-    "node_network_receive_fifo_total",
-    "node_network_receive_frame_total",
-    "node_network_receive_compressed_total",
-    "node_network_receive_multicast_total",
-    "node_network_transmit_bytes_total",
-    "node_network_transmit_packets_total",
-    "node_network_transmit_errs_total",
-    "node_network_transmit_drop_total",
-    "node_network_transmit_fifo_total",
-    "node_network_transmit_colls_total",
-    "node_network_transmit_carrier_total",
-    "node_network_transmit_compressed_total",
+/// (family name, HELP): "Network device statistic receive_bytes." as node_exporter.
+const FIELDS: [(&str, &str); 16] = [
+    ("node_network_receive_bytes_total", "Network device statistic receive_bytes."),
+    ("node_network_receive_packets_total", "Network device statistic receive_packets."),
+    ("node_network_receive_errs_total", "Network device statistic receive_errs."),
+    ("node_network_receive_drop_total", "Network device statistic receive_drop."),
+    ("node_network_receive_fifo_total", "Network device statistic receive_fifo."),
+    ("node_network_receive_frame_total", "Network device statistic receive_frame."),
+    ("node_network_receive_compressed_total", "Network device statistic receive_compressed."),
+    ("node_network_receive_multicast_total", "Network device statistic receive_multicast."),
+    ("node_network_transmit_bytes_total", "Network device statistic transmit_bytes."),
+    ("node_network_transmit_packets_total", "Network device statistic transmit_packets."),
+    ("node_network_transmit_errs_total", "Network device statistic transmit_errs."),
+    ("node_network_transmit_drop_total", "Network device statistic transmit_drop."),
+    ("node_network_transmit_fifo_total", "Network device statistic transmit_fifo."),
+    ("node_network_transmit_colls_total", "Network device statistic transmit_colls."),
+    ("node_network_transmit_carrier_total", "Network device statistic transmit_carrier."),
+    ("node_network_transmit_compressed_total", "Network device statistic transmit_compressed."),
 ];
 
 pub(super) struct NetdevCollector {
@@ -65,14 +66,7 @@ impl Collect for NetdevCollector {
             Ok(t) => (t, &self.path),
             Err(_) => (self.buf.read(&self.fallback)?, &self.fallback),
         };
-        let mut families: Vec<Family> = FIELDS
-            .iter()
-            .map(|name| {
-                // "Network device statistic receive_bytes." as node_exporter.
-                let stat = &name["node_network_".len()..name.len() - "_total".len()];
-                Family::counter(*name, format!("Network device statistic {stat}."))
-            })
-            .collect();
+        let mut families: Vec<Family> = FIELDS.iter().map(|&(name, help)| Family::counter(name, help)).collect();
         // Two header lines, then `  name: 16 numbers`.
         for line in text.lines().skip(2) {
             let Some((device, rest)) = line.split_once(':') else {

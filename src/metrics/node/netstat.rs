@@ -6,14 +6,15 @@
 //! node_exporter does.
 
 use super::config::NetstatConfig;
-use super::{Collect, Error, Family, NetFile, Paths, Scrape, parse_err, regex};
+use super::{Collect, Error, Family, NetFile, Paths, Scrape, Text, parse_err, parse_f64, regex};
 use regex::Regex;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Mutex;
 
-/// A kept column's metric name and help; None where `fields` drops the column.
-type Column = Option<(String, String)>;
+/// A kept column's metric name and help (shared with every scrape's family); None where
+/// `fields` drops the column.
+type Column = Option<(Text, Text)>;
 
 pub(super) struct NetstatCollector {
     netstat: NetFile,
@@ -47,7 +48,7 @@ impl NetstatCollector {
         if self.fields.as_ref().is_some_and(|re| !re.is_match(&key)) {
             return None;
         }
-        Some((format!("node_netstat_{key}"), format!("Statistic {proto}{field}.")))
+        Some((format!("node_netstat_{key}").into(), format!("Statistic {proto}{field}.").into()))
     }
 }
 
@@ -67,7 +68,7 @@ fn columns_of<'c>(
 }
 
 fn number(path: &Path, key: &str, value: &str) -> Result<f64, Error> {
-    value.parse().map_err(|_| parse_err(path, format!("{key}: '{value}' is not a number")))
+    parse_f64(value).ok_or_else(|| parse_err(path, format!("{key}: '{value}' is not a number")))
 }
 
 /// (header line, values) of each section of a header/value paired file.

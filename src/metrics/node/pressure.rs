@@ -5,8 +5,9 @@
 //!
 //! A kernel without PSI (or booted with psi=0) has no files or answers EOPNOTSUPP: no data.
 
-use super::{Collect, Error, Family, Paths, Scrape, parse_err, read_file};
+use super::{Buf, Collect, Error, Family, Paths, Scrape, parse_err};
 use std::path::{Path, PathBuf};
+use std::sync::MutexGuard;
 
 /// (resource, line, metric, HELP), in node_exporter's order.
 const SERIES: [(&str, &str, &str, &str); 6] = [
@@ -50,11 +51,20 @@ const SERIES: [(&str, &str, &str, &str); 6] = [
 
 pub(super) struct PressureCollector {
     dir: PathBuf,
+    /// Each resource of `SERIES` with its file and buffer (kept open: see `Buf`).
+    files: Vec<(&'static str, PathBuf, Buf)>,
 }
 
 impl PressureCollector {
     pub fn new(paths: &Paths) -> Self {
-        Self { dir: paths.proc("pressure") }
+        let dir = paths.proc("pressure");
+        let mut files: Vec<(&'static str, PathBuf, Buf)> = Vec::new();
+        for (resource, ..) in SERIES {
+            if files.last().is_none_or(|(r, ..)| *r != resource) {
+                files.push((resource, dir.join(resource), Buf::new()));
+            }
+        }
+        Self { dir, files }
     }
 }
 
@@ -77,12 +87,13 @@ impl Collect for PressureCollector {
 
     fn collect(&self, _scrape: &Scrape<'_>, out: &mut Vec<Family>) -> Result<(), Error> {
         let mut found = 0;
-        let mut current: Option<(&str, String)> = None;
+        let mut current: Option<(&str, &Path, MutexGuard<'_, String>)> = None;
         for (resource, kind, name, help) in SERIES {
-            if current.as_ref().is_none_or(|(r, _)| *r != resource) {
-                let path = self.dir.join(resource);
-                current = match read_file(&path) {
-                    Ok(text) => Some((resource, text)),
+            if current.as_ref().is_none_or(|(r, _, _)| *r != resource) {
+                let (_, path, buf) =
+                    self.files.iter().find(|(r, ..)| *r == resource).expect("new() lists every resource of SERIES");
+                current = match buf.read(path) {
+                    Ok(text) => Some((resource, path.as_path(), text)),
                     // A kernel older than the resource (irq came in 6.1): skipped.
                     Err(e) if e.is_not_found() => None,
                     Err(Error::Read { error, .. }) if error.raw_os_error() == Some(libc::EOPNOTSUPP) => {
@@ -92,9 +103,8 @@ impl Collect for PressureCollector {
                 };
                 found += current.is_some() as usize;
             }
-            let Some((_, text)) = &current else { continue };
-            let path = self.dir.join(resource);
-            let Some(us) = total(&path, text, kind)? else {
+            let Some((_, path, text)) = &current else { continue };
+            let Some(us) = total(path, text, kind)? else {
                 return Err(Error::NoData(format!("pressure: no '{kind}' line in {}", path.display())));
             };
             let mut f = Family::counter(name, help);

@@ -4,7 +4,7 @@
 //! `<PROTO>_mem_bytes` = mem (pages) × page size. Read from PID 1's network namespace (see
 //! `NetFile`). A missing file is skipped (no IPv6).
 
-use super::{Collect, Error, Family, NetFile, Paths, Scrape, parse_err};
+use super::{ByLine, Collect, Error, Family, NetFile, Paths, Scrape, Text, by_line, parse_err};
 
 const KEYS: [&str; 6] = ["inuse", "orphan", "tw", "alloc", "mem", "memory"];
 
@@ -12,6 +12,17 @@ pub(super) struct SockstatCollector {
     v4: NetFile,
     v6: NetFile,
     page_size: f64,
+    /// Per `PROTO key` pair: the family's name and help, and those of `_mem_bytes` for `mem`.
+    names: ByLine<Named>,
+}
+
+type Named = ((Text, Text), Option<(Text, Text)>);
+
+fn naming(proto: &str, key: &str) -> Named {
+    let family = |key: &str| -> (Text, Text) {
+        (format!("node_sockstat_{proto}_{key}").into(), format!("Number of {proto} sockets in state {key}.").into())
+    };
+    (family(key), (key == "mem").then(|| family("mem_bytes")))
 }
 
 impl SockstatCollector {
@@ -22,6 +33,7 @@ impl SockstatCollector {
             v4: NetFile::new(paths, "sockstat"),
             v6: NetFile::new(paths, "sockstat6"),
             page_size: if page_size > 0 { page_size as f64 } else { 4096.0 },
+            names: ByLine::new(),
         }
     }
 }
@@ -32,6 +44,8 @@ impl Collect for SockstatCollector {
     }
 
     fn collect(&self, _scrape: &Scrape<'_>, out: &mut Vec<Family>) -> Result<(), Error> {
+        let mut names = self.names.lock();
+        let (mut at, mut pair) = (0, String::with_capacity(32));
         for (file, v4) in [(&self.v4, true), (&self.v6, false)] {
             let (text, path) = match file.read() {
                 Ok(t) => t,
@@ -62,17 +76,16 @@ impl Collect for SockstatCollector {
                     if !KEYS.contains(&key) {
                         continue;
                     }
-                    let mut f = Family::gauge(
-                        format!("node_sockstat_{proto}_{key}"),
-                        format!("Number of {proto} sockets in state {key}."),
-                    );
+                    pair.clear();
+                    pair.push_str(proto);
+                    pair.push(' ');
+                    pair.push_str(key);
+                    let ((name, help), mem_bytes) = by_line(&mut names, &mut at, &pair, || naming(proto, key));
+                    let mut f = Family::gauge(name.clone(), help.clone());
                     f.push(&[], v as f64);
                     out.push(f.finish());
-                    if key == "mem" {
-                        let mut f = Family::gauge(
-                            format!("node_sockstat_{proto}_mem_bytes"),
-                            format!("Number of {proto} sockets in state mem_bytes."),
-                        );
+                    if let Some((name, help)) = mem_bytes {
+                        let mut f = Family::gauge(name.clone(), help.clone());
                         f.push(&[], v as f64 * self.page_size);
                         out.push(f.finish());
                     }

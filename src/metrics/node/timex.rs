@@ -78,39 +78,47 @@ pub(crate) fn families(t: &Timex, out: &mut Vec<Family>) {
     let divisor = if t.status & libc::STA_NANO != 0 { 1e9 } else { 1e6 };
     let gauges: [(&str, &str, f64); 13] = [
         (
-            "sync_status",
+            "node_timex_sync_status",
             "Is clock synchronized to a reliable server (1 = yes, 0 = no).",
             if t.state == libc::TIME_ERROR { 0.0 } else { 1.0 },
         ),
-        ("offset_seconds", "Time offset in between local system and reference clock.", t.offset as f64 / divisor),
-        ("frequency_adjustment_ratio", "Local clock frequency adjustment.", 1.0 + t.freq as f64 / PPM16),
-        ("maxerror_seconds", "Maximum error in seconds.", t.maxerror as f64 / 1e6),
-        ("estimated_error_seconds", "Estimated error in seconds.", t.esterror as f64 / 1e6),
-        ("status", "Value of the status array bits.", t.status as f64),
-        ("loop_time_constant", "Phase-locked loop time constant.", t.constant as f64),
-        ("tick_seconds", "Seconds between clock ticks.", t.tick as f64 / 1e6),
-        ("pps_frequency_hertz", "Pulse per second frequency.", t.ppsfreq as f64 / PPM16),
-        ("pps_jitter_seconds", "Pulse per second jitter.", t.jitter as f64 / divisor),
-        ("pps_shift_seconds", "Pulse per second interval duration.", t.shift as f64),
         (
-            "pps_stability_hertz",
+            "node_timex_offset_seconds",
+            "Time offset in between local system and reference clock.",
+            t.offset as f64 / divisor,
+        ),
+        ("node_timex_frequency_adjustment_ratio", "Local clock frequency adjustment.", 1.0 + t.freq as f64 / PPM16),
+        ("node_timex_maxerror_seconds", "Maximum error in seconds.", t.maxerror as f64 / 1e6),
+        ("node_timex_estimated_error_seconds", "Estimated error in seconds.", t.esterror as f64 / 1e6),
+        ("node_timex_status", "Value of the status array bits.", t.status as f64),
+        ("node_timex_loop_time_constant", "Phase-locked loop time constant.", t.constant as f64),
+        ("node_timex_tick_seconds", "Seconds between clock ticks.", t.tick as f64 / 1e6),
+        ("node_timex_pps_frequency_hertz", "Pulse per second frequency.", t.ppsfreq as f64 / PPM16),
+        ("node_timex_pps_jitter_seconds", "Pulse per second jitter.", t.jitter as f64 / divisor),
+        ("node_timex_pps_shift_seconds", "Pulse per second interval duration.", t.shift as f64),
+        (
+            "node_timex_pps_stability_hertz",
             "Pulse per second stability, average of recent frequency changes.",
             t.stabil as f64 / PPM16,
         ),
-        ("tai_offset_seconds", "International Atomic Time (TAI) offset.", t.tai as f64),
+        ("node_timex_tai_offset_seconds", "International Atomic Time (TAI) offset.", t.tai as f64),
     ];
     for (name, help, v) in gauges {
-        let mut f = Family::gauge(format!("node_timex_{name}"), help);
+        let mut f = Family::gauge(name, help);
         f.push(&[], v);
         out.push(f.finish());
     }
     for (name, help, v) in [
-        ("pps_jitter_total", "Pulse per second count of jitter limit exceeded events.", t.jitcnt),
-        ("pps_calibration_total", "Pulse per second count of calibration intervals.", t.calcnt),
-        ("pps_error_total", "Pulse per second count of calibration errors.", t.errcnt),
-        ("pps_stability_exceeded_total", "Pulse per second count of stability limit exceeded events.", t.stbcnt),
+        ("node_timex_pps_jitter_total", "Pulse per second count of jitter limit exceeded events.", t.jitcnt),
+        ("node_timex_pps_calibration_total", "Pulse per second count of calibration intervals.", t.calcnt),
+        ("node_timex_pps_error_total", "Pulse per second count of calibration errors.", t.errcnt),
+        (
+            "node_timex_pps_stability_exceeded_total",
+            "Pulse per second count of stability limit exceeded events.",
+            t.stbcnt,
+        ),
     ] {
-        let mut f = Family::counter(format!("node_timex_{name}"), help);
+        let mut f = Family::counter(name, help);
         f.push(&[], v as f64);
         out.push(f.finish());
     }

@@ -9,19 +9,22 @@
 use super::{Buf, Collect, Error, Family, Paths, Scrape, parse_err};
 use std::path::{Path, PathBuf};
 
+/// The longest line of net/udp (128 bytes, padded) and net/udp6 (about 170) with room to spare:
+/// a first read shorter than a page minus this is the whole table (see `Buf::read_records`).
+const MAX_RECORD: usize = 512;
+
 pub(super) struct UdpQueuesCollector {
-    files: [(&'static str, PathBuf, PathBuf); 2],
-    buf: Buf,
+    /// (ip label, file, fallback, its own buffer so each is kept open: see `Buf`).
+    files: [(&'static str, PathBuf, PathBuf, Buf); 2],
 }
 
 impl UdpQueuesCollector {
     pub fn new(paths: &Paths) -> Self {
         Self {
             files: [
-                ("v4", paths.proc("1/net/udp"), paths.proc("net/udp")),
-                ("v6", paths.proc("1/net/udp6"), paths.proc("net/udp6")),
+                ("v4", paths.proc("1/net/udp"), paths.proc("net/udp"), Buf::new()),
+                ("v6", paths.proc("1/net/udp6"), paths.proc("net/udp6"), Buf::new()),
             ],
-            buf: Buf::new(),
         }
     }
 }
@@ -53,10 +56,10 @@ impl Collect for UdpQueuesCollector {
     fn collect(&self, _scrape: &Scrape<'_>, out: &mut Vec<Family>) -> Result<(), Error> {
         let mut f =
             Family::gauge("node_udp_queues", "Number of allocated memory in the kernel for UDP datagrams in bytes.");
-        for (ip, path, fallback) in &self.files {
-            let (text, path) = match self.buf.read(path) {
+        for (ip, path, fallback, buf) in &self.files {
+            let (text, path) = match buf.read_records(path, MAX_RECORD) {
                 Ok(t) => (t, path),
-                Err(_) => match self.buf.read(fallback) {
+                Err(_) => match buf.read_records(fallback, MAX_RECORD) {
                     Ok(t) => (t, fallback),
                     Err(e) if e.is_not_found() => continue,
                     Err(e) => return Err(e),
