@@ -320,16 +320,32 @@ fn main() {
         match ne {
             None => println!("scrape: not measured (no prometheus-node-exporter on PATH; --node-exporter PATH)"),
             Some(ne) => {
-                println!("scrape: CPU per /metrics scrape, {n} scrapes each, alternating, default collectors, no gzip");
+                println!("scrape: CPU per /metrics scrape, {n} scrapes each, alternating, default collectors");
                 match scrape::compare(&vigil, &ne, &work, n) {
-                    Ok((v, e)) => {
+                    Ok(runs) => {
                         let ms = |d: Duration| d.as_secs_f64() * 1e3;
-                        println!("{:<26} {:>14} {:>8}", "exporter", "CPU ms/scrape", "series");
-                        println!("{:<26} {:>14.3} {:>8}", "vigil", ms(v.cpu_per_scrape), v.series);
-                        println!("{:<26} {:>14.3} {:>8}", ne.display(), ms(e.cpu_per_scrape), e.series);
+                        println!("{:<36} {:>10} {:>10} {:>8}", "exporter", "plain ms", "gzip ms", "series");
+                        let [(v, e), (vz, ez)] = runs;
                         println!(
-                            "vigil / node_exporter CPU per scrape: {:.2}x",
-                            ms(v.cpu_per_scrape) / ms(e.cpu_per_scrape).max(1e-9)
+                            "{:<36} {:>10.3} {:>10.3} {:>8}",
+                            "vigil",
+                            ms(v.cpu_per_scrape),
+                            ms(vz.cpu_per_scrape),
+                            v.series
+                        );
+                        println!(
+                            "{:<36} {:>10.3} {:>10.3} {:>8}",
+                            ne.display(),
+                            ms(e.cpu_per_scrape),
+                            ms(ez.cpu_per_scrape),
+                            e.series
+                        );
+                        let ratio =
+                            |a: &scrape::Cost, b: &scrape::Cost| ms(a.cpu_per_scrape) / ms(b.cpu_per_scrape).max(1e-9);
+                        println!(
+                            "vigil / node_exporter CPU per scrape: {:.2}x plain, {:.2}x with gzip (as Prometheus asks)",
+                            ratio(&v, &e),
+                            ratio(&vz, &ez)
                         );
                     }
                     Err(e) => println!("scrape: failed: {e}"),

@@ -1,7 +1,8 @@
 //! Scrape cost: CPU per `/metrics` scrape of vigil's node metrics against Debian's
 //! `prometheus-node-exporter` (when installed), each with its default collectors, scraped
 //! alternately so both see the same load. CPU is user + system of each process from
-//! /proc/<pid>/stat over all the scrapes. Requests carry no Accept-Encoding (neither gzips).
+//! /proc/<pid>/stat over all the scrapes. Twice: with no Accept-Encoding (neither gzips), and
+//! with `Accept-Encoding: gzip` as Prometheus asks (each compresses its answer).
 //! `benches/node_scrape.rs` prints the same comparison with per-collector times.
 
 use std::io::{Read, Write};
@@ -30,10 +31,11 @@ fn free_addr() -> SocketAddr {
 }
 
 /// GET /metrics over a fresh connection: the body, or None when it is not a 200.
-fn scrape(addr: SocketAddr) -> Option<String> {
+fn scrape(addr: SocketAddr, gzip: bool) -> Option<String> {
     let mut s = TcpStream::connect(addr).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    write!(s, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+    let accept = if gzip { "Accept-Encoding: gzip\r\n" } else { "" };
+    write!(s, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n{accept}\r\n").ok()?;
     let mut buf = Vec::with_capacity(128 * 1024);
     s.read_to_end(&mut buf).ok()?;
     let text = String::from_utf8_lossy(&buf);
@@ -54,7 +56,7 @@ fn cpu(pid: u32) -> Duration {
 
 fn wait_up(addr: SocketAddr) -> Result<(), String> {
     let t0 = Instant::now();
-    while scrape(addr).is_none() {
+    while scrape(addr, false).is_none() {
         if t0.elapsed() > Duration::from_secs(20) {
             return Err(format!("{addr} did not answer /metrics within 20 s"));
         }
@@ -64,8 +66,9 @@ fn wait_up(addr: SocketAddr) -> Result<(), String> {
 }
 
 /// vigil (node metrics with their defaults; a log source with no files) and node_exporter
-/// (`node_exporter`: its binary, as packaged, default collectors), `n` scrapes each.
-pub fn compare(vigil: &Path, node_exporter: &Path, work: &Path, n: usize) -> Result<(Cost, Cost), String> {
+/// (`node_exporter`: its binary, as packaged, default collectors), `n` scrapes each, without
+/// and with gzip.
+pub fn compare(vigil: &Path, node_exporter: &Path, work: &Path, n: usize) -> Result<[(Cost, Cost); 2], String> {
     let dir = work.join("scrape");
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let (vaddr, naddr) = (free_addr(), free_addr());
@@ -88,24 +91,25 @@ pub fn compare(vigil: &Path, node_exporter: &Path, work: &Path, n: usize) -> Res
     let ne = Running(ne);
     wait_up(vaddr)?;
     wait_up(naddr)?;
-    // Warm-up: page cache, lazy initialisation, Go's heap growth.
-    for _ in 0..20 {
-        scrape(vaddr);
-        scrape(naddr);
-    }
-    let (v0, n0) = (cpu(v.0.id()), cpu(ne.0.id()));
-    let (mut vtext, mut ntext) = (String::new(), String::new());
-    for _ in 0..n {
-        vtext = scrape(vaddr).ok_or("a vigil scrape failed")?;
-        ntext = scrape(naddr).ok_or("a node_exporter scrape failed")?;
-    }
-    let (vcpu, ncpu) = (cpu(v.0.id()) - v0, cpu(ne.0.id()) - n0);
     let series = |t: &str| t.lines().filter(|l| !l.is_empty() && !l.starts_with('#')).count();
-    let n = n.max(1) as u32;
-    Ok((
-        Cost { cpu_per_scrape: vcpu / n, series: series(&vtext) },
-        Cost { cpu_per_scrape: ncpu / n, series: series(&ntext) },
-    ))
+    let (vseries, nseries) =
+        (series(&scrape(vaddr, false).unwrap_or_default()), series(&scrape(naddr, false).unwrap_or_default()));
+    let run = |gzip: bool| -> Result<(Cost, Cost), String> {
+        // Warm-up: page cache, lazy initialisation, Go's heap growth.
+        for _ in 0..20 {
+            scrape(vaddr, gzip);
+            scrape(naddr, gzip);
+        }
+        let (v0, n0) = (cpu(v.0.id()), cpu(ne.0.id()));
+        for _ in 0..n {
+            scrape(vaddr, gzip).ok_or("a vigil scrape failed")?;
+            scrape(naddr, gzip).ok_or("a node_exporter scrape failed")?;
+        }
+        let (vcpu, ncpu) = (cpu(v.0.id()) - v0, cpu(ne.0.id()) - n0);
+        let n = n.max(1) as u32;
+        Ok((Cost { cpu_per_scrape: vcpu / n, series: vseries }, Cost { cpu_per_scrape: ncpu / n, series: nseries }))
+    };
+    Ok([run(false)?, run(true)?])
 }
 
 /// `prometheus-node-exporter` (Debian's name) or `node_exporter` on PATH.
