@@ -38,6 +38,7 @@ pub mod checkpoint;
 pub mod file;
 pub mod forensics;
 pub mod identity;
+mod out;
 mod reconcile;
 mod registry;
 mod run;
