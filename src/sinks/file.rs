@@ -772,11 +772,13 @@ mod tests {
         assert_eq!(std::fs::read_to_string(path).unwrap(), "old\nnew\n");
     }
 
-    static GATE_OPEN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    /// One gate per test that holds syncs back (tests run in parallel).
+    static GATES: [std::sync::atomic::AtomicBool; 2] =
+        [std::sync::atomic::AtomicBool::new(false), std::sync::atomic::AtomicBool::new(false)];
 
-    /// Syncs once `GATE_OPEN`.
-    fn gated_sync(f: &File) -> std::io::Result<()> {
-        while !GATE_OPEN.load(Ordering::SeqCst) {
+    /// Syncs once gate `G` is open.
+    fn gated_sync<const G: usize>(f: &File) -> std::io::Result<()> {
+        while !GATES[G].load(Ordering::SeqCst) {
             std::thread::sleep(Duration::from_millis(5));
         }
         f.sync_data()
@@ -791,7 +793,7 @@ mod tests {
         let ctx = SinkContext::new(prometheus::Registry::new(), "n".into()).unwrap();
         let (acker, mut acks) = Acker::channel();
         let (tx, rx) = mpsc::channel(4);
-        let task = tokio::spawn(sink(&path, gated_sync, &ctx).run(rx, acker));
+        let task = tokio::spawn(sink(&path, gated_sync::<0>, &ctx).run(rx, acker));
         tx.send(chunk(0, "first")).await.unwrap();
         assert!(wait_lines(&path, 1).contains("\"message\":\"first\""));
         // The first line's sync now waits at the gate.
@@ -799,7 +801,7 @@ mod tests {
         let text = wait_lines(&path, 2);
         assert!(text.contains("\"message\":\"second\""), "the second line waited for the first one's sync: {text:?}");
         assert!(acks.try_recv().is_err(), "acked before its sync returned");
-        GATE_OPEN.store(true, Ordering::SeqCst);
+        GATES[0].store(true, Ordering::SeqCst);
         assert_eq!(acks.recv().await, Some(0));
         assert_eq!(acks.recv().await, Some(1));
         drop(tx);
@@ -840,16 +842,6 @@ mod tests {
         task.await.unwrap();
     }
 
-    static BIG_GATE_OPEN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-    /// Syncs once `BIG_GATE_OPEN`.
-    fn big_gated_sync(f: &File) -> std::io::Result<()> {
-        while !BIG_GATE_OPEN.load(Ordering::SeqCst) {
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        f.sync_data()
-    }
-
     /// Regression: with no bound, the writer ran ahead of the syncer by the pipeline's whole
     /// in-flight budget (RSS 108 MB instead of 20 MB to the file sink at full speed).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -859,7 +851,7 @@ mod tests {
         let ctx = SinkContext::new(prometheus::Registry::new(), "n".into()).unwrap();
         let (acker, mut acks) = Acker::channel();
         let (tx, rx) = mpsc::channel(4);
-        let task = tokio::spawn(sink(&path, big_gated_sync, &ctx).run(rx, acker));
+        let task = tokio::spawn(sink(&path, gated_sync::<1>, &ctx).run(rx, acker));
         let big = "x".repeat(UNSYNCED_MAX * 3 / 4);
         tx.send(chunk(0, &big)).await.unwrap();
         assert_eq!(wait_lines(&path, 1).lines().count(), 1, "the first write waits for no sync");
@@ -868,7 +860,7 @@ mod tests {
         tx.send(chunk(2, "small")).await.unwrap();
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 1, "written past UNSYNCED_MAX unsynced");
-        BIG_GATE_OPEN.store(true, Ordering::SeqCst);
+        GATES[1].store(true, Ordering::SeqCst);
         for id in 0..3 {
             assert_eq!(acks.recv().await, Some(id));
         }
