@@ -607,6 +607,24 @@ fn a_pods_multiline_annotation_sets_the_mode_of_its_files() {
 /// the file, the next poll looks at it and sees the truncation) and the deletion of a file
 /// with lines not read yet (IN_DELETE asks for a rescan, which finds it deleted; it is read to
 /// its end, then closed) still lose nothing.
+/// Adds the messages arriving on `rx` to `got` until `done` holds for them (at most a minute:
+/// the machine may be loaded).
+fn wait_messages(
+    rx: &mut mpsc::Receiver<SourceBatch>,
+    got: &mut Vec<String>,
+    what: &str,
+    done: &dyn Fn(&[String]) -> bool,
+) {
+    let until = Instant::now() + Duration::from_secs(60);
+    while !done(got) {
+        assert!(Instant::now() < until, "timed out waiting for {what}; got {got:?}");
+        while let Ok(b) = rx.try_recv() {
+            got.extend(b.events.into_iter().map(|e| e.message));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 #[test]
 fn with_full_polls_and_rescans_off_inotify_alone_catches_truncation_and_deletion() {
     let d = tempfile::tempdir().unwrap();
@@ -622,17 +640,7 @@ fn with_full_polls_and_rescans_off_inotify_alone_catches_truncation_and_deletion
     let (shared, stop) = (t.shared.clone(), t.stop.clone());
     let tailer = std::thread::spawn(move || t.run());
     let mut got: Vec<String> = Vec::new();
-    // Waits (at most a minute: the machine may be loaded) until `done` holds.
-    let mut wait = |what: &str, done: &dyn Fn(&[String]) -> bool| {
-        let until = Instant::now() + Duration::from_secs(60);
-        while !done(&got) {
-            assert!(Instant::now() < until, "timed out waiting for {what}; got {got:?}");
-            while let Ok(b) = rx.try_recv() {
-                got.extend(b.events.into_iter().map(|e| e.message));
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    };
+    let mut wait = |what: &str, done: &dyn Fn(&[String]) -> bool| wait_messages(&mut rx, &mut got, what, done);
     wait("the first lines", &|g| g.len() >= 3);
 
     copytruncate(&live, Some(&dir.join("0.log.1")));
@@ -677,17 +685,7 @@ fn with_full_polls_and_rescans_off_the_walks_watches_see_new_pods_writes_and_rot
     let stop = t.stop.clone();
     let tailer = std::thread::spawn(move || t.run());
     let mut got: Vec<String> = Vec::new();
-    // Waits (at most a minute: the machine may be loaded) until `done` holds.
-    let mut wait = |what: &str, done: &dyn Fn(&[String]) -> bool| {
-        let until = Instant::now() + Duration::from_secs(60);
-        while !done(&got) {
-            assert!(Instant::now() < until, "timed out waiting for {what}; got {got:?}");
-            while let Ok(b) = rx.try_recv() {
-                got.extend(b.events.into_iter().map(|e| e.message));
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    };
+    let mut wait = |what: &str, done: &dyn Fn(&[String]) -> bool| wait_messages(&mut rx, &mut got, what, done);
     let append = |p: &Path, s: String| {
         std::fs::OpenOptions::new().append(true).open(p).unwrap().write_all(s.as_bytes()).unwrap()
     };
