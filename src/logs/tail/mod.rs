@@ -351,3 +351,5 @@ fn update_fp(shared: &Shared, f: &FileTail) {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod watch_tests;
