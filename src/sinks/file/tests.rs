@@ -264,16 +264,26 @@ async fn the_writer_waits_while_unsynced_max_bytes_wait_for_a_sync() {
     let big = "x".repeat(UNSYNCED_MAX * 3 / 4);
     tx.send(chunk(0, &big)).await.unwrap();
     assert_eq!(wait_lines(&path, 1).lines().count(), 1, "the first write waits for no sync");
-    tx.send(chunk(1, &big)).await.unwrap();
-    // The writer has the second chunk once the sink task could send a third.
-    tx.send(chunk(2, "small")).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 1, "written past UNSYNCED_MAX unsynced");
+    // Each chunk is sent once the sink task took the one before from the input (capacity back
+    // to 4), so none is coalesced with another. The sink task can take chunk 3 only once its
+    // send of chunk 2 into the writer's one-slot queue went through, that is once the writer
+    // took chunk 1: a positive signal that the writer holds it, not a sleep.
+    for (id, message) in [(1, big.as_str()), (2, "small"), (3, "small")] {
+        tx.send(chunk(id, message)).await.unwrap();
+        let until = std::time::Instant::now() + Duration::from_secs(20);
+        while tx.capacity() < 4 {
+            assert!(std::time::Instant::now() < until, "the sink task never took chunk {id}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    let written = std::fs::read_to_string(&path).unwrap().lines().count();
+    // Opened before asserting: a failure must not leave the sink's threads waiting forever.
     GATES[1].store(true, Ordering::SeqCst);
-    for id in 0..3 {
+    assert_eq!(written, 1, "written past UNSYNCED_MAX unsynced");
+    for id in 0..4 {
         assert_eq!(acks.recv().await, Some(id));
     }
-    assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 3);
+    assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 4);
     drop(tx);
     task.await.unwrap();
 }
