@@ -104,22 +104,28 @@ impl Server {
                         None => serve(stream, svc(false)).await,
                         // A client that never finishes its handshake is dropped like one that
                         // never sends its headers.
+                        // Boxed: a TLS connection's state (handshake, rustls session) is
+                        // several KiB; inline, every plain connection's task would be as big,
+                        // and an allocation that size makes glibc consolidate its fast bins.
                         Some(acceptor) => {
-                            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                                Ok(Ok(tls)) => {
-                                    let client_cert = tls.get_ref().1.peer_certificates().is_some();
-                                    serve(tls, svc(client_cert)).await
+                            Box::pin(async {
+                                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                                    Ok(Ok(tls)) => {
+                                        let client_cert = tls.get_ref().1.peer_certificates().is_some();
+                                        serve(tls, svc(client_cert)).await
+                                    }
+                                    Ok(Err(error)) => {
+                                        access.metrics.handshake_failures.inc();
+                                        tracing::debug!(%error, "metrics server: TLS handshake failed");
+                                        Ok(())
+                                    }
+                                    Err(_) => {
+                                        access.metrics.handshake_failures.inc();
+                                        Ok(())
+                                    }
                                 }
-                                Ok(Err(error)) => {
-                                    access.metrics.handshake_failures.inc();
-                                    tracing::debug!(%error, "metrics server: TLS handshake failed");
-                                    Ok(())
-                                }
-                                Err(_) => {
-                                    access.metrics.handshake_failures.inc();
-                                    Ok(())
-                                }
-                            }
+                            })
+                            .await
                         }
                     };
                     if let Err(error) = result {

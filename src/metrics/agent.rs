@@ -1,5 +1,5 @@
 //! vigil's own process metrics: build info, uptime, and the process collector (CPU, RSS, fds,
-//! start time). Pipeline stages register their own `vigil_*` metrics on the same registry.
+//! start time; `super::process`). Pipeline stages register their own `vigil_*` metrics on the same registry.
 
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
@@ -15,7 +15,7 @@ pub fn register(registry: &Registry) -> prometheus::Result<()> {
     build.with_label_values(&[env!("CARGO_PKG_VERSION"), env!("VIGIL_RUSTC_VERSION"), env!("VIGIL_TARGET")]).set(1);
     registry.register(Box::new(build))?;
     registry.register(Box::new(Uptime::new()?))?;
-    registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;
+    registry.register(Box::new(super::process::ProcessCollector::for_self()?))?;
     Ok(())
 }
 

@@ -3,4 +3,5 @@
 
 pub mod agent;
 pub mod node;
+pub mod process;
 pub mod ship;

@@ -315,9 +315,10 @@ impl FilesystemCollector {
 
     fn mounts(&self) -> Result<Vec<Mount>, Error> {
         use std::io::Read;
+        // Through `Take` (no size hint): no statx and lseek first (see `read_into`).
         let read = |path: &Path, buf: &mut Vec<u8>| {
             buf.clear();
-            std::fs::File::open(path)?.read_to_end(buf)
+            std::fs::File::open(path)?.take(u64::MAX).read_to_end(buf)
         };
         // Kept between scrapes: the mount table of a Kubernetes node is tens of KiB.
         let mut buf = self.mounts_buf.lock().unwrap_or_else(|p| p.into_inner());

@@ -360,21 +360,30 @@ impl Collector for NodeCollector {
         out.push(build_info::family());
         out.extend(self.errors.collect().into_iter().map(Family::from_proto));
         out.retain(|f| !f.is_empty());
-        // Under `render_text` the families go out as they are; anywhere else as protobuf.
-        let captured = CAPTURED.with(|c| {
-            c.borrow_mut().as_mut().map(|captured| match captured.is_empty() {
-                true => std::mem::swap(captured, &mut out),
-                false => captured.append(&mut out),
-            })
-        });
-        match captured {
-            Some(()) => Vec::new(),
-            None => {
-                let families = out.iter().map(Family::to_proto).collect();
-                out.clear();
-                *SPARE_FAMILIES.lock().unwrap_or_else(|p| p.into_inner()) = out;
-                families
-            }
+        let families = hand_over(&mut out);
+        if out.capacity() > 0 {
+            *SPARE_FAMILIES.lock().unwrap_or_else(|p| p.into_inner()) = out;
+        }
+        families
+    }
+}
+
+/// The end of a `Collector::collect` that builds [`Family`] values: under `render_text` the
+/// families go to it as they are (nothing is returned); anywhere else (shipping, tests) they are
+/// returned as protobuf. `out` is left empty, its capacity kept when it was not handed over.
+pub(crate) fn hand_over(out: &mut Vec<Family>) -> Vec<MetricFamily> {
+    let captured = CAPTURED.with(|c| {
+        c.borrow_mut().as_mut().map(|captured| match captured.is_empty() {
+            true => std::mem::swap(captured, out),
+            false => captured.append(out),
+        })
+    });
+    match captured {
+        Some(()) => Vec::new(),
+        None => {
+            let families = out.iter().map(Family::to_proto).collect();
+            out.clear();
+            families
         }
     }
 }

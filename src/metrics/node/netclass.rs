@@ -113,8 +113,9 @@ impl NetclassCollector {
 /// attribute gives its whole text (at most a page) to the first read(2), so open, one read and
 /// close replace `fs::read`'s path walk, stat and extra read to EOF, with no allocation.
 /// On sysfs (not in a fixture tree, whose files may be replaced), an attribute that read
-/// non-empty is kept open for the next scrape (up to [`MAX_KEPT`] in all); a kept one that fails
-/// or reads empty is dropped and read afresh, so any failure is the fresh read's, as before.
+/// non-empty, or that the kernel refused (see [`refused`]), is kept open for the next scrape (up
+/// to [`MAX_KEPT`] in all); a kept one that fails otherwise or reads empty is dropped and read
+/// afresh, so any other failure is the fresh read's, as before.
 struct Attributes {
     /// The device's directory, for error messages and the fallback.
     path: PathBuf,
@@ -192,7 +193,9 @@ impl Attributes {
         if let Some(file) = &self.files[i] {
             match file.read_at(&mut self.buf[..], 0) {
                 Ok(n) if n > 0 => return Ok(Some(&self.buf[..n.min(128)])),
-                // Gone, failing or empty: read it afresh below.
+                // Still refused (the device is still down): asked again at the next scrape.
+                Err(e) if refused(&e) => return Ok(None),
+                // Gone, failing otherwise or empty: read it afresh below.
                 _ => {
                     self.files[i] = None;
                     self.kept -= 1;
@@ -200,24 +203,34 @@ impl Attributes {
             }
         }
         let name = ATTRS[i];
-        let read = self.open(name).and_then(|mut f| {
-            let n = f.read(&mut self.buf[..])?;
-            if n > 0 && self.sysfs && self.kept < MAX_KEPT {
-                self.files[i] = Some(f);
-                self.kept += 1;
-            }
-            Ok(n)
-        });
+        let mut file = match self.open(name) {
+            Ok(f) => f,
+            Err(e) => return self.absent_or_error(name, e),
+        };
+        let read = file.read(&mut self.buf[..]);
+        // A refused read leaves the kernel's seq_file at its first record, so a read at offset 0
+        // of the same descriptor asks the attribute again (an empty one moved past its only
+        // record: it would read empty for good, and is opened afresh each time).
+        let keep = match &read {
+            Ok(n) => *n > 0,
+            Err(e) => refused(e),
+        };
+        if keep && self.sysfs && self.kept < MAX_KEPT {
+            self.files[i] = Some(file);
+            self.kept += 1;
+        }
         match read {
             Ok(n) => Ok(Some(&self.buf[..n.min(128)])),
-            Err(e)
-                if e.kind() == std::io::ErrorKind::NotFound
-                    || e.kind() == std::io::ErrorKind::PermissionDenied
-                    || matches!(e.raw_os_error(), Some(libc::EINVAL | libc::EOPNOTSUPP | libc::ENODEV)) =>
-            {
-                Ok(None)
-            }
-            Err(error) => Err(Error::Read { path: self.path.join(name), error }),
+            Err(e) => self.absent_or_error(name, e),
+        }
+    }
+
+    /// None for an attribute the kernel does not give for this device, else the error.
+    fn absent_or_error<T>(&self, name: &str, error: std::io::Error) -> Result<Option<T>, Error> {
+        match error.kind() {
+            std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied => Ok(None),
+            _ if refused(&error) || error.raw_os_error() == Some(libc::ENODEV) => Ok(None),
+            _ => Err(Error::Read { path: self.path.join(name), error }),
         }
     }
 
@@ -230,6 +243,12 @@ impl Attributes {
     fn integer(&mut self, i: usize) -> Result<Option<i64>, Error> {
         Ok(self.raw(i)?.and_then(|b| integer(String::from_utf8_lossy(b).trim())))
     }
+}
+
+/// A read the attribute refuses in the device's present state: `carrier`, `speed`, `duplex` of
+/// a device that is down (EINVAL), an attribute its driver does not implement (EOPNOTSUPP).
+fn refused(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EINVAL | libc::EOPNOTSUPP))
 }
 
 /// An integer as sysfs writes it: decimal, or hex with 0x (`flags`).

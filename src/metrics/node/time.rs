@@ -1,15 +1,25 @@
 //! `time`: the node's clock (`node_time_seconds`), its time zone offset, and the kernel's
 //! clock sources from sysfs, as node_exporter's time collector.
 
-use super::{Collect, Error, Family, Paths, Scrape};
+use super::{Buf, Collect, Error, Family, Paths, Scrape};
 use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 pub(super) struct TimeCollector {
     clocksource_dir: PathBuf,
-    /// (device number, directory) of each clocksourceN, listed once: the set is fixed at boot
-    /// (which source is current is not, and is read every scrape).
-    devices: std::sync::OnceLock<Vec<(String, PathBuf)>>,
+    /// Each clocksourceN, listed once: the set is fixed at boot (which source is current is
+    /// not, and is read every scrape).
+    devices: std::sync::OnceLock<Vec<Clocksource>>,
+}
+
+struct Clocksource {
+    /// N of clocksourceN.
+    number: String,
+    available_path: PathBuf,
+    current_path: PathBuf,
+    /// Read buffers that keep each file open between scrapes.
+    available: Buf,
+    current: Buf,
 }
 
 impl TimeCollector {
@@ -17,7 +27,7 @@ impl TimeCollector {
         Self { clocksource_dir: paths.sys("devices/system/clocksource"), devices: Default::default() }
     }
 
-    fn devices(&self) -> &[(String, PathBuf)] {
+    fn devices(&self) -> &[Clocksource] {
         self.devices.get_or_init(|| {
             let Ok(dir) = std::fs::read_dir(&self.clocksource_dir) else { return Vec::new() };
             let mut devices: Vec<(String, PathBuf)> = dir
@@ -31,6 +41,15 @@ impl TimeCollector {
                 .collect();
             devices.sort();
             devices
+                .into_iter()
+                .map(|(number, path)| Clocksource {
+                    number,
+                    available_path: path.join("available_clocksource"),
+                    current_path: path.join("current_clocksource"),
+                    available: Buf::new(),
+                    current: Buf::new(),
+                })
+                .collect()
         })
     }
 }
@@ -82,13 +101,14 @@ impl Collect for TimeCollector {
             "node_time_clocksource_current_info",
             "Current clocksource read from '/sys/devices/system/clocksource'.",
         );
-        for (device, path) in self.devices() {
-            if let Ok(list) = std::fs::read_to_string(path.join("available_clocksource")) {
+        for d in self.devices() {
+            let device = d.number.as_str();
+            if let Ok(list) = d.available.read_raw(&d.available_path) {
                 for cs in list.split_ascii_whitespace() {
                     available.push(&[("clocksource", cs), ("device", device)], 1.0);
                 }
             }
-            if let Ok(cs) = std::fs::read_to_string(path.join("current_clocksource")) {
+            if let Ok(cs) = d.current.read_raw(&d.current_path) {
                 let cs = cs.trim();
                 if !cs.is_empty() {
                     current.push(&[("clocksource", cs), ("device", device)], 1.0);
