@@ -18,6 +18,13 @@
 //! wake-up per scrape, not one per mount. Rejected: a thread per statfs (tens of spawns per
 //! scrape on a Kubernetes node with many volume mounts); a fixed pool (a few hung mounts would
 //! exhaust it and stall every other mount).
+//!
+//! The mount table is parsed again only when it changed: the kernel marks an open mounts file
+//! with POLLPRI after any mount, unmount or remount in its mount namespace (proc(5)), so the
+//! file stays open and a scrape polls it (no wait) before reusing the last parse. The kernel
+//! writing the table is most of this collector's cost with twenty mounts, and grows with the
+//! hundreds a Kubernetes node has. As a safety net the table is read again after
+//! [`MOUNTS_MAX_AGE`] anyway. A mounts file not on procfs (a fixture tree) is read every time.
 
 use super::config::FilesystemConfig;
 use super::{Collect, Error, Family, Paths, Scrape, regex};
@@ -36,6 +43,10 @@ use std::time::{Duration, Instant};
 /// any answering filesystem, short enough that twenty dead mounts cost two seconds, not twenty
 /// timeouts.
 const GRACE: Duration = Duration::from_millis(100);
+
+/// The longest a parsed mount table is reused without being read again, even if the kernel did
+/// not signal a change.
+const MOUNTS_MAX_AGE: Duration = Duration::from_secs(60);
 
 /// What node_exporter reads from statfs(2).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -187,6 +198,31 @@ pub(super) struct FilesystemCollector {
     worker: Mutex<Option<Worker>>,
     timeouts: AtomicU64,
     mounts_buf: Mutex<Vec<u8>>,
+    /// The last mount table read (excluded mounts left out), while it is current.
+    table: Mutex<Option<MountTable>>,
+}
+
+struct MountTable {
+    /// The mounts file it was read from, kept open to be polled; None if not on procfs.
+    file: Option<std::fs::File>,
+    mounts: Arc<Vec<Mount>>,
+    read_at: Instant,
+}
+
+impl MountTable {
+    /// Whether the table can be used again: the kernel has not marked its file changed, and it
+    /// is not older than [`MOUNTS_MAX_AGE`].
+    fn current(&self) -> bool {
+        use std::os::fd::AsRawFd;
+        let Some(file) = &self.file else { return false };
+        if self.read_at.elapsed() >= MOUNTS_MAX_AGE {
+            return false;
+        }
+        let mut p = libc::pollfd { fd: file.as_raw_fd(), events: libc::POLLPRI, revents: 0 };
+        // SAFETY: one valid pollfd, and a zero timeout: poll only fills `revents`. The kernel's
+        // mounts_poll reports POLLERR | POLLPRI once per change (polling acknowledges it).
+        unsafe { libc::poll(&mut p, 1, 0) == 0 }
+    }
 }
 
 fn lock(m: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
@@ -207,6 +243,7 @@ impl FilesystemCollector {
             worker: Mutex::new(None),
             timeouts: AtomicU64::new(0),
             mounts_buf: Mutex::new(Vec::with_capacity(16 * 1024)),
+            table: Mutex::new(None),
         })
     }
 
@@ -313,22 +350,42 @@ impl FilesystemCollector {
         (self.timeout / 10).min(GRACE)
     }
 
-    fn mounts(&self) -> Result<Vec<Mount>, Error> {
+    /// The mounts to report (excluded ones left out): the last table while the kernel says it
+    /// has not changed, else read again.
+    fn mounts(&self) -> Result<Arc<Vec<Mount>>, Error> {
         use std::io::Read;
+        let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(t) = table.as_ref().filter(|t| t.current()) {
+            return Ok(t.mounts.clone());
+        }
         // Through `Take` (no size hint): no statx and lseek first (see `read_into`).
         let read = |path: &Path, buf: &mut Vec<u8>| {
             buf.clear();
-            std::fs::File::open(path)?.take(u64::MAX).read_to_end(buf)
+            let mut file = std::fs::File::open(path)?;
+            (&mut file).take(u64::MAX).read_to_end(buf)?;
+            io::Result::Ok(file)
         };
         // Kept between scrapes: the mount table of a Kubernetes node is tens of KiB.
         let mut buf = self.mounts_buf.lock().unwrap_or_else(|p| p.into_inner());
-        if read(&self.mounts_path, &mut buf).is_err() {
-            read(&self.mounts_fallback, &mut buf)
-                .map_err(|error| Error::Read { path: self.mounts_fallback.clone(), error })?;
-        }
+        let file = match read(&self.mounts_path, &mut buf) {
+            Ok(file) => file,
+            Err(_) => read(&self.mounts_fallback, &mut buf)
+                .map_err(|error| Error::Read { path: self.mounts_fallback.clone(), error })?,
+        };
         // A mount point that is not UTF-8 must not cost every other mount its metrics: it is
         // reported with U+FFFD (and its statfs then fails: device_error 1).
-        Ok(parse_mounts(&String::from_utf8_lossy(&buf), &self.rootfs))
+        let mut mounts = parse_mounts(&String::from_utf8_lossy(&buf), &self.rootfs);
+        mounts.retain(|m| {
+            !self.mount_points_exclude.as_ref().is_some_and(|re| re.is_match(&m.mountpoint))
+                && !self.fs_types_exclude.as_ref().is_some_and(|re| re.is_match(&m.fstype))
+        });
+        let mounts = Arc::new(mounts);
+        *table = Some(MountTable {
+            file: super::generated_by_kernel(&file).then_some(file),
+            mounts: mounts.clone(),
+            read_at: Instant::now(),
+        });
+        Ok(mounts)
     }
 }
 
@@ -338,18 +395,14 @@ impl Collect for FilesystemCollector {
     }
 
     fn collect(&self, _scrape: &Scrape<'_>, out: &mut Vec<Family>) -> Result<(), Error> {
-        let mut mounts = self.mounts()?;
-        mounts.retain(|m| {
-            !self.mount_points_exclude.as_ref().is_some_and(|re| re.is_match(&m.mountpoint))
-                && !self.fs_types_exclude.as_ref().is_some_and(|re| re.is_match(&m.fstype))
-        });
+        let mounts = self.mounts()?;
         // Each path is asked once (several mounts can share a mount point: over-mounts), and
         // not at all while a call from an earlier scrape is still stuck on it.
         let mut slot: HashMap<&Path, Option<usize>> = HashMap::with_capacity(mounts.len());
         let mut to_stat: Vec<PathBuf> = Vec::with_capacity(mounts.len());
         {
             let g = lock(&self.shared);
-            for m in &mounts {
+            for m in mounts.iter() {
                 slot.entry(&m.stat_path).or_insert_with(|| {
                     (!g.stuck.contains(&m.stat_path)).then(|| {
                         to_stat.push(m.stat_path.clone());
@@ -371,7 +424,7 @@ impl Collect for FilesystemCollector {
             "node_filesystem_device_error",
             "Whether an error occurred while getting statistics for the given device.",
         );
-        for m in &mounts {
+        for m in mounts.iter() {
             let stat = slot[m.stat_path.as_path()].and_then(|i| stats[i].as_ref());
             let labels =
                 [("device", m.device.as_str()), ("fstype", m.fstype.as_str()), ("mountpoint", m.mountpoint.as_str())];
@@ -409,6 +462,102 @@ impl Collect for FilesystemCollector {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The mount points the collector reports for `mountpoint`, by `fstype`.
+    fn reported(c: &FilesystemCollector, mountpoint: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        let stat = std::cell::OnceCell::new();
+        let scrape = Scrape { stat_buf: &super::super::Buf::new(), proc_stat: stat };
+        c.collect(&scrape, &mut out).unwrap();
+        let readonly = out.iter().find(|f| f.name() == "node_filesystem_readonly").unwrap().to_proto();
+        readonly
+            .get_metric()
+            .iter()
+            .filter(|m| m.get_label().iter().any(|l| l.name() == "mountpoint" && l.value() == mountpoint))
+            .map(|m| m.get_label().iter().find(|l| l.name() == "fstype").unwrap().value().to_string())
+            .collect()
+    }
+
+    /// A mount or unmount shows at the next scrape although the parsed table is reused while
+    /// the kernel does not mark the mounts file changed. The mount table is a real one: that of
+    /// a shell in its own mount namespace (unshare(1), as root), seen through a procfs root
+    /// whose `1` is that shell's /proc entry, so the test mounts nothing on the host.
+    #[test]
+    fn a_mount_and_an_unmount_show_at_the_next_scrape() {
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path();
+        let m = dir.join("m");
+        std::fs::create_dir(&m).unwrap();
+        let script = format!(
+            "touch {d}/ready; until [ -e {d}/go ]; do sleep 0.01; done; mount -t tmpfs -o size=1m vigiltest {m} && touch {d}/mounted; \
+             until [ -e {d}/go2 ]; do sleep 0.01; done; umount {m} && touch {d}/unmounted; sleep 60",
+            d = dir.display(),
+            m = m.display()
+        );
+        let child = std::process::Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+            .stderr(std::process::Stdio::piped())
+            .spawn();
+        let Ok(mut child) = child else {
+            panic!("this test needs unshare(1) (util-linux) and root");
+        };
+        struct Kill<'a>(&'a mut std::process::Child);
+        impl Drop for Kill<'_> {
+            fn drop(&mut self) {
+                let _ = self.0.kill();
+                let _ = self.0.wait();
+            }
+        }
+        let pid = child.id();
+        let child = Kill(&mut child);
+        let mut wait = |name: &str| {
+            let t0 = Instant::now();
+            while !dir.join(name).exists() {
+                assert!(t0.elapsed() < Duration::from_secs(20), "{name} did not appear");
+                if let Ok(Some(status)) = child.0.try_wait() {
+                    let mut err = String::new();
+                    let _ = std::io::Read::read_to_string(child.0.stderr.as_mut().unwrap(), &mut err);
+                    panic!("unshare ended ({status}) before {name}: {err}");
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        };
+        wait("ready");
+        let procfs = dir.join("proc");
+        std::fs::create_dir(&procfs).unwrap();
+        std::os::unix::fs::symlink(format!("/proc/{pid}"), procfs.join("1")).unwrap();
+        let paths = Paths { rootfs: "/".into(), procfs, sysfs: "/sys".into() };
+        let c = FilesystemCollector::new(&paths, &FilesystemConfig::default(), real_statfs()).unwrap();
+        let mp = m.to_str().unwrap();
+
+        assert_eq!(reported(&c, mp), Vec::<String>::new());
+        assert!(c.table.lock().unwrap().as_ref().unwrap().file.is_some(), "a procfs mounts file is kept");
+        assert_eq!(reported(&c, mp), Vec::<String>::new(), "reused table");
+        std::fs::write(dir.join("go"), "").unwrap();
+        wait("mounted");
+        assert_eq!(reported(&c, mp), ["tmpfs"], "the mount is seen at the next scrape");
+        assert_eq!(reported(&c, mp), ["tmpfs"], "and the table is reused after");
+        std::fs::write(dir.join("go2"), "").unwrap();
+        wait("unmounted");
+        assert_eq!(reported(&c, mp), Vec::<String>::new(), "the unmount is seen at the next scrape");
+    }
+
+    /// A mount table not on procfs (a fixture) is read at every scrape.
+    #[test]
+    fn a_fixture_mount_table_is_read_at_every_scrape() {
+        let t = tempfile::tempdir().unwrap();
+        let procfs = t.path().join("proc");
+        std::fs::create_dir_all(procfs.join("1")).unwrap();
+        let table = |mp: &str| format!("/dev/vda1 / ext4 rw 0 0\n/dev/vdb {mp} ext4 rw 0 0\n");
+        std::fs::write(procfs.join("1/mounts"), table("/data")).unwrap();
+        let paths = Paths { rootfs: "/".into(), procfs: procfs.clone(), sysfs: "/sys".into() };
+        let c = FilesystemCollector::new(&paths, &FilesystemConfig::default(), real_statfs()).unwrap();
+        assert_eq!(reported(&c, "/data"), ["ext4"]);
+        assert!(c.table.lock().unwrap().as_ref().unwrap().file.is_none());
+        std::fs::write(procfs.join("1/mounts"), table("/other")).unwrap();
+        assert_eq!(reported(&c, "/data"), Vec::<String>::new());
+        assert_eq!(reported(&c, "/other"), ["ext4"]);
+    }
 
     #[test]
     fn unescapes_octal() {

@@ -93,6 +93,8 @@ struct Kept {
     /// renamed while another one took its name, has another, and its kept files are dropped.
     ino: u64,
     files: [Option<std::fs::File>; ATTRS.len()],
+    /// The device's directory (O_PATH), for the attributes not kept (an empty `ifalias`).
+    dir: Option<std::fs::File>,
 }
 
 impl NetclassCollector {
@@ -103,7 +105,7 @@ impl NetclassCollector {
     /// Attribute descriptors kept open now.
     #[cfg(test)]
     pub fn kept_descriptors(&self) -> usize {
-        self.kept.lock().unwrap().iter().map(|k| k.files.iter().flatten().count()).sum()
+        self.kept.lock().unwrap().iter().map(|k| k.files.iter().flatten().count() + k.dir.iter().count()).sum()
     }
 }
 
@@ -145,20 +147,35 @@ impl Attributes {
     }
 
     /// Points the reader at `<class_net>/<device>`, with the descriptors kept for it.
-    fn device(&mut self, class_net: &Path, device: &str, files: [Option<std::fs::File>; ATTRS.len()]) {
+    fn device(
+        &mut self,
+        class_net: &Path,
+        device: &str,
+        files: [Option<std::fs::File>; ATTRS.len()],
+        dir: Option<std::fs::File>,
+    ) {
         self.path.clear();
         self.path.push(class_net);
         self.path.push(device);
-        self.dir = None;
         // Kept descriptors were only ever opened on sysfs.
-        self.sysfs = files.iter().any(Option::is_some);
+        self.sysfs = files.iter().any(Option::is_some) || dir.is_some();
+        // (A kept directory is counted again when it is taken back.)
         self.kept += files.iter().flatten().count();
+        self.dir = dir.map(Some);
         self.files = files;
     }
 
-    /// Takes the device's descriptors to keep for the next scrape.
-    fn take_files(&mut self) -> [Option<std::fs::File>; ATTRS.len()] {
-        std::mem::take(&mut self.files)
+    /// Takes the device's descriptors to keep for the next scrape: its kept attributes, and its
+    /// directory if that is on sysfs and room is left.
+    fn take_files(&mut self) -> ([Option<std::fs::File>; ATTRS.len()], Option<std::fs::File>) {
+        let dir = match self.dir.take() {
+            Some(Some(dir)) if self.sysfs && self.kept < MAX_KEPT => {
+                self.kept += 1;
+                Some(dir)
+            }
+            _ => None,
+        };
+        (std::mem::take(&mut self.files), dir)
     }
 
     fn open(&mut self, name: &str) -> std::io::Result<std::fs::File> {
@@ -297,15 +314,15 @@ impl Collect for NetclassCollector {
         let mut attrs = Attributes::new();
         for (device, ino) in &devices {
             while last.next_if(|k| k.name < *device).is_some() {}
-            let files = match last.next_if(|k| k.name == *device) {
-                Some(k) if k.ino == *ino => k.files,
+            let (files, dir) = match last.next_if(|k| k.name == *device) {
+                Some(k) if k.ino == *ino => (k.files, k.dir),
                 _ => Default::default(),
             };
-            attrs.device(&self.dir, device, files);
+            attrs.device(&self.dir, device, files, dir);
             let read = device_samples(&mut attrs, device, &mut up, &mut info, &mut numeric);
-            let files = attrs.take_files();
-            if files.iter().any(Option::is_some) {
-                kept.push(Kept { name: device.clone(), ino: *ino, files });
+            let (files, dir) = attrs.take_files();
+            if files.iter().any(Option::is_some) || dir.is_some() {
+                kept.push(Kept { name: device.clone(), ino: *ino, files, dir });
             }
             read?;
         }
