@@ -231,7 +231,15 @@ async fn fivexx_and_429_are_retried_until_accepted_and_400_is_dropped_and_counte
     // The same snapshot each time: a retry resends, it does not re-gather.
     assert!(got.iter().all(|x| x.req == got[0].req), "retries carry the same samples");
     let samples = got[3].req.timeseries.len() as f64;
-    assert_eq!(series_value(&r, "vigil_ship_samples_sent_total", &[("sink", "central")]), samples);
+    // The receiver has the 204 before the shipper has read it, counted the samples sent and
+    // taken them off its queue.
+    let sent = || series_value(&r, "vigil_ship_samples_sent_total", &[("sink", "central")]);
+    let queued = || series_value(&r, "vigil_ship_queue_samples", &[("sink", "central")]);
+    let t0 = std::time::Instant::now();
+    while (sent() != samples || queued() != 0.0) && t0.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(sent(), samples);
     assert_eq!(series_value(&r, "vigil_ship_samples_dropped_total", &[("reason", "rejected")]), 0.0);
     assert_eq!(series_value(&r, "vigil_ship_queue_samples", &[("sink", "central")]), 0.0);
     // The shared per-sink request metrics see every attempt.
