@@ -198,9 +198,17 @@ fn tolerance(series: &str, a: f64, b: f64) -> f64 {
         // unsynchronised; offset and frequency follow NTP.
         n if n.starts_with("node_timex_") => 1.0f64.max(rel(0.01)),
         "node_filefd_allocated" | "node_nf_conntrack_entries" => 1000.0,
-        // Sockets and packets of the machine (the scrapes themselves open connections).
+        // Sockets and packets of the machine (the scrapes themselves open connections). Socket
+        // buffer memory moves with any traffic: the same 6.5 MB in pages (`_mem`) as in bytes.
         n if n.starts_with("node_sockstat_") => {
-            100.0f64.max(rel(0.1)) * if n.ends_with("_bytes") { 65536.0 } else { 1.0 }
+            100.0f64.max(rel(0.1))
+                * if n.ends_with("_bytes") {
+                    65536.0
+                } else if n.ends_with("_mem") {
+                    16.0
+                } else {
+                    1.0
+                }
         }
         n if n.starts_with("node_netstat_") || n.starts_with("node_nf_conntrack_stat_") => 1000.0f64.max(rel(0.05)),
         n if n.starts_with("node_vmstat_") => 100_000.0f64.max(rel(0.05)),
