@@ -240,10 +240,19 @@ mod tests {
     fn a_scrape_after_more_cpu_reports_more() {
         let c = ProcessCollector::for_self().unwrap();
         let before = value(&c.families(), "process_cpu_seconds_total");
-        let t0 = std::time::Instant::now();
+        // CPU time is counted in ticks (10 ms at the usual 100 Hz): spin until this thread has
+        // spent 50 ms of CPU, measured by the kernel's precise clock, not 50 ms of wall time
+        // (on a loaded machine that could be less than a tick of CPU).
+        let thread_cpu = || {
+            // SAFETY: clock_gettime only writes into `t`.
+            let mut t: libc::timespec = unsafe { std::mem::zeroed() };
+            // SAFETY: as above; CLOCK_THREAD_CPUTIME_ID always exists on Linux.
+            unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) };
+            std::time::Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
+        };
+        let t0 = thread_cpu();
         let mut x = 0u64;
-        // CPU time is counted in ticks (10 ms at the usual 100 Hz): spin for 50 ms of it.
-        while t0.elapsed() < std::time::Duration::from_millis(50) {
+        while thread_cpu() - t0 < std::time::Duration::from_millis(50) {
             x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
         }
         let after = value(&c.families(), "process_cpu_seconds_total");
